@@ -1,0 +1,68 @@
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help setup venv system-packages control-plane claude-code test test-unit lint fmt lock \
+        cluster-up cluster-down services-up services-down
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: venv system-packages control-plane claude-code ## Install everything the tests and the demo need
+
+venv: $(VENV)/.installed ## Python dependencies from the lock file, into .venv
+
+$(VENV)/.installed: requirements/dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+system-packages: ## PostgreSQL, Redis, openssl, curl from Debian's packages
+	bash e2e/install-system-packages.sh
+
+control-plane: ## Build etcd, kube-* and kwok from Go modules into the cache (once per version)
+	bash e2e/cluster/build.sh >/dev/null
+
+claude-code: ## The pinned Claude Code CLI from npm, into the cache
+	bash e2e/install-claude-code.sh >/dev/null
+
+test: venv ## The whole suite: unit, integration, end-to-end
+	$(BIN)/pytest
+
+test-unit: venv ## Unit tests only, no servers
+	$(BIN)/pytest -m unit
+
+lint: venv ## ruff, mypy --strict and the import contracts
+	$(BIN)/ruff check operator tests e2e
+	$(BIN)/ruff format --check operator tests e2e
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: venv ## Format and fix what ruff can
+	$(BIN)/ruff format operator tests e2e
+	$(BIN)/ruff check --fix operator tests e2e
+
+lock: venv ## Re-resolve the lock files from pyproject.toml
+	for extra in operator gateway; do \
+	  $(BIN)/uv pip compile pyproject.toml --extra $$extra -c requirements/constraints.txt \
+	    --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	    -o requirements/$$extra.lock -q; done
+	$(BIN)/uv pip compile pyproject.toml --extra operator --extra gateway --extra dev \
+	  -c requirements/constraints.txt --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu -o requirements/dev.lock -q
+
+cluster-up: ## Local control plane on loopback; writes .dev/kubeconfig and .dev/env
+	bash e2e/cluster/up.sh
+
+cluster-down: ## Stop the control plane processes started by cluster-up
+	bash e2e/cluster/down.sh
+
+services-up: ## PostgreSQL and Redis on loopback; admin credentials in .dev/env
+	bash e2e/services/up.sh
+
+services-down: ## Stop PostgreSQL and Redis
+	bash e2e/services/down.sh

@@ -1,0 +1,1 @@
+"""End-to-end tooling: local control plane, provider simulator, real-client checks."""

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and the demo run: PostgreSQL, Redis, openssl, curl.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v npm >/dev/null || need+=(npm)
+((${#need[@]})) || { echo "[setup] system packages present" >&2; exit 0; }
+echo "[setup] installing ${need[*]}" >&2
+sudo=(); [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The Debian package starts its own Redis on the default port; ours runs from e2e/services.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  "${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
