@@ -1,0 +1,141 @@
+"""The ModelAlias resource (namespaced): a model name clients send, mapped to provider models."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tenantgw.api.common import (
+    LONG_NAME_MAX,
+    CamelModel,
+    Condition,
+    DnsLabel,
+    Resource,
+    ShortString,
+    StatusModel,
+    cel,
+    duplicates,
+    map_list,
+    unique_set,
+    validations,
+)
+
+MODEL_ALIAS_PLURAL = "modelaliases"
+
+CostTier = Literal["low", "medium", "high"]
+
+FALLBACKS_UNIQUE_MESSAGE = "fallbacks must not repeat a ModelAlias"
+FALLBACK_SELF_MESSAGE = "spec.fallbacks must not name the ModelAlias itself"
+
+
+class Pricing(CamelModel):
+    """List price of a model in USD, for models whose price LiteLLM does not know."""
+
+    input_per_million: float = Field(description="USD per million input tokens.", ge=0)
+    output_per_million: float = Field(description="USD per million output tokens.", ge=0)
+
+
+class Target(CamelModel):
+    """A provider model that serves the alias."""
+
+    provider: DnsLabel = Field(description="Name of a provider in the Tenant's spec.providers.")
+    model: str = Field(
+        description="Model name at the provider, e.g. qwen/qwen3-coder.",
+        min_length=1,
+        max_length=LONG_NAME_MAX,
+    )
+    weight: int = Field(
+        default=1,
+        description="Share of traffic relative to the other targets (A/B split).",
+        ge=1,
+        le=1_000_000,
+    )
+    max_tokens: int | None = Field(
+        default=None, description="Cap on output tokens per request.", ge=1
+    )
+    pricing: Pricing | None = Field(
+        default=None, description="Price per token when the provider's list price is unknown."
+    )
+
+
+class ModelAliasSpec(CamelModel):
+    """Desired state of a ModelAlias."""
+
+    aliases: list[ShortString] = Field(
+        default_factory=list,
+        description="Extra client-facing names; globs like claude-sonnet-4-5-* are allowed.",
+        max_length=32,
+        json_schema_extra=unique_set(),
+    )
+    targets: list[Target] = Field(
+        description="Provider models serving the alias, split by weight.",
+        min_length=1,
+        max_length=16,
+    )
+    fallbacks: list[ShortString] = Field(
+        default_factory=list,
+        description="Other ModelAliases tried in order when every target fails.",
+        max_length=8,
+        json_schema_extra=validations(
+            cel("self.all(x, self.exists_one(y, y == x))", FALLBACKS_UNIQUE_MESSAGE)
+        ),
+    )
+    cost_tier: CostTier = Field(
+        default="medium", description="low, medium or high: what budget downgrades move between."
+    )
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _unique_fallbacks(cls, fallbacks: list[str]) -> list[str]:
+        if duplicates(fallbacks):
+            raise ValueError(FALLBACKS_UNIQUE_MESSAGE)
+        return fallbacks
+
+    @field_validator("aliases")
+    @classmethod
+    def _unique_aliases(cls, aliases: list[str]) -> list[str]:
+        dups = duplicates(aliases)
+        if dups:
+            raise ValueError(f"duplicate alias {dups[0]!r}")
+        return aliases
+
+
+class ModelAliasStatus(StatusModel):
+    """Observed state of a ModelAlias."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Accepted: whether the tenant's gateway serves the alias, and why not.",
+        json_schema_extra=map_list("type"),
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation last reconciled."
+    )
+
+
+class ModelAlias(Resource):
+    """A model name clients send, mapped to provider models, in a tenant namespace."""
+
+    KIND: ClassVar[str] = "ModelAlias"
+    PLURAL: ClassVar[str] = MODEL_ALIAS_PLURAL
+    SINGULAR: ClassVar[str] = "modelalias"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ma",)
+    SCOPE: ClassVar[Literal["Cluster", "Namespaced"]] = "Namespaced"
+    CRD_VALIDATIONS: ClassVar[tuple[dict[str, str], ...]] = (
+        cel(
+            "!has(self.spec.fallbacks) || !self.spec.fallbacks.exists(f, f == self.metadata.name)",
+            FALLBACK_SELF_MESSAGE,
+            ".spec.fallbacks",
+        ),
+    )
+
+    kind: Literal["ModelAlias"] = Field(default="ModelAlias", description="ModelAlias.")
+    spec: ModelAliasSpec = Field(description="Desired state.")
+    status: ModelAliasStatus | None = Field(default=None, description="Observed state.")
+
+    @model_validator(mode="after")
+    def _no_self_fallback(self) -> ModelAlias:
+        if self.metadata.name is not None and self.metadata.name in self.spec.fallbacks:
+            raise ValueError(FALLBACK_SELF_MESSAGE)
+        return self

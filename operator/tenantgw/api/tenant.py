@@ -1,0 +1,390 @@
+"""The Tenant resource (cluster-scoped): one team, one namespace, one gateway."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from tenantgw.api.common import (
+    DNS_LABEL_PATTERN,
+    DNS_LABEL_RE,
+    LONG_NAME_MAX,
+    URL_MAX,
+    CamelModel,
+    Condition,
+    DnsLabel,
+    ObjectMeta,
+    Quantity,
+    Resource,
+    SecretKeyRef,
+    ShortString,
+    StatusModel,
+    cel,
+    duplicates,
+    map_list,
+    unique_set,
+    validations,
+)
+
+TENANT_PLURAL = "tenants"
+NAMESPACE_PREFIX = "tenant-"
+KEY_SECRET_PREFIX = "gateway-key-"  # noqa: S105 (a name prefix, not a secret)
+# gateway-key-<name> must still fit a label value (63 characters).
+KEY_NAME_MAX = 63 - len(KEY_SECRET_PREFIX)
+KeyName = Annotated[str, Field(min_length=1, max_length=KEY_NAME_MAX, pattern=DNS_LABEL_PATTERN)]
+# tenant-<name> must still be a namespace name (63 characters).
+TENANT_NAME_MAX = 63 - len(NAMESPACE_PREFIX)
+
+TENANT_NAME_MESSAGE = (
+    f"metadata.name must be a DNS label of at most {TENANT_NAME_MAX} characters "
+    "(lowercase letters, digits and '-'): it names the namespace tenant-<name>"
+)
+NAMESPACE_IMMUTABLE_MESSAGE = "spec.namespace is immutable"
+NAMESPACE_FIXED_MESSAGE = "spec.namespace cannot be added or removed after creation"
+API_BASE_REQUIRED_TYPES = ("azure", "openai-compatible")
+API_BASE_MESSAGE = "apiBase is required for providers of type azure and openai-compatible"
+MATCH_MESSAGE = "match needs at least one of model, promptPrefix or task"
+
+
+class ProviderType(StrEnum):
+    """The LLM provider protocol a Provider speaks (a LiteLLM provider prefix)."""
+
+    OPENAI = "openai"
+    AZURE = "azure"
+    OPENROUTER = "openrouter"
+    BEDROCK = "bedrock"
+    OLLAMA = "ollama"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    VERTEX = "vertex"
+    MISTRAL = "mistral"
+    GROQ = "groq"
+    DEEPSEEK = "deepseek"
+    OPENAI_COMPATIBLE = "openai-compatible"
+    TOGETHER = "together"
+    FIREWORKS = "fireworks"
+    COHERE = "cohere"
+
+
+class PiiEntity(StrEnum):
+    """A kind of personal or secret data the gateway can detect."""
+
+    EMAIL = "EMAIL"
+    PHONE = "PHONE"
+    CREDIT_CARD = "CREDIT_CARD"
+    US_SSN = "US_SSN"
+    IBAN = "IBAN"
+    IP_ADDRESS = "IP_ADDRESS"
+    SECRET = "SECRET"  # noqa: S105 (the entity type)
+
+
+class Provider(CamelModel):
+    """An LLM provider account the tenant's gateway may call."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(self.type in ['azure', 'openai-compatible']) || has(self.apiBase)",
+                API_BASE_MESSAGE,
+            )
+        )
+    )
+
+    name: DnsLabel = Field(description="Name ModelAlias targets use to refer to this provider.")
+    type: ProviderType = Field(description="Provider protocol, e.g. openrouter, azure, bedrock.")
+    api_base: str | None = Field(
+        default=None,
+        description="Base URL overriding the provider's default; required for azure.",
+        max_length=URL_MAX,
+    )
+    api_version: str | None = Field(
+        default=None, description="API version (azure only), e.g. 2024-10-21.", max_length=64
+    )
+    region: str | None = Field(
+        default=None,
+        description="Region the provider serves from, checked against data residency.",
+        max_length=64,
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the API key, in the tenant namespace; none for ollama.",
+    )
+
+    @model_validator(mode="after")
+    def _api_base_required(self) -> Provider:
+        if self.type in API_BASE_REQUIRED_TYPES and self.api_base is None:
+            raise ValueError(API_BASE_MESSAGE)
+        return self
+
+
+class KeySpec(CamelModel):
+    """A tenant API key; its Secret is gateway-key-<name> in the tenant namespace."""
+
+    name: KeyName = Field(description="Name of the key, unique in the tenant.")
+    rotate_after_days: int | None = Field(
+        default=None, description="Rotate the key this many days after it was issued.", ge=1
+    )
+    rpm: int | None = Field(default=None, description="Requests per minute for this key.", ge=1)
+    tpm: int | None = Field(default=None, description="Tokens per minute for this key.", ge=1)
+    expires_at: datetime | None = Field(
+        default=None, description="When the key stops working (RFC 3339)."
+    )
+
+
+class Limits(CamelModel):
+    """Rate limits for the whole tenant, across all its keys."""
+
+    rpm: int | None = Field(default=None, description="Requests per minute.", ge=1)
+    tpm: int | None = Field(default=None, description="Tokens per minute.", ge=1)
+    max_parallel_requests: int | None = Field(
+        default=None, description="Requests in flight at once.", ge=1
+    )
+
+
+class RoutingMatch(CamelModel):
+    """Conditions on a request; every condition that is set must hold."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.model) || has(self.promptPrefix) || has(self.task)", MATCH_MESSAGE)
+        )
+    )
+
+    model: str | None = Field(
+        default=None,
+        description="Glob on the model the client asked for, e.g. claude-haiku-*.",
+        min_length=1,
+        max_length=LONG_NAME_MAX,
+    )
+    prompt_prefix: str | None = Field(
+        default=None,
+        description="The last user message starts with this text (case-insensitive).",
+        min_length=1,
+        max_length=1024,
+    )
+    task: Literal["background", "thinking", "long-context", "web-search"] | None = Field(
+        default=None, description="Kind of request as Claude Code sends it."
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> RoutingMatch:
+        if self.model is None and self.prompt_prefix is None and self.task is None:
+            raise ValueError(MATCH_MESSAGE)
+        return self
+
+
+class RoutingRule(CamelModel):
+    """Send matching requests to a ModelAlias."""
+
+    match: RoutingMatch = Field(description="Which requests the rule applies to.")
+    alias: ShortString = Field(description="ModelAlias that serves matching requests.")
+
+
+class Routing(CamelModel):
+    """How the gateway picks a ModelAlias for a request."""
+
+    default_alias: ShortString | None = Field(
+        default=None, description="ModelAlias for requests that name no known model."
+    )
+    rules: list[RoutingRule] = Field(
+        default_factory=list,
+        description="Rules evaluated in order by the gateway; the first match wins.",
+        max_length=64,
+    )
+
+
+class PiiRedaction(CamelModel):
+    """Detection of personal data in prompts before they leave the gateway."""
+
+    mode: Literal["off", "redact", "block"] = Field(
+        default="off", description="off, redact (mask matches) or block (reject the request)."
+    )
+    entities: list[PiiEntity] = Field(
+        default_factory=lambda: list(PiiEntity),
+        description="Kinds of data to detect; all of them when omitted.",
+        max_length=len(PiiEntity),
+        json_schema_extra=unique_set(),
+    )
+
+
+class Audit(CamelModel):
+    """The audit trail of requests, in the tenant's Postgres schema."""
+
+    enabled: bool = Field(default=True, description="Write one audit row per request.")
+    bodies: Literal["none", "redacted", "full"] = Field(
+        default="none", description="How much of prompts and responses to keep."
+    )
+    retention_days: int = Field(default=90, description="Days to keep audit rows.", ge=1)
+
+
+class DataResidency(CamelModel):
+    """Where prompts may be processed."""
+
+    allowed_regions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        description="Provider regions requests may go to.",
+        min_length=1,
+        max_length=64,
+        json_schema_extra=unique_set(),
+    )
+
+
+class Compliance(CamelModel):
+    """Privacy and audit settings of the tenant."""
+
+    pii_redaction: PiiRedaction = Field(
+        default_factory=PiiRedaction, description="PII detection in prompts."
+    )
+    audit: Audit = Field(default_factory=Audit, description="Audit trail of requests.")
+    data_residency: DataResidency | None = Field(
+        default=None, description="Restrict providers to regions; unrestricted when omitted."
+    )
+
+
+class ResourceRequirements(CamelModel):
+    """Compute resources of a gateway container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Maximum resources, e.g. {memory: 2Gi}."
+    )
+
+
+class GatewaySpec(CamelModel):
+    """The tenant's gateway Deployment."""
+
+    replicas: int = Field(default=2, description="Gateway pods.", ge=0, le=100)
+    workers: int = Field(default=1, description="LiteLLM worker processes per pod.", ge=1, le=64)
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="Resources of the gateway container; operator defaults when empty.",
+    )
+
+
+class Access(CamelModel):
+    """Network access to the gateway Service."""
+
+    allowed_namespaces: list[DnsLabel] = Field(
+        default_factory=list,
+        description="Namespaces besides the tenant's own whose pods may call the gateway.",
+        max_length=64,
+        json_schema_extra=unique_set(),
+    )
+
+
+class TenantSpec(CamelModel):
+    """Desired state of a Tenant."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.namespace) == has(oldSelf.namespace)", NAMESPACE_FIXED_MESSAGE)
+        )
+    )
+
+    display_name: str | None = Field(
+        default=None, description="Human-readable name of the team.", max_length=LONG_NAME_MAX
+    )
+    namespace: DnsLabel | None = Field(
+        default=None,
+        description="Namespace the tenant owns; tenant-<name> when omitted. Immutable.",
+        json_schema_extra=validations(cel("self == oldSelf", NAMESPACE_IMMUTABLE_MESSAGE)),
+    )
+    providers: list[Provider] = Field(
+        default_factory=list,
+        description="LLM provider accounts, credentials in the tenant namespace.",
+        max_length=32,
+        json_schema_extra=map_list("name"),
+    )
+    keys: list[KeySpec] = Field(
+        default_factory=list,
+        description="API keys for the tenant's developers and services.",
+        max_length=256,
+        json_schema_extra=map_list("name"),
+    )
+    limits: Limits = Field(default_factory=Limits, description="Tenant-wide rate limits.")
+    routing: Routing = Field(default_factory=Routing, description="How requests pick an alias.")
+    compliance: Compliance = Field(
+        default_factory=Compliance, description="PII redaction, audit and data residency."
+    )
+    gateway: GatewaySpec = Field(
+        default_factory=GatewaySpec, description="Size of the gateway Deployment."
+    )
+    access: Access = Field(default_factory=Access, description="Who may reach the gateway.")
+
+    @field_validator("providers", "keys")
+    @classmethod
+    def _unique_names(cls, items: list[Provider] | list[KeySpec]) -> Any:
+        dups = duplicates([item.name for item in items])
+        if dups:
+            raise ValueError(f"duplicate name {dups[0]!r}")
+        return items
+
+
+class KeyStatus(StatusModel):
+    """An issued tenant key."""
+
+    name: str = Field(description="Name of the key in spec.keys.")
+    secret_name: str | None = Field(
+        default=None, description="Secret in the tenant namespace holding the key."
+    )
+    expires_at: datetime | None = Field(default=None, description="When the key expires.")
+
+
+class TenantStatus(StatusModel):
+    """Observed state of a Tenant."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, ConfigValid, GatewayAvailable, StorageReady.",
+        json_schema_extra=map_list("type"),
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation last reconciled."
+    )
+    url: str | None = Field(default=None, description="In-cluster URL of the gateway.")
+    models: list[str] = Field(default_factory=list, description="Model names the gateway serves.")
+    keys: list[KeyStatus] = Field(
+        default_factory=list, description="Issued keys.", json_schema_extra=map_list("name")
+    )
+
+
+class Tenant(Resource):
+    """A team with its own namespace and LiteLLM gateway."""
+
+    KIND: ClassVar[str] = "Tenant"
+    PLURAL: ClassVar[str] = TENANT_PLURAL
+    SINGULAR: ClassVar[str] = "tenant"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("tn",)
+    SCOPE: ClassVar[Literal["Cluster", "Namespaced"]] = "Cluster"
+    # Rules on the whole object: they need metadata.name.
+    CRD_VALIDATIONS: ClassVar[tuple[dict[str, str], ...]] = (
+        cel(
+            f"size(self.metadata.name) <= {TENANT_NAME_MAX}"
+            f" && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+            TENANT_NAME_MESSAGE,
+        ),
+    )
+
+    kind: Literal["Tenant"] = Field(default="Tenant", description="Tenant.")
+    spec: TenantSpec = Field(description="Desired state.")
+    status: TenantStatus | None = Field(default=None, description="Observed state.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_fits_namespace(cls, metadata: ObjectMeta) -> ObjectMeta:
+        name = metadata.name
+        if name is not None and (len(name) > TENANT_NAME_MAX or not DNS_LABEL_RE.match(name)):
+            raise ValueError(TENANT_NAME_MESSAGE)
+        return metadata
+
+    def namespace_name(self) -> str:
+        """The namespace the tenant owns: spec.namespace, else tenant-<name>."""
+        if self.spec.namespace:
+            return self.spec.namespace
+        if not self.metadata.name:
+            raise ValueError("Tenant has no metadata.name")
+        return f"{NAMESPACE_PREFIX}{self.metadata.name}"
