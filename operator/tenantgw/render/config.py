@@ -1,0 +1,137 @@
+"""Secrets and ConfigMap of a tenant's gateway, and the hash that rolls its pods.
+
+Secret values go into `data` (base64), never `stringData`: the API server returns only `data`,
+and the live object must contain what we render for an idle resync to write nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from tenantgw.render.inputs import RenderInputs, key_hash
+from tenantgw.render.labels import labels, object_meta
+from tenantgw.render.litellm_config import render_litellm_config
+from tenantgw.render.names import (
+    API_KEY_FIELD,
+    BASE_URL_FIELD,
+    CONFIG_FILE,
+    CONFIG_NAME,
+    GATEWAY_NAME,
+    KEYS_FILE,
+    MASTER_KEY_FIELD,
+    POSTGRES_DSN_FIELD,
+    REDIS_URL_FIELD,
+    RULES_FILE,
+    key_secret_name,
+    service_url,
+    tenant_name,
+)
+from tenantgw.render.rules import render_rules
+
+KEY_LABEL = "tenantgw.io/key"
+
+
+def b64(text: str) -> str:
+    """A Secret `data` value."""
+    return base64.b64encode(text.encode()).decode()
+
+
+def _plain_key(inputs: RenderInputs, name: str) -> str:
+    plain = inputs.keys.get(name)
+    if plain is None:
+        raise ValueError(f"no value for spec.keys {name!r} of Tenant {inputs.tenant.metadata.name}")
+    return plain
+
+
+def keys_json(inputs: RenderInputs) -> str:
+    """keys.json: the hashes of the tenant keys, by name (what the gateway's auth reads).
+
+    `expires_at` is here rather than in the rules file so that changing it reloads the file
+    instead of restarting the gateway.
+    """
+    entries: list[dict[str, Any]] = []
+    for key in sorted(inputs.tenant.spec.keys, key=lambda key: key.name):
+        entry: dict[str, Any] = {"name": key.name, "sha256": key_hash(_plain_key(inputs, key.name))}
+        if key.expires_at is not None:
+            entry["expires_at"] = key.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        entries.append(entry)
+    return json.dumps(entries, sort_keys=True, indent=2) + "\n"
+
+
+def render_gateway_secret(inputs: RenderInputs) -> dict[str, Any]:
+    """Secret `gateway`: master key, key hashes, and the tenant's storage credentials."""
+    data = {MASTER_KEY_FIELD: b64(inputs.master_key), KEYS_FILE: b64(keys_json(inputs))}
+    storage = inputs.storage
+    if storage is not None and storage.postgres_dsn:
+        data[POSTGRES_DSN_FIELD] = b64(storage.postgres_dsn)
+    if storage is not None and storage.redis_url:
+        data[REDIS_URL_FIELD] = b64(storage.redis_url)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(inputs.tenant, GATEWAY_NAME),
+        "type": "Opaque",
+        "data": data,
+    }
+
+
+def render_key_secrets(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """One Secret `gateway-key-<name>` per tenant key: what a developer is handed."""
+    tenant = inputs.tenant
+    secrets: list[dict[str, Any]] = []
+    for key in sorted(tenant.spec.keys, key=lambda key: key.name):
+        plain = _plain_key(inputs, key.name)
+        secrets.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": object_meta(
+                    tenant,
+                    key_secret_name(key.name),
+                    {**labels(tenant_name(tenant)), KEY_LABEL: key.name},
+                ),
+                "type": "Opaque",
+                "data": {API_KEY_FIELD: b64(plain), BASE_URL_FIELD: b64(service_url(tenant))},
+            }
+        )
+    return secrets
+
+
+def configmap_data(inputs: RenderInputs) -> dict[str, str]:
+    """The files of ConfigMap `gateway-config`: LiteLLM's config.yaml and the rules file."""
+    return {
+        CONFIG_FILE: yaml.safe_dump(render_litellm_config(inputs), sort_keys=False),
+        RULES_FILE: json.dumps(render_rules(inputs), sort_keys=True, indent=2) + "\n",
+    }
+
+
+def render_configmap(inputs: RenderInputs, data: dict[str, str] | None = None) -> dict[str, Any]:
+    """ConfigMap `gateway-config`; pass `data` when it was computed already."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(inputs.tenant, CONFIG_NAME),
+        "data": data if data is not None else configmap_data(inputs),
+    }
+
+
+def config_hash(
+    data: dict[str, str], provider_env: list[dict[str, Any]], storage: dict[str, str | None]
+) -> str:
+    """The pod template annotation that rolls the gateway when what it reads at start changes.
+
+    Covers the ConfigMap, the provider credential references and the storage endpoints (read
+    once from the environment). Not the key hashes: keys.json is reloaded, so rotating a key
+    must not restart pods.
+    """
+    material = json.dumps(
+        {"config": data, "provider_env": provider_env, "storage": storage},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(material.encode()).hexdigest()

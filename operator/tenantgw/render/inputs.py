@@ -1,0 +1,68 @@
+"""Everything a tenant's rendering depends on, in one value: render is a function of it alone."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+
+
+@dataclass(frozen=True)
+class StorageEndpoints:
+    """The tenant's own Postgres DSN and Redis URL, with its per-tenant credentials.
+
+    They go into Secret `gateway` (never the ConfigMap), and the NetworkPolicy lets the gateway
+    reach their ports.
+    """
+
+    postgres_dsn: str | None = None
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """The desired state of one tenant, before it becomes Kubernetes objects.
+
+    `aliases` are the accepted ModelAliases only (validation happened before), `keys` maps
+    every name in spec.keys to its plain key value, `monitoring` says whether the
+    monitoring.coreos.com CRDs exist. Secret values (`master_key`, `keys`, storage
+    credentials) only ever land in Secrets.
+    """
+
+    tenant: Tenant
+    aliases: list[ModelAlias]
+    budgets: list[BudgetPolicy]
+    master_key: str
+    keys: dict[str, str]
+    image: str
+    monitoring: bool
+    monitoring_namespace: str = "monitoring"
+    storage: StorageEndpoints | None = None
+    egress_ports: tuple[int, ...] = ()
+    """Extra TCP ports the gateway may reach anywhere (e.g. an egress proxy)."""
+
+    def sorted_aliases(self) -> list[ModelAlias]:
+        """The aliases by name, whatever order they came in."""
+        return sorted(self.aliases, key=lambda alias: alias.metadata.name or "")
+
+    def sorted_budgets(self) -> list[BudgetPolicy]:
+        """The budgets by name, whatever order they came in."""
+        return sorted(self.budgets, key=lambda budget: budget.metadata.name or "")
+
+
+def key_hash(plain: str) -> str:
+    """SHA-256 of a tenant key, hex: what the gateway compares a presented key with."""
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def alias_name(alias: ModelAlias) -> str:
+    """metadata.name of a ModelAlias; one without a name cannot be served."""
+    if not alias.metadata.name:
+        raise ValueError("ModelAlias has no metadata.name")
+    return alias.metadata.name
+
+
+def exact_client_names(alias: ModelAlias) -> list[str]:
+    """spec.aliases without the globs: names LiteLLM itself can resolve."""
+    return [name for name in alias.spec.aliases if "*" not in name]

@@ -1,0 +1,205 @@
+"""The LiteLLM proxy `config.yaml` of a tenant's gateway.
+
+Setting names are those of LiteLLM 1.106.12 (`proxy/proxy_server.py`, `router.py`). The dict
+holds no secret: credentials are `os.environ/<NAME>` references LiteLLM resolves at start-up,
+and the Deployment fills those variables from Secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tenantgw.api import ModelAlias, Provider, ProviderType, Target
+from tenantgw.render.inputs import RenderInputs, alias_name, exact_client_names
+
+# Plugin entry points in the gateway image; tenantgw.gateway must provide exactly these.
+CUSTOM_AUTH = "tenantgw.gateway.auth.user_api_key_auth"
+CALLBACKS = ["tenantgw.gateway.callbacks.handler"]
+# LiteLLM's own Prometheus exporter: mounts /metrics, which the ServiceMonitor scrapes.
+BUILTIN_CALLBACKS = ["prometheus"]
+
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+ROUTING_STRATEGY = "simple-shuffle"
+NUM_RETRIES = 1  # then the fallbacks; the verified setting (docs/litellm-notes.md)
+# Seconds; long enough for a slow streamed completion of a large context.
+REQUEST_TIMEOUT = 600
+
+PROVIDER_PREFIX: dict[ProviderType, str] = {
+    ProviderType.OPENAI: "openai",
+    ProviderType.AZURE: "azure",
+    ProviderType.OPENROUTER: "openrouter",
+    ProviderType.BEDROCK: "bedrock",
+    ProviderType.OLLAMA: "ollama_chat",
+    ProviderType.ANTHROPIC: "anthropic",
+    ProviderType.GEMINI: "gemini",
+    ProviderType.VERTEX: "vertex_ai",
+    ProviderType.MISTRAL: "mistral",
+    ProviderType.GROQ: "groq",
+    ProviderType.DEEPSEEK: "deepseek",
+    ProviderType.OPENAI_COMPATIBLE: "openai",
+    ProviderType.TOGETHER: "together_ai",
+    ProviderType.FIREWORKS: "fireworks_ai",
+    ProviderType.COHERE: "cohere_chat",
+}
+"""LiteLLM provider prefix of each provider type (`<prefix>/<model>`)."""
+
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+def env_ref(name: str) -> str:
+    """A value LiteLLM reads from the environment variable `name` at start-up."""
+    return f"os.environ/{name}"
+
+
+def provider_env(provider_name: str) -> str:
+    """Environment variable holding a provider's credential: TENANTGW_PROVIDER_<NAME>_API_KEY."""
+    return f"TENANTGW_PROVIDER_{_NOT_ALNUM.sub('_', provider_name).upper()}_API_KEY"
+
+
+def deployment_id(alias: str, index: int) -> str:
+    """model_info.id of the `index`-th target of an alias; the rules file uses it too."""
+    return f"{alias}-{index}"
+
+
+def litellm_model(provider: Provider, target: Target) -> str:
+    """The model string LiteLLM routes on, e.g. openrouter/qwen/qwen3-coder."""
+    return f"{PROVIDER_PREFIX[provider.type]}/{target.model}"
+
+
+def _providers(inputs: RenderInputs) -> dict[str, Provider]:
+    return {provider.name: provider for provider in inputs.tenant.spec.providers}
+
+
+def _provider_of(providers: dict[str, Provider], alias: str, target: Target) -> Provider:
+    provider = providers.get(target.provider)
+    if provider is None:
+        # Validation rejects such an alias before rendering; reaching here is a bug.
+        raise ValueError(f"ModelAlias {alias}: no provider {target.provider!r} in the Tenant")
+    return provider
+
+
+def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": litellm_model(provider, target)}
+    if provider.api_base:
+        params["api_base"] = provider.api_base
+    if provider.credentials_secret_ref is not None:
+        # Vertex takes a service-account JSON, every other provider an API key (for
+        # Bedrock a bearer API key, which LiteLLM sends instead of SigV4).
+        field = "vertex_credentials" if provider.type is ProviderType.VERTEX else "api_key"
+        params[field] = env_ref(provider_env(provider.name))
+    if provider.type is ProviderType.AZURE and provider.api_version:
+        params["api_version"] = provider.api_version
+    if provider.region:
+        if provider.type is ProviderType.BEDROCK:
+            params["aws_region_name"] = provider.region
+        elif provider.type is ProviderType.VERTEX:
+            params["vertex_location"] = provider.region
+    params["weight"] = target.weight
+    if target.max_tokens is not None:
+        # A default for requests that send none; the gateway clamps larger ones (rules file).
+        params["max_tokens"] = target.max_tokens
+    return params
+
+
+def _model_info(
+    alias: ModelAlias, index: int, provider: Provider, target: Target
+) -> dict[str, Any]:
+    name = alias_name(alias)
+    info: dict[str, Any] = {"id": deployment_id(name, index)}
+    if target.pricing is not None:
+        info["input_cost_per_token"] = target.pricing.input_per_million / 1_000_000
+        info["output_cost_per_token"] = target.pricing.output_per_million / 1_000_000
+    tenantgw: dict[str, Any] = {
+        "alias": name,
+        "provider": provider.name,
+        "provider_type": provider.type.value,
+        "provider_model": target.model,
+        "cost_tier": alias.spec.cost_tier,
+    }
+    if provider.region:
+        tenantgw["region"] = provider.region
+    info["tenantgw"] = tenantgw
+    return info
+
+
+def render_model_list(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """One LiteLLM deployment per (alias, target), model_name = the alias."""
+    providers = _providers(inputs)
+    model_list: list[dict[str, Any]] = []
+    for alias in inputs.sorted_aliases():
+        name = alias_name(alias)
+        for index, target in enumerate(alias.spec.targets):
+            provider = _provider_of(providers, name, target)
+            model_list.append(
+                {
+                    "model_name": name,
+                    "litellm_params": _litellm_params(provider, target),
+                    "model_info": _model_info(alias, index, provider, target),
+                }
+            )
+    return model_list
+
+
+def render_model_group_alias(inputs: RenderInputs) -> dict[str, str]:
+    """Exact extra client names -> alias: LiteLLM resolves them on every endpoint.
+
+    Glob names (claude-sonnet-4-5-*) are not here: the gateway's routing plugin resolves them
+    from the rules file, so that a glob never shadows an exact name or a routing rule.
+    """
+    group_alias: dict[str, str] = {}
+    for alias in inputs.sorted_aliases():
+        for client_name in exact_client_names(alias):
+            group_alias[client_name] = alias_name(alias)
+    return group_alias
+
+
+def render_fallbacks(inputs: RenderInputs) -> list[dict[str, list[str]]]:
+    """Router fallbacks, keyed by the alias and by each of its exact client names.
+
+    LiteLLM looks fallbacks up by the model group the client asked for, not by the
+    model_group_alias target, so a request for `claude-sonnet-4-5` needs its own entry.
+    Fallbacks to aliases that are not served are left out (validation reports them).
+    """
+    served = {alias_name(alias) for alias in inputs.aliases}
+    fallbacks: list[dict[str, list[str]]] = []
+    for alias in inputs.sorted_aliases():
+        chain = [name for name in alias.spec.fallbacks if name in served]
+        if not chain:
+            continue
+        for requested in [alias_name(alias), *exact_client_names(alias)]:
+            fallbacks.append({requested: list(chain)})
+    return fallbacks
+
+
+def render_litellm_config(inputs: RenderInputs) -> dict[str, Any]:
+    """The LiteLLM proxy config.yaml of the tenant, as a dict (no secret values)."""
+    litellm_settings: dict[str, Any] = {
+        "drop_params": True,
+        # OpenAI-type deployments answer /v1/messages through chat/completions, not the
+        # Responses API, which OpenAI-compatible providers (OpenRouter, Ollama, ...) lack.
+        "use_chat_completions_url_for_anthropic_messages": True,
+        "num_retries": NUM_RETRIES,
+        "request_timeout": REQUEST_TIMEOUT,
+    }
+    fallbacks = render_fallbacks(inputs)
+    if fallbacks:
+        litellm_settings["fallbacks"] = fallbacks
+    litellm_settings["callbacks"] = [*CALLBACKS, *BUILTIN_CALLBACKS]
+    # Prometheus scrapes without a key; the NetworkPolicy decides who reaches the port.
+    litellm_settings["require_auth_for_metrics_endpoint"] = False
+
+    router_settings: dict[str, Any] = {"routing_strategy": ROUTING_STRATEGY}
+    group_alias = render_model_group_alias(inputs)
+    if group_alias:
+        router_settings["model_group_alias"] = group_alias
+
+    return {
+        "model_list": render_model_list(inputs),
+        "litellm_settings": litellm_settings,
+        "general_settings": {
+            "master_key": env_ref(MASTER_KEY_ENV),
+            "custom_auth": CUSTOM_AUTH,
+        },
+        "router_settings": router_settings,
+    }

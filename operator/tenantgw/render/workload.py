@@ -1,0 +1,248 @@
+"""Deployment, Service and PodDisruptionBudget of a tenant's gateway.
+
+The pod meets the `restricted` Pod Security Standard: non-root, no privilege escalation, no
+capabilities, read-only root filesystem (only /tmp is writable), RuntimeDefault seccomp and no
+ServiceAccount token (the gateway never talks to the Kubernetes API).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantgw.render.config import config_hash, configmap_data
+from tenantgw.render.inputs import RenderInputs
+from tenantgw.render.labels import gateway_labels, gateway_selector, object_meta
+from tenantgw.render.litellm_config import MASTER_KEY_ENV, provider_env
+from tenantgw.render.names import (
+    CONFIG_FILE,
+    CONFIG_HASH_ANNOTATION,
+    CONFIG_MOUNT,
+    CONFIG_NAME,
+    GATEWAY_NAME,
+    GATEWAY_PORT,
+    KEYS_FILE,
+    MASTER_KEY_FIELD,
+    PORT_NAME,
+    POSTGRES_DSN_FIELD,
+    REDIS_URL_FIELD,
+    RULES_FILE,
+    SECRET_MOUNT,
+    tenant_name,
+)
+from tenantgw.render.quantity import canonical_resources
+
+# The distroless "nonroot" user; the gateway image runs as it.
+RUN_AS = 65532
+SECRET_MODE = 0o440
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"memory": "1Gi"},
+}
+# Streams in flight get this long to finish after the pod is taken out of the Service.
+TERMINATION_GRACE_SECONDS = 60
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": False}},
+    }
+
+
+def provider_env_list(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """One variable per provider credential, from the Secret the Tenant names, by name."""
+    env = [
+        _secret_env(provider_env(provider.name), ref.name, ref.key)
+        for provider in inputs.tenant.spec.providers
+        if (ref := provider.credentials_secret_ref) is not None
+    ]
+    return sorted(env, key=lambda item: str(item["name"]))
+
+
+def _storage_env(inputs: RenderInputs) -> list[dict[str, Any]]:
+    storage = inputs.storage
+    env: list[dict[str, Any]] = []
+    if storage is not None and storage.postgres_dsn:
+        env.append(_secret_env("TENANTGW_POSTGRES_DSN", GATEWAY_NAME, POSTGRES_DSN_FIELD))
+    if storage is not None and storage.redis_url:
+        env.append(_secret_env("TENANTGW_REDIS_URL", GATEWAY_NAME, REDIS_URL_FIELD))
+    return env
+
+
+def container_env(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """Environment of the gateway container: references to Secrets, never their values."""
+    return [
+        _secret_env(MASTER_KEY_ENV, GATEWAY_NAME, MASTER_KEY_FIELD),
+        *provider_env_list(inputs),
+        # No outbound fetches of LiteLLM's cost map and Anthropic beta headers: the
+        # NetworkPolicy would block them anyway, and start-up must not wait on them.
+        {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
+        {"name": "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "value": "True"},
+        {"name": "TENANTGW_TENANT", "value": tenant_name(inputs.tenant)},
+        {"name": "TENANTGW_RULES_FILE", "value": f"{CONFIG_MOUNT}/{RULES_FILE}"},
+        {"name": "TENANTGW_KEYS_FILE", "value": f"{SECRET_MOUNT}/{KEYS_FILE}"},
+        *_storage_env(inputs),
+    ]
+
+
+def resources(inputs: RenderInputs) -> dict[str, dict[str, str]]:
+    """spec.gateway.resources as given (canonical quantities), else the operator's defaults.
+
+    Not merged with the defaults: a limit below a default request would make the pod invalid.
+    """
+    spec = inputs.tenant.spec.gateway.resources
+    if not spec.requests and not spec.limits:
+        return {kind: dict(values) for kind, values in DEFAULT_RESOURCES.items()}
+    result: dict[str, dict[str, str]] = {}
+    if spec.requests:
+        result["requests"] = canonical_resources(spec.requests)
+    if spec.limits:
+        result["limits"] = canonical_resources(spec.limits)
+    return result
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _container(inputs: RenderInputs) -> dict[str, Any]:
+    workers = inputs.tenant.spec.gateway.workers
+    return {
+        "name": GATEWAY_NAME,
+        "image": inputs.image,
+        "args": [
+            "--config",
+            f"{CONFIG_MOUNT}/{CONFIG_FILE}",
+            "--host",
+            "0.0.0.0",  # noqa: S104 (the pod's address; the NetworkPolicy limits callers)
+            "--port",
+            str(GATEWAY_PORT),
+            "--num_workers",
+            str(workers),
+        ],
+        "ports": [{"name": PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": container_env(inputs),
+        "resources": resources(inputs),
+        # Start-up loads LiteLLM (tens of seconds on a cold node): up to 3 minutes.
+        "startupProbe": _probe("/health/liveliness", period=2, failures=90),
+        "readinessProbe": _probe("/health/readiness", period=10, failures=3),
+        "livenessProbe": _probe("/health/liveliness", period=15, failures=4),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "secret", "mountPath": SECRET_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir)
+        ],
+    }
+
+
+def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) -> dict[str, Any]:
+    """Deployment `gateway`; `data` is the ConfigMap's data when it was computed already."""
+    tenant = inputs.tenant
+    name = tenant_name(tenant)
+    storage = inputs.storage
+    digest = config_hash(
+        data if data is not None else configmap_data(inputs),
+        provider_env_list(inputs),
+        {
+            "postgres_dsn": storage.postgres_dsn if storage else None,
+            "redis_url": storage.redis_url if storage else None,
+        },
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(tenant, GATEWAY_NAME, gateway_labels(name)),
+        "spec": {
+            "replicas": tenant.spec.gateway.replicas,
+            "selector": {"matchLabels": gateway_selector(name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": gateway_labels(name),
+                    "annotations": {CONFIG_HASH_ANNOTATION: digest},
+                },
+                "spec": {
+                    "serviceAccountName": GATEWAY_NAME,
+                    "automountServiceAccountToken": False,
+                    # Service links would add GATEWAY_PORT=tcp://... and friends to the env.
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": gateway_selector(name)},
+                        }
+                    ],
+                    "containers": [_container(inputs)],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": CONFIG_NAME}},
+                        {
+                            "name": "secret",
+                            "secret": {
+                                "secretName": GATEWAY_NAME,
+                                "items": [{"key": KEYS_FILE, "path": KEYS_FILE}],
+                                "defaultMode": SECRET_MODE,
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def render_service(inputs: RenderInputs) -> dict[str, Any]:
+    """Service `gateway`: ClusterIP, port 4000 named http (what clients and Prometheus use)."""
+    name = tenant_name(inputs.tenant)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(inputs.tenant, GATEWAY_NAME, gateway_labels(name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": gateway_selector(name),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": GATEWAY_PORT,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def render_pod_disruption_budget(inputs: RenderInputs) -> dict[str, Any]:
+    """PodDisruptionBudget `gateway`: drains take one gateway pod at a time."""
+    name = tenant_name(inputs.tenant)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_meta(inputs.tenant, GATEWAY_NAME),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": gateway_selector(name)}},
+    }

@@ -1,0 +1,189 @@
+"""The gateway's network reach, LiteLLM config and rules file, as rendered for a tenant."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from tenantgw.api import ModelAlias
+from tenantgw.render import (
+    GATEWAY_NAME,
+    RenderInputs,
+    StorageEndpoints,
+    render_litellm_config,
+    render_rules,
+    render_tenant,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str, name: str = GATEWAY_NAME) -> dict[str, Any]:
+    (match,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return match
+
+
+def secret_values(inputs: RenderInputs) -> list[str]:
+    values = [inputs.master_key, *inputs.keys.values()]
+    if inputs.storage is not None:
+        values += [v for v in (inputs.storage.postgres_dsn, inputs.storage.redis_url) if v]
+    return values
+
+
+# --------------------------------------------------------------------------- network
+
+
+def test_network_policy_admits_allowed_namespaces_only(engineering_team: RenderInputs) -> None:
+    policy = by_kind(render_tenant(engineering_team), "NetworkPolicy")["spec"]
+    (ingress,) = policy["ingress"]
+    (peer,) = ingress["from"]
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "eng-ci",
+        "monitoring",
+        "tenant-engineering-team",
+    ]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 4000}]
+
+
+def test_network_policy_egress(engineering_team: RenderInputs) -> None:
+    inputs = dataclasses.replace(engineering_team, egress_ports=(3128, 443))
+    egress = by_kind(render_tenant(inputs), "NetworkPolicy")["spec"]["egress"]
+    ports = [(p["protocol"], p["port"], "to" in rule) for rule in egress for p in rule["ports"]]
+    assert ("UDP", 53, True) in ports
+    assert ("TCP", 443, False) in ports
+    assert ("TCP", 11434, False) in ports  # ollama's apiBase
+    assert ("TCP", 3128, False) in ports  # egress_ports
+    assert ("TCP", 5432, False) in ports  # Postgres by DNS name: port only
+    redis = next(rule for rule in egress if rule["ports"][0]["port"] == 6380)
+    assert redis["to"] == [{"ipBlock": {"cidr": "10.96.0.20/32"}}]  # Redis by address
+
+
+def test_network_policy_reads_keyword_postgres_dsns(minimal_tenant: RenderInputs) -> None:
+    storage = StorageEndpoints(postgres_dsn="host=10.0.0.5 port=6432 dbname=t user=t password=x")
+    egress = by_kind(
+        render_tenant(dataclasses.replace(minimal_tenant, storage=storage)), "NetworkPolicy"
+    )["spec"]["egress"]
+    assert egress[-1] == {
+        "to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}],
+        "ports": [{"protocol": "TCP", "port": 6432}],
+    }
+
+
+# --------------------------------------------------------------------------- LiteLLM config
+
+
+def test_weights_pricing_and_limits_land_in_the_litellm_config(
+    engineering_team: RenderInputs,
+) -> None:
+    config = render_litellm_config(engineering_team)
+    fast = [m for m in config["model_list"] if m["model_name"] == "fast-code"]
+    assert [m["litellm_params"]["weight"] for m in fast] == [80, 20]
+    assert [m["model_info"]["id"] for m in fast] == ["fast-code-0", "fast-code-1"]
+    assert fast[0]["litellm_params"]["model"] == "openrouter/qwen/qwen3-coder"
+    assert fast[0]["litellm_params"]["max_tokens"] == 8192
+    assert fast[0]["model_info"]["input_cost_per_token"] == pytest.approx(0.30e-6)
+    assert fast[0]["model_info"]["output_cost_per_token"] == pytest.approx(1.20e-6)
+    assert "input_cost_per_token" not in fast[1]["model_info"]  # LiteLLM knows gpt-4o-mini
+    reasoning = [m for m in config["model_list"] if m["model_name"] == "reasoning"]
+    assert reasoning[0]["litellm_params"]["aws_region_name"] == "us-west-2"
+    assert reasoning[1]["litellm_params"]["api_version"] == "2024-10-21"
+
+
+def test_fallbacks_follow_aliases_and_their_exact_client_names(
+    engineering_team: RenderInputs,
+) -> None:
+    config = render_litellm_config(engineering_team)
+    assert config["litellm_settings"]["fallbacks"] == [
+        {"documentation": ["fast-code"]},
+        {"fast-code": ["reasoning"]},
+        {"claude-sonnet-4-5": ["reasoning"]},
+        {"refactoring": ["reasoning", "fast-code"]},
+    ]
+    assert config["router_settings"]["model_group_alias"] == {
+        "claude-sonnet-4-5": "fast-code",
+        "claude-opus-4-1": "reasoning",
+    }
+    # Globs are for the gateway's routing plugin, never a LiteLLM model name.
+    assert "claude-sonnet-4-5-*" not in json.dumps(config)
+    rules = render_rules(engineering_team)
+    assert rules["aliases"]["fast-code"]["client_names"] == [
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-*",
+    ]
+
+
+def test_fallbacks_to_aliases_not_served_are_left_out(engineering_team: RenderInputs) -> None:
+    served = [a for a in engineering_team.aliases if a.metadata.name != "reasoning"]
+    config = render_litellm_config(dataclasses.replace(engineering_team, aliases=served))
+    assert config["litellm_settings"]["fallbacks"] == [
+        {"documentation": ["fast-code"]},
+        {"refactoring": ["fast-code"]},
+    ]
+
+
+def test_minimal_config_has_no_empty_sections(minimal_tenant: RenderInputs) -> None:
+    config = render_litellm_config(minimal_tenant)
+    assert "fallbacks" not in config["litellm_settings"]
+    assert "model_group_alias" not in config["router_settings"]
+    assert config["model_list"] == [
+        {
+            "model_name": "default",
+            "litellm_params": {
+                "model": "anthropic/claude-sonnet-4-5-20250929",
+                "api_key": "os.environ/TENANTGW_PROVIDER_ANTHROPIC_API_KEY",
+                "weight": 1,
+            },
+            "model_info": {
+                "id": "default-0",
+                "tenantgw": {
+                    "alias": "default",
+                    "provider": "anthropic",
+                    "provider_type": "anthropic",
+                    "provider_model": "claude-sonnet-4-5-20250929",
+                    "cost_tier": "medium",
+                },
+            },
+        }
+    ]
+
+
+def test_unknown_provider_is_refused(minimal_tenant: RenderInputs) -> None:
+    alias = ModelAlias.model_validate(
+        {"metadata": {"name": "x"}, "spec": {"targets": [{"provider": "nope", "model": "m"}]}}
+    )
+    with pytest.raises(ValueError, match="no provider 'nope'"):
+        render_litellm_config(dataclasses.replace(minimal_tenant, aliases=[alias]))
+
+
+# --------------------------------------------------------------------------- rules file
+
+
+def test_rules_file_carries_policy_but_no_keys(engineering_team: RenderInputs) -> None:
+    rules = render_rules(engineering_team)
+    assert rules["tenant"] == "engineering-team"
+    assert rules["default_alias"] == "fast-code"
+    assert rules["rules"][0] == {
+        "match": {"model": "claude-haiku-*", "prompt_prefix": None, "task": None},
+        "alias": "documentation",
+    }
+    assert rules["keys"] == [
+        {"name": "alice", "rpm": 120, "tpm": 400000},
+        {"name": "ci", "rpm": None, "tpm": None},
+    ]
+    assert rules["compliance"]["data_residency"] == {"allowed_regions": ["us-east-1", "us-west-2"]}
+    assert [b["name"] for b in rules["budgets"]] == ["alice-daily", "team-monthly"]
+    assert rules["budgets"][1]["on_exceeded"] == {"action": "downgrade", "to_cost_tier": "low"}
+    assert rules["aliases"]["reasoning"]["targets"][0] == {
+        "id": "reasoning-0",
+        "provider": "bedrock",
+        "provider_type": "bedrock",
+        "model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "region": "us-west-2",
+        "weight": 1,
+        "max_tokens": None,
+    }
+    text = json.dumps(rules)
+    assert not [v for v in secret_values(engineering_team) if v in text]
