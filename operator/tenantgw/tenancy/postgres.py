@@ -1,0 +1,157 @@
+"""The operator's admin connection to PostgreSQL: ensure and remove a tenant's role and schema.
+
+Reading (pg_catalog) and planning (pg_plan) are separate so that an idle resync costs a few
+catalog reads and no statement that changes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from tenantgw.tenancy.errors import StorageError
+from tenantgw.tenancy.naming import role_name, schema_name
+from tenantgw.tenancy.pg_catalog import Conn, one, read_state
+from tenantgw.tenancy.pg_plan import Step, plan_ensure, plan_remove
+
+# Called before each change with (tenant, description): counts and logs writes.
+Note = Callable[[str, str], None]
+# Session limits of the admin connection: DDL waits behind long transactions at most this long.
+SESSION_OPTIONS = "-c lock_timeout=10000 -c statement_timeout=60000"
+
+
+def _explain(err: psycopg.Error) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = err.diag.message_detail
+    return f"{text} ({detail})" if detail else text
+
+
+class PostgresAdmin:
+    """Provisions tenant roles and schemas with the operator's admin DSN."""
+
+    def __init__(
+        self, dsn: str, *, connect_timeout: float, connection_limit: int, note: Note
+    ) -> None:
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as err:
+            raise StorageError(f"TENANTGW_POSTGRES_DSN is not a valid DSN: {err}") from None
+        self.host = str(params.get("host") or "")
+        self.port = int(str(params.get("port") or 5432).split(",")[0])
+        self.dbname = str(params.get("dbname") or "")
+        self.sslmode = str(params["sslmode"]) if params.get("sslmode") else None
+        if not self.dbname:
+            raise StorageError("TENANTGW_POSTGRES_DSN names no database: end it with /tenantgw")
+        self.endpoint = f"{self.host or 'local socket'}:{self.port}"
+        options = str(params.get("options") or "")
+        self._dsn = dsn
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "options": f"{options} {SESSION_OPTIONS}".strip(),
+            "application_name": "tenantgw-operator",
+        }
+        if "connect_timeout" not in params:
+            self._kwargs["connect_timeout"] = max(1, round(connect_timeout))
+        self._connection_limit = connection_limit
+        self._note = note
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Conn]:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
+        except psycopg.OperationalError as err:
+            reason = _explain(err)
+            if any(word in reason for word in ("authentication", "pg_hba", "does not exist")):
+                raise StorageError(
+                    f"PostgreSQL at {self.endpoint} refused the admin login ({reason}): "
+                    "check TENANTGW_POSTGRES_DSN"
+                ) from err
+            raise StorageError(
+                f"could not reach PostgreSQL at {self.endpoint} ({reason}): check that it runs "
+                "and that TENANTGW_POSTGRES_DSN points at it"
+            ) from err
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def _apply(self, conn: Conn, tenant_name: str, steps: list[Step]) -> None:
+        """Run the steps in one transaction: a failure leaves nothing half-done."""
+        if not steps:
+            return
+        description = steps[0][0]
+        try:
+            async with conn.transaction():
+                for description, statement in steps:
+                    self._note(tenant_name, f"postgres: {description}")
+                    await conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege as err:
+            raise StorageError(
+                f"PostgreSQL at {self.endpoint} did not let the admin role {description} for "
+                f"tenant {tenant_name} ({_explain(err)}): it must be a superuser"
+            ) from err
+        except psycopg.Error as err:
+            raise StorageError(
+                f"PostgreSQL at {self.endpoint} failed to {description} for tenant "
+                f"{tenant_name}: {_explain(err)}"
+            ) from err
+
+    async def ensure(self, tenant_name: str, password: str) -> None:
+        """Create what is missing and fix what drifted; only reads when all is in place."""
+        async with self._connect() as conn:
+            try:
+                state = await read_state(
+                    conn,
+                    tenant_name,
+                    connection_limit=self._connection_limit,
+                    endpoint=self.endpoint,
+                )
+            except psycopg.Error as err:
+                raise StorageError(
+                    f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
+                    f"{tenant_name}: {_explain(err)}"
+                ) from err
+            steps = plan_ensure(
+                state, tenant_name, password, connection_limit=self._connection_limit
+            )
+            await self._apply(conn, tenant_name, steps)
+
+    async def _read(self, conn: Conn, tenant_name: str, query: str, params: Any) -> Any:
+        try:
+            return await one(conn, query, params)
+        except psycopg.Error as err:
+            raise StorageError(
+                f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
+                f"{tenant_name}: {_explain(err)}"
+            ) from err
+
+    async def remove(self, tenant_name: str) -> None:
+        """Drop the schema with everything in it, then the role; nothing to do is no error."""
+        role, schema = role_name(tenant_name), schema_name(tenant_name)
+        r = sql.Identifier(role)
+        async with self._connect() as conn:
+            can_login, has_schema, pids = await self._read(
+                conn,
+                tenant_name,
+                "SELECT (SELECT rolcanlogin FROM pg_roles WHERE rolname = %(role)s),"
+                " EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s),"
+                " ARRAY(SELECT pid FROM pg_stat_activity WHERE usename = %(role)s)",
+                {"role": role, "schema": schema},
+            )
+            # Lock the role out and end its sessions first, each committed on its own, so that
+            # no gateway reconnects in between or holds locks that the drops would wait for.
+            if can_login:
+                lock_out = sql.SQL("ALTER ROLE {} NOLOGIN").format(r)
+                await self._apply(conn, tenant_name, [(f"lock {role} out", lock_out)])
+            if pids:
+                end = sql.SQL(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}"
+                ).format(sql.Literal(role))
+                await self._apply(conn, tenant_name, [(f"end {len(pids)} sessions of {role}", end)])
+            steps = plan_remove(tenant_name, has_schema=has_schema, has_role=can_login is not None)
+            await self._apply(conn, tenant_name, steps)
