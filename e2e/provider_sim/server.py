@@ -1,0 +1,938 @@
+"""Provider simulator: an LLM provider that speaks the real wire protocols, on loopback.
+
+The simulator is split in three layers so that further provider protocols (Anthropic
+``/v1/messages``, Gemini, Bedrock, ...) slot in as extra route modules:
+
+* ``Simulator`` holds the shared state: configuration (latency, fault injection, reply text),
+  the recorded requests and the fault queue. It is protocol-neutral and thread-safe, so tests can
+  drive a simulator that serves from another thread.
+* The engine (``ChatRequest`` -> ``plan_reply`` -> ``Reply``) decides what the "model" answers:
+  a tool call, an echo of a tool result, or the configured text. It knows no wire format.
+* A protocol module parses its wire format into a ``ChatRequest``, renders the ``Reply``
+  (non-streaming and streaming) and its own error shape. A module is any callable
+  ``(Simulator) -> list[web.RouteDef]`` listed in ``PROTOCOLS``; ``openai_routes`` below is the
+  first one (OpenAI, OpenRouter-style and Azure-style paths).
+
+Control endpoints (not recorded, no auth): ``GET/POST /_sim/config``, ``GET /_sim/requests``,
+``POST /_sim/reset``, ``GET /_sim/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+log = logging.getLogger("provider_sim")
+
+FinishReason = Literal["stop", "length", "tool_use"]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ProtocolModule = Callable[["Simulator"], list[web.RouteDef]]
+
+DEFAULT_MODELS = ("sim-fast", "sim-reasoning", "gpt-4o-mini", "qwen/qwen3-coder")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class SimConfig:
+    """Behaviour of the simulator. Every field can be changed at runtime (``POST /_sim/config``).
+
+    Timing: ``latency_ms`` passes before any response byte; a stream then waits ``ttft_ms``
+    before its first token and ``token_delay_ms`` between tokens. A non-streaming answer waits
+    the same total time before it is sent, as a real model would.
+
+    Faults: ``fail_next`` is a queue consumed one entry per model request (chat completions;
+    not ``/models``). ``fail_models`` fails every request for a model, until changed. A fault is
+    an HTTP status as a string ("500", "429", "503", ...), "timeout" (hang ``timeout_s`` seconds,
+    then 504) or "disconnect" (drop the connection; a stream is cut after its first token).
+    """
+
+    latency_ms: float = 0.0
+    ttft_ms: float = 0.0
+    token_delay_ms: float = 0.0
+    reply: str | None = None
+    fail_next: list[str] = field(default_factory=list)
+    fail_models: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None
+    timeout_s: float = 300.0
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    max_recorded: int = 1000
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        for key, value in changes.items():
+            if key == "fail_next":
+                value = [str(v) for v in (value or [])]
+            elif key == "fail_models":
+                value = {str(k): str(v) for k, v in (value or {}).items()}
+            elif key in {"latency_ms", "ttft_ms", "token_delay_ms", "timeout_s"}:
+                value = float(value)
+            elif key == "max_recorded":
+                value = int(value)
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+class Simulator:
+    """Protocol-neutral state shared by all route modules. Safe to use from any thread."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self.config = config or SimConfig()
+        self._requests: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=self.config.max_recorded
+        )
+        self.last_authorization: str | None = None
+        # Set by the server loop when it shuts down, so that "timeout" faults stop hanging.
+        self.stopping: asyncio.Event | None = None
+
+    # ---- configuration
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        with self._lock:
+            self.config.update(changes)
+            if self._requests.maxlen != self.config.max_recorded:
+                self._requests = collections.deque(self._requests, maxlen=self.config.max_recorded)
+            return self.config.to_dict()
+
+    def config_snapshot(self) -> SimConfig:
+        with self._lock:
+            return dataclasses.replace(
+                self.config,
+                fail_next=list(self.config.fail_next),
+                fail_models=dict(self.config.fail_models),
+                models=list(self.config.models),
+            )
+
+    def reset(self) -> None:
+        """Forget recorded requests and restore the default configuration."""
+        with self._lock:
+            self.config = SimConfig()
+            self._requests = collections.deque(maxlen=self.config.max_recorded)
+            self.last_authorization = None
+
+    # ---- faults
+    def take_fault(self, model: str) -> str | None:
+        with self._lock:
+            if self.config.fail_next:
+                return self.config.fail_next.pop(0)
+            return self.config.fail_models.get(model)
+
+    # ---- recording
+    def record(
+        self, request: web.Request, body: Any, *, protocol: str, model: str | None, **extra: Any
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": len(self._requests),
+            "time": time.time(),
+            "protocol": protocol,
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": dict(request.headers),
+            "model": model,
+            "body": body,
+            **extra,
+        }
+        with self._lock:
+            entry["id"] = (self._requests[-1]["id"] + 1) if self._requests else 0
+            self._requests.append(entry)
+            auth = request.headers.get("Authorization") or request.headers.get("api-key")
+            if auth is not None:
+                self.last_authorization = auth
+        return entry
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._requests)
+
+    # ---- timing
+    async def sleep(self, ms: float) -> None:
+        if ms > 0:
+            await asyncio.sleep(ms / 1000.0)
+
+    async def hang(self) -> None:
+        """The "timeout" fault: wait until the client gives up, the limit passes or we stop."""
+        timeout = self.config.timeout_s
+        if self.stopping is None:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    parameters: dict[str, Any]
+
+
+@dataclass
+class Message:
+    role: str  # system | user | assistant | tool
+    text: str
+
+
+@dataclass
+class ChatRequest:
+    """A chat request in protocol-neutral form."""
+
+    model: str
+    messages: list[Message]
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: str | None = None  # None/"auto"/"required" | "none" | a tool name
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, separators=(",", ":"))
+
+
+@dataclass
+class Reply:
+    text: str | None
+    tool_call: ToolCall | None
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def estimate_tokens(text: str) -> int:
+    """The simulator's tokenizer: one token per four characters, plus one."""
+    return len(text) // 4 + 1
+
+
+def split_tokens(text: str) -> list[str]:
+    """Stream pieces: words with their leading whitespace (joined, they give back ``text``)."""
+    pieces = re.findall(r"\s*\S+|\s+$", text)
+    if "".join(pieces) != text:  # pragma: no cover - defensive, the regex covers all text
+        return [text]
+    return pieces or [text]
+
+
+def example_value(schema: Mapping[str, Any]) -> Any:
+    """A value that satisfies a JSON schema's type, used to fill a tool call's arguments."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind is None:
+        for combo in ("anyOf", "oneOf", "allOf"):
+            if schema.get(combo):
+                return example_value(schema[combo][0])
+    if kind == "integer":
+        return 1
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return example_arguments(schema)
+    if kind == "null":
+        return None
+    return "echo"
+
+
+def example_arguments(schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Arguments with every required property of ``schema`` set to an example value."""
+    if not schema:
+        return {}
+    properties = schema.get("properties") or {}
+    return {
+        name: example_value(properties.get(name) or {}) for name in schema.get("required") or []
+    }
+
+
+def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
+    """Decide what the simulated model answers.
+
+    * last message from a tool -> "Tool said: <tool result>" (the result verbatim)
+    * tools offered and the last message is the user's -> a call of the first (or chosen) tool
+      with its required arguments filled from the schema
+    * otherwise the configured reply, default "Hello from <model>"
+    """
+    prompt_text = "\n".join(m.text for m in req.messages)
+    prompt_tokens = estimate_tokens(prompt_text)
+    last = req.messages[-1] if req.messages else None
+
+    if last is not None and last.role == "tool":
+        text = "Tool said: " + last.text
+    elif req.tools and last is not None and last.role == "user" and req.tool_choice != "none":
+        tool = next((t for t in req.tools if t.name == req.tool_choice), req.tools[0])
+        call = ToolCall(
+            id="call_" + uuid.uuid4().hex[:24],
+            name=tool.name,
+            arguments=example_arguments(tool.parameters),
+        )
+        return Reply(
+            text=None,
+            tool_call=call,
+            finish_reason="tool_use",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=estimate_tokens(call.name + call.arguments_json),
+        )
+    else:
+        text = cfg.reply if cfg.reply is not None else f"Hello from {req.model}"
+
+    finish: FinishReason = "stop"
+    if req.max_tokens is not None and req.max_tokens > 0 and estimate_tokens(text) > req.max_tokens:
+        text = text[: max(0, (req.max_tokens - 1) * 4)] or text[:1]
+        finish = "length"
+    return Reply(
+        text=text,
+        tool_call=None,
+        finish_reason=finish,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=estimate_tokens(text),
+    )
+
+
+def content_text(content: Any) -> str:
+    """Text of a message content: a string, or a list of parts with ``text`` (images ignored)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, Mapping):
+                if isinstance(part.get("text"), str):
+                    out.append(part["text"])
+                elif "content" in part:  # nested results (e.g. Anthropic tool_result blocks)
+                    out.append(content_text(part["content"]))
+        return "".join(out)
+    return json.dumps(content)
+
+
+# --------------------------------------------------------------------------- helpers for modules
+
+
+class ProviderError(Exception):
+    """Raised inside a handler to answer with an HTTP error in the protocol's shape."""
+
+    def __init__(self, status: int, message: str, *, type_: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+
+
+FAULT_MESSAGES: dict[int, tuple[str, str, str | None]] = {
+    400: ("Simulated bad request", "invalid_request_error", None),
+    401: ("Simulated authentication failure", "invalid_request_error", "invalid_api_key"),
+    403: ("Simulated permission denied", "permission_error", None),
+    404: ("Simulated not found", "invalid_request_error", "model_not_found"),
+    429: ("Rate limit reached (simulated)", "requests", "rate_limit_exceeded"),
+    500: (
+        "The server had an error while processing your request (simulated)",
+        "server_error",
+        None,
+    ),
+    502: ("Bad gateway (simulated)", "server_error", None),
+    503: ("The engine is currently overloaded (simulated)", "server_error", None),
+    504: ("Gateway timeout (simulated)", "server_error", None),
+    529: ("Overloaded (simulated)", "overloaded_error", None),
+}
+
+
+def fault_for_status(status: int) -> ProviderError:
+    message, type_, code = FAULT_MESSAGES.get(
+        status, (f"Simulated HTTP {status}", "server_error", None)
+    )
+    return ProviderError(status, message, type_=type_, code=code)
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ProviderError(
+            400, f"invalid JSON body: {exc}", type_="invalid_request_error"
+        ) from exc
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def check_key(sim: Simulator, key: str | None) -> None:
+    """401 unless ``key`` is non-empty and, when the simulator requires one, the right one."""
+    if not key:
+        raise ProviderError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization "
+            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            type_="invalid_request_error",
+        )
+    wanted = sim.config.api_key
+    if wanted is not None and key != wanted:
+        raise ProviderError(
+            401,
+            f"Incorrect API key provided: {key[:3]}***{key[-2:]}.",
+            type_="invalid_request_error",
+            code="invalid_api_key",
+        )
+
+
+async def apply_fault(sim: Simulator, fault: str | None) -> str | None:
+    """Turn a queued fault into an error; returns "disconnect" for the caller to act on."""
+    if fault is None:
+        return None
+    if fault == "timeout":
+        await sim.hang()
+        raise fault_for_status(504)
+    if fault == "disconnect":
+        return fault
+    try:
+        status = int(fault)
+    except ValueError:
+        log.warning("unknown fault %r ignored", fault)
+        return None
+    raise fault_for_status(status)
+
+
+def drop_connection(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+def sse(payload: Mapping[str, Any] | str, event: str | None = None) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+async def start_sse(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
+    )
+    await resp.prepare(request)
+    return resp
+
+
+# --------------------------------------------------------------------------- OpenAI protocol
+
+
+def openai_error(fault: ProviderError) -> web.Response:
+    body = {
+        "error": {"message": fault.message, "type": fault.type, "param": None, "code": fault.code}
+    }
+    return web.json_response(body, status=fault.status)
+
+
+def azure_error(fault: ProviderError) -> web.Response:
+    body = {
+        "error": {
+            "code": fault.code or str(fault.status),
+            "message": fault.message,
+            "type": fault.type,
+            "param": None,
+        }
+    }
+    return web.json_response(body, status=fault.status)
+
+
+def parse_openai_chat(body: Mapping[str, Any], default_model: str | None = None) -> ChatRequest:
+    if not isinstance(body, Mapping):
+        raise ProviderError(
+            400, "request body must be a JSON object", type_="invalid_request_error"
+        )
+    model = body.get("model") or default_model
+    if not model:
+        raise ProviderError(
+            400, "you must provide a model parameter", type_="invalid_request_error"
+        )
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise ProviderError(
+            400, "'messages' must be a non-empty array", type_="invalid_request_error"
+        )
+    messages = []
+    for m in raw_messages:
+        role = str(m.get("role", "user"))
+        text = content_text(m.get("content"))
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            text += f"{fn.get('name', '')}{fn.get('arguments', '')}"
+        messages.append(Message(role="system" if role == "developer" else role, text=text))
+    tools = []
+    for t in body.get("tools") or []:
+        fn = t.get("function") or {}
+        if fn.get("name"):
+            tools.append(ToolSpec(name=fn["name"], parameters=fn.get("parameters") or {}))
+    choice = body.get("tool_choice")
+    tool_choice: str | None
+    if isinstance(choice, Mapping):
+        tool_choice = (choice.get("function") or {}).get("name")
+    else:
+        tool_choice = choice if isinstance(choice, str) else None
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    return ChatRequest(
+        model=str(model),
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        stream=bool(body.get("stream")),
+        include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        max_tokens=int(max_tokens) if max_tokens else None,
+    )
+
+
+OPENAI_FINISH = {"stop": "stop", "length": "length", "tool_use": "tool_calls"}
+
+
+class OpenAIChat:
+    """OpenAI chat completions; also serves OpenRouter-style and Azure-style paths."""
+
+    protocol = "openai"
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def routes(self) -> list[web.RouteDef]:
+        chat, azure, models = self.chat_completions, self.azure_chat_completions, self.models
+        return [
+            web.post("/v1/chat/completions", chat),
+            web.post("/chat/completions", chat),
+            web.post("/api/v1/chat/completions", chat),  # OpenRouter base .../api/v1
+            web.post("/openai/v1/chat/completions", chat),  # Azure OpenAI v1 API
+            web.post("/openai/deployments/{deployment}/chat/completions", azure),
+            web.get("/v1/models", models),
+            web.get("/models", models),
+            web.get("/api/v1/models", models),
+        ]
+
+    # ---- handlers
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        try:
+            check_key(self.sim, bearer_token(request))
+        except ProviderError as f:
+            return openai_error(f)
+        created = int(time.time())
+        data = [
+            {"id": m, "object": "model", "created": created, "owned_by": "provider-sim"}
+            for m in self.sim.config_snapshot().models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._chat(request, render_error=openai_error)
+
+    async def azure_chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if "api-version" not in request.query:
+            return web.json_response(
+                {"error": {"code": "404", "message": "Resource not found"}}, status=404
+            )
+        return await self._chat(
+            request,
+            render_error=azure_error,
+            deployment=request.match_info["deployment"],
+            key=request.headers.get("api-key") or bearer_token(request),
+        )
+
+    async def _chat(
+        self,
+        request: web.Request,
+        *,
+        render_error: Callable[[ProviderError], web.Response],
+        deployment: str | None = None,
+        key: str | None = None,
+    ) -> web.StreamResponse:
+        extra = {"deployment": deployment} if deployment else {}
+        try:
+            body = await read_json(request)
+        except ProviderError as f:
+            self.sim.record(request, None, protocol=self.protocol, model=deployment, **extra)
+            return render_error(f)
+        model = body.get("model") if isinstance(body, Mapping) else None
+        self.sim.record(request, body, protocol=self.protocol, model=model or deployment, **extra)
+        try:
+            check_key(self.sim, key if deployment else bearer_token(request))
+            req = parse_openai_chat(body, default_model=deployment)
+            cfg = self.sim.config_snapshot()
+            await self.sim.sleep(cfg.latency_ms)
+            action = await apply_fault(self.sim, self.sim.take_fault(req.model))
+        except ProviderError as f:
+            return render_error(f)
+        reply = plan_reply(req, cfg)
+        if req.stream:
+            return await self._stream(request, req, reply, cfg, cut=action == "disconnect")
+        if action == "disconnect":
+            drop_connection(request)
+            return web.Response(status=500)
+        await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
+        return web.json_response(self.completion(req, reply))
+
+    # ---- rendering
+    @staticmethod
+    def _envelope(req: ChatRequest, cid: str, created: int, obj: str) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": obj,
+            "created": created,
+            "model": req.model,
+            "system_fingerprint": "fp_provider_sim",
+        }
+
+    @staticmethod
+    def _usage(reply: Reply) -> dict[str, Any]:
+        return {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def completion(self, req: ChatRequest, reply: Reply) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if reply.tool_call is not None:
+            call = reply.tool_call
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json},
+                }
+            ]
+        out = self._envelope(
+            req, "chatcmpl-" + uuid.uuid4().hex, int(time.time()), "chat.completion"
+        )
+        out["choices"] = [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": OPENAI_FINISH[reply.finish_reason],
+            }
+        ]
+        out["usage"] = self._usage(reply)
+        out["service_tier"] = "default"
+        return out
+
+    def chunks(self, req: ChatRequest, reply: Reply) -> Iterator[tuple[dict[str, Any], bool]]:
+        """(chunk, carries_a_token) pairs of a streamed answer, without the final [DONE]."""
+        cid, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            c = self._envelope(req, cid, created, "chat.completion.chunk")
+            c["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            if req.include_usage:
+                c["usage"] = None
+            return c
+
+        if reply.tool_call is not None:
+            call = reply.tool_call
+            yield (
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": call.id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": ""},
+                            }
+                        ],
+                    }
+                ),
+                False,
+            )
+            args = call.arguments_json
+            step = max(1, len(args) // 3)
+            for i in range(0, len(args), step):
+                yield (
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": 0, "function": {"arguments": args[i : i + step]}}
+                            ]
+                        }
+                    ),
+                    True,
+                )
+        else:
+            yield chunk({"role": "assistant", "content": "", "refusal": None}), False
+            for piece in split_tokens(reply.text or ""):
+                yield chunk({"content": piece}), True
+        yield chunk({}, OPENAI_FINISH[reply.finish_reason]), False
+        if req.include_usage:
+            final = self._envelope(req, cid, created, "chat.completion.chunk")
+            final["choices"] = []
+            final["usage"] = self._usage(reply)
+            yield final, False
+
+    async def _stream(
+        self, request: web.Request, req: ChatRequest, reply: Reply, cfg: SimConfig, *, cut: bool
+    ) -> web.StreamResponse:
+        resp = await start_sse(request)
+        first = True
+        for payload, is_token in self.chunks(req, reply):
+            if is_token:
+                await self.sim.sleep(cfg.ttft_ms if first else cfg.token_delay_ms)
+                first = False
+            await resp.write(sse(payload))
+            if is_token and cut:  # the "disconnect" fault: cut the stream after one token
+                drop_connection(request)
+                return resp
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def openai_routes(sim: Simulator) -> list[web.RouteDef]:
+    return OpenAIChat(sim).routes()
+
+
+# --------------------------------------------------------------------------- application
+
+#: Route modules served by every simulator. Add e.g. ``anthropic_routes`` here.
+PROTOCOLS: list[ProtocolModule] = [openai_routes]
+
+
+def control_routes(sim: Simulator) -> list[web.RouteDef]:
+    async def get_config(_: web.Request) -> web.StreamResponse:
+        return web.json_response(sim.config_snapshot().to_dict())
+
+    async def post_config(request: web.Request) -> web.StreamResponse:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            return web.json_response(sim.configure(**changes))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+
+    async def get_requests(_: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"requests": sim.requests(), "last_authorization": sim.last_authorization}
+        )
+
+    async def post_reset(_: web.Request) -> web.StreamResponse:
+        sim.reset()
+        return web.json_response({"ok": True})
+
+    async def health(_: web.Request) -> web.StreamResponse:
+        return web.json_response({"ok": True})
+
+    return [
+        web.get("/_sim/config", get_config),
+        web.post("/_sim/config", post_config),
+        web.get("/_sim/requests", get_requests),
+        web.post("/_sim/reset", post_reset),
+        web.get("/_sim/health", health),
+    ]
+
+
+def build_app(sim: Simulator, protocols: list[ProtocolModule] | None = None) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.add_routes(control_routes(sim))
+    for module in protocols if protocols is not None else PROTOCOLS:
+        app.add_routes(module(sim))
+
+    async def on_startup(_: web.Application) -> None:
+        sim.stopping = asyncio.Event()
+
+    async def on_shutdown(_: web.Application) -> None:
+        if sim.stopping is not None:
+            sim.stopping.set()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[tuple[str, int]]:
+    """Serve ``sim`` on the running loop; yields (host, bound port)."""
+    runner = web.AppRunner(build_app(sim), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    try:
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        yield host, int(bound)
+    finally:
+        await runner.cleanup()
+
+
+# --------------------------------------------------------------------------- background runner
+
+
+class SimulatorHandle:
+    """A simulator served from a daemon thread with its own event loop.
+
+    Use ``handle.configure(...)``, ``handle.requests()``, ``handle.reset()`` directly (no HTTP),
+    or the ``/_sim/*`` endpoints. ``stop()`` (or leaving the ``with`` block) shuts it down.
+    """
+
+    def __init__(self, sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sim = sim
+        self.host = host
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="provider-sim", daemon=True)
+
+    # ---- lifecycle
+    def start(self, timeout: float = 10.0) -> SimulatorHandle:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("provider simulator did not start in time")
+        if self._error is not None:
+            raise RuntimeError("provider simulator failed to start") from self._error
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # report start-up failures to start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve(self.sim, self.host, self.port) as (_, port):
+            self.port = port
+            self._ready.set()
+            await self._stop.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> SimulatorHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- addresses
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """OpenAI-style base URL (``.../v1``)."""
+        return self.root_url + "/v1"
+
+    # ---- state
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        return self.sim.configure(**changes)
+
+    def fail_next(self, *faults: str | int) -> None:
+        self.sim.configure(fail_next=[*self.sim.config.fail_next, *map(str, faults)])
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.sim.requests()
+
+    def reset(self) -> None:
+        self.sim.reset()
+
+    @property
+    def last_authorization(self) -> str | None:
+        return self.sim.last_authorization
+
+
+def start_simulator(
+    port: int = 0, host: str = "127.0.0.1", config: SimConfig | None = None, **changes: Any
+) -> tuple[str, SimulatorHandle]:
+    """Start a simulator in a background thread; returns (``http://host:port/v1``, handle).
+
+    ``changes`` are config fields (``latency_ms=50``, ``reply="hi"`` ...). Stop it with
+    ``handle.stop()`` or use the handle as a context manager.
+    """
+    sim = Simulator(config)
+    if changes:
+        sim.configure(**changes)
+    handle = SimulatorHandle(sim, host, port).start()
+    return handle.url, handle
+
+
+@contextlib.asynccontextmanager
+async def running_simulator(
+    port: int = 0, host: str = "127.0.0.1", **changes: Any
+) -> AsyncIterator[tuple[str, SimulatorHandle]]:
+    """``async with running_simulator() as (url, handle):`` — for async fixtures."""
+    url, handle = await asyncio.to_thread(start_simulator, port, host, **changes)
+    try:
+        yield url, handle
+    finally:
+        await asyncio.to_thread(handle.stop)
