@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .PHONY: help setup venv system-packages control-plane claude-code test test-unit lint fmt lock \
-        cluster-up cluster-down services-up services-down
+        cluster-up cluster-down services-up services-down crds run
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,14 @@ lint: venv ## ruff, mypy --strict and the import contracts
 fmt: venv ## Format and fix what ruff can
 	$(BIN)/ruff format operator tests e2e
 	$(BIN)/ruff check --fix operator tests e2e
+
+crds: venv ## Generate crds/ (and the kustomize copy in manifests/crds/) from tenantgw.api
+	$(BIN)/python -m tenantgw.api.crdgen crds/
+	$(BIN)/python -m tenantgw.api.crdgen manifests/crds/
+
+run: venv ## Run the operator locally against $$KUBECONFIG (CRDs applied first)
+	kubectl apply --server-side --force-conflicts -f crds/
+	$(BIN)/kopf run --standalone --all-namespaces -m tenantgw.operator.handlers
 
 lock: venv ## Re-resolve the lock files from pyproject.toml
 	for extra in operator gateway; do \

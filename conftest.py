@@ -1,3 +1,14 @@
-"""Session fixtures shared by tests/ and e2e/: the local control plane and services."""
+"""Options and fixtures shared by tests/ and e2e/: the local control plane, services, operator."""
 
-pytest_plugins = ["e2e.fixtures"]
+import pytest
+
+pytest_plugins = ["e2e.fixtures", "e2e.operator_fixture"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/ from the current rendering instead of comparing with it",
+    )

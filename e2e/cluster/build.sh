@@ -74,6 +74,25 @@ require sigs.k8s.io/kwok v$KWOK_VERSION
 " sigs.k8s.io/kwok/cmd/kwok
 fi
 
+# kwok ships its node and pod lifecycles as Stage objects; keep the "fast" ones beside it.
+stages="$bin/../kwok-stages.yaml"
+if [[ ! -s "$stages" ]]; then
+  kwok_src="$(cd "$cache/build/kwok" 2>/dev/null && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok 2>/dev/null || true)"
+  if [[ -z "$kwok_src" ]]; then
+    build_dir="$cache/build/kwok-stages"; rm -rf "$build_dir"; mkdir -p "$build_dir"
+    printf 'module tenantgw.local/kwokstages\n\ngo 1.26.0\n\nrequire sigs.k8s.io/kwok v%s\n' "$KWOK_VERSION" >"$build_dir/go.mod"
+    (cd "$build_dir" && go mod download sigs.k8s.io/kwok)
+    kwok_src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION"
+  fi
+  : >"$stages.tmp"
+  for f in "$kwok_src"/kustomize/stage/node/fast/node-initialize.yaml \
+           "$kwok_src"/kustomize/stage/node/heartbeat/node-heartbeat.yaml \
+           "$kwok_src"/kustomize/stage/pod/fast/*.yaml; do
+    { echo "---"; cat "$f"; } >>"$stages.tmp"
+  done
+  mv "$stages.tmp" "$stages"
+fi
+
 for b in "${k8s_bins[@]}" etcd kwok; do
   [[ -x "$bin/$b" ]] || { log "missing $bin/$b after build"; exit 1; }
 done

@@ -125,7 +125,27 @@ start etcd "$bin/etcd" --name tenantgw --data-dir "$state/etcd" \
   --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
   --initial-cluster "tenantgw=http://127.0.0.1:$((ETCD_PORT + 10))" \
   --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
-wait_for etcd 20 curl -fsS --max-time 1 "http://127.0.0.1:$ETCD_PORT/health" -o /dev/null
+wait_for etcd 20 curl -fs --max-time 1 "http://127.0.0.1:$ETCD_PORT/health" -o /dev/null
+
+# Audit every write made by clients other than the control plane's own components, so that
+# tests can count the operator's API writes from the server's side.
+cat >"$state/audit-policy.yaml" <<AUDIT
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  users: [system:kube-controller-manager, system:kube-scheduler, kwok, system:apiserver]
+- level: None
+  userGroups: [system:serviceaccounts:kube-system, system:nodes]
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+# Reads of Tenants too, so a test can see that a resync happened while it wrote nothing.
+- level: Metadata
+  verbs: [get]
+  resources: [{group: tenantgw.io, resources: [tenants]}]
+- level: None
+AUDIT
 
 log "starting kube-apiserver on $server"
 start kube-apiserver "$bin/kube-apiserver" \
@@ -139,6 +159,8 @@ start kube-apiserver "$bin/kube-apiserver" \
   --authorization-mode Node,RBAC \
   --enable-priority-and-fairness=false \
   --endpoint-reconciler-type none \
+  --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$logs/audit.log" \
+  --audit-log-maxsize 200 --audit-log-maxbackup 1 --audit-log-format json \
   --profiling=false
 wait_for kube-apiserver 60 readyz
 
@@ -151,7 +173,7 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --use-service-account-credentials=true --leader-elect=false \
-  --controllers '*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle' \
+  --controllers '*' \
   --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 --concurrent-gc-syncs 40 \
   --kube-api-qps 200 --kube-api-burst 400 --profiling=false
 start kube-scheduler "$bin/kube-scheduler" \
@@ -160,10 +182,9 @@ start kube-scheduler "$bin/kube-scheduler" \
   --authorization-kubeconfig "$state/scheduler.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$((API_PORT + 2))" --leader-elect=false \
   --kube-api-qps 200 --kube-api-burst 400 --profiling=false
-start kwok "$bin/kwok" --kubeconfig "$state/kwok.kubeconfig" \
+start kwok "$bin/kwok" --kubeconfig "$state/kwok.kubeconfig" --config "$bin/../kwok-stages.yaml" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --disregard-status-with-annotation-selector kwok.x-k8s.io/status=custom \
   --node-ip 10.244.0.1 --cidr 10.244.0.0/16 \
   --server-address "127.0.0.1:$((API_PORT + 3))"
 

@@ -73,9 +73,7 @@ def test_deployment_becomes_available_on_a_kwok_node(kube: ApiClient, namespace:
     assert all(p.status.phase == "Running" for p in pods)
 
 
-def test_deleting_an_owner_garbage_collects_its_dependents(
-    kube: ApiClient, namespace: str
-) -> None:
+def test_deleting_an_owner_garbage_collects_its_dependents(kube: ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(kube)
     owner = core.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
@@ -183,7 +181,9 @@ def test_crd_cel_rule_rejects_an_invalid_object_with_its_message(kube: ApiClient
         return custom.create_namespaced_custom_object(group, "v1", "default", "widgets", body)
 
     ok_name = f"ok-{uuid.uuid4().hex[:6]}"
-    eventually(lambda: _created(lambda: create(ok_name, 1, 2)), what="the valid Widget to be accepted")
+    eventually(
+        lambda: _created(lambda: create(ok_name, 1, 2)), what="the valid Widget to be accepted"
+    )
     with pytest.raises(ApiException) as raised:
         create(f"bad-{uuid.uuid4().hex[:6]}", 5, 1)
     assert raised.value.status == 422

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 def test_postgres_answers_with_admin_credentials(services: Services) -> None:
     with psycopg.connect(services.postgres_dsn, connect_timeout=5) as conn:
-        row = conn.execute("select current_user, current_setting('server_version_num')::int").fetchone()
+        row = conn.execute(
+            "select current_user, current_setting('server_version_num')::int"
+        ).fetchone()
     assert row is not None
     user, version = row
     assert user == "tenantgw_admin"
@@ -40,6 +42,6 @@ def test_redis_answers_the_admin_user(services: Services) -> None:
 def test_redis_refuses_an_unauthenticated_client(services: Services) -> None:
     url = urlsplit(services.redis_url)
     anon = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379, socket_timeout=5)
-    with pytest.raises((AuthenticationError, ResponseError), match="(?i)noauth|authentication"):
+    with pytest.raises((AuthenticationError, ResponseError), match=r"(?i)noauth|authentication"):
         anon.set("t:anyone:key", "value")
     anon.close()
