@@ -1,0 +1,188 @@
+"""Run the real operator (kopf) against the local control plane, as its own ServiceAccount.
+
+The operator gets only the RBAC that `manifests/` grants: the fixture applies the CRDs and the
+RBAC from the kustomization, mints a token for the operator's ServiceAccount and runs
+`kopf run` with a kubeconfig holding that token. A missing permission fails the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2e.fixtures import DEV, ROOT, Cluster
+
+OPERATOR_NS = "tenantgw-system"
+OPERATOR_SA = "tenantgw-operator"
+RBAC_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningOperator:
+    """A kopf process running tenantgw.operator.handlers."""
+
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    kubeconfig: Path
+    username: str
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def install_crds_and_rbac(cluster: Cluster) -> None:
+    cluster.run_kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.run_kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds")
+    )
+    rendered = cluster.run_kubectl("kustomize", str(ROOT / "manifests")).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in RBAC_KINDS]
+    docs.sort(key=lambda d: 0 if d["kind"] == "Namespace" else 1)
+    cluster.run_kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin="\n---\n".join(yaml.safe_dump(d) for d in docs),
+    )
+
+
+def service_account_kubeconfig(cluster: Cluster, path: Path) -> None:
+    """A kubeconfig that authenticates as the operator's ServiceAccount."""
+    token = cluster.run_kubectl(
+        "create", "token", OPERATOR_SA, "-n", OPERATOR_NS, "--duration=24h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    cluster_entry = admin["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster_entry],
+        "users": [{"name": OPERATOR_SA, "user": {"token": token}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": cluster_entry["name"], "user": OPERATOR_SA}}
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+def start_operator(
+    cluster: Cluster, *, resync_seconds: float = 300, extra_env: dict[str, str] | None = None
+) -> RunningOperator:
+    install_crds_and_rbac(cluster)
+    kubeconfig = DEV / "operator.kubeconfig"
+    service_account_kubeconfig(cluster, kubeconfig)
+    logs = DEV / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = logs / "operator.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "TENANTGW_RESYNC_SECONDS": str(resync_seconds),
+        **(extra_env or {}),
+    }
+    kopf = Path(sys.executable).parent / "kopf"
+    proc = subprocess.Popen(
+        [
+            str(kopf),
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+            "-m",
+            "tenantgw.operator.handlers",
+        ],
+        env=env,
+        stdout=log_file.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"the operator exited with {proc.returncode}:\n{log_file.read_text()[-4000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.terminate()
+        pytest.fail(f"the operator did not become live in 60s:\n{log_file.read_text()[-4000:]}")
+    return RunningOperator(
+        process=proc,
+        log_file=log_file,
+        kubeconfig=kubeconfig,
+        username=f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}",
+    )
+
+
+def stop_operator(op: RunningOperator) -> None:
+    op.process.terminate()
+    try:
+        op.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        op.process.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[RunningOperator]:
+    """The tenantgw operator, running as its ServiceAccount with a 5 s resync."""
+    op = start_operator(cluster, resync_seconds=5)
+    yield op
+    stop_operator(op)
+
+
+def audit_events(
+    username: str,
+    since: float,
+    verbs: frozenset[str] = frozenset({"create", "update", "patch", "delete"}),
+) -> list[dict[str, object]]:
+    """Requests `username` made since epoch `since`, from the API server's audit log."""
+    from datetime import datetime
+
+    writes = []
+    for path in sorted((DEV / "logs").glob("audit*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("user", {}).get("username") != username or event.get("verb") not in verbs:
+                continue
+            stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            if stamp.timestamp() >= since:
+                writes.append(event)
+    return writes

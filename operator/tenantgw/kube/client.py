@@ -1,0 +1,242 @@
+"""An async facade over the Kubernetes API for the few kinds tenantgw manages.
+
+The official client is synchronous; every call runs in a bounded thread pool so the kopf event
+loop never blocks. Paths are built from a static table instead of discovery: the operator only
+ever touches the kinds listed in `KINDS`, and optional ones are checked with `has_api()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import load_incluster_config, load_kube_config
+from kubernetes.config.config_exception import ConfigException
+
+FIELD_MANAGER: Final = "tenantgw-operator"
+USER_AGENT: Final = "tenantgw-operator"
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = (
+            f"/api/{self.api_version}"
+            if "/" not in self.api_version
+            else f"/apis/{self.api_version}"
+        )
+        if self.namespaced:
+            if namespace is None:
+                raise ValueError(f"{self.kind} is namespaced: a namespace is required")
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        return f"{base}/{quote(name)}" if name else base
+
+
+_KIND_LIST: Final = [
+    Kind("v1", "Namespace", "namespaces", False),
+    Kind("v1", "ServiceAccount", "serviceaccounts", True),
+    Kind("v1", "Secret", "secrets", True),
+    Kind("v1", "ConfigMap", "configmaps", True),
+    Kind("v1", "Service", "services", True),
+    Kind("v1", "Event", "events", True),
+    Kind("apps/v1", "Deployment", "deployments", True),
+    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
+    Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+    Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", True),
+    Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules", True),
+    Kind("tenantgw.io/v1alpha1", "Tenant", "tenants", False),
+    Kind("tenantgw.io/v1alpha1", "ModelAlias", "modelaliases", True),
+    Kind("tenantgw.io/v1alpha1", "BudgetPolicy", "budgetpolicies", True),
+]
+KINDS: Final[dict[tuple[str, str], Kind]] = {(k.api_version, k.kind): k for k in _KIND_LIST}
+
+
+def kind_of(obj: JSON) -> Kind:
+    """The `Kind` of a rendered object, from its apiVersion and kind."""
+    try:
+        return KINDS[(obj["apiVersion"], obj["kind"])]
+    except KeyError:
+        raise ValueError(
+            f"tenantgw does not manage {obj.get('apiVersion')}/{obj.get('kind')}"
+        ) from None
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when no answer came)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @classmethod
+    def from_api(cls, exc: ApiException) -> KubeError:
+        reason, message = str(exc.reason or ""), str(exc.body or "")
+        try:
+            body = json.loads(exc.body or "{}")
+            reason, message = body.get("reason", reason), body.get("message", message)
+        except (ValueError, AttributeError):
+            pass
+        return cls(int(exc.status or 0), reason, message)
+
+
+def load_configuration() -> Configuration:
+    """In-cluster credentials when running in a pod, else `$KUBECONFIG` / ~/.kube/config."""
+    config = Configuration()
+    try:
+        load_incluster_config(client_configuration=config)
+    except ConfigException:
+        load_kube_config(client_configuration=config)
+    return config
+
+
+class Kube:
+    """Async calls to the API server; `writes` counts the non-GET ones."""
+
+    def __init__(self, config: Configuration | None = None, *, workers: int = 16) -> None:
+        config = config or load_configuration()
+        config.connection_pool_maxsize = workers
+        self._api = ApiClient(config)
+        self._api.user_agent = USER_AGENT
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self.writes = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        if method != "GET":
+            self.writes += 1
+
+        def call() -> JSON:
+            try:
+                resp = self._api.call_api(
+                    path,
+                    method,
+                    query_params=query or [],
+                    header_params={"Content-Type": content_type, "Accept": "application/json"},
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=30,
+                )
+            except ApiException as exc:
+                raise KubeError.from_api(exc) from None
+            raw = resp[0] if isinstance(resp, tuple) else resp
+            data = raw.data
+            return json.loads(data) if data else {}
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, call)
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> JSON | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._call("GET", KINDS[(api_version, kind)].path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None = None, *, selector: str = ""
+    ) -> list[JSON]:
+        k = KINDS[(api_version, kind)]
+        path = (
+            k.path(namespace)
+            if k.namespaced and namespace
+            else k.path()
+            if not k.namespaced
+            else ""
+        )
+        if not path:  # every namespace
+            base = f"/api/{k.api_version}" if "/" not in k.api_version else f"/apis/{k.api_version}"
+            path = f"{base}/{k.plural}"
+        query = [("labelSelector", selector)] if selector else []
+        items: list[JSON] = (await self._call("GET", path, query=query)).get("items", [])
+        return items
+
+    async def apply(self, obj: JSON, *, field_manager: str = FIELD_MANAGER) -> JSON:
+        """Server-side apply under our field manager, taking ownership of conflicting fields."""
+        k = kind_of(obj)
+        meta = obj["metadata"]
+        path = k.path(meta.get("namespace"), meta["name"])
+        query = [("fieldManager", field_manager), ("force", "true")]
+        return await self._call(
+            "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+        )
+
+    async def apply_status(self, obj: JSON, *, field_manager: str = FIELD_MANAGER) -> JSON:
+        """Server-side apply of the status subresource of one of our custom resources."""
+        k = kind_of(obj)
+        meta = obj["metadata"]
+        path = k.path(meta.get("namespace"), meta["name"]) + "/status"
+        query = [("fieldManager", field_manager), ("force", "true")]
+        return await self._call(
+            "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+        )
+
+    async def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: JSON
+    ) -> JSON:
+        """Merge-patch the status subresource; lists in `status` replace the live ones whole."""
+        path = KINDS[(api_version, kind)].path(namespace, name) + "/status"
+        return await self._call(
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    async def create(self, obj: JSON) -> JSON:
+        k = kind_of(obj)
+        return await self._call("POST", k.path(obj["metadata"].get("namespace")), body=obj)
+
+    async def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> bool:
+        """Delete in the background (dependents are garbage-collected); False if already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await self._call("DELETE", KINDS[(api_version, kind)].path(namespace, name), body=body)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def has_api(self, group_version: str, kind: str) -> bool:
+        """Whether the API server serves `kind` in `group_version` (optional CRDs)."""
+        base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        try:
+            resources = (await self._call("GET", base)).get("resources", [])
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("kind") == kind for r in resources)

@@ -1,0 +1,121 @@
+"""kopf handlers. Each is a few lines: whatever the event, it wakes the one reconcile."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from tenantgw.api import GROUP, VERSION, Tenant
+from tenantgw.kube.client import Kube, KubeError
+from tenantgw.operator.waker import Waker
+from tenantgw.reconcile.cleanup import cleanup_tenant
+from tenantgw.reconcile.settings import Settings
+from tenantgw.reconcile.tenant import reconcile_tenant
+from tenantgw.render.labels import MANAGED_BY, TENANT_LABEL
+
+log = logging.getLogger("tenantgw.operator")
+SETTINGS = Settings.from_env()
+TENANTS = (GROUP, VERSION, "tenants")
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # We post our own Events, only when something changed; kopf's would cost a write per handler.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.worker_limit = 200
+    kube = Kube()
+    memo["kube"] = kube
+    memo["waker"] = Waker(lambda name: _reconcile(kube, name))
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo["kube"].close()
+
+
+async def _reconcile(kube: Kube, name: str) -> None:
+    try:
+        outcome = await reconcile_tenant(kube, name, SETTINGS)
+    except KubeError as exc:
+        if exc.status in (400, 403, 422):
+            log.error("tenant %s: the API server refused a write: %s", name, exc)
+        raise kopf.TemporaryError(f"tenant {name}: {exc}", delay=10) from exc
+    if outcome.applied or outcome.pruned or outcome.status_written:
+        log.info(
+            "tenant %s reconciled: ready=%s applied=%s pruned=%s",
+            name,
+            outcome.ready,
+            outcome.applied,
+            outcome.pruned,
+        )
+
+
+@kopf.index(*TENANTS)
+def tenant_by_namespace(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+    return {spec.get("namespace") or f"tenant-{name}": name}
+
+
+@kopf.on.create(*TENANTS, backoff=5)
+@kopf.on.update(*TENANTS, backoff=5)
+@kopf.on.resume(*TENANTS, backoff=5)
+async def tenant_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo["waker"].wake(name)
+
+
+@kopf.timer(*TENANTS, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
+async def tenant_resync(name: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo["waker"].wake(name)
+
+
+@kopf.on.delete(*TENANTS)
+async def tenant_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        tenant = Tenant.model_validate(body)
+    except ValueError:
+        return  # an invalid Tenant never got anything created
+    deleted = await cleanup_tenant(memo["kube"], tenant)
+    if deleted:
+        log.info("tenant %s deleted: removed %s", tenant.metadata.name, deleted)
+
+
+def _tenant_of(namespace: str | None, index: kopf.Index[str, str]) -> str | None:
+    for tenant in index.get(namespace or "", []):
+        return tenant
+    return None
+
+
+@kopf.on.event(GROUP, VERSION, "modelaliases")
+@kopf.on.event(GROUP, VERSION, "budgetpolicies")
+async def child_resource_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
+    if tenant:
+        await memo["waker"].wake(tenant)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def gateway_deployment_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    tenant = labels.get(TENANT_LABEL)
+    if tenant:
+        await memo["waker"].wake(tenant)
+
+
+def _foreign_secret(labels: kopf.Labels, **_: Any) -> bool:
+    return labels.get("app.kubernetes.io/managed-by") != MANAGED_BY
+
+
+@kopf.on.event("v1", "secrets", when=_foreign_secret)
+async def provider_secret_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A provider credential Secret appeared or changed in a tenant namespace."""
+    tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
+    if tenant:
+        await memo["waker"].wake(tenant)

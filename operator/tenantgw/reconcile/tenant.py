@@ -1,0 +1,303 @@
+"""The one idempotent reconcile of a tenant: read everything, render, apply, prune, report.
+
+Nothing here depends on which event woke it. Every call reads the Tenant, its ModelAliases and
+BudgetPolicies fresh, renders the whole desired state, writes only what differs from the live
+objects, and writes status only when it changed: an unchanged tenant costs zero API writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tenantgw.api import API_VERSION, Tenant
+from tenantgw.kube.apply import ApplyResult, apply_objects, prune
+from tenantgw.kube.client import JSON, Kube
+from tenantgw.reconcile.conditions import condition, find, merge_conditions
+from tenantgw.reconcile.events import post_event
+from tenantgw.reconcile.material import KEY_SECRET_PREFIX, load_material
+from tenantgw.reconcile.settings import Settings
+from tenantgw.reconcile.status import write_child_status, write_tenant_status
+from tenantgw.reconcile.validate import (
+    Verdict,
+    describe_validation_error,
+    parse_aliases,
+    validate_aliases,
+    validate_budgets,
+)
+from tenantgw.render.inputs import RenderInputs
+from tenantgw.render.labels import TENANT_LABEL, selector
+from tenantgw.render.objects import render_tenant, service_url
+
+log = logging.getLogger(__name__)
+
+ADOPTED_ANNOTATION = "tenantgw.io/adopted-namespace"
+MONITORING_API = "monitoring.coreos.com/v1"
+PRUNABLE_KINDS: list[tuple[str, str]] = [
+    ("v1", "ServiceAccount"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+]
+MONITORING_KINDS: list[tuple[str, str]] = [
+    (MONITORING_API, "ServiceMonitor"),
+    (MONITORING_API, "PrometheusRule"),
+]
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for the handler's log line and for tests."""
+
+    tenant: str
+    ready: bool = False
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    status_written: bool = False
+
+
+async def reconcile_tenant(kube: Kube, name: str, settings: Settings) -> Outcome:
+    """Bring tenant `name` to its desired state; a missing Tenant is a no-op."""
+    outcome = Outcome(tenant=name)
+    body = await kube.get(API_VERSION, "Tenant", name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return outcome
+    generation = body["metadata"].get("generation")
+    old_status: dict[str, Any] = body.get("status") or {}
+
+    try:
+        tenant = Tenant.model_validate(body)
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+        conds = [
+            condition("ConfigValid", False, "InvalidSpec", message, generation),
+            condition("Ready", False, "InvalidSpec", message, generation),
+        ]
+        outcome.status_written = await _write_status(kube, body, old_status, conds, {}, settings)
+        return outcome
+
+    ns = tenant.namespace_name()
+    live_ns = await kube.get("v1", "Namespace", ns)
+    owner = (live_ns or {}).get("metadata", {}).get("labels", {}).get(TENANT_LABEL)
+    if live_ns is not None and owner not in (None, name):
+        message = (
+            f'spec.namespace: namespace "{ns}" belongs to Tenant "{owner}"; '
+            "choose another spec.namespace"
+        )
+        conds = [
+            condition("ConfigValid", False, "NamespaceConflict", message, generation),
+            condition("Ready", False, "NamespaceConflict", message, generation),
+        ]
+        outcome.status_written = await _write_status(kube, body, old_status, conds, {}, settings)
+        return outcome
+    if live_ns is not None and live_ns.get("status", {}).get("phase") == "Terminating":
+        return outcome  # the namespace is going away with its Tenant: nothing to apply into
+    adopted = live_ns is not None and (
+        owner is None
+        or live_ns["metadata"].get("annotations", {}).get(ADOPTED_ANNOTATION) == "true"
+    )
+
+    alias_bodies = await kube.list(API_VERSION, "ModelAlias", ns) if live_ns else []
+    budget_bodies = await kube.list(API_VERSION, "BudgetPolicy", ns) if live_ns else []
+    aliases, rejected = parse_aliases(alias_bodies)
+    alias_verdicts = validate_aliases(tenant, aliases) + rejected
+    accepted_names = {v.name for v in alias_verdicts if v.accepted}
+    accepted = [a for a in aliases if a.metadata.name in accepted_names]
+    budgets, budget_verdicts = validate_budgets(tenant, budget_bodies, accepted)
+
+    monitoring = await kube.has_api(MONITORING_API, "ServiceMonitor")
+    material = await load_material(kube, tenant)
+    inputs = RenderInputs(
+        tenant=tenant,
+        aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
+        budgets=budgets,
+        master_key=material.master_key,
+        keys=material.keys,
+        image=settings.gateway_image,
+        monitoring=monitoring,
+        monitoring_namespace=settings.monitoring_namespace,
+        storage=None,
+    )
+    objects = render_tenant(inputs)
+    if adopted:
+        _mark_adopted(objects)
+
+    result = await apply_objects(kube, objects)
+    kinds = PRUNABLE_KINDS + (MONITORING_KINDS if monitoring else [])
+    await prune(kube, ns, selector(name), kinds, objects, result)
+    outcome.applied, outcome.pruned = result.applied, result.pruned
+
+    for verdict, kind in [(v, "ModelAlias") for v in alias_verdicts] + [
+        (v, "BudgetPolicy") for v in budget_verdicts
+    ]:
+        await write_child_status(kube, kind, ns, verdict, alias_bodies + budget_bodies)
+
+    missing = await _missing_credentials(kube, tenant)
+    conds = _tenant_conditions(tenant, generation, alias_verdicts, missing, result, monitoring)
+    extra = _status_fields(tenant, inputs)
+    ready = find(conds, "Ready")
+    outcome.ready = bool(ready and ready["status"] == "True")
+    outcome.status_written = await _write_status(kube, body, old_status, conds, extra, settings)
+    if result.changed:
+        changes = ", ".join(result.applied + [f"-{p}" for p in result.pruned])
+        await post_event(kube, settings, body, "Normal", "Applied", f"applied {changes}")
+    return outcome
+
+
+def _mark_adopted(objects: list[JSON]) -> None:
+    """A namespace the Tenant did not create is labelled but never owned (so never deleted)."""
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            obj["metadata"].pop("ownerReferences", None)
+            obj["metadata"].setdefault("annotations", {})[ADOPTED_ANNOTATION] = "true"
+
+
+async def _missing_credentials(kube: Kube, tenant: Tenant) -> list[str]:
+    """Provider credential references whose Secret or key does not exist."""
+    ns = tenant.namespace_name()
+    missing = []
+    for i, provider in enumerate(tenant.spec.providers):
+        ref = provider.credentials_secret_ref
+        if ref is None:
+            continue
+        secret = await kube.get("v1", "Secret", ref.name, ns)
+        if secret is None:
+            missing.append(
+                f'spec.providers[{i}].credentialsSecretRef: Secret "{ref.name}" not found in '
+                f"namespace {ns}; create it there with key {ref.key}"
+            )
+        elif ref.key not in (secret.get("data") or {}):
+            missing.append(
+                f'spec.providers[{i}].credentialsSecretRef: Secret "{ref.name}" in namespace '
+                f'{ns} has no key "{ref.key}"'
+            )
+    return missing
+
+
+def _tenant_conditions(
+    tenant: Tenant,
+    generation: int | None,
+    alias_verdicts: list[Verdict],
+    missing: list[str],
+    result: ApplyResult,
+    monitoring: bool,
+) -> list[dict[str, Any]]:
+    rejected = [v for v in alias_verdicts if not v.accepted]
+    if missing:
+        config = condition(
+            "ConfigValid", False, "ProviderCredentialsMissing", "; ".join(missing), generation
+        )
+    elif rejected:
+        detail = "; ".join(f"ModelAlias {v.name}: {v.message}" for v in rejected)
+        config = condition("ConfigValid", False, "ModelAliasRejected", detail, generation)
+    else:
+        config = condition("ConfigValid", True, "Valid", "the configuration is valid", generation)
+
+    dep = result.live.get(("apps/v1", "Deployment", "gateway", tenant.namespace_name()))
+    available = _deployment_available(dep)
+    if available:
+        gateway = condition(
+            "GatewayAvailable",
+            True,
+            "DeploymentAvailable",
+            "the gateway Deployment is available",
+            generation,
+        )
+    else:
+        gateway = condition(
+            "GatewayAvailable",
+            False,
+            "DeploymentProgressing",
+            "waiting for the gateway Deployment to become available",
+            generation,
+        )
+
+    if monitoring:
+        mon = condition(
+            "MonitoringConfigured",
+            True,
+            "ServiceMonitorCreated",
+            "ServiceMonitor and PrometheusRule are applied",
+            generation,
+        )
+    else:
+        mon = condition(
+            "MonitoringConfigured",
+            False,
+            "MonitoringCRDsMissing",
+            "the monitoring.coreos.com CRDs are not installed; "
+            "no ServiceMonitor or PrometheusRule was created",
+            generation,
+        )
+    if config["status"] == "True" and available:
+        ready = condition(
+            "Ready", True, "Ready", f"the gateway serves {service_url(tenant)}", generation
+        )
+    elif not available:
+        ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
+    else:
+        ready = condition("Ready", False, config["reason"], config["message"], generation)
+    return [ready, config, gateway, mon]
+
+
+def _deployment_available(dep: JSON | None) -> bool:
+    if not dep:
+        return False
+    status = dep.get("status", {})
+    if status.get("observedGeneration", 0) < dep["metadata"].get("generation", 0):
+        return False
+    avail = find(status.get("conditions"), "Available")
+    return bool(avail and avail.get("status") == "True")
+
+
+def _status_fields(tenant: Tenant, inputs: RenderInputs) -> dict[str, Any]:
+    models: set[str] = set()
+    for alias in inputs.aliases:
+        models.add(alias.metadata.name or "")
+        models.update(n for n in alias.spec.aliases if "*" not in n)
+    return {
+        "url": service_url(tenant),
+        "models": sorted(models),
+        "keys": [
+            {
+                "name": k.name,
+                "secretName": KEY_SECRET_PREFIX + k.name,
+                **(
+                    {"expiresAt": k.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                    if k.expires_at
+                    else {}
+                ),
+            }
+            for k in tenant.spec.keys
+        ],
+    }
+
+
+async def _write_status(
+    kube: Kube,
+    body: JSON,
+    old: dict[str, Any],
+    conds: list[dict[str, Any]],
+    extra: dict[str, Any],
+    settings: Settings,
+) -> bool:
+    status = {
+        "conditions": merge_conditions(old.get("conditions"), conds),
+        "observedGeneration": body["metadata"].get("generation"),
+        **extra,
+    }
+    written = await write_tenant_status(kube, body, old, status)
+    if written:
+        for cond in conds:
+            before = find(old.get("conditions"), cond["type"])
+            if cond["status"] == "False" and (
+                before is None or before.get("message") != cond["message"]
+            ):
+                await post_event(kube, settings, body, "Warning", cond["reason"], cond["message"])
+    return written

@@ -1,0 +1,223 @@
+"""Cross-object validation: what one object's CRD schema cannot check alone.
+
+A ModelAlias that names an unknown provider, falls back to a missing or rejected alias, sits on
+a fallback cycle, or uses a provider outside the tenant's data residency is rejected with a
+message naming the field; the rest of the tenant keeps serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+
+
+@dataclass
+class Verdict:
+    """Whether one object is accepted; if not, a CamelCase reason and a message naming the field."""
+
+    name: str
+    accepted: bool
+    reason: str
+    message: str
+    generation: int | None = None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """`spec.targets[1].weight: Input should be greater than 0` for the first error(s)."""
+    parts = []
+    for err in exc.errors()[:3]:
+        path = ""
+        for loc in err["loc"]:
+            if isinstance(loc, int):
+                path += f"[{loc}]"
+            elif str(loc).startswith("function-") or loc in ("", "model"):
+                continue
+            else:
+                path += f".{loc}" if path else str(loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(parts)
+
+
+def parse_aliases(bodies: list[dict[str, Any]]) -> tuple[list[ModelAlias], list[Verdict]]:
+    """Parse raw ModelAlias bodies; the unparsable ones come back as rejected verdicts."""
+    parsed, rejected = [], []
+    for body in bodies:
+        meta = body.get("metadata", {})
+        try:
+            parsed.append(ModelAlias.model_validate(body))
+        except ValidationError as exc:
+            rejected.append(
+                Verdict(
+                    meta.get("name", "?"),
+                    False,
+                    "InvalidSpec",
+                    describe_validation_error(exc),
+                    meta.get("generation"),
+                )
+            )
+    return parsed, rejected
+
+
+def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]:
+    """One verdict per alias, in name order."""
+    providers = {p.name: p for p in tenant.spec.providers}
+    residency = tenant.spec.compliance.data_residency
+    allowed = set(residency.allowed_regions) if residency and residency.allowed_regions else None
+    tname = tenant.metadata.name
+    verdicts: dict[str, Verdict] = {}
+    by_name = {a.metadata.name or "": a for a in aliases}
+
+    for name, alias in sorted(by_name.items()):
+        gen = alias.metadata.generation
+        problem: tuple[str, str] | None = None
+        for i, target in enumerate(alias.spec.targets):
+            provider = providers.get(target.provider)
+            if provider is None:
+                problem = (
+                    "UnknownProvider",
+                    f'spec.targets[{i}].provider: no provider "{target.provider}" in Tenant '
+                    f"{tname} (spec.providers has {', '.join(sorted(providers)) or 'none'})",
+                )
+                break
+            if allowed is not None and provider.region not in allowed:
+                where = f'region "{provider.region}"' if provider.region else "no region"
+                problem = (
+                    "ResidencyViolation",
+                    f'spec.targets[{i}].provider: provider "{provider.name}" has {where}, outside '
+                    f"spec.compliance.dataResidency.allowedRegions of Tenant {tname} "
+                    f"({', '.join(sorted(allowed))})",
+                )
+                break
+        if problem is None:
+            problem = _name_clash(name, alias, by_name)
+        verdicts[name] = Verdict(name, problem is None, *(problem or ("Accepted", "")), gen)
+
+    # Fallbacks: to a missing or rejected alias, or around a cycle. Rejections propagate, so
+    # iterate until nothing changes.
+    changed = True
+    while changed:
+        changed = False
+        for name, alias in sorted(by_name.items()):
+            v = verdicts[name]
+            if not v.accepted:
+                continue
+            for i, fb in enumerate(alias.spec.fallbacks):
+                fb_verdict = verdicts.get(fb)
+                if fb_verdict is None:
+                    v.accepted, v.reason = False, "UnknownFallback"
+                    v.message = (
+                        f'spec.fallbacks[{i}]: no ModelAlias "{fb}" '
+                        f"in namespace {alias.metadata.namespace}"
+                    )
+                elif not fb_verdict.accepted and fb_verdict.reason != "FallbackCycle":
+                    v.accepted, v.reason = False, "UnknownFallback"
+                    v.message = (
+                        f'spec.fallbacks[{i}]: ModelAlias "{fb}" is not accepted '
+                        f"({fb_verdict.reason})"
+                    )
+                if not v.accepted:
+                    changed = True
+                    break
+    for name in sorted(by_name):
+        cycle = _cycle_through(name, by_name)
+        if cycle and verdicts[name].accepted:
+            v = verdicts[name]
+            v.accepted, v.reason = False, "FallbackCycle"
+            v.message = f"spec.fallbacks: fallback cycle {' -> '.join(cycle)}"
+    for v in verdicts.values():
+        if v.accepted:
+            v.message = "the alias is served by the gateway"
+    return [verdicts[n] for n in sorted(verdicts)]
+
+
+def _name_clash(
+    name: str, alias: ModelAlias, by_name: dict[str, ModelAlias]
+) -> tuple[str, str] | None:
+    """A client-facing name must point at one alias; the alias first by name keeps it."""
+    for i, client_name in enumerate(alias.spec.aliases):
+        if client_name in by_name and client_name != name:
+            return (
+                "DuplicateName",
+                f'spec.aliases[{i}]: "{client_name}" is the name of ModelAlias "{client_name}"',
+            )
+        for other_name, other in sorted(by_name.items()):
+            if other_name < name and client_name in other.spec.aliases:
+                return (
+                    "DuplicateName",
+                    f'spec.aliases[{i}]: "{client_name}" is already served by '
+                    f'ModelAlias "{other_name}"',
+                )
+    return None
+
+
+def _cycle_through(start: str, by_name: dict[str, ModelAlias]) -> list[str] | None:
+    """The first fallback path from `start` that comes back to it, if any."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        alias = by_name.get(node)
+        if alias is None:
+            continue
+        for fb in alias.spec.fallbacks:
+            if fb == start:
+                return [*path, fb]
+            if fb not in seen:
+                seen.add(fb)
+                stack.append((fb, [*path, fb]))
+    return None
+
+
+def validate_budgets(
+    tenant: Tenant, bodies: list[dict[str, Any]], accepted_aliases: list[ModelAlias]
+) -> tuple[list[BudgetPolicy], list[Verdict]]:
+    """Parse BudgetPolicies and check that their scope and downgrade tier exist."""
+    keys = {k.name for k in tenant.spec.keys}
+    alias_names = {a.metadata.name for a in accepted_aliases}
+    tiers = {a.spec.cost_tier for a in accepted_aliases}
+    policies, verdicts = [], []
+    for body in bodies:
+        meta = body.get("metadata", {})
+        name, gen = meta.get("name", "?"), meta.get("generation")
+        try:
+            policy = BudgetPolicy.model_validate(body)
+        except ValidationError as exc:
+            verdicts.append(
+                Verdict(name, False, "InvalidSpec", describe_validation_error(exc), gen)
+            )
+            continue
+        scope, problem = policy.spec.scope, None
+        if scope.kind == "Key" and scope.name not in keys:
+            problem = (
+                "UnknownKey",
+                f'spec.scope.name: no key "{scope.name}" in spec.keys of '
+                f"Tenant {tenant.metadata.name}",
+            )
+        elif scope.kind == "ModelAlias" and scope.name not in alias_names:
+            problem = (
+                "UnknownModelAlias",
+                f'spec.scope.name: no accepted ModelAlias "{scope.name}"',
+            )
+        elif (
+            policy.spec.on_exceeded.action == "downgrade"
+            and policy.spec.on_exceeded.to_cost_tier not in tiers
+        ):
+            problem = (
+                "NoAliasInTier",
+                f"spec.onExceeded.toCostTier: no accepted ModelAlias has costTier "
+                f'"{policy.spec.on_exceeded.to_cost_tier}"',
+            )
+        if problem:
+            verdicts.append(Verdict(name, False, *problem, gen))
+        else:
+            policies.append(policy)
+            verdicts.append(
+                Verdict(name, True, "Accepted", "the policy is enforced by the gateway", gen)
+            )
+    policies.sort(key=lambda p: p.metadata.name or "")
+    return policies, sorted(verdicts, key=lambda v: v.name)
