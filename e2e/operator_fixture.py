@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.fixtures import DEV, ROOT, Cluster
+from e2e.fixtures import DEV, ROOT, Cluster, Services
 
 OPERATOR_NS = "tenantgw-system"
 OPERATOR_SA = "tenantgw-operator"
@@ -158,9 +158,16 @@ def stop_operator(op: RunningOperator) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[RunningOperator]:
-    """The tenantgw operator, running as its ServiceAccount with a 5 s resync."""
-    op = start_operator(cluster, resync_seconds=5)
+def operator(cluster: Cluster, services: Services) -> Iterator[RunningOperator]:
+    """The tenantgw operator, as its ServiceAccount, with storage admin rights and a 5 s resync."""
+    op = start_operator(
+        cluster,
+        resync_seconds=5,
+        extra_env={
+            "TENANTGW_POSTGRES_DSN": services.postgres_dsn,
+            "TENANTGW_REDIS_URL": services.redis_url,
+        },
+    )
     yield op
     stop_operator(op)
 

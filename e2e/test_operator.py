@@ -344,3 +344,33 @@ def test_no_secret_value_appears_in_configmaps_status_events_or_logs(
     for where, text in haystacks.items():
         for secret in secrets:
             assert secret not in text, f"a secret value leaked into {where}"
+
+
+def test_each_tenant_gets_its_own_storage_removed_with_it(
+    k8s: K8s, operator: RunningOperator
+) -> None:
+    """Isolation: the operator provisions a PostgreSQL role and a Redis user per tenant."""
+    import psycopg
+    import redis
+
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    ns = make_tenant(k8s, name)
+    k8s.apply(fast_code(ns))
+    cond = k8s.wait_condition(lambda: k8s.tenant(name), "StorageReady", "True", timeout=30)
+    assert name in cond["message"]
+    dsn = k8s.secret_value(ns, "gateway", "postgresDsn")
+    url = k8s.secret_value(ns, "gateway", "redisUrl")
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute("select current_user, current_schema()").fetchone()
+    assert row == (f"tgw_{name.replace('-', '_')}", f"t_{name.replace('-', '_')}")
+    r = redis.Redis.from_url(url, socket_timeout=5)
+    r.set(f"t:{name}:probe", "1")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        r.set("t:someone-else:probe", "1")
+    r.close()
+    k8s.wait_condition(lambda: k8s.tenant(name), "Ready", "True", timeout=30)
+
+    k8s.delete("tenantgw.io/v1alpha1", "Tenant", name)
+    eventually(lambda: not _exists(k8s, name), 60, f"Tenant {name} to be gone")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn, connect_timeout=5)

@@ -14,6 +14,7 @@ from tenantgw.reconcile.cleanup import cleanup_tenant
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.tenant import reconcile_tenant
 from tenantgw.render.labels import MANAGED_BY, TENANT_LABEL
+from tenantgw.tenancy import Provisioner, StorageError
 
 log = logging.getLogger("tenantgw.operator")
 SETTINGS = Settings.from_env()
@@ -34,8 +35,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.batching.worker_limit = 200
     kube = Kube()
+    provisioner = Provisioner.from_env()
+    if provisioner is None:
+        log.warning("no TENANTGW_POSTGRES_DSN/TENANTGW_REDIS_URL: tenants get no storage")
     memo["kube"] = kube
-    memo["waker"] = Waker(lambda name: _reconcile(kube, name))
+    memo["provisioner"] = provisioner
+    memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, name))
 
 
 @kopf.on.cleanup()
@@ -43,9 +48,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo["kube"].close()
 
 
-async def _reconcile(kube: Kube, name: str) -> None:
+async def _reconcile(kube: Kube, provisioner: Provisioner | None, name: str) -> None:
     try:
-        outcome = await reconcile_tenant(kube, name, SETTINGS)
+        outcome = await reconcile_tenant(kube, name, SETTINGS, provisioner)
     except KubeError as exc:
         if exc.status in (400, 403, 422):
             log.error("tenant %s: the API server refused a write: %s", name, exc)
@@ -83,7 +88,10 @@ async def tenant_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         tenant = Tenant.model_validate(body)
     except ValueError:
         return  # an invalid Tenant never got anything created
-    deleted = await cleanup_tenant(memo["kube"], tenant)
+    try:
+        deleted = await cleanup_tenant(memo["kube"], tenant, memo["provisioner"])
+    except StorageError as err:
+        raise kopf.TemporaryError(f"tenant {tenant.metadata.name}: {err}", delay=10) from err
     if deleted:
         log.info("tenant %s deleted: removed %s", tenant.metadata.name, deleted)
 

@@ -11,9 +11,12 @@ from tenantgw.reconcile.tenant import (
     PRUNABLE_KINDS,
 )
 from tenantgw.render.labels import TENANT_LABEL, selector
+from tenantgw.tenancy import Provisioner
 
 
-async def cleanup_tenant(kube: Kube, tenant: Tenant) -> list[str]:
+async def cleanup_tenant(
+    kube: Kube, tenant: Tenant, provisioner: Provisioner | None = None
+) -> list[str]:
     """Delete the tenant's namespace if the Tenant created it, else every child it labelled.
 
     Owner references would let the garbage collector do this too; doing it explicitly also
@@ -21,6 +24,8 @@ async def cleanup_tenant(kube: Kube, tenant: Tenant) -> list[str]:
     """
     name = tenant.metadata.name or ""
     ns = tenant.namespace_name()
+    if provisioner is not None:
+        await provisioner.remove(name)  # storage is keyed by the (cluster-unique) tenant name
     live = await kube.get("v1", "Namespace", ns)
     if live is None:
         return []

@@ -20,6 +20,8 @@ class Material:
 
     master_key: str
     keys: dict[str, str]
+    postgres_dsn: str | None = None
+    redis_url: str | None = None
 
 
 def new_key() -> str:
@@ -44,4 +46,9 @@ async def load_material(kube: Kube, tenant: Tenant) -> Material:
     for spec in tenant.spec.keys:
         existing = await kube.get("v1", "Secret", KEY_SECRET_PREFIX + spec.name, ns)
         keys[spec.name] = _decode(existing, "apiKey") or new_key()
-    return Material(master_key=master, keys=keys)
+    return Material(
+        master_key=master,
+        keys=keys,
+        postgres_dsn=_decode(gateway, "postgresDsn"),
+        redis_url=_decode(gateway, "redisUrl"),
+    )

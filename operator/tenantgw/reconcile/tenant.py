@@ -21,6 +21,7 @@ from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.material import KEY_SECRET_PREFIX, load_material
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.status import write_child_status, write_tenant_status
+from tenantgw.reconcile.storage import StorageOutcome, ensure_storage
 from tenantgw.reconcile.validate import (
     Verdict,
     describe_validation_error,
@@ -31,6 +32,7 @@ from tenantgw.reconcile.validate import (
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import TENANT_LABEL, selector
 from tenantgw.render.objects import render_tenant, service_url
+from tenantgw.tenancy import Provisioner
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,9 @@ class Outcome:
     status_written: bool = False
 
 
-async def reconcile_tenant(kube: Kube, name: str, settings: Settings) -> Outcome:
+async def reconcile_tenant(
+    kube: Kube, name: str, settings: Settings, provisioner: Provisioner | None = None
+) -> Outcome:
     """Bring tenant `name` to its desired state; a missing Tenant is a no-op."""
     outcome = Outcome(tenant=name)
     body = await kube.get(API_VERSION, "Tenant", name)
@@ -113,6 +117,7 @@ async def reconcile_tenant(kube: Kube, name: str, settings: Settings) -> Outcome
 
     monitoring = await kube.has_api(MONITORING_API, "ServiceMonitor")
     material = await load_material(kube, tenant)
+    storage = await ensure_storage(provisioner, tenant, material, generation)
     inputs = RenderInputs(
         tenant=tenant,
         aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
@@ -122,7 +127,7 @@ async def reconcile_tenant(kube: Kube, name: str, settings: Settings) -> Outcome
         image=settings.gateway_image,
         monitoring=monitoring,
         monitoring_namespace=settings.monitoring_namespace,
-        storage=None,
+        storage=storage.endpoints,
     )
     objects = render_tenant(inputs)
     if adopted:
@@ -139,7 +144,9 @@ async def reconcile_tenant(kube: Kube, name: str, settings: Settings) -> Outcome
         await write_child_status(kube, kind, ns, verdict, alias_bodies + budget_bodies)
 
     missing = await _missing_credentials(kube, tenant)
-    conds = _tenant_conditions(tenant, generation, alias_verdicts, missing, result, monitoring)
+    conds = _tenant_conditions(
+        tenant, generation, alias_verdicts, missing, result, monitoring, storage
+    )
     extra = _status_fields(tenant, inputs)
     ready = find(conds, "Ready")
     outcome.ready = bool(ready and ready["status"] == "True")
@@ -187,6 +194,7 @@ def _tenant_conditions(
     missing: list[str],
     result: ApplyResult,
     monitoring: bool,
+    storage: StorageOutcome,
 ) -> list[dict[str, Any]]:
     rejected = [v for v in alias_verdicts if not v.accepted]
     if missing:
@@ -235,15 +243,19 @@ def _tenant_conditions(
             "no ServiceMonitor or PrometheusRule was created",
             generation,
         )
-    if config["status"] == "True" and available:
+    store = storage.condition
+    store_ok = store["status"] == "True" or store["reason"] == "NotConfigured"
+    if config["status"] == "True" and available and store_ok:
         ready = condition(
             "Ready", True, "Ready", f"the gateway serves {service_url(tenant)}", generation
         )
     elif not available:
         ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
+    elif not store_ok:
+        ready = condition("Ready", False, store["reason"], store["message"], generation)
     else:
         ready = condition("Ready", False, config["reason"], config["message"], generation)
-    return [ready, config, gateway, mon]
+    return [ready, config, gateway, store, mon]
 
 
 def _deployment_available(dep: JSON | None) -> bool:
