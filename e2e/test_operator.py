@@ -100,7 +100,10 @@ def test_platform_team_applies_a_tenant_and_gets_a_ready_gateway(
     assert status["url"] == f"http://gateway.{ns}.svc:4000"
     assert "fast-code" in status["models"]
     assert "claude-sonnet-4-5" in status["models"]
-    assert status["keys"] == [{"name": "alice", "secretName": "gateway-key-alice"}]
+    assert [(k["name"], k["secretName"]) for k in status["keys"]] == [
+        ("alice", "gateway-key-alice")
+    ]
+    assert "issuedAt" in status["keys"][0]
     assert status["observedGeneration"] == k8s.tenant(name)["metadata"]["generation"]
     dep = k8s.apps.read_namespaced_deployment("gateway", ns)
     assert dep.status.available_replicas == 1
@@ -374,3 +377,50 @@ def test_each_tenant_gets_its_own_storage_removed_with_it(
     eventually(lambda: not _exists(k8s, name), 60, f"Tenant {name} to be gone")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=5)
+
+
+def test_a_key_due_for_rotation_gets_a_new_value_and_the_old_one_a_grace_period(
+    k8s: K8s, operator: RunningOperator
+) -> None:
+    """US-004 key rotation: after rotateAfterDays a new key is issued; the old one keeps working
+    for the grace period recorded in status, then is retired."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    ns = make_tenant(k8s, name, keys=[{"name": "alice", "rotateAfterDays": 30}])
+    k8s.apply(fast_code(ns))
+    k8s.wait_condition(lambda: k8s.tenant(name), "Ready", "True", timeout=30)
+    try:
+        old = k8s.secret_value(ns, "gateway-key-alice", "apiKey")
+        # The key was issued 31 days ago, as far as the operator can tell.
+        k8s.core.patch_namespaced_secret(
+            "gateway-key-alice",
+            ns,
+            {"metadata": {"annotations": {"tenantgw.io/issued-at": "2020-01-01T00:00:00Z"}}},
+        )
+
+        def rotated() -> bool:
+            return k8s.secret_value(ns, "gateway-key-alice", "apiKey") != old
+
+        eventually(rotated, 30, "a new value in Secret gateway-key-alice")
+        new = k8s.secret_value(ns, "gateway-key-alice", "apiKey")
+        keys = json.loads(k8s.secret_value(ns, "gateway", "keys.json"))
+        hashes = {e["sha256"]: e for e in keys if e["name"] == "alice"}
+        import hashlib
+
+        old_hash = hashlib.sha256(old.encode()).hexdigest()
+        assert hashlib.sha256(new.encode()).hexdigest() in hashes
+        assert old_hash in hashes
+        assert "expires_at" in hashes[old_hash]
+
+        def status_has_grace() -> dict[str, Any] | None:
+            for key in k8s.tenant(name)["status"]["keys"]:
+                if key["name"] == "alice" and "previousKeyValidUntil" in key:
+                    return dict(key)
+            return None
+
+        key_status = eventually(status_has_grace, 30, "previousKeyValidUntil in status.keys")
+        assert key_status["previousKeyValidUntil"] == hashes[old_hash]["expires_at"]
+        events = k8s.core.list_namespaced_event("default").items
+        assert any(e.reason == "KeyRotated" and e.involved_object.name == name for e in events)
+        assert old not in json.dumps([e.message for e in events])
+    finally:
+        k8s.delete("tenantgw.io/v1alpha1", "Tenant", name)

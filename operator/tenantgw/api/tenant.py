@@ -332,6 +332,16 @@ class KeyStatus(StatusModel):
         default=None, description="Secret in the tenant namespace holding the key."
     )
     expires_at: datetime | None = Field(default=None, description="When the key expires.")
+    issued_at: datetime | None = Field(
+        default=None, description="When the current value of the key was issued."
+    )
+    rotates_at: datetime | None = Field(
+        default=None, description="When the operator issues the next value (rotateAfterDays)."
+    )
+    previous_key_valid_until: datetime | None = Field(
+        default=None,
+        description="The value replaced at the last rotation keeps working until then.",
+    )
 
 
 class TenantStatus(StatusModel):

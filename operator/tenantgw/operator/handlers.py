@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from tenantgw.api import GROUP, VERSION, Tenant
+from tenantgw.api import API_VERSION, GROUP, VERSION, Tenant
 from tenantgw.kube.client import Kube, KubeError
 from tenantgw.operator.waker import Waker
 from tenantgw.reconcile.cleanup import cleanup_tenant
@@ -52,6 +52,8 @@ async def _reconcile(kube: Kube, provisioner: Provisioner | None, name: str) -> 
     try:
         outcome = await reconcile_tenant(kube, name, SETTINGS, provisioner)
     except KubeError as exc:
+        if exc.status == 404 and await kube.get(API_VERSION, "Tenant", name) is None:
+            return  # deleted while we reconciled it
         if exc.status in (400, 403, 422):
             log.error("tenant %s: the API server refused a write: %s", name, exc)
         raise kopf.TemporaryError(f"tenant {name}: {exc}", delay=10) from exc

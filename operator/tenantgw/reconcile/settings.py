@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
 
@@ -16,6 +17,7 @@ class Settings:
     resync_seconds: float = 300.0
     monitoring_namespace: str = "monitoring"
     events_namespace: str = "default"
+    key_grace: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -25,4 +27,5 @@ class Settings:
             resync_seconds=float(env.get("TENANTGW_RESYNC_SECONDS", "300")),
             monitoring_namespace=env.get("TENANTGW_MONITORING_NAMESPACE", "monitoring"),
             events_namespace=env.get("TENANTGW_EVENTS_NAMESPACE", "default"),
+            key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
         )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from tenantgw.api import API_VERSION, Tenant
+from tenantgw.api import API_VERSION, KeySpec, Tenant
 from tenantgw.kube.apply import ApplyResult, apply_objects, prune
 from tenantgw.kube.client import JSON, Kube
 from tenantgw.reconcile.conditions import condition, find, merge_conditions
@@ -116,7 +117,7 @@ async def reconcile_tenant(
     budgets, budget_verdicts = validate_budgets(tenant, budget_bodies, accepted)
 
     monitoring = await kube.has_api(MONITORING_API, "ServiceMonitor")
-    material = await load_material(kube, tenant)
+    material = await load_material(kube, tenant, grace=settings.key_grace)
     storage = await ensure_storage(provisioner, tenant, material, generation)
     inputs = RenderInputs(
         tenant=tenant,
@@ -128,6 +129,7 @@ async def reconcile_tenant(
         monitoring=monitoring,
         monitoring_namespace=settings.monitoring_namespace,
         storage=storage.endpoints,
+        key_state=material.key_state,
     )
     objects = render_tenant(inputs)
     if adopted:
@@ -151,6 +153,17 @@ async def reconcile_tenant(
     ready = find(conds, "Ready")
     outcome.ready = bool(ready and ready["status"] == "True")
     outcome.status_written = await _write_status(kube, body, old_status, conds, extra, settings)
+    for key in material.rotated:
+        until = material.key_state[key].previous_valid_until
+        await post_event(
+            kube,
+            settings,
+            body,
+            "Normal",
+            "KeyRotated",
+            f"key {key} has a new value in Secret {KEY_SECRET_PREFIX}{key}; "
+            f"the previous value works until {until:%Y-%m-%dT%H:%M:%SZ}",
+        )
     if result.changed:
         changes = ", ".join(result.applied + [f"-{p}" for p in result.pruned])
         await post_event(kube, settings, body, "Normal", "Applied", f"applied {changes}")
@@ -276,19 +289,30 @@ def _status_fields(tenant: Tenant, inputs: RenderInputs) -> dict[str, Any]:
     return {
         "url": service_url(tenant),
         "models": sorted(models),
-        "keys": [
-            {
-                "name": k.name,
-                "secretName": KEY_SECRET_PREFIX + k.name,
-                **(
-                    {"expiresAt": k.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                    if k.expires_at
-                    else {}
-                ),
-            }
-            for k in tenant.spec.keys
-        ],
+        "keys": [_key_status(k, inputs) for k in tenant.spec.keys],
     }
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _key_status(key: KeySpec, inputs: RenderInputs) -> dict[str, Any]:
+    state = inputs.key_state.get(key.name)
+    rotates = (
+        state.issued_at + timedelta(days=key.rotate_after_days)
+        if state and key.rotate_after_days
+        else None
+    )
+    fields = {
+        "name": key.name,
+        "secretName": KEY_SECRET_PREFIX + key.name,
+        "expiresAt": _stamp(key.expires_at),
+        "issuedAt": _stamp(state.issued_at if state else None),
+        "rotatesAt": _stamp(rotates),
+        "previousKeyValidUntil": _stamp(state.previous_valid_until if state else None),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 async def _write_status(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -34,6 +35,13 @@ from tenantgw.render.names import (
 from tenantgw.render.rules import render_rules
 
 KEY_LABEL = "tenantgw.io/key"
+ISSUED_AT_ANNOTATION = "tenantgw.io/issued-at"
+PREVIOUS_SHA256_ANNOTATION = "tenantgw.io/previous-sha256"
+PREVIOUS_VALID_UNTIL_ANNOTATION = "tenantgw.io/previous-valid-until"
+
+
+def timestamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def b64(text: str) -> str:
@@ -58,8 +66,22 @@ def keys_json(inputs: RenderInputs) -> str:
     for key in sorted(inputs.tenant.spec.keys, key=lambda key: key.name):
         entry: dict[str, Any] = {"name": key.name, "sha256": key_hash(_plain_key(inputs, key.name))}
         if key.expires_at is not None:
-            entry["expires_at"] = key.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            entry["expires_at"] = timestamp(key.expires_at)
         entries.append(entry)
+        state = inputs.key_state.get(key.name)
+        if state and state.previous_sha256 and state.previous_valid_until:
+            # The value replaced by the last rotation, accepted until its grace period ends.
+            entries.append(
+                {
+                    "name": key.name,
+                    "sha256": state.previous_sha256,
+                    "expires_at": timestamp(
+                        min(state.previous_valid_until, key.expires_at)
+                        if key.expires_at
+                        else state.previous_valid_until
+                    ),
+                }
+            )
     return json.dumps(entries, sort_keys=True, indent=2) + "\n"
 
 
@@ -86,15 +108,21 @@ def render_key_secrets(inputs: RenderInputs) -> list[dict[str, Any]]:
     secrets: list[dict[str, Any]] = []
     for key in sorted(tenant.spec.keys, key=lambda key: key.name):
         plain = _plain_key(inputs, key.name)
+        meta = object_meta(
+            tenant, key_secret_name(key.name), {**labels(tenant_name(tenant)), KEY_LABEL: key.name}
+        )
+        state = inputs.key_state.get(key.name)
+        if state is not None:
+            notes = {ISSUED_AT_ANNOTATION: timestamp(state.issued_at)}
+            if state.previous_sha256 and state.previous_valid_until:
+                notes[PREVIOUS_SHA256_ANNOTATION] = state.previous_sha256
+                notes[PREVIOUS_VALID_UNTIL_ANNOTATION] = timestamp(state.previous_valid_until)
+            meta["annotations"] = notes
         secrets.append(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": object_meta(
-                    tenant,
-                    key_secret_name(key.name),
-                    {**labels(tenant_name(tenant)), KEY_LABEL: key.name},
-                ),
+                "metadata": meta,
                 "type": "Opaque",
                 "data": {API_KEY_FIELD: b64(plain), BASE_URL_FIELD: b64(service_url(tenant))},
             }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
 
@@ -18,6 +19,15 @@ class StorageEndpoints:
 
     postgres_dsn: str | None = None
     redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """When a key's current value was issued, and the value it replaced while that stays valid."""
+
+    issued_at: datetime
+    previous_sha256: str | None = None
+    previous_valid_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class RenderInputs:
     storage: StorageEndpoints | None = None
     egress_ports: tuple[int, ...] = ()
     """Extra TCP ports the gateway may reach anywhere (e.g. an egress proxy)."""
+    key_state: dict[str, KeyState] = field(default_factory=dict)
+    """Rotation state by key name; a key without one renders no rotation annotations."""
 
     def sorted_aliases(self) -> list[ModelAlias]:
         """The aliases by name, whatever order they came in."""
