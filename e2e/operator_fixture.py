@@ -108,6 +108,7 @@ def start_operator(
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "TENANTGW_RESYNC_SECONDS": str(resync_seconds),
+        "TENANTGW_BUDGET_SYNC_SECONDS": str(min(resync_seconds, 30)),
         **(extra_env or {}),
     }
     kopf = Path(sys.executable).parent / "kopf"

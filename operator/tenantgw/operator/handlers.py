@@ -112,6 +112,14 @@ async def child_resource_event(namespace: str | None, memo: kopf.Memo, **kwargs:
         await memo["waker"].wake(tenant)
 
 
+@kopf.timer(GROUP, VERSION, "budgetpolicies", interval=SETTINGS.budget_sync_seconds)
+async def budget_sync(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Spend moves without any Kubernetes event: refresh BudgetPolicy status on a timer."""
+    tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
+    if tenant:
+        await memo["waker"].wake(tenant)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def gateway_deployment_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     tenant = labels.get(TENANT_LABEL)

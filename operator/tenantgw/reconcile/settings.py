@@ -18,6 +18,7 @@ class Settings:
     monitoring_namespace: str = "monitoring"
     events_namespace: str = "default"
     key_grace: timedelta = timedelta(hours=24)
+    budget_sync_seconds: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -27,5 +28,6 @@ class Settings:
             resync_seconds=float(env.get("TENANTGW_RESYNC_SECONDS", "300")),
             monitoring_namespace=env.get("TENANTGW_MONITORING_NAMESPACE", "monitoring"),
             events_namespace=env.get("TENANTGW_EVENTS_NAMESPACE", "default"),
+            budget_sync_seconds=float(env.get("TENANTGW_BUDGET_SYNC_SECONDS", "30")),
             key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
         )

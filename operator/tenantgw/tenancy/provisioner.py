@@ -156,6 +156,10 @@ class Provisioner:
         await self._redis.ensure(tenant_name, password)
         return storage
 
+    async def read_counters(self, keys: list[str]) -> list[int]:
+        """Integer counters under tenants' key prefixes (budget spend), 0 when missing."""
+        return await self._redis.read_counters(keys)
+
     async def remove(self, tenant_name: str) -> None:
         """Drop the tenant's schema (with its data), role, ACL user and keys. Idempotent."""
         validate_tenant_name(tenant_name)
