@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from e2e.provider_sim import SimulatorHandle, start_simulator
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+from e2e.provider_sim import SimulatorHandle, start_simulator
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Budget periods: where a daily, weekly or monthly period starts and ends, in UTC.
+"""Budget periods: where a daily, weekly or monthly period starts and ends, in UTC; counter keys.
 
 Pure functions. A period is the half-open interval [start, end); weeks start on ISO Monday.
 A naive datetime is taken to be UTC, an aware one is converted to UTC first.

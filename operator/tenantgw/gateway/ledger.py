@@ -1,0 +1,463 @@
+"""The tenant's usage ledger in Postgres: one row per request, written in batches, never lost.
+
+`record()` only appends to an in-memory queue; a background task writes batches (up to
+`batch_size` rows, or whatever arrived within `flush_interval`) with
+`INSERT ... ON CONFLICT (request_id) DO NOTHING`, so writing a row twice is harmless.
+
+When Postgres fails, the batch goes to the local spool (`spool.py`, fsynced JSON lines) and the
+writer backs off (0.2 s doubling to `max_backoff`); while it backs off, new batches go straight
+to the spool, so memory stays small however long the outage. Once a write succeeds again, the
+spool is replayed and deleted. The queue is bounded too: past `max_queue` rows, the oldest are
+moved to the spool at once (a short blocking write, only when the writer cannot keep up).
+
+The table lives in the connection's default schema (the tenant role's own schema, first on its
+search_path) and is created at start if absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+
+from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR, Spool
+
+log = logging.getLogger("tenantgw.gateway.ledger")
+
+TABLE = "usage"
+COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "ts",
+    "tenant",
+    "key_name",
+    "requested_model",
+    "alias",
+    "provider",
+    "provider_model",
+    "region",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "list_cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "http_status",
+    "error_type",
+    "downgraded_from",
+    "stream",
+)
+"""Columns of the usage table, in the order of `metering.UsageRecord`'s fields."""
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS usage (
+    request_id         text PRIMARY KEY,
+    ts                 timestamptz NOT NULL,
+    tenant             text NOT NULL,
+    key_name           text NOT NULL,
+    requested_model    text NOT NULL,
+    alias              text NOT NULL,
+    provider           text,
+    provider_model     text,
+    region             text,
+    input_tokens       integer NOT NULL DEFAULT 0,
+    output_tokens      integer NOT NULL DEFAULT 0,
+    cache_read_tokens  integer NOT NULL DEFAULT 0,
+    cache_write_tokens integer NOT NULL DEFAULT 0,
+    cost_usd           numeric(20, 10) NOT NULL DEFAULT 0,
+    list_cost_usd      numeric(20, 10),
+    latency_ms         integer,
+    ttft_ms            integer,
+    status             text NOT NULL CHECK (status IN ('success', 'error')),
+    http_status        integer,
+    error_type         text,
+    downgraded_from    text,
+    stream             boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS usage_ts_idx ON usage (ts);
+CREATE INDEX IF NOT EXISTS usage_key_ts_idx ON usage (key_name, ts);
+CREATE INDEX IF NOT EXISTS usage_alias_ts_idx ON usage (alias, ts);
+COMMENT ON TABLE usage IS 'tenantgw: one row per gateway request (tokens, cost, latency)';
+"""
+
+# Identifiers are constants, values are parameters.
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(f'%({c})s' for c in COLUMNS)}) "
+    "ON CONFLICT (request_id) DO NOTHING"
+)
+_SCHEMA_LOCK = 0x7465_6E61_6E74  # pg_advisory_xact_lock key: two replicas creating the table
+
+BATCH_SIZE = 500
+FLUSH_INTERVAL = 0.2
+MAX_QUEUE = 10_000
+MAX_BACKOFF = 5.0
+
+
+class Row(Protocol):
+    """What the ledger stores: `metering.UsageRecord`."""
+
+    def as_row(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class LedgerStats:
+    """What the writer has done since start (also what the tests measure)."""
+
+    written: int = 0
+    """Rows in batches Postgres committed (duplicates included, skipped by ON CONFLICT)."""
+    spooled: int = 0
+    replayed: int = 0
+    failures: int = 0
+    batches: int = 0
+    dropped: int = 0
+    """Rows lost because Postgres, the spool disk and the memory bound all failed at once."""
+    last_error: str | None = None
+
+
+def _to_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _from_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    values = {column: row.get(column) for column in COLUMNS}
+    if isinstance(values["ts"], str):
+        values["ts"] = datetime.fromisoformat(values["ts"])
+    return values
+
+
+class Ledger:
+    """Batched, idempotent, outage-proof writer of usage rows into the tenant's Postgres schema."""
+
+    def __init__(
+        self,
+        dsn: str,
+        spool_dir: Path | str = DEFAULT_SPOOL_DIR,
+        *,
+        batch_size: int = BATCH_SIZE,
+        flush_interval: float = FLUSH_INTERVAL,
+        max_queue: int = MAX_QUEUE,
+        max_backoff: float = MAX_BACKOFF,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 15.0,
+    ) -> None:
+        self.dsn = dsn
+        self.spool = Spool(spool_dir)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_queue = max(max_queue, batch_size)
+        self.max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
+        self.stats = LedgerStats()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._has_rows = asyncio.Event()
+        self._full = asyncio.Event()
+        self._stopping = False
+        self._writer: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._read_conn: psycopg.AsyncConnection[Any] | None = None
+        self._read_lock = asyncio.Lock()
+        self._schema_ready = False
+        self._spool_pending = False
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight: list[dict[str, Any]] = []
+        self._exit_hook = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the table if needed and start the writer.
+
+        Postgres being down is not an error here: rows are spooled and the writer keeps trying.
+        """
+        if self._writer is not None:
+            return
+        self._stopping = False
+        self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
+        try:
+            await self._connect()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            self._failed(exc, "connect")
+        self._writer = asyncio.get_running_loop().create_task(
+            self._run(), name="tenantgw-ledger-writer"
+        )
+        if not self._exit_hook:
+            # LiteLLM gives callbacks no shutdown hook: at interpreter exit (SIGTERM included),
+            # whatever is still in memory goes to the spool, replayed by the next start.
+            atexit.register(self.spool_unwritten)
+            self._exit_hook = True
+
+    async def stop(self) -> None:
+        """Write (or spool) everything queued, then close the connections."""
+        self._stopping = True
+        self._has_rows.set()
+        self._full.set()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer
+        elif self._queue:  # never started: keep the rows on disk
+            await self._spool_rows(self._take(len(self._queue)))
+        await self._close()
+        if self._exit_hook:
+            atexit.unregister(self.spool_unwritten)
+            self._exit_hook = False
+        if self._read_conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await self._read_conn.close()
+            self._read_conn = None
+
+    # ------------------------------------------------------------------ recording
+
+    def record(self, rec: Row | Mapping[str, Any]) -> None:
+        """Queue one usage row; never blocks on Postgres."""
+        row = dict(rec) if isinstance(rec, Mapping) else rec.as_row()
+        self._queue.append(row)
+        self._idle.clear()
+        self._has_rows.set()
+        if len(self._queue) >= self.batch_size:
+            self._full.set()
+        if len(self._queue) > self.max_queue:
+            # The writer is not keeping up (Postgres slow or down): bound memory by moving the
+            # oldest rows to disk now. A short blocking write, rare by construction.
+            overflow = self._take(len(self._queue) - self.max_queue + self.batch_size)
+            try:
+                self.stats.spooled += self.spool.append(_to_json(r) for r in overflow)
+                self._spool_pending = True
+            except OSError as exc:
+                self.stats.dropped += len(overflow)
+                log.error(
+                    "ledger queue full and spool unwritable (%s): %d usage rows LOST",
+                    exc,
+                    len(overflow),
+                )
+
+    def spool_unwritten(self) -> int:
+        """Put the queued rows, and the batch being written, on disk now (blocking); how many.
+
+        Rows of the batch in flight may be written twice, which ON CONFLICT makes harmless.
+        """
+        rows = [*self._in_flight, *self._take(len(self._queue))]
+        if not rows:
+            return 0
+        try:
+            written = self.spool.append(_to_json(r) for r in rows)
+        except OSError:
+            log.exception("%d usage rows could not be spooled at exit", len(rows))
+            return 0
+        self.stats.spooled += written
+        self._spool_pending = True
+        return written
+
+    @property
+    def queued(self) -> int:
+        """Rows in memory waiting for the writer."""
+        return len(self._queue)
+
+    async def drain(self) -> None:
+        """Wait until every row recorded so far is written or spooled (for tests and shutdown)."""
+        if self._writer is not None:
+            await self._idle.wait()
+
+    # ------------------------------------------------------------------ reading
+
+    async def spent_since(self, period_start: datetime, scope: Mapping[str, Any]) -> float:
+        """USD recorded since `period_start` for a budget scope {kind: Tenant|Key|ModelAlias, name}.
+
+        Raises psycopg errors when Postgres cannot be read (the caller retries later).
+        """
+        kind, name = scope.get("kind") or "Tenant", scope.get("name")
+        sql = f"SELECT coalesce(sum(cost_usd), 0) FROM {TABLE} WHERE ts >= %s"  # noqa: S608
+        params: list[Any] = [period_start]
+        if kind == "Key":
+            sql += " AND key_name = %s"
+            params.append(name)
+        elif kind == "ModelAlias":
+            sql += " AND alias = %s"
+            params.append(name)
+        async with self._read_lock:
+            if self._read_conn is None or self._read_conn.closed:
+                self._read_conn = await self._open()
+            try:
+                cur = await asyncio.wait_for(
+                    self._read_conn.execute(sql.encode(), params), self.statement_timeout
+                )
+                row = await cur.fetchone()
+            except psycopg.errors.UndefinedTable:
+                return 0.0  # the writer has not created the table yet: nothing recorded
+            except (psycopg.Error, OSError, TimeoutError):
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await self._read_conn.close()
+                self._read_conn = None
+                raise
+        return float(row[0]) if row is not None else 0.0
+
+    # ------------------------------------------------------------------ the writer
+
+    def _take(self, n: int) -> list[dict[str, Any]]:
+        return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+
+    async def _next_batch(self) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        if not self._queue and not self._stopping:
+            self._idle.set()
+            self._has_rows.clear()
+            # Wake up now and then without new rows, to replay the spool after an outage.
+            wait = max(self._retry_at - loop.time(), 0.05) if self._spool_pending else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._has_rows.wait(), wait)
+        if self._queue and len(self._queue) < self.batch_size and not self._stopping:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.flush_interval)
+        return self._take(self.batch_size)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            stopping = self._stopping and not self._queue
+            try:
+                await self._write(batch, last=stopping)
+            except Exception as exc:  # never lose rows to a bug in a corner: keep them on disk
+                log.exception("ledger writer failed; spooling %d rows", len(batch))
+                self._failed(exc, "write")
+                await self._spool_rows(batch)
+            if not self._queue:
+                self._idle.set()
+            if stopping:
+                return
+
+    async def _write(self, batch: list[dict[str, Any]], *, last: bool) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            # Backing off after a failure: rows go to disk, Postgres is left alone.
+            await self._spool_rows(batch)
+            return
+        if not batch and not self._spool_pending:
+            return
+        try:
+            conn = self._conn or await self._connect()
+            if self._spool_pending:
+                await self._replay(conn)
+            if batch:
+                self._in_flight = batch
+                await self._insert(conn, batch)
+                self.stats.written += len(batch)
+                self._in_flight = []
+            self._backoff = 0.0
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            self._in_flight = []
+            self._failed(exc, "write")
+            await self._close()
+            await self._spool_rows(batch)
+            self._backoff = min(max(self._backoff * 2, 0.2), self.max_backoff)
+            self._retry_at = loop.time() + (0 if last else self._backoff)
+
+    async def _replay(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        paths = await asyncio.to_thread(self.spool.claim)
+        for path in paths:
+            rows = await asyncio.to_thread(self.spool.read, path)
+            for start in range(0, len(rows), self.batch_size):
+                await self._insert(
+                    conn, [_from_json(r) for r in rows[start : start + self.batch_size]]
+                )
+            await asyncio.to_thread(self.spool.remove, path)
+            self.stats.replayed += len(rows)
+            if rows:
+                log.info("replayed %d spooled usage rows from %s", len(rows), path.name)
+        self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
+
+    async def _insert(
+        self, conn: psycopg.AsyncConnection[Any], rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        async def run() -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(INSERT_SQL.encode(), rows)
+
+        await asyncio.wait_for(run(), self.statement_timeout)
+        self.stats.batches += 1
+
+    async def _spool_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Put rows on disk; if the disk fails too, back into the queue (while it has room)."""
+        if not rows:
+            return
+        try:
+            self.stats.spooled += await asyncio.to_thread(
+                self.spool.append, [_to_json(r) for r in rows]
+            )
+            self._spool_pending = True
+        except OSError as exc:
+            self._failed(exc, "spool")
+            room = 0 if self._stopping else max(self.max_queue - len(self._queue), 0)
+            keep, lost = rows[:room], rows[room:]
+            self._queue.extendleft(reversed(keep))
+            if lost:
+                self.stats.dropped += len(lost)
+                log.error("Postgres and the spool both fail: %d usage rows LOST", len(lost))
+            if keep:
+                await asyncio.sleep(1.0)  # do not spin on a broken disk
+
+    # ------------------------------------------------------------------ connections
+
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(1, int(self.connect_timeout)),
+                application_name="tenantgw-ledger",
+            ),
+            self.connect_timeout + 1,
+        )
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._open()
+        if not self._schema_ready:
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+                    await conn.execute(SCHEMA_SQL.encode())
+            except BaseException:
+                await conn.close()
+                raise
+            self._schema_ready = True
+        self._conn = conn
+        return conn
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        self.stats.failures += 1
+        message = f"{type(exc).__name__}: {exc}".strip()
+        if message != self.stats.last_error:
+            log.warning("ledger %s failed (%s); rows go to the spool until it works", what, message)
+        self.stats.last_error = message
+
+
+def from_env() -> Ledger | None:
+    """The process's Ledger (`metering.state()`), None when the environment configures none.
+
+    Everything that enforces and meters a request shares these instances.
+    """
+    from tenantgw.gateway import metering
+
+    current = metering.state()
+    return current.ledger if current is not None else None

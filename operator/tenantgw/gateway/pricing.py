@@ -1,0 +1,268 @@
+"""Token prices: Anthropic's list prices for Claude models, and ModelAlias target pricing.
+
+The list price answers "what would this request have cost on Anthropic's API at the Claude
+model the client asked for", the number the usage report compares real spend with. Prices are
+USD per million tokens from Anthropic's pricing page; cache writes are priced at the 5-minute
+TTL rate (1.25x input) unless the usage says the 1-hour TTL was used (2x input).
+
+`TokenUsage` counts tokens the way Anthropic bills them: `input_tokens` excludes cached tokens,
+so input + cache_read + cache_write is the whole prompt. `token_usage()` converts LiteLLM's and
+OpenAI's usage objects (whose `prompt_tokens` includes cached tokens) to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MILLION = 1_000_000
+LONG_CONTEXT_THRESHOLD = 200_000
+"""Prompt tokens above which Sonnet 4 / 4.5 (1M-token context) are billed at long-context rates."""
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of one request, billed the Anthropic way (input excludes cached tokens)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    """The part of cache_write_tokens written with the 1-hour TTL."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every token of the prompt: uncached input plus cache reads and writes."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class ClaudePrice:
+    """USD per million tokens of one Claude model."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+    long_context: ClaudePrice | None = None
+    """Rates for prompts over LONG_CONTEXT_THRESHOLD tokens, where Anthropic charges more."""
+
+    @property
+    def cache_write_1h(self) -> float:
+        return self.input * 2
+
+
+_OPUS_4 = ClaudePrice(input=15.0, output=75.0, cache_write=18.75, cache_read=1.50)
+_SONNET = ClaudePrice(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)
+_SONNET_1M = ClaudePrice(
+    input=3.0,
+    output=15.0,
+    cache_write=3.75,
+    cache_read=0.30,
+    long_context=ClaudePrice(input=6.0, output=22.50, cache_write=7.50, cache_read=0.60),
+)
+
+ANTHROPIC_LIST_PRICES: dict[str, ClaudePrice] = {
+    "claude-opus-4-5": ClaudePrice(input=5.0, output=25.0, cache_write=6.25, cache_read=0.50),
+    "claude-opus-4-1": _OPUS_4,
+    "claude-opus-4": _OPUS_4,
+    "claude-sonnet-4-5": _SONNET_1M,
+    "claude-sonnet-4": _SONNET_1M,
+    "claude-3-7-sonnet": _SONNET,
+    "claude-3-5-sonnet": _SONNET,
+    "claude-haiku-4-5": ClaudePrice(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10),
+    "claude-3-5-haiku": ClaudePrice(input=0.80, output=4.0, cache_write=1.0, cache_read=0.08),
+    "claude-3-opus": _OPUS_4,
+    "claude-3-haiku": ClaudePrice(input=0.25, output=1.25, cache_write=0.30, cache_read=0.03),
+}
+"""Anthropic list prices by model family; dated names (`-20250929`, `-latest`) share them."""
+
+# The new-style spelling of the Claude 3.x names (claude-sonnet-3-7 for claude-3-7-sonnet).
+_SPELLINGS = {
+    "claude-sonnet-3-7": "claude-3-7-sonnet",
+    "claude-sonnet-3-5": "claude-3-5-sonnet",
+    "claude-haiku-3-5": "claude-3-5-haiku",
+    "claude-opus-3": "claude-3-opus",
+    "claude-haiku-3": "claude-3-haiku",
+}
+_FAMILIES = sorted([*ANTHROPIC_LIST_PRICES, *_SPELLINGS], key=len, reverse=True)
+_DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
+_BEDROCK_VERSION = re.compile(r"-v\d+(:\d+)?$")
+_SUFFIX = re.compile(r"^-(\d{8}|latest)$")
+
+
+def claude_family(model: str | None) -> str | None:
+    """The price-table name of a Claude model name, None when it is not a known Claude model.
+
+    Accepts what clients and providers send: `claude-sonnet-4-5-20250929`,
+    `anthropic/claude-sonnet-4.5`, `us.anthropic.claude-3-5-haiku-20241022-v1:0`,
+    `claude-opus-4-1@20250805`, `claude-3-7-sonnet-latest`.
+    """
+    if not model:
+        return None
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    if "anthropic." in name:  # Bedrock model ids and cross-region inference profiles
+        name = name.split("anthropic.", 1)[1]
+    name = _BEDROCK_VERSION.sub("", name.split("@", 1)[0].split("[", 1)[0])
+    name = _DOTTED_VERSION.sub("-", name)
+    for family in _FAMILIES:
+        if name == family or (name.startswith(family) and _SUFFIX.match(name[len(family) :])):
+            return _SPELLINGS.get(family, family)
+    return None
+
+
+def anthropic_price(model: str | None) -> ClaudePrice | None:
+    """Anthropic's list price of a Claude model name, None for any other name."""
+    family = claude_family(model)
+    return ANTHROPIC_LIST_PRICES[family] if family is not None else None
+
+
+def anthropic_list_cost(requested_model: str | None, usage: Any) -> float | None:
+    """USD the request would cost at Anthropic's list price of `requested_model`.
+
+    `usage` is a TokenUsage or anything `token_usage()` reads. None when the model is not a
+    Claude name (nothing to compare with) or the usage is unknown.
+    """
+    price = anthropic_price(requested_model)
+    tokens = usage if isinstance(usage, TokenUsage) else token_usage(usage)
+    if price is None or tokens is None:
+        return None
+    if price.long_context is not None and tokens.prompt_tokens > LONG_CONTEXT_THRESHOLD:
+        price = price.long_context
+    write_1h = min(tokens.cache_write_1h_tokens, tokens.cache_write_tokens)
+    cost = (
+        tokens.input_tokens * price.input
+        + tokens.output_tokens * price.output
+        + tokens.cache_read_tokens * price.cache_read
+        + (tokens.cache_write_tokens - write_1h) * price.cache_write
+        + write_1h * price.cache_write_1h
+    )
+    return cost / MILLION
+
+
+def _rate(pricing: Any, *names: str) -> float | None:
+    """A per-million rate from a Pricing model or a mapping (snake, camel or per-token keys)."""
+    for name in names:
+        value = pricing.get(name) if isinstance(pricing, Mapping) else getattr(pricing, name, None)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            per_token = name.endswith(("_per_token", "_token_cost"))
+            return float(value) * (MILLION if per_token else 1)
+    return None
+
+
+def cost_from_pricing(pricing: Any, usage: Any) -> float | None:
+    """USD of a request at a ModelAlias target's pricing (USD per million tokens).
+
+    `pricing` is a `tenantgw.api.Pricing`, a mapping with `input_per_million` /
+    `inputPerMillion` / `output_per_million` / `outputPerMillion`, or a LiteLLM model_info with
+    `input_cost_per_token` / `output_cost_per_token`. Cache reads and writes are charged at the
+    input rate unless the pricing names a cache rate. None when pricing or usage is unknown.
+    """
+    tokens = usage if isinstance(usage, TokenUsage) else token_usage(usage)
+    if pricing is None or tokens is None:
+        return None
+    rate_in = _rate(pricing, "input_per_million", "inputPerMillion", "input_cost_per_token")
+    rate_out = _rate(pricing, "output_per_million", "outputPerMillion", "output_cost_per_token")
+    if rate_in is None and rate_out is None:
+        return None
+    rate_in = rate_in or 0.0
+    rate_read = _rate(
+        pricing, "cache_read_per_million", "cacheReadPerMillion", "cache_read_input_token_cost"
+    )
+    rate_write = _rate(
+        pricing,
+        "cache_write_per_million",
+        "cacheWritePerMillion",
+        "cache_creation_input_token_cost",
+    )
+    cost = (
+        tokens.input_tokens * rate_in
+        + tokens.output_tokens * (rate_out or 0.0)
+        + tokens.cache_read_tokens * (rate_in if rate_read is None else rate_read)
+        + tokens.cache_write_tokens * (rate_in if rate_write is None else rate_write)
+    )
+    return cost / MILLION
+
+
+# --------------------------------------------------------------------------- usage shapes
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float):
+        return max(int(value), 0)
+    return 0
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            dumped = dump()
+        except Exception:  # a half-built pydantic object; read it as unknown usage
+            return None
+        return dumped if isinstance(dumped, Mapping) else None
+    return None
+
+
+def token_usage(usage: Any) -> TokenUsage | None:
+    """A TokenUsage from LiteLLM's `Usage`, an OpenAI or an Anthropic usage dict; None if none.
+
+    LiteLLM (and OpenAI) count cached tokens inside `prompt_tokens`
+    (`prompt_tokens_details.cached_tokens` for reads, `cache_creation_input_tokens` for writes);
+    Anthropic's `input_tokens` already excludes them; OpenAI's Responses API `input_tokens`
+    includes them (`input_tokens_details.cached_tokens`).
+    """
+    if isinstance(usage, TokenUsage):
+        return usage
+    raw = _mapping(usage)
+    if not raw:
+        return None
+    if "prompt_tokens" in raw or "completion_tokens" in raw:
+        details = _mapping(raw.get("prompt_tokens_details")) or {}
+        read = _int(raw.get("cache_read_input_tokens")) or _int(details.get("cached_tokens"))
+        write = _int(raw.get("cache_creation_input_tokens")) or _int(
+            details.get("cache_creation_tokens")
+        )
+        creation = _mapping(details.get("cache_creation_token_details")) or _mapping(
+            raw.get("cache_creation")
+        )
+        return TokenUsage(
+            input_tokens=max(_int(raw.get("prompt_tokens")) - read - write, 0),
+            output_tokens=_int(raw.get("completion_tokens")),
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cache_write_1h_tokens=_int((creation or {}).get("ephemeral_1h_input_tokens")),
+        )
+    if "input_tokens" in raw or "output_tokens" in raw:
+        responses_details = _mapping(raw.get("input_tokens_details"))
+        if responses_details is not None:  # OpenAI Responses API
+            read = _int(responses_details.get("cached_tokens"))
+            return TokenUsage(
+                input_tokens=max(_int(raw.get("input_tokens")) - read, 0),
+                output_tokens=_int(raw.get("output_tokens")),
+                cache_read_tokens=read,
+            )
+        creation = _mapping(raw.get("cache_creation")) or {}
+        return TokenUsage(
+            input_tokens=_int(raw.get("input_tokens")),
+            output_tokens=_int(raw.get("output_tokens")),
+            cache_read_tokens=_int(raw.get("cache_read_input_tokens")),
+            cache_write_tokens=_int(raw.get("cache_creation_input_tokens")),
+            cache_write_1h_tokens=_int(creation.get("ephemeral_1h_input_tokens")),
+        )
+    return None

@@ -1,0 +1,429 @@
+"""Budgets against the real Redis (and Postgres for the ledger): block, downgrade, no overshoot.
+
+Each test is a fresh tenant whose Redis ACL user may touch only `t:<tenant>:*`. The flush test
+uses a Redis database of its own, so that a real FLUSHDB wipes nobody else's keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+import redis.asyncio as aioredis
+from psycopg import sql
+
+from e2e.fixtures import Services
+from tenantgw.gateway.budgets import BudgetGuard
+from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.ledger import Ledger
+from tenantgw.gateway.metering import UsageRecord
+from tenantgw.gateway.periods import period_end
+
+pytestmark = pytest.mark.integration
+
+RNG = random.Random(20261128)  # noqa: S311 (timings and costs, not secrets)
+FLUSH_DB = 13
+"""The Redis database the flush test owns (the rest of the suite uses database 0)."""
+
+
+@dataclass(frozen=True)
+class TenantRedis:
+    tenant: str
+    url: str
+    """The tenant's own ACL user (keys t:<tenant>:* only)."""
+    admin_url: str
+
+
+def _tenant_redis(admin_url: str, db: int = 0) -> Iterator[TenantRedis]:
+    tenant = f"bg-{uuid.uuid4().hex[:10]}"
+    user, password = f"tenant-{tenant}", secrets.token_hex(16)
+    parts = urlsplit(admin_url)
+    admin_url = urlunsplit(parts._replace(path=f"/{db}"))
+    admin = redis.Redis.from_url(admin_url, socket_timeout=5)
+    admin.acl_setuser(
+        user,
+        enabled=True,
+        reset=True,
+        passwords=[f"+{password}"],
+        keys=[f"t:{tenant}:*"],
+        commands=["+@all", "-@dangerous", "-@admin"],
+    )
+    netloc = f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}"
+    try:
+        yield TenantRedis(
+            tenant, urlunsplit(parts._replace(netloc=netloc, path=f"/{db}")), admin_url
+        )
+    finally:
+        keys = list(admin.scan_iter(match=f"t:{tenant}:*"))
+        if keys:
+            admin.delete(*keys)
+        admin.acl_deluser(user)
+        admin.close()
+
+
+@pytest.fixture
+def tenant_redis(services: Services) -> Iterator[TenantRedis]:
+    yield from _tenant_redis(services.redis_url)
+
+
+@pytest.fixture
+def flush_redis(services: Services) -> Iterator[TenantRedis]:
+    yield from _tenant_redis(services.redis_url, FLUSH_DB)
+
+
+@dataclass(frozen=True)
+class TenantDb:
+    role: str
+    dsn: str
+
+
+@pytest.fixture
+def tenant_db(services: Services) -> Iterator[TenantDb]:
+    """A tenant role owning its schema, as the operator provisions it; dropped afterwards."""
+    role, password = f"tg_test_{uuid.uuid4().hex[:12]}", secrets.token_hex(16)
+    parts = urlsplit(services.postgres_dsn)
+    netloc = f"{quote(role)}:{quote(password)}@{parts.hostname}:{parts.port}"
+    ident = sql.Identifier(role)
+    with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password))
+        )
+        admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident, ident))
+        admin.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, ident))
+    try:
+        yield TenantDb(role, urlunsplit(parts._replace(netloc=netloc)))
+    finally:
+        with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
+            )
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
+            admin.execute(sql.SQL("DROP ROLE {}").format(ident))
+
+
+@asynccontextmanager
+async def guards(t: TenantRedis, n: int = 1, **kw: Any) -> AsyncIterator[list[BudgetGuard]]:
+    """`n` budget guards with their own Redis connections, like `n` gateway replicas."""
+    clients = [aioredis.Redis.from_url(t.url, socket_timeout=5) for _ in range(n)]
+    made = [BudgetGuard(client, t.tenant, **kw) for client in clients]
+    try:
+        yield made
+    finally:
+        for guard in made:
+            await guard.aclose()
+        for client in clients:
+            await client.aclose()
+
+
+async def hlen(client: aioredis.Redis, key: Any) -> int:
+    """Reservations held in one reservation hash."""
+    return await cast("Awaitable[int]", client.hlen(key))
+
+
+def request(t: TenantRedis, alias: str = "fast-code", key: str = "alice") -> RequestContext:
+    return RequestContext(
+        tenant=t.tenant,
+        key_name=key,
+        request_id=uuid.uuid4().hex,
+        requested_model="claude-sonnet-4-5",
+        alias=alias,
+    )
+
+
+def budget(
+    name: str, limit_usd: float, kind: str = "Tenant", scope: str | None = None, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "scope": {"kind": kind, "name": scope},
+        "period": kw.get("period", "daily"),
+        "limit_usd": limit_usd,
+        "alert_thresholds": [50, 80, 100],
+        "on_exceeded": {
+            "action": kw.get("action", "block"),
+            "to_cost_tier": kw.get("to_cost_tier"),
+        },
+    }
+
+
+ALIASES = {
+    "reasoning": {"cost_tier": "high"},
+    "fast-code": {"cost_tier": "medium"},
+    "docs-b": {"cost_tier": "low"},
+    "docs-a": {"cost_tier": "low"},
+}
+
+
+def rules(*budgets: dict[str, Any]) -> dict[str, Any]:
+    return {"aliases": ALIASES, "budgets": list(budgets)}
+
+
+async def test_a_spent_budget_blocks_with_the_policy_limit_and_reset(
+    tenant_redis: TenantRedis,
+) -> None:
+    limits = rules(budget("team-daily", 0.05))
+    async with guards(tenant_redis) as (guard,):
+        first = request(tenant_redis)
+        assert (await guard.check(first, limits)).action == "allow"
+        await guard.add_spend(first, 0.05)
+        decision = await guard.check(request(tenant_redis), limits)
+        assert await guard.spent("team-daily") == pytest.approx(0.05)
+    tomorrow = period_end("daily", datetime.now(UTC))
+    assert decision.action == "block"
+    assert decision.policy == "team-daily"
+    assert decision.resets_at == tomorrow
+    assert decision.message == (
+        "budget team-daily (tenant) has reached its daily limit of $0.05 ($0.05 spent); "
+        f"it resets at {tomorrow:%Y-%m-%d} 00:00 UTC"
+    )
+
+
+async def test_key_and_alias_budgets_only_cover_their_scope(tenant_redis: TenantRedis) -> None:
+    limits = rules(
+        budget("alice-cap", 0.01, "Key", "alice"),
+        budget("reasoning-cap", 0.01, "ModelAlias", "reasoning"),
+        budget("team", 100.0),
+    )
+    async with guards(tenant_redis) as (guard,):
+        spend = request(tenant_redis, alias="reasoning", key="alice")
+        await guard.check(spend, limits)
+        spends = await guard.add_spend(spend, 0.02)
+        assert {s.policy: round(s.utilization_percent) for s in spends} == {
+            "alice-cap": 200,
+            "reasoning-cap": 200,
+            "team": 0,
+        }
+        alice = await guard.check(request(tenant_redis, key="alice"), limits)
+        bob_reasoning = await guard.check(request(tenant_redis, "reasoning", "bob"), limits)
+        bob_fast = await guard.check(request(tenant_redis, "fast-code", "bob"), limits)
+    assert (alice.action, alice.policy) == ("block", "alice-cap")
+    assert "key alice" in alice.message
+    assert (bob_reasoning.action, bob_reasoning.policy) == ("block", "reasoning-cap")
+    assert bob_fast.action == "allow"
+
+
+async def test_an_exceeded_alias_budget_downgrades_to_the_cheaper_tier(
+    tenant_redis: TenantRedis,
+) -> None:
+    limits = rules(
+        budget(
+            "reasoning-cap", 0.01, "ModelAlias", "reasoning", action="downgrade", to_cost_tier="low"
+        )
+    )
+    async with guards(tenant_redis) as (guard,):
+        spend = request(tenant_redis, alias="reasoning")
+        await guard.check(spend, limits)
+        await guard.add_spend(spend, 0.012)
+        decision = await guard.check(request(tenant_redis, alias="reasoning"), limits)
+        # The downgraded request holds a reservation under docs-a's policies only.
+        assert decision.to_alias == "docs-a"
+        downgraded = request(tenant_redis, alias="docs-a")
+        assert (await guard.check(downgraded, limits)).action == "allow"
+    assert decision.action == "downgrade"
+    assert decision.policy == "reasoning-cap"
+    assert "reasoning is served by docs-a (cost tier low)" in decision.message
+
+
+async def test_a_downgrade_target_over_its_own_budget_is_blocked(tenant_redis: TenantRedis) -> None:
+    limits = rules(
+        budget("team", 0.01, action="downgrade", to_cost_tier="low"),
+        budget("docs-a-cap", 0.001, "ModelAlias", "docs-a"),
+    )
+    async with guards(tenant_redis) as (guard,):
+        spend = request(tenant_redis, alias="docs-a")
+        await guard.check(spend, limits)
+        await guard.add_spend(spend, 0.02)
+        decision = await guard.check(request(tenant_redis, alias="reasoning"), limits)
+        resv = [
+            k async for k in guard.redis.scan_iter(match=f"t:{tenant_redis.tenant}:budget:*:resv")
+        ]
+        held = sum([await hlen(guard.redis, k) for k in resv])
+    assert (decision.action, decision.policy) == ("block", "docs-a-cap")
+    assert held == 0  # a blocked request holds nothing
+
+
+async def test_no_tier_to_downgrade_to_blocks(tenant_redis: TenantRedis) -> None:
+    limits = {
+        "aliases": {"reasoning": {"cost_tier": "high"}},
+        "budgets": [budget("team", 0.01, action="downgrade", to_cost_tier="low")],
+    }
+    async with guards(tenant_redis) as (guard,):
+        await guard.add_spend(request(tenant_redis, "reasoning"), 0.01, limits)
+        decision = await guard.check(request(tenant_redis, "reasoning"), limits)
+    assert decision.action == "block"
+    assert "no model alias has cost tier low" in decision.message
+
+
+async def run_clients(
+    replicas: list[BudgetGuard],
+    t: TenantRedis,
+    limits: dict[str, Any],
+    *,
+    clients: int,
+    cost: float,
+    requests_each: int,
+) -> int:
+    """`clients` concurrent clients spread over the replicas, each sending requests of `cost`
+    until blocked; returns how many were admitted."""
+    admitted = 0
+
+    async def client(i: int) -> None:
+        nonlocal admitted
+        guard = replicas[i % len(replicas)]
+        for _ in range(requests_each):
+            ctx = request(t)
+            decision = await guard.check(ctx, limits)
+            if decision.action == "block":
+                return
+            admitted += 1
+            await asyncio.sleep(RNG.uniform(0.005, 0.03))  # the upstream call
+            await guard.add_spend(ctx, cost)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return admitted
+
+
+async def test_fifty_concurrent_clients_do_not_overshoot(tenant_redis: TenantRedis) -> None:
+    cost, limit = 0.002, 0.10  # 50 requests' worth of budget
+    limits = rules(budget("small", limit))
+    async with guards(tenant_redis, 2) as replicas:
+        admitted = await run_clients(
+            replicas, tenant_redis, limits, clients=50, cost=cost, requests_each=10
+        )
+        spent = await replicas[0].spent("small")
+        leftovers = [
+            k async for k in replicas[0].redis.scan_iter(match=f"t:{tenant_redis.tenant}:*:resv")
+        ]
+        held = sum([await hlen(replicas[0].redis, k) for k in leftovers])
+    overshoot = spent - limit
+    print(f"50 clients x 2 replicas: {admitted} admitted, spent ${spent:.4f} of ${limit:.2f}")
+    # At most one request's cost beyond the limit per replica (in fact: at most one overall).
+    assert overshoot <= cost * len(replicas) + 1e-9
+    assert spent >= limit  # and the budget was used up, not starved by reservations
+    assert held == 0  # every reservation was settled
+
+
+async def test_fifty_clients_with_uneven_costs(tenant_redis: TenantRedis) -> None:
+    """Costs vary around the alias's average: the estimate absorbs most of it."""
+    limit = 0.10
+    limits = rules(budget("small", limit))
+    admitted = 0
+    async with guards(tenant_redis, 2) as replicas:
+
+        async def client(i: int) -> None:
+            nonlocal admitted
+            guard = replicas[i % 2]
+            for _ in range(10):
+                ctx = request(tenant_redis)
+                if (await guard.check(ctx, limits)).action == "block":
+                    return
+                admitted += 1
+                await asyncio.sleep(RNG.uniform(0.005, 0.03))
+                await guard.add_spend(ctx, RNG.uniform(0.0015, 0.0025))
+
+        await asyncio.gather(*(client(i) for i in range(50)))
+        spent = await replicas[0].spent("small")
+    print(f"uneven costs: {admitted} admitted, spent ${spent:.4f} of ${limit:.2f}")
+    # One request's (largest) cost per replica.
+    assert spent - limit <= 0.0025 * len(replicas) + 1e-9
+
+
+async def test_a_request_that_never_reports_frees_its_reservation_after_the_lease(
+    tenant_redis: TenantRedis,
+) -> None:
+    limits = rules(budget("small", 0.01))
+    async with guards(tenant_redis, 2, lease_seconds=1, default_estimate_usd=0.01) as (dies, lives):
+        assert (await dies.check(request(tenant_redis), limits)).action == "allow"  # never settles
+        held = await lives.check(request(tenant_redis), limits)
+        await asyncio.sleep(1.2)
+        later = await lives.check(request(tenant_redis), limits)
+    assert held.action == "block"
+    assert "held by requests in progress" in held.message
+    assert later.action == "allow"
+
+
+def usage(n: int, cost: float, key: str = "alice", alias: str = "fast-code") -> UsageRecord:
+    return UsageRecord(
+        request_id=f"req-{n:05d}",
+        ts=datetime.now(UTC),
+        tenant="t",
+        key_name=key,
+        requested_model="claude-sonnet-4-5",
+        alias=alias,
+        provider="openrouter",
+        provider_model="qwen/qwen3-coder",
+        region=None,
+        input_tokens=100,
+        output_tokens=10,
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        cost_usd=cost,
+        list_cost_usd=None,
+        latency_ms=100,
+        ttft_ms=50,
+        status="success",
+        http_status=200,
+        error_type=None,
+        downgraded_from=None,
+        stream=False,
+    )
+
+
+async def test_counters_survive_a_redis_flush(
+    flush_redis: TenantRedis, tenant_db: TenantDb, tmp_path: Path
+) -> None:
+    limits = rules(
+        budget("team-monthly", 1.0, period="monthly"),
+        budget("alice-weekly", 0.5, "Key", "alice", period="weekly"),
+        budget("fast-daily", 10.0, "ModelAlias", "fast-code"),
+    )
+    ledger = Ledger(tenant_db.dsn, tmp_path)
+    await ledger.start()
+    # An old row from before this period must not count.
+    old = UsageRecord(
+        **{**usage(99_999, 5.0).as_row(), "ts": datetime.now(UTC) - timedelta(days=70)}
+    )
+    ledger.record(old)
+    async with guards(flush_redis, ledger_reader=ledger, reconcile_interval=0.2) as (guard,):
+        for n in range(12):  # $1.20 in total: the tenant budget is spent
+            ctx = request(flush_redis)
+            await guard.check(ctx, limits)
+            ledger.record(usage(n, 0.1))
+            await guard.add_spend(ctx, 0.1)
+        await ledger.drain()
+        assert (await guard.check(request(flush_redis), limits)).action == "block"
+
+        # Redis restarts without persistence: every counter is gone.
+        admin = aioredis.Redis.from_url(flush_redis.admin_url)
+        await admin.flushdb()
+        await admin.aclose()
+        assert await guard.spent("team-monthly") == 0
+
+        # Within one reconciliation interval the counters are back from the ledger.
+        for _ in range(100):
+            if await guard.spent("team-monthly") >= 1.2:
+                break
+            await asyncio.sleep(0.05)
+        assert await guard.spent("team-monthly") == pytest.approx(1.2)
+        assert await guard.spent("alice-weekly") == pytest.approx(1.2)
+        assert await guard.spent("fast-daily") == pytest.approx(1.2)
+        blocked = await guard.check(request(flush_redis), limits)
+        # Reconciliation never lowers a counter that is ahead of the ledger.
+        await guard.add_spend(request(flush_redis), 0.3)
+        assert await guard.reconcile_from_ledger() == 0
+        assert await guard.spent("team-monthly") == pytest.approx(1.5)
+    await ledger.stop()
+    assert blocked.action == "block"
+    assert blocked.policy == "alice-weekly"  # the first exhausted policy by name

@@ -1,0 +1,159 @@
+"""The gateway entrypoint: `python -m tenantgw.gateway` flags and the environment it prepares."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tenantgw.gateway import __main__ as entry
+from tenantgw.gateway import app as gateway_app
+from tenantgw.gateway.context import RequestContext, metadata_key, request_metadata
+
+pytestmark = pytest.mark.unit
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (a flag value, nothing listens)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump({"litellm_settings": {"callbacks": ["x.handler", "prometheus"]}})
+    )
+    return path
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No gateway variables set; whatever the test sets is undone afterwards."""
+    for name in (
+        gateway_app.CONFIG_ENV,
+        "WORKER_CONFIG",
+        "NUM_WORKERS",
+        entry.PROMETHEUS_DIR_ENV,
+        *entry.OFFLINE_DEFAULTS,
+    ):
+        monkeypatch.setenv(name, "")  # recorded, so that teardown restores the original
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    logger = logging.getLogger("tenantgw")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate, logger.level = propagate, level
+
+
+def test_flags_are_litellms(config: Path) -> None:
+    args = entry.parse_args(
+        ["--config", str(config), "--host", ALL_INTERFACES, "--port", "4000", "--num_workers", "2"]
+    )
+    assert (args.config, args.host, args.port, args.num_workers) == (
+        str(config),
+        ALL_INTERFACES,
+        4000,
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--config", "/nonexistent/config.yaml"],
+        ["--num_workers", "0"],
+        ["--conf", "x"],  # no abbreviations: exactly litellm's flags
+        ["--debug"],
+    ],
+)
+def test_bad_flags_are_refused(argv: list[str], config: Path) -> None:
+    if argv[:1] == ["--num_workers"]:
+        argv = ["--config", str(config), *argv]
+    with pytest.raises(SystemExit):
+        entry.parse_args(argv)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_environment_for_one_worker(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "False")  # explicit settings win
+    entry.prepare_environment(str(config), 1)
+    assert os.environ[gateway_app.CONFIG_ENV] == str(config.resolve())
+    assert os.environ["NUM_WORKERS"] == "1"
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "False"
+    assert os.environ["LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS"] == "True"
+    assert entry.PROMETHEUS_DIR_ENV not in os.environ
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_several_workers_share_a_fresh_prometheus_directory(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / "prom"
+    stale.mkdir()
+    (stale / "counter_123.db").write_text("old samples")
+    monkeypatch.setenv(entry.PROMETHEUS_DIR_ENV, str(stale))
+    entry.prepare_environment(str(config), 3)
+    assert os.environ[entry.PROMETHEUS_DIR_ENV] == str(stale)
+    assert list(stale.iterdir()) == []
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_worker_gets_the_config_as_litellm_cli_passes_it(config: Path) -> None:
+    entry.prepare_environment(str(config), 1)
+    gateway_app.prepare_worker()
+    worker_config = json.loads(os.environ["WORKER_CONFIG"])
+    assert worker_config["config"] == str(config.resolve())
+    assert worker_config["api_version"]  # the CLI's Azure default
+    assert worker_config["drop_params"] is False
+
+
+def test_uvicorn_serves_the_factory() -> None:
+    options = entry._uvicorn_options("127.0.0.1", 4000, 2)
+    assert options["factory"] is True
+    assert options["workers"] == 2
+    assert entry.APP_FACTORY == "tenantgw.gateway.app:create_app"
+
+
+# --------------------------------------------------------------------------- request context
+
+
+def test_context_survives_a_round_trip_through_metadata() -> None:
+    ctx = RequestContext(
+        tenant="eng",
+        key_name="alice",
+        request_id="r1",
+        requested_model="claude-sonnet-4-5",
+        alias="fast-code",
+        cost_tier="medium",
+        call_type="anthropic_messages",
+        stream=True,
+        pii_counts={"EMAIL": 2},
+    )
+    metadata: dict[str, Any] = {}
+    ctx.store(metadata)
+    copied = json.loads(json.dumps(metadata))  # LiteLLM copies metadata on its way
+    assert RequestContext.from_metadata(copied) == ctx
+
+
+def test_context_from_metadata_without_one() -> None:
+    assert RequestContext.from_metadata(None) is None
+    assert RequestContext.from_metadata({"tenantgw": "junk"}) is None
+    partial = RequestContext.from_metadata({"tenantgw": {"tenant": "eng", "extra": 1}})
+    assert partial is not None
+    assert partial.tenant == "eng"
+    assert partial.pii_counts == {}
+
+
+def test_metadata_key_by_route() -> None:
+    assert metadata_key({"litellm_metadata": {}}) == "litellm_metadata"
+    assert metadata_key({}, "anthropic_messages") == "litellm_metadata"
+    assert metadata_key({"metadata": {}}, "acompletion") == "metadata"
+    data: dict[str, Any] = {"metadata": "not a dict"}
+    request_metadata(data, "acompletion")["x"] = 1
+    assert data["metadata"] == {"x": 1}
