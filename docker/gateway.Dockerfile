@@ -21,5 +21,5 @@ RUN pip install --no-deps . && rm -rf /src
 WORKDIR /
 USER 65532:65532
 EXPOSE 4000
-ENTRYPOINT ["litellm"]
-CMD ["--port", "4000"]
+ENTRYPOINT ["python", "-m", "tenantgw.gateway"]
+CMD ["--config", "/etc/tenantgw/config/config.yaml", "--port", "4000"]

@@ -115,6 +115,8 @@ def _container(inputs: RenderInputs) -> dict[str, Any]:
     return {
         "name": GATEWAY_NAME,
         "image": inputs.image,
+        # LiteLLM's proxy inside tenantgw's error-shape and body-limit middleware.
+        "command": ["python", "-m", "tenantgw.gateway"],
         "args": [
             "--config",
             f"{CONFIG_MOUNT}/{CONFIG_FILE}",

@@ -1,0 +1,84 @@
+"""tenantctl: the command line of tenantgw for platform engineers and developers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from kubernetes.config import new_client_from_config
+
+from tenantgw.cli import devgateway
+from tenantgw.cli.onboard import onboard
+
+
+def _upstreams(values: list[str]) -> dict[str, str]:
+    result = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep or not url:
+            raise SystemExit(f"--upstream {value!r}: expected PROVIDER=URL (or *=URL)")
+        result[name] = url
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenantctl", description=__doc__)
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="developer loop helpers").add_subparsers(
+        dest="what", required=True
+    )
+    gw = dev.add_parser(
+        "gateway", help="run a tenant's gateway locally from its ConfigMap and Secrets"
+    )
+    gw.add_argument("tenant")
+    gw.add_argument("--port", type=int, default=4000)
+    gw.add_argument("--workdir", type=Path, default=None, help="default: .dev/gateways/<tenant>")
+    gw.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="PROVIDER=URL",
+        help="send a provider's calls to URL instead (*=URL for all), e.g. a provider simulator",
+    )
+
+    ob = sub.add_parser("onboard", help="print what a developer needs to use Claude Code")
+    ob.add_argument("tenant")
+    ob.add_argument("--key", required=True)
+    ob.add_argument("--format", choices=["env", "settings"], default="env")
+    ob.add_argument("--url", default=None, help="gateway URL to print instead of status.url")
+
+    args = parser.parse_args(argv)
+    api = new_client_from_config(config_file=args.kubeconfig)
+    if args.command == "onboard":
+        info = onboard(api, args.tenant, args.key, args.url)
+        print(info.shell() if args.format == "env" else info.settings_json())
+        return 0
+
+    workdir = args.workdir or Path(".dev/gateways") / args.tenant
+    spec = devgateway.build_spec(
+        api,
+        args.tenant,
+        workdir=workdir.resolve(),
+        port=args.port,
+        upstreams=_upstreams(args.upstream),
+    )
+    print(
+        f"gateway of {args.tenant} on http://127.0.0.1:{args.port} (files in {spec.workdir})",
+        file=sys.stderr,
+    )
+    proc = devgateway.run(spec)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
