@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["e2e.fixtures", "e2e.operator_fixture"]
+pytest_plugins = ["e2e.fixtures", "e2e.operator_fixture", "e2e.gateway_fixture"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,150 @@
+"""The brief's example tenant, reconciled by the real operator, served by a real gateway process.
+
+`example_gateway` applies examples/ to the local control plane, waits until the operator reports
+the Tenant Ready, then runs the tenant's gateway with `tenantctl dev gateway` (exactly what its
+pod would mount and run) in front of the provider simulator, which stands in for every provider.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+
+from e2e.fixtures import DEV, ROOT
+from e2e.helpers import K8s, eventually
+from e2e.operator_fixture import RunningOperator, free_port
+from e2e.provider_sim import SimulatorHandle, start_simulator
+from tenantgw.cli import devgateway
+
+EXAMPLE_TENANT = "engineering-team"
+EXAMPLE_NAMESPACE = "tenant-engineering-team"
+GATEWAY_STARTUP_SECONDS = 180
+
+
+@dataclass
+class ExampleGateway:
+    """A running gateway of the example tenant and what a client needs to use it."""
+
+    url: str
+    tenant: str
+    namespace: str
+    keys: dict[str, str]
+    master_key: str
+    postgres_dsn: str
+    simulator: SimulatorHandle
+    simulator_url: str
+    process: Popen[bytes]
+    log_file: Path
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def load_examples() -> dict[str, list[dict[str, Any]]]:
+    docs: dict[str, list[dict[str, Any]]] = {}
+    for name in ("tenant", "provider-secrets", "model-aliases", "budget"):
+        text = (ROOT / "examples" / f"{name}.yaml").read_text()
+        docs[name] = [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def apply_examples(k8s: K8s) -> None:
+    """Apply examples/ as a platform team would: the Tenant, then what lives in its namespace."""
+    docs = load_examples()
+
+    def not_terminating() -> bool:
+        if not k8s.namespace_exists(EXAMPLE_NAMESPACE):
+            return True
+        return k8s.core.read_namespace(EXAMPLE_NAMESPACE).status.phase != "Terminating"
+
+    eventually(not_terminating, 90, "an earlier example tenant's namespace to finish terminating")
+    for obj in docs["tenant"]:
+        k8s.apply(obj)
+    eventually(
+        lambda: k8s.namespace_exists(EXAMPLE_NAMESPACE), 30, "the example tenant's namespace"
+    )
+    for group in ("provider-secrets", "model-aliases", "budget"):
+        for obj in docs[group]:
+            k8s.apply(obj)
+
+
+def wait_ready(url: str, process: Popen[bytes], log_file: Path) -> None:
+    deadline = time.monotonic() + GATEWAY_STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"the gateway exited with {process.returncode}:\n{log_file.read_text()[-4000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health/readiness", timeout=2) as resp:  # noqa: S310
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    pytest.fail(
+        f"the gateway was not ready in {GATEWAY_STARTUP_SECONDS}s:\n{log_file.read_text()[-4000:]}"
+    )
+
+
+def start_example_gateway(
+    api: ApiClient, k8s: K8s, simulator_url: str
+) -> tuple[str, Popen[bytes], Path]:
+    """Run the example tenant's gateway locally; returns (url, process, log file)."""
+    port = free_port()
+    workdir = DEV / "gateways" / EXAMPLE_TENANT
+    spec = devgateway.build_spec(
+        api, EXAMPLE_TENANT, workdir=workdir, port=port, upstreams={"*": simulator_url}
+    )
+    log_file = DEV / "logs" / f"gateway-{EXAMPLE_TENANT}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_bytes(b"")
+    process = devgateway.run(spec, log_file=log_file)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process, log_file)
+    return url, process, log_file
+
+
+@pytest.fixture(scope="session")
+def example_gateway(kube: ApiClient, operator: RunningOperator) -> Iterator[ExampleGateway]:
+    """The engineering-team tenant from examples/, Ready, with its gateway process running."""
+    k8s = K8s(kube)
+    apply_examples(k8s)
+    k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", timeout=60)
+    simulator_url, simulator = start_simulator()
+    url, process, log_file = start_example_gateway(kube, k8s, simulator_url)
+    keys = {
+        name: k8s.secret_value(EXAMPLE_NAMESPACE, f"gateway-key-{name}", "apiKey")
+        for name in ("alice", "ci")
+    }
+    gateway = ExampleGateway(
+        url=url,
+        tenant=EXAMPLE_TENANT,
+        namespace=EXAMPLE_NAMESPACE,
+        keys=keys,
+        master_key=k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "masterKey"),
+        postgres_dsn=k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn"),
+        simulator=simulator,
+        simulator_url=simulator_url,
+        process=process,
+        log_file=log_file,
+    )
+    yield gateway
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except Exception:
+        process.kill()
+    simulator.stop()
+    if not os.environ.get("TENANTGW_KEEP_EXAMPLE"):
+        k8s.delete("tenantgw.io/v1alpha1", "Tenant", EXAMPLE_TENANT)
