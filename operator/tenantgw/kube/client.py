@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -117,6 +118,7 @@ class Kube:
         self._api.user_agent = USER_AGENT
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.writes = 0
+        self._apis: dict[tuple[str, str], tuple[bool, float]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -230,8 +232,19 @@ class Kube:
             raise
         return True
 
-    async def has_api(self, group_version: str, kind: str) -> bool:
-        """Whether the API server serves `kind` in `group_version` (optional CRDs)."""
+    async def has_api(self, group_version: str, kind: str, *, ttl: float = 60.0) -> bool:
+        """Whether the API server serves `kind` in `group_version` (optional CRDs).
+
+        Remembered for `ttl` seconds: a CRD installed later is noticed within a minute.
+        """
+        known = self._apis.get((group_version, kind))
+        if known and known[1] > time.monotonic():
+            return known[0]
+        found = await self._discover(group_version, kind)
+        self._apis[(group_version, kind)] = (found, time.monotonic() + ttl)
+        return found
+
+    async def _discover(self, group_version: str, kind: str) -> bool:
         base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
         try:
             resources = (await self._call("GET", base)).get("resources", [])

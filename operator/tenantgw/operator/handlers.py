@@ -10,6 +10,7 @@ import kopf
 from tenantgw.api import API_VERSION, GROUP, VERSION, Tenant
 from tenantgw.kube.client import Kube, KubeError
 from tenantgw.operator.waker import Waker
+from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.cleanup import cleanup_tenant
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.tenant import reconcile_tenant
@@ -40,7 +41,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         log.warning("no TENANTGW_POSTGRES_DSN/TENANTGW_REDIS_URL: tenants get no storage")
     memo["kube"] = kube
     memo["provisioner"] = provisioner
-    memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, name))
+    cache = ReconcileCache(storage_ttl=SETTINGS.resync_seconds)
+    memo["cache"] = cache
+    memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
 
 
 @kopf.on.cleanup()
@@ -48,9 +51,11 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo["kube"].close()
 
 
-async def _reconcile(kube: Kube, provisioner: Provisioner | None, name: str) -> None:
+async def _reconcile(
+    kube: Kube, provisioner: Provisioner | None, cache: ReconcileCache, name: str
+) -> None:
     try:
-        outcome = await reconcile_tenant(kube, name, SETTINGS, provisioner)
+        outcome = await reconcile_tenant(kube, name, SETTINGS, provisioner, cache)
     except KubeError as exc:
         if exc.status == 404 and await kube.get(API_VERSION, "Tenant", name) is None:
             return  # deleted while we reconciled it
@@ -90,6 +95,7 @@ async def tenant_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         tenant = Tenant.model_validate(body)
     except ValueError:
         return  # an invalid Tenant never got anything created
+    memo["cache"].forget(tenant.metadata.name or "")
     try:
         deleted = await cleanup_tenant(memo["kube"], tenant, memo["provisioner"])
     except StorageError as err:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenantgw.api import Tenant
+from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.conditions import condition
 from tenantgw.reconcile.material import Material
 from tenantgw.render.inputs import StorageEndpoints
@@ -25,7 +26,11 @@ class StorageOutcome:
 
 
 async def ensure_storage(
-    provisioner: Provisioner | None, tenant: Tenant, material: Material, generation: int | None
+    provisioner: Provisioner | None,
+    tenant: Tenant,
+    material: Material,
+    generation: int | None,
+    cache: ReconcileCache | None = None,
 ) -> StorageOutcome:
     """Provision (or verify) the tenant's storage with the password its Secret already holds.
 
@@ -47,7 +52,12 @@ async def ensure_storage(
     name = tenant.metadata.name or ""
     try:
         password = password_from(material.postgres_dsn) if material.postgres_dsn else None
-        storage = await provisioner.ensure(name, password)
+        if cache is not None and password and cache.storage_fresh(name, password):
+            storage = provisioner.storage(name, password)
+        else:
+            storage = await provisioner.ensure(name, password)
+            if cache is not None:
+                cache.storage_ok(name, password_from(storage.postgres_dsn))
     except StorageError as err:
         log.warning("tenant %s: storage not ready: %s", name, err)
         kept = (

@@ -18,6 +18,7 @@ from tenantgw.api import API_VERSION, KeySpec, Tenant
 from tenantgw.kube.apply import ApplyResult, apply_objects, prune
 from tenantgw.kube.client import JSON, Kube
 from tenantgw.reconcile.budgets import sync_budget_status
+from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.conditions import condition, find, merge_conditions
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.material import KEY_SECRET_PREFIX, load_material
@@ -67,7 +68,11 @@ class Outcome:
 
 
 async def reconcile_tenant(
-    kube: Kube, name: str, settings: Settings, provisioner: Provisioner | None = None
+    kube: Kube,
+    name: str,
+    settings: Settings,
+    provisioner: Provisioner | None = None,
+    cache: ReconcileCache | None = None,
 ) -> Outcome:
     """Bring tenant `name` to its desired state; a missing Tenant is a no-op."""
     outcome = Outcome(tenant=name)
@@ -119,7 +124,7 @@ async def reconcile_tenant(
 
     monitoring = await kube.has_api(MONITORING_API, "ServiceMonitor")
     material = await load_material(kube, tenant, grace=settings.key_grace)
-    storage = await ensure_storage(provisioner, tenant, material, generation)
+    storage = await ensure_storage(provisioner, tenant, material, generation, cache)
     inputs = RenderInputs(
         tenant=tenant,
         aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
@@ -138,7 +143,11 @@ async def reconcile_tenant(
 
     result = await apply_objects(kube, objects)
     kinds = PRUNABLE_KINDS + (MONITORING_KINDS if monitoring else [])
-    await prune(kube, ns, selector(name), kinds, objects, result)
+    rendered = frozenset((o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects)
+    if cache is None or cache.needs_prune(name, rendered):
+        await prune(kube, ns, selector(name), kinds, objects, result)
+        if cache is not None:
+            cache.pruned(name, rendered)
     outcome.applied, outcome.pruned = result.applied, result.pruned
 
     for verdict, kind in [(v, "ModelAlias") for v in alias_verdicts] + [

@@ -6,6 +6,7 @@ catalog reads and no statement that changes anything.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -59,6 +60,7 @@ class PostgresAdmin:
             self._kwargs["connect_timeout"] = max(1, round(connect_timeout))
         self._connection_limit = connection_limit
         self._note = note
+        self._lock: asyncio.Lock | None = None
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[Conn]:
@@ -81,9 +83,27 @@ class PostgresAdmin:
             await conn.close()
 
     async def _apply(self, conn: Conn, tenant_name: str, steps: list[Step]) -> None:
-        """Run the steps in one transaction: a failure leaves nothing half-done."""
+        """Run the steps in one transaction: a failure leaves nothing half-done.
+
+        Tenants' DDL touches shared catalog rows (the database's ACL, schema public), and
+        PostgreSQL refuses two concurrent updates of one such row ("tuple concurrently
+        updated"): one transaction at a time per operator, and a retry for other writers.
+        """
         if not steps:
             return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        for attempt in range(3):
+            try:
+                async with self._lock:
+                    await self._run(conn, tenant_name, steps)
+                return
+            except StorageError as err:
+                if "concurrently" not in str(err) or attempt == 2:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+
+    async def _run(self, conn: Conn, tenant_name: str, steps: list[Step]) -> None:
         description = steps[0][0]
         try:
             async with conn.transaction():
