@@ -34,15 +34,7 @@ write_env() {
 export PATH="$bin:\$PATH"
 export KUBECONFIG="$kubeconfig"
 ENV
-  if [[ ! -f "$dev/env" ]]; then
-    cat >"$dev/env" <<'ENV'
-# Source this file: PATH with kubectl, KUBECONFIG, and the admin DSN and Redis URL of the local services.
-_tenantgw_dev="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)"
-[ -f "$_tenantgw_dev/cluster.env" ] && . "$_tenantgw_dev/cluster.env"
-[ -f "$_tenantgw_dev/services.env" ] && . "$_tenantgw_dev/services.env"
-unset _tenantgw_dev
-ENV
-  fi
+  "$here/../dev-env.sh" "$dev"
 }
 
 all_up=1

@@ -90,13 +90,5 @@ export TENANTGW_POSTGRES_DSN="postgresql://tenantgw_admin:$pg_pw@127.0.0.1:$PG_P
 export TENANTGW_REDIS_URL="redis://admin:$redis_pw@127.0.0.1:$REDIS_PORT/0"
 ENV
 chmod 600 "$dev/services.env"
-if [[ ! -f "$dev/env" ]]; then
-  cat >"$dev/env" <<'ENV'
-# Source this file: PATH with kubectl, KUBECONFIG, and the admin DSN and Redis URL of the local services.
-_tenantgw_dev="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)"
-[ -f "$_tenantgw_dev/cluster.env" ] && . "$_tenantgw_dev/cluster.env"
-[ -f "$_tenantgw_dev/services.env" ] && . "$_tenantgw_dev/services.env"
-unset _tenantgw_dev
-ENV
-fi
+"$here/../dev-env.sh" "$dev"
 log "PostgreSQL 127.0.0.1:$PG_PORT and Redis 127.0.0.1:$REDIS_PORT are up"
