@@ -30,12 +30,11 @@ from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.metering import UsageRecord
 from tenantgw.gateway.periods import period_end
+from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 pytestmark = pytest.mark.integration
 
 RNG = random.Random(20261128)  # noqa: S311 (timings and costs, not secrets)
-FLUSH_DB = 13
-"""The Redis database the flush test owns (the rest of the suite uses database 0)."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,11 @@ def _tenant_redis(admin_url: str, db: int = 0) -> Iterator[TenantRedis]:
     parts = urlsplit(admin_url)
     admin_url = urlunsplit(parts._replace(path=f"/{db}"))
     admin = redis.Redis.from_url(admin_url, socket_timeout=5)
-    admin.acl_setuser(
-        user,
-        enabled=True,
-        reset=True,
-        passwords=[f"+{password}"],
-        keys=[f"t:{tenant}:*"],
-        commands=["+@all", "-@dangerous", "-@admin"],
-    )
+    # Exactly the rules the operator gives a tenant's gateway (tenantgw.tenancy).
+    admin.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~t:{tenant}:*",
+        "resetchannels", *COMMAND_RULES,
+    )  # fmt: skip
     netloc = f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}"
     try:
         yield TenantRedis(
@@ -73,6 +69,15 @@ def _tenant_redis(admin_url: str, db: int = 0) -> Iterator[TenantRedis]:
         admin.close()
 
 
+def admin_keys(t: TenantRedis, pattern: str) -> list[bytes]:
+    """Keys matching `pattern`, listed as the admin (a tenant's user may not SCAN)."""
+    admin = redis.Redis.from_url(t.admin_url, socket_timeout=5)
+    try:
+        return list(admin.scan_iter(match=pattern))
+    finally:
+        admin.close()
+
+
 @pytest.fixture
 def tenant_redis(services: Services) -> Iterator[TenantRedis]:
     yield from _tenant_redis(services.redis_url)
@@ -80,7 +85,7 @@ def tenant_redis(services: Services) -> Iterator[TenantRedis]:
 
 @pytest.fixture
 def flush_redis(services: Services) -> Iterator[TenantRedis]:
-    yield from _tenant_redis(services.redis_url, FLUSH_DB)
+    yield from _tenant_redis(services.redis_url)
 
 
 @dataclass(frozen=True)
@@ -246,9 +251,7 @@ async def test_a_downgrade_target_over_its_own_budget_is_blocked(tenant_redis: T
         await guard.check(spend, limits)
         await guard.add_spend(spend, 0.02)
         decision = await guard.check(request(tenant_redis, alias="reasoning"), limits)
-        resv = [
-            k async for k in guard.redis.scan_iter(match=f"t:{tenant_redis.tenant}:budget:*:resv")
-        ]
+        resv = admin_keys(tenant_redis, f"t:{tenant_redis.tenant}:budget:*:resv")
         held = sum([await hlen(guard.redis, k) for k in resv])
     assert (decision.action, decision.policy) == ("block", "docs-a-cap")
     assert held == 0  # a blocked request holds nothing
@@ -303,9 +306,7 @@ async def test_fifty_concurrent_clients_do_not_overshoot(tenant_redis: TenantRed
             replicas, tenant_redis, limits, clients=50, cost=cost, requests_each=10
         )
         spent = await replicas[0].spent("small")
-        leftovers = [
-            k async for k in replicas[0].redis.scan_iter(match=f"t:{tenant_redis.tenant}:*:resv")
-        ]
+        leftovers = admin_keys(tenant_redis, f"t:{tenant_redis.tenant}:*:resv")
         held = sum([await hlen(replicas[0].redis, k) for k in leftovers])
     overshoot = spent - limit
     print(f"50 clients x 2 replicas: {admitted} admitted, spent ${spent:.4f} of ${limit:.2f}")
@@ -405,9 +406,10 @@ async def test_counters_survive_a_redis_flush(
         await ledger.drain()
         assert (await guard.check(request(flush_redis), limits)).action == "block"
 
-        # Redis restarts without persistence: every counter is gone.
+        # Redis restarts without persistence: every counter of the tenant is gone.
         admin = aioredis.Redis.from_url(flush_redis.admin_url)
-        await admin.flushdb()
+        lost = [k async for k in admin.scan_iter(match=f"t:{flush_redis.tenant}:*")]
+        await admin.unlink(*lost)
         await admin.aclose()
         assert await guard.spent("team-monthly") == 0
 

@@ -26,6 +26,7 @@ from redis.exceptions import NoPermissionError
 from e2e.fixtures import Services
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.ratelimit import RateLimited, RateLimiter
+from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +44,11 @@ def tenant_redis(services: Services) -> Iterator[TenantRedis]:
     tenant = f"rl-{uuid.uuid4().hex[:10]}"
     user, password = f"tenant-{tenant}", secrets.token_hex(16)
     admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
-    admin.acl_setuser(
-        user,
-        enabled=True,
-        reset=True,
-        passwords=[f"+{password}"],
-        keys=[f"t:{tenant}:*"],
-        commands=["+@all", "-@dangerous", "-@admin"],
-    )
+    # Exactly the rules the operator gives a tenant's gateway (tenantgw.tenancy).
+    admin.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~t:{tenant}:*",
+        "resetchannels", *COMMAND_RULES,
+    )  # fmt: skip
     parts = urlsplit(services.redis_url)
     netloc = f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}"
     try:
@@ -216,14 +214,18 @@ async def test_a_replica_that_dies_frees_its_slots_after_the_lease(
         await survivor.acquire(request(tenant_redis), limits)
 
 
-async def test_the_tenant_user_cannot_reach_other_tenants(tenant_redis: TenantRedis) -> None:
+async def test_the_tenant_user_cannot_reach_other_tenants(
+    tenant_redis: TenantRedis, services: Services
+) -> None:
     async with replicas(tenant_redis, 1) as (one,):
         await one.acquire(request(tenant_redis), rules(rpm=10, alice_tpm=10, parallel=3))
         with pytest.raises(NoPermissionError):
             await one.redis.set("t:someone-else:x", "1")
-        keys = sorted(
-            [k.decode() async for k in one.redis.scan_iter(match=f"t:{tenant_redis.tenant}:*")]
-        )
+        with pytest.raises(NoPermissionError):
+            await one.redis.scan(match="t:*")
+    admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
+    keys = sorted(k.decode() for k in admin.scan_iter(match=f"t:{tenant_redis.tenant}:*"))
+    admin.close()
     prefix = f"t:{tenant_redis.tenant}:rl"
     assert keys == [f"{prefix}:inflight", f"{prefix}:req"]
 

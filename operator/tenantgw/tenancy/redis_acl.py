@@ -50,6 +50,9 @@ COMMAND_RULES: tuple[str, ...] = (
     "-function", "-fcall", "-fcall_ro",
     "-script|flush", "-script|kill", "-script|debug",
     "-client|tracking", "-client|caching",
+    # The gateway's rate-limit and budget scripts read the server's clock (one clock for every
+    # replica); TIME is in no category above.
+    "+time",
 )  # fmt: skip
 UNLINK_BATCH = 500
 _UNSAFE_FLAGS = frozenset({"off", "nopass", "allkeys", "allchannels", "allcommands"})
