@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 
@@ -27,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-key", default=None, help="require exactly this key (default: any)")
     p.add_argument("--timeout-s", type=float, default=300.0, help='how long "timeout" hangs')
     p.add_argument("--models", default=None, help="comma-separated ids listed by GET /v1/models")
+    p.add_argument(
+        "--tool-plan",
+        default=None,
+        metavar="JSON",
+        help='call only this tool: {"tool": "Read", "arguments": {"file_path": "/x"}}',
+    )
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -45,6 +52,8 @@ async def main(argv: list[str] | None = None) -> None:
     )
     if args.models:
         config.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.tool_plan:
+        config.update({"tool_plan": json.loads(args.tool_plan)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -59,6 +59,14 @@ class SimConfig:
     not ``/models``). ``fail_models`` fails every request for a model, until changed. A fault is
     an HTTP status as a string ("500", "429", "503", ...), "timeout" (hang ``timeout_s`` seconds,
     then 504) or "disconnect" (drop the connection; a stream is cut after its first token).
+
+    Tools: by default the model calls the first tool a request offers (arguments from its
+    schema). ``tool_plan`` = ``{"tool": NAME, "arguments": {...}}`` makes it call only tool NAME,
+    with exactly those arguments, when a request offers it; a request that does not offer it is
+    answered with text. An agent such as Claude Code offers a dozen tools on every turn, so the
+    plan says which one a scripted turn runs (``{"tool": "Read", "arguments": {"file_path":
+    ...}}``). Either way, a request whose last message is a tool result is answered with
+    "Tool said: <result>".
     """
 
     latency_ms: float = 0.0
@@ -71,6 +79,7 @@ class SimConfig:
     timeout_s: float = 300.0
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     max_recorded: int = 1000
+    tool_plan: dict[str, Any] | None = None
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -78,7 +87,9 @@ class SimConfig:
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         for key, value in changes.items():
-            if key == "fail_next":
+            if key == "tool_plan":
+                value = check_tool_plan(value)
+            elif key == "fail_next":
                 value = [str(v) for v in (value or [])]
             elif key == "fail_models":
                 value = {str(k): str(v) for k, v in (value or {}).items()}
@@ -90,6 +101,23 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_tool_plan(value: Any) -> dict[str, Any] | None:
+    """A valid ``tool_plan`` (a copy), or ValueError saying what is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError('tool_plan must be {"tool": NAME, "arguments": {...}} or null')
+    unknown = sorted(set(value) - {"tool", "arguments"})
+    if unknown:
+        raise ValueError(f"tool_plan: unknown keys: {', '.join(unknown)}")
+    tool, arguments = value.get("tool"), value.get("arguments", {})
+    if not isinstance(tool, str) or not tool:
+        raise ValueError("tool_plan.tool must be the name of a tool")
+    if not isinstance(arguments, Mapping):
+        raise ValueError("tool_plan.arguments must be a JSON object")
+    return {"tool": tool, "arguments": json.loads(json.dumps(arguments))}
 
 
 # --------------------------------------------------------------------------- shared state
@@ -118,11 +146,13 @@ class Simulator:
 
     def config_snapshot(self) -> SimConfig:
         with self._lock:
+            plan = self.config.tool_plan
             return dataclasses.replace(
                 self.config,
                 fail_next=list(self.config.fail_next),
                 fail_models=dict(self.config.fail_models),
                 models=list(self.config.models),
+                tool_plan=json.loads(json.dumps(plan)) if plan is not None else None,
             )
 
     def reset(self) -> None:
@@ -289,23 +319,37 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     """Decide what the simulated model answers.
 
     * last message from a tool -> "Tool said: <tool result>" (the result verbatim)
-    * tools offered and the last message is the user's -> a call of the first (or chosen) tool
-      with its required arguments filled from the schema
+    * tools offered and the last message is the user's -> a call of a tool: with a
+      ``tool_plan``, its tool with its arguments (text instead when that tool is not offered);
+      else the first (or chosen) tool with its required arguments filled from the schema
     * otherwise the configured reply, default "Hello from <model>"
     """
     prompt_text = "\n".join(m.text for m in req.messages)
     prompt_tokens = estimate_tokens(prompt_text)
     last = req.messages[-1] if req.messages else None
+    plan = cfg.tool_plan
+    offered = {t.name for t in req.tools}
+    may_call = bool(req.tools) and last is not None and last.role == "user"
 
+    call: ToolCall | None = None
     if last is not None and last.role == "tool":
         text = "Tool said: " + last.text
-    elif req.tools and last is not None and last.role == "user" and req.tool_choice != "none":
+    elif may_call and plan is not None and req.tool_choice != "none" and plan["tool"] in offered:
+        call = ToolCall(
+            id="call_" + uuid.uuid4().hex[:24],
+            name=plan["tool"],
+            arguments=dict(plan.get("arguments") or {}),
+        )
+    elif may_call and plan is None and req.tool_choice != "none":
         tool = next((t for t in req.tools if t.name == req.tool_choice), req.tools[0])
         call = ToolCall(
             id="call_" + uuid.uuid4().hex[:24],
             name=tool.name,
             arguments=example_arguments(tool.parameters),
         )
+    else:
+        text = cfg.reply if cfg.reply is not None else f"Hello from {req.model}"
+    if call is not None:
         return Reply(
             text=None,
             tool_call=call,
@@ -313,8 +357,6 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
             prompt_tokens=prompt_tokens,
             completion_tokens=estimate_tokens(call.name + call.arguments_json),
         )
-    else:
-        text = cfg.reply if cfg.reply is not None else f"Hello from {req.model}"
 
     finish: FinishReason = "stop"
     if req.max_tokens is not None and req.max_tokens > 0 and estimate_tokens(text) > req.max_tokens:

@@ -221,6 +221,62 @@ async def test_budget_downgrade_points_the_request_at_a_cheaper_alias(setup: Set
     assert (ctx.alias, ctx.downgraded_from, ctx.cost_tier) == ("documentation", "reasoning", "low")
 
 
+async def test_claude_codes_adaptive_thinking_stays_on_the_alias_without_thinking(
+    setup: Setup,
+) -> None:
+    """Claude Code 2.1: adaptive thinking on every call; fast-code's providers lack `thinking`."""
+    data = messages_request("claude-sonnet-4-5", "hi")
+    data["thinking"] = {"type": "adaptive", "display": "omitted"}
+    data["context_management"] = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
+    await setup.handler.async_pre_call_hook(ALICE, None, data, "anthropic_messages")
+    assert data["model"] == "fast-code"
+    assert "thinking" not in data
+    assert "context_management" not in data
+    assert "reasoning_effort" not in data
+
+
+async def test_explicit_thinking_goes_to_reasoning_as_a_reasoning_effort(setup: Setup) -> None:
+    data = messages_request("claude-sonnet-4-5", "hi")
+    data["thinking"] = {"type": "enabled", "budget_tokens": 1024}
+    await setup.handler.async_pre_call_hook(ALICE, None, data, "anthropic_messages")
+    assert data["model"] == "reasoning"
+    assert "thinking" not in data
+    assert data["reasoning_effort"] == "low"
+
+
+async def test_thinking_reaches_an_alias_served_by_claude_natively(
+    setup: Setup, rules_file: Path
+) -> None:
+    def bedrock_only(raw: dict[str, Any]) -> None:
+        reasoning = raw["aliases"]["reasoning"]
+        reasoning["targets"] = [t for t in reasoning["targets"] if t["provider_type"] == "bedrock"]
+
+    edit_rules(rules_file, bedrock_only)
+    data = messages_request("claude-sonnet-4-5", "hi")
+    data["thinking"] = {"type": "enabled", "budget_tokens": 1024}
+    await setup.handler.async_pre_call_hook(ALICE, None, data, "anthropic_messages")
+    assert data["model"] == "reasoning"
+    assert data["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert "reasoning_effort" not in data
+
+
+async def test_thinking_is_judged_on_the_alias_after_a_budget_downgrade(
+    setup: Setup, rules_file: Path
+) -> None:
+    def bedrock_only(raw: dict[str, Any]) -> None:
+        reasoning = raw["aliases"]["reasoning"]
+        reasoning["targets"] = [t for t in reasoning["targets"] if t["provider_type"] == "bedrock"]
+
+    edit_rules(rules_file, bedrock_only)
+    setup.guard.decision = Decision("downgrade", "over budget", to_alias="documentation")
+    data = messages_request("claude-sonnet-4-5", "hi")
+    data["thinking"] = {"type": "enabled", "budget_tokens": 5000}
+    await setup.handler.async_pre_call_hook(ALICE, None, data, "anthropic_messages")
+    assert data["model"] == "documentation"
+    assert "thinking" not in data
+    assert data["reasoning_effort"] == "high"
+
+
 async def test_pii_block_mode_refuses_naming_the_types(setup: Setup, rules_file: Path) -> None:
     edit_rules(rules_file, lambda raw: raw["compliance"]["pii_redaction"].update(mode="block"))
     with pytest.raises(ProxyException) as caught:

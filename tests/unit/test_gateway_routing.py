@@ -9,7 +9,7 @@ import pytest
 
 from tenantgw.gateway import residency, routing
 from tenantgw.gateway.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
-from tenantgw.gateway.files import Rules, parse_rules
+from tenantgw.gateway.files import AliasTarget, Rules, parse_rules
 
 pytestmark = pytest.mark.unit
 
@@ -106,6 +106,110 @@ def test_thinking_requests_go_to_reasoning(rules: Rules, extra: dict[str, Any]) 
 def test_disabled_thinking_is_not_thinking(rules: Rules) -> None:
     data = anthropic("fast-code", thinking={"type": "disabled"}, reasoning_effort="none")
     assert routing.choose_route(data, rules).alias == "fast-code"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"thinking": {"type": "adaptive"}},
+        {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}},
+        {"reasoning": {"effort": "none"}},
+    ],
+)
+def test_adaptive_thinking_is_not_a_thinking_task(rules: Rules, extra: dict[str, Any]) -> None:
+    """Claude Code 2.1 sends adaptive thinking on every call: it stays on the requested alias."""
+    assert routing.choose_route(anthropic("claude-sonnet-4-5", **extra), rules).alias == (
+        "fast-code"
+    )
+
+
+def test_responses_api_reasoning_effort_is_a_thinking_task(rules: Rules) -> None:
+    data = {"model": "fast-code", "input": "think hard", "reasoning": {"effort": "medium"}}
+    assert routing.choose_route(data, rules).alias == "reasoning"
+
+
+def _target(provider_type: str | None, model: str) -> AliasTarget:
+    return AliasTarget(id="a-0", provider="p", provider_type=provider_type, model=model)
+
+
+@pytest.mark.parametrize(
+    ("provider_type", "model", "native"),
+    [
+        ("anthropic", "claude-haiku-4-5", True),
+        ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", True),
+        ("bedrock", "arn:aws:bedrock:us-west-2:123:application-inference-profile/x", True),
+        ("vertex", "claude-sonnet-4-5@20250929", True),
+        ("bedrock", "amazon.nova-pro-v1:0", False),
+        ("vertex", "gemini-2.5-pro", False),
+        ("openrouter", "anthropic/claude-sonnet-4.5", False),
+        ("openai", "gpt-4o-mini", False),
+        ("openai-compatible", "claude-proxy", False),
+        (None, "claude-sonnet-4-5", False),
+    ],
+)
+def test_only_claude_on_anthropic_bedrock_or_vertex_takes_thinking(
+    provider_type: str | None, model: str, native: bool
+) -> None:
+    assert routing.serves_thinking_natively(_target(provider_type, model)) is native
+
+
+def test_an_alias_is_native_only_if_every_target_and_fallback_is(rules: Rules) -> None:
+    # golden: reasoning = Bedrock Claude + Azure o4-mini; fast-code = OpenRouter + OpenAI
+    assert not routing.alias_serves_thinking_natively(rules, "reasoning")
+    assert not routing.alias_serves_thinking_natively(rules, "fast-code")
+    assert not routing.alias_serves_thinking_natively(rules, "no-such-alias")
+    raw = rules.model_dump()
+    bedrock = raw["aliases"]["reasoning"]["targets"][0]
+    raw["aliases"]["reasoning"]["targets"] = [bedrock]
+    native = Rules.model_validate(raw)
+    assert routing.alias_serves_thinking_natively(native, "reasoning")
+    raw["aliases"]["reasoning"]["fallbacks"] = ["fast-code"]
+    assert not routing.alias_serves_thinking_natively(Rules.model_validate(raw), "reasoning")
+
+
+def test_adaptive_thinking_is_dropped_and_the_effort_left_to_the_provider() -> None:
+    data = anthropic(
+        "fast-code",
+        thinking={"type": "adaptive", "display": "omitted"},
+        context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        output_config={"effort": "high"},
+    )
+    assert routing.adapt_thinking(data) == ["thinking", "context_management"]
+    assert "thinking" not in data
+    assert "context_management" not in data
+    assert "reasoning_effort" not in data
+    assert data["output_config"] == {"effort": "high"}  # LiteLLM keeps it from OpenAI upstreams
+
+
+@pytest.mark.parametrize(
+    ("budget", "effort"), [(1024, "low"), (2048, "medium"), (3000, "medium"), (16000, "high")]
+)
+def test_an_explicit_budget_becomes_a_reasoning_effort(budget: int, effort: str) -> None:
+    data = anthropic("fast-code", thinking={"type": "enabled", "budget_tokens": budget})
+    assert routing.adapt_thinking(data) == ["thinking", f"reasoning_effort={effort}"]
+    assert data["reasoning_effort"] == effort
+    assert "thinking" not in data
+
+
+def test_the_clients_own_reasoning_effort_wins() -> None:
+    data = anthropic(
+        "fast-code", thinking={"type": "enabled", "budget_tokens": 9000}, reasoning_effort="low"
+    )
+    routing.adapt_thinking(data)
+    assert data["reasoning_effort"] == "low"
+
+
+def test_other_context_management_edits_are_kept() -> None:
+    keep = {"type": "clear_tool_uses_20250919", "trigger": {"type": "input_tokens", "value": 1}}
+    data = anthropic(
+        "fast-code",
+        context_management={"edits": [{"type": "clear_thinking_20251015"}, keep]},
+    )
+    assert routing.adapt_thinking(data) == ["context_management"]
+    assert data["context_management"] == {"edits": [keep]}
+    untouched = anthropic("fast-code", context_management={"edits": [keep]})
+    assert routing.adapt_thinking(untouched) == []
+    assert untouched["context_management"] == {"edits": [keep]}
 
 
 def test_first_matching_rule_wins(rules: Rules) -> None:

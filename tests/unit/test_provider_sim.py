@@ -146,6 +146,63 @@ def test_streamed_tool_call(client: openai.OpenAI) -> None:
     assert finish == "tool_calls"
 
 
+READ_TOOL: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "Read",
+        "description": "Read a file",
+        "parameters": {
+            "type": "object",
+            "properties": {"file_path": {"type": "string"}},
+            "required": ["file_path"],
+        },
+    },
+}
+
+
+def test_tool_plan_calls_the_named_tool_with_its_arguments(
+    client: openai.OpenAI, sim: SimulatorHandle
+) -> None:
+    """An agent offers many tools; the plan picks the one a scripted turn runs."""
+    sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": "/tmp/notes.txt"}})
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "read my notes"}]
+    first = client.chat.completions.create(
+        model="sim-fast", messages=messages, tools=[WEATHER_TOOL, READ_TOOL]
+    )
+    (call,) = first.choices[0].message.tool_calls or []
+    assert call.function.name == "Read"
+    assert json.loads(call.function.arguments) == {"file_path": "/tmp/notes.txt"}
+
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))  # type: ignore[arg-type]
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": "1\ttoken-42"})
+    second = client.chat.completions.create(
+        model="sim-fast", messages=messages, tools=[WEATHER_TOOL, READ_TOOL]
+    )
+    assert second.choices[0].message.content == "Tool said: 1\ttoken-42"
+
+
+def test_tool_plan_answers_text_when_its_tool_is_not_offered(
+    client: openai.OpenAI, sim: SimulatorHandle
+) -> None:
+    sim.configure(tool_plan={"tool": "Read", "arguments": {}}, reply="no tool here")
+    resp = client.chat.completions.create(
+        model="sim-fast", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER_TOOL]
+    )
+    assert resp.choices[0].message.tool_calls is None
+    assert resp.choices[0].message.content == "no tool here"
+
+
+def test_tool_plan_is_checked_and_reset(sim: SimulatorHandle) -> None:
+    root = sim.root_url
+    for bad in ({"tool": ""}, {"tool": "Read", "arguments": []}, {"tool": "Read", "x": 1}, "Read"):
+        resp = httpx.post(f"{root}/_sim/config", json={"tool_plan": bad})
+        assert resp.status_code == 400, bad
+    plan = {"tool": "Read", "arguments": {"file_path": "/x"}}
+    assert httpx.post(f"{root}/_sim/config", json={"tool_plan": plan}).json()["tool_plan"] == plan
+    sim.reset()
+    assert httpx.get(f"{root}/_sim/config").json()["tool_plan"] is None
+
+
 def test_injected_500_and_429_are_sdk_errors(client: openai.OpenAI, sim: SimulatorHandle) -> None:
     sim.fail_next("500", "429")
     msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]

@@ -2,9 +2,11 @@
 
 Before a request goes upstream (`async_pre_call_hook`), in this order: routing picks the
 ModelAlias, PII is redacted (or the request refused), the residency of the alias is checked,
-then the rate limits and the budget are enforced. The `RequestContext` of the request travels
-in LiteLLM's request metadata to the success and failure callbacks, which meter the request
-and free its rate-limit slot.
+then the rate limits and the budget are enforced; last, Anthropic's `thinking` is taken out
+of requests for aliases whose providers do not serve Claude natively
+(`routing.adapt_thinking`). The `RequestContext` of the request travels in LiteLLM's request
+metadata to the success and failure callbacks, which meter the request and free its
+rate-limit slot.
 
 Rate limits (`ratelimit`), budgets (`budgets`) and metering (`metering`) are optional: when a
 module is missing or its storage is not configured ($TENANTGW_REDIS_URL,
@@ -273,6 +275,16 @@ class TenantGatewayHandler(CustomLogger):
         except BaseException:
             await self._release(ctx, 0)
             raise
+        # Last, once the alias is final (a budget downgrade may have changed it).
+        if not routing.alias_serves_thinking_natively(rules, ctx.alias):
+            dropped = routing.adapt_thinking(data)
+            if dropped:
+                log.debug(
+                    "request %s for %s: %s adapted for a provider without Anthropic thinking",
+                    ctx.request_id,
+                    ctx.alias,
+                    ", ".join(dropped),
+                )
         ctx.store(metadata)
         return data
 

@@ -10,6 +10,10 @@ Order (first that applies wins):
 4. otherwise the model is unknown: 404 naming the models the tenant serves.
 
 The chosen alias replaces `data["model"]`, so LiteLLM routes, retries and falls back by alias.
+
+Anthropic's `thinking` parameter reaches only providers that serve Claude natively
+(`adapt_thinking`): LiteLLM sends a `/v1/messages` request carrying `thinking` to an `openai/`
+deployment as `POST {api_base}/responses`, which OpenAI-compatible upstreams lack.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from tenantgw.gateway.errors import InvalidRequestError, ModelNotFoundError
-from tenantgw.gateway.files import AliasRules, RoutingRule, Rules
+from tenantgw.gateway.files import AliasRules, AliasTarget, RoutingRule, Rules
 
 LONG_CONTEXT_TOKENS = 60_000
 """Prompts estimated above this many tokens are "long-context"."""
@@ -127,9 +131,14 @@ def is_background(requested_model: str) -> bool:
 
 
 def wants_thinking(data: Mapping[str, Any]) -> bool:
-    """Extended thinking (Anthropic `thinking`) or reasoning effort (OpenAI) is requested."""
+    """Explicit extended thinking (Anthropic `thinking`) or reasoning effort (OpenAI) is asked for.
+
+    Only `{"type": "enabled", "budget_tokens": ...}` counts: Claude Code 2.1 sends
+    `{"type": "adaptive"}` on every request, which lets the model decide and is no reason to
+    pick an expensive alias.
+    """
     thinking = data.get("thinking")
-    if isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled"):
+    if isinstance(thinking, Mapping) and thinking.get("type") == "enabled":
         return True
     effort = data.get("reasoning_effort")
     if isinstance(effort, str) and effort not in ("", "none"):
@@ -178,6 +187,102 @@ def rule_matches(rule: RoutingRule, data: Mapping[str, Any], requested_model: st
     if match.task is not None and not matches_task(data, requested_model, match.task):
         return False
     return match.prompt_prefix is None or matches_prompt_prefix(data, match.prompt_prefix)
+
+
+# --------------------------------------------------------------------------- thinking
+
+NATIVE_CLAUDE_PROVIDER_TYPES = frozenset({"anthropic", "bedrock", "vertex"})
+"""Provider types that serve Claude with Anthropic's own `thinking` parameter."""
+THINKING_ONLY_EDITS = ("clear_thinking_",)
+"""`context_management.edits` types that only make sense while thinking is on."""
+
+
+def serves_thinking_natively(target: AliasTarget) -> bool:
+    """Whether the target takes Anthropic's `thinking` as is: Claude on Anthropic, Bedrock or
+    Vertex (LiteLLM forwards `thinking` only to Claude models there)."""
+    kind = target.provider_type
+    if kind == "anthropic":
+        return True
+    if kind not in NATIVE_CLAUDE_PROVIDER_TYPES:
+        return False
+    model = target.model.casefold()
+    return (
+        "claude" in model
+        or "anthropic" in model
+        or (model.startswith("arn:") and ":bedrock:" in model)
+    )
+
+
+def alias_serves_thinking_natively(rules: Rules, alias: str) -> bool:
+    """Whether every deployment that may answer for `alias` (its targets, then its fallbacks'
+    targets, transitively) takes `thinking` natively. Unknown aliases count as not native."""
+    seen: set[str] = set()
+    pending = [alias]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        entry = rules.aliases.get(name)
+        if entry is None or not entry.targets:
+            return False
+        if not all(serves_thinking_natively(target) for target in entry.targets):
+            return False
+        pending.extend(entry.fallbacks)
+    return True
+
+
+def effort_for_budget(budget_tokens: int) -> str:
+    """The OpenAI `reasoning_effort` closest to an Anthropic thinking budget (LiteLLM's
+    thresholds, without "minimal", which few providers accept)."""
+    if budget_tokens >= 4096:
+        return "high"
+    if budget_tokens >= 2048:
+        return "medium"
+    return "low"
+
+
+def adapt_thinking(data: dict[str, Any]) -> list[str]:
+    """Take Anthropic's thinking parameters out of a request for a provider without them.
+
+    `thinking` is removed; an explicit budget (`type: enabled`) becomes `reasoning_effort`
+    unless the client set one, while `adaptive` leaves the effort to the provider. Edits of
+    `context_management` that only concern thinking blocks go too (the whole field when none
+    is left). Returns what was changed, for the log; empty when nothing was.
+    """
+    changed: list[str] = []
+    thinking = data.pop("thinking", None)
+    if thinking is not None:
+        changed.append("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, Mapping) else None
+        explicit = isinstance(thinking, Mapping) and thinking.get("type") == "enabled"
+        if (
+            explicit
+            and isinstance(budget, int)
+            and budget > 0
+            and data.get("reasoning_effort") in (None, "")
+        ):
+            data["reasoning_effort"] = effort_for_budget(budget)
+            changed.append(f"reasoning_effort={data['reasoning_effort']}")
+    management = data.get("context_management")
+    if isinstance(management, Mapping) and isinstance(management.get("edits"), list):
+        edits = management["edits"]
+        kept = [
+            edit
+            for edit in edits
+            if not (
+                isinstance(edit, Mapping)
+                and isinstance(edit.get("type"), str)
+                and edit["type"].startswith(THINKING_ONLY_EDITS)
+            )
+        ]
+        if len(kept) != len(edits):
+            changed.append("context_management")
+            if kept:
+                data["context_management"] = {**management, "edits": kept}
+            else:
+                del data["context_management"]
+    return changed
 
 
 # --------------------------------------------------------------------------- names
