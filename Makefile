@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .PHONY: help setup venv system-packages control-plane claude-code test test-unit lint fmt lock \
-        cluster-up cluster-down services-up services-down crds run
+        cluster-up cluster-down services-up services-down crds run bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,3 +74,18 @@ services-up: ## PostgreSQL and Redis on loopback; admin credentials in .dev/env
 
 services-down: ## Stop PostgreSQL and Redis
 	bash e2e/services/down.sh
+
+.PHONY: demo demo-down
+demo: venv cluster-up services-up ## The example tenant, its gateway and one Claude Code request, left running
+	$(BIN)/python -m e2e.demo up
+
+demo-down: ## Stop the demo's gateway, simulator and operator, then the services and control plane
+	$(BIN)/python -m e2e.demo down
+	bash e2e/cluster/down.sh
+	bash e2e/services/down.sh
+
+bench: venv ## Measure the design's numbers into docs/benchmarks.md: the gateway's, then the operator's
+	$(BIN)/python -m e2e.bench.gateway_bench
+	if [ -f e2e/bench/operator_bench.py ]; then \
+	  $(BIN)/python -m e2e.bench.operator_bench --tenants 20 --scale 20 --wait-for-other 120; \
+	fi

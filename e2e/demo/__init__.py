@@ -1,0 +1,1 @@
+"""`make demo` (`python -m e2e.demo up|down`): see `__main__`."""

@@ -1,0 +1,399 @@
+"""`make demo`: the example tenant end to end on this machine, with one real Claude Code request.
+
+    python -m e2e.demo up      # after `make cluster-up services-up` (the Makefile does both)
+    python -m e2e.demo down    # stops what `up` started in the background (by pid)
+
+`up` applies the CRDs and the operator's RBAC, runs the operator as its ServiceAccount, the
+provider simulator on :18080 and, once examples/ is applied and the Tenant is Ready, the
+tenant's gateway on :4000 with `tenantctl dev gateway` (the files its pod would mount, every
+provider pointed at the simulator). Then Claude Code reads a file through the gateway, and the
+tenant URL, the onboarding environment and the request's usage rows are printed.
+
+The three background processes keep running; their pids are in .dev/demo/*.pid and their logs
+in .dev/logs/demo-*.log. Running `up` again reuses those still alive (the gateway is restarted
+when the operator rendered a different config or Secret for it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from kubernetes.client import ApiClient
+from kubernetes.config import new_client_from_config
+
+from e2e.claude import ClaudeCodeError, claude_binary, pinned_version, run_claude, seed_home
+from e2e.demo.processes import (
+    LOGS,
+    MARKERS,
+    STATE,
+    DemoError,
+    http_ok,
+    port_busy,
+    running_pid,
+    say,
+    start_background,
+    step,
+    stop_background,
+    wait_http,
+)
+from e2e.fixtures import DEV, ROOT, Cluster, _read_env
+from e2e.gateway_fixture import EXAMPLE_NAMESPACE, EXAMPLE_TENANT, apply_examples
+from e2e.helpers import K8s
+from e2e.operator_fixture import install_crds_and_rbac, service_account_kubeconfig
+from tenantgw.api.periods import budget_counter_key
+
+GATEWAY_PORT = 4000
+SIMULATOR_PORT = 18080
+OPERATOR_HEALTH_PORT = 18081
+GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+SIMULATOR_URL = f"http://127.0.0.1:{SIMULATOR_PORT}"
+KEY = "alice"
+BUDGET_POLICY = "engineering-daily"
+GATEWAY_STARTUP_SECONDS = 240
+BIN = Path(sys.executable).parent
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def load_cluster() -> tuple[Cluster, dict[str, str]]:
+    """The control plane and services `make cluster-up services-up` started."""
+    missing = [f for f in ("cluster.env", "services.env") if not (DEV / f).exists()]
+    if missing:
+        raise DemoError(f".dev/{missing[0]} is missing: run `make cluster-up services-up` first")
+    env = _read_env(DEV / "cluster.env")
+    cluster = Cluster(kubeconfig=Path(env["KUBECONFIG"]), bin_dir=Path(env["PATH"].split(":")[0]))
+    return cluster, _read_env(DEV / "services.env")
+
+
+def ensure_operator(cluster: Cluster, services: dict[str, str]) -> None:
+    step("applying the CRDs and the operator's RBAC", lambda: install_crds_and_rbac(cluster))
+    pid = running_pid("operator")
+    if pid is not None:
+        say(f"operator: already running (pid {pid})")
+        return
+    if port_busy(OPERATOR_HEALTH_PORT):
+        raise DemoError(
+            f"port {OPERATOR_HEALTH_PORT} (operator health) is taken by another process"
+        )
+    kubeconfig = STATE / "operator.kubeconfig"
+    STATE.mkdir(parents=True, exist_ok=True)
+    step(
+        "minting the operator's ServiceAccount token",
+        lambda: service_account_kubeconfig(cluster, kubeconfig),
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "TENANTGW_POSTGRES_DSN": services["TENANTGW_POSTGRES_DSN"],
+        "TENANTGW_REDIS_URL": services["TENANTGW_REDIS_URL"],
+    }
+    pid, log_file = start_background(
+        "operator",
+        [
+            str(BIN / "kopf"),
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            f"--liveness=http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
+            "-m",
+            MARKERS["operator"],
+        ],
+        env,
+    )
+    took = wait_http(
+        "operator", f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz", pid, log_file, 90
+    )
+    say(
+        f"operator: started as ServiceAccount tenantgw-system/tenantgw-operator (pid {pid}, "
+        f"live after {took:.1f}s, log {log_file.relative_to(ROOT)})"
+    )
+
+
+def ensure_simulator() -> None:
+    pid = running_pid("simulator")
+    if pid is not None:
+        say(f"provider simulator: already running on {SIMULATOR_URL}/v1 (pid {pid})")
+        return
+    if port_busy(SIMULATOR_PORT):
+        raise DemoError(f"port {SIMULATOR_PORT} is taken by another process: stop it first")
+    pid, log_file = start_background(
+        "simulator",
+        [sys.executable, "-m", MARKERS["simulator"], "--port", str(SIMULATOR_PORT)],
+    )
+    wait_http("provider simulator", f"{SIMULATOR_URL}/_sim/health", pid, log_file, 30)
+    say(
+        f"provider simulator: started on {SIMULATOR_URL}/v1 (pid {pid}, "
+        f"log {log_file.relative_to(ROOT)})"
+    )
+
+
+def ensure_tenant(k8s: K8s) -> dict[str, Any]:
+    started = time.monotonic()
+    step("applying examples/", lambda: apply_examples(k8s))
+    step(
+        f"waiting for Tenant {EXAMPLE_TENANT} to be Ready",
+        lambda: k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", 120),
+    )
+    say(f"examples/ applied; Tenant {EXAMPLE_TENANT} Ready after {time.monotonic() - started:.1f}s")
+    return k8s.tenant(EXAMPLE_TENANT)
+
+
+def _gateway_fingerprint(k8s: K8s) -> str:
+    """What the gateway process was built from: the pod template's config hash and the
+    resourceVersion of the Secret `gateway` (keys, master key, storage credentials)."""
+    dep = k8s.apps.read_namespaced_deployment("gateway", EXAMPLE_NAMESPACE)
+    annotations = dep.spec.template.metadata.annotations or {}
+    secret = k8s.core.read_namespaced_secret("gateway", EXAMPLE_NAMESPACE)
+    tenant_uid = k8s.tenant(EXAMPLE_TENANT)["metadata"]["uid"]
+    return json.dumps([tenant_uid, sorted(annotations.items()), secret.metadata.resource_version])
+
+
+def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
+    fingerprint = _gateway_fingerprint(k8s)
+    stamp = STATE / "gateway.fingerprint"
+    pid = running_pid("gateway")
+    if pid is not None:
+        same = stamp.exists() and stamp.read_text() == fingerprint
+        if same and http_ok(f"{GATEWAY_URL}/health/readiness"):
+            say(f"gateway: already running on {GATEWAY_URL} (pid {pid})")
+            return
+        say("gateway: the operator rendered it anew since it started: restarting it")
+        stop_background("gateway")
+    if port_busy(GATEWAY_PORT):
+        raise DemoError(f"port {GATEWAY_PORT} is taken by another process: stop it first")
+    argv = [
+        str(BIN / "tenantctl"),
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "dev",
+        "gateway",
+        EXAMPLE_TENANT,
+        "--port",
+        str(GATEWAY_PORT),
+        "--workdir",
+        str(STATE / "gateway"),
+        "--upstream",
+        f"*={SIMULATOR_URL}/v1",
+    ]
+    pid, log_file = start_background("gateway", argv, cluster.env())
+    stamp.write_text(fingerprint)
+    say(f"gateway: {shlex.join(['tenantctl', *argv[3:]])}")
+    took = wait_http(
+        "gateway", f"{GATEWAY_URL}/health/readiness", pid, log_file, GATEWAY_STARTUP_SECONDS
+    )
+    say(
+        f"gateway: ready on {GATEWAY_URL} after {took:.0f}s (pid {pid}, "
+        f"log {log_file.relative_to(ROOT)})"
+    )
+
+
+def onboarding(cluster: Cluster) -> tuple[str, dict[str, str]]:
+    """`tenantctl onboard` output, and the environment it exports."""
+    argv = [str(BIN / "tenantctl"), "onboard", EXAMPLE_TENANT, "--key", KEY, "--url", GATEWAY_URL]
+    proc = subprocess.run(
+        argv, env=cluster.env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise DemoError(f"tenantctl onboard failed:\n{proc.stderr[-2000:]}")
+    env: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+    return proc.stdout.strip(), env
+
+
+def _simulator_config(changes: dict[str, Any]) -> None:
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        f"{SIMULATOR_URL}/_sim/config",
+        data=json.dumps(changes).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+        resp.read()
+
+
+def claude_request(env: dict[str, str]) -> tuple[str, dict[str, Any], float]:
+    """One `claude -p` turn that reads a file through the gateway; (prompt, result, start)."""
+    project, home = STATE / "project", STATE / "home"
+    project.mkdir(parents=True, exist_ok=True)
+    codename = f"tgw-{secrets.token_hex(4)}"
+    notes = project / "notes.txt"
+    notes.write_text(f"The release codename is {codename}.\n")
+    seed_home(home, [project])
+    prompt = "What is the release codename in notes.txt?"
+    # The simulator plays the model: its first answer calls Claude Code's Read tool on the file.
+    _simulator_config({"tool_plan": {"tool": "Read", "arguments": {"file_path": str(notes)}}})
+    started = time.time() - 1
+    say(
+        f"Claude Code {pinned_version()}: claude -p {shlex.quote(prompt)} --model fast-code "
+        "--output-format json --allowedTools Read"
+    )
+    try:
+        run = run_claude(prompt, project=project, home=home, gateway_env=env, model="fast-code")
+        result = run.result
+    except ClaudeCodeError as exc:
+        raise DemoError(f"Claude Code failed: {exc}") from None
+    finally:
+        _simulator_config({"tool_plan": None})
+    if run.returncode != 0 or result.get("is_error") or codename not in str(result.get("result")):
+        raise DemoError(f"Claude Code did not answer from the file:\n{run.describe()}")
+    return prompt, result, started
+
+
+def usage_rows(dsn: str, since: float) -> list[tuple[Any, ...]]:
+    """The request's rows in the tenant's ledger (metering writes them just after the reply)."""
+    query = (
+        "select ts, key_name, requested_model, alias, provider, provider_model, input_tokens,"
+        " output_tokens, cost_usd, latency_ms, status from usage"
+        " where ts >= to_timestamp(%s) and key_name = %s order by ts"
+    )
+    deadline = time.monotonic() + 30
+    rows: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            rows = conn.execute(query, (since, KEY)).fetchall()
+        if sum(1 for r in rows if r[3] == "fast-code") >= 2:
+            return rows
+        time.sleep(0.5)
+    raise DemoError(
+        f"no usage rows of key {KEY} reached the ledger within 30s: see "
+        f"{(LOGS / 'demo-gateway.log').relative_to(ROOT)}"
+    )
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def budget_spent_usd(redis_url: str) -> float:
+    key = budget_counter_key(EXAMPLE_TENANT, BUDGET_POLICY, "daily", datetime.now(UTC))
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        raw: bytes | None = client.get(key)  # type: ignore[assignment]
+    finally:
+        client.close()
+    return int(raw or 0) / 1_000_000
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def up() -> None:
+    cluster, services = load_cluster()
+    api: ApiClient = new_client_from_config(config_file=str(cluster.kubeconfig))
+    k8s = K8s(api)
+    ensure_operator(cluster, services)
+    ensure_simulator()
+    tenant = ensure_tenant(k8s)
+    ensure_gateway(k8s, cluster)
+    shell, env = onboarding(cluster)
+    prompt, result, started = claude_request(env)
+    dsn = k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn")
+    rows = usage_rows(dsn, started)
+    spent = budget_spent_usd(services["TENANTGW_REDIS_URL"])
+    api.close()
+
+    answer = " ".join(str(result.get("result", "")).split())
+    print()
+    models = ", ".join(tenant["status"].get("models", []))
+    print(f"Tenant {EXAMPLE_TENANT} is Ready; its gateway serves {models}")
+    print(f"  tenant URL (status.url)  {tenant['status'].get('url')}")
+    print(
+        f"  local gateway            {GATEWAY_URL}   (tenantctl dev gateway; providers -> "
+        f"simulator {SIMULATOR_URL}/v1)"
+    )
+    print()
+    print(f"Onboarding: tenantctl onboard {EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL}")
+    print(shell)
+    print()
+    print(f"Claude Code: {prompt!r} -> {answer!r}")
+    print(
+        f"  {result.get('num_turns')} turns (the Read tool ran), is_error={result.get('is_error')},"
+        f" {result.get('duration_ms')} ms"
+    )
+    print()
+    print(f"Usage rows in the tenant's ledger (schema of tenant {EXAMPLE_TENANT}, key {KEY}):")
+    print(
+        table(
+            [
+                "time (UTC)",
+                "key",
+                "requested",
+                "alias",
+                "provider/model",
+                "in",
+                "out",
+                "cost USD",
+                "latency",
+                "status",
+            ],
+            [
+                [
+                    r[0].astimezone(UTC).strftime("%H:%M:%S"),
+                    r[1],
+                    r[2],
+                    r[3],
+                    f"{r[4]}/{r[5]}",
+                    str(r[6]),
+                    str(r[7]),
+                    f"{r[8]:.6f}",
+                    f"{r[9]} ms" if r[9] is not None else "-",
+                    r[10],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(
+        f"Budget {BUDGET_POLICY}: {spent:.6f} of 100 USD spent today "
+        f"(Redis t:{EXAMPLE_TENANT}:budget:{BUDGET_POLICY}:<day>)"
+    )
+    print()
+    pids = ", ".join(f"{name} {running_pid(name)}" for name in ("operator", "simulator", "gateway"))
+    print(f"Left running ({pids}; pids in .dev/demo/, logs in .dev/logs/demo-*.log).")
+    print(
+        f'Try it:  eval "$(.venv/bin/tenantctl --kubeconfig .dev/kubeconfig onboard '
+        f'{EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL})" && {claude_binary()}'
+    )
+    print("Stop:    make demo-down")
+
+
+def down() -> None:
+    for name in ("gateway", "simulator", "operator"):
+        stop_background(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else "up"
+    if command == "up":
+        up()
+    elif command == "down":
+        down()
+    else:
+        raise SystemExit(f"usage: python -m e2e.demo [up|down], not {command!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
