@@ -179,3 +179,53 @@ def test_count_tokens_answers(example_gateway: ExampleGateway) -> None:
         model="claude-sonnet-4-5", messages=[{"role": "user", "content": "count these words"}]
     )
     assert count.input_tokens > 0
+
+
+def test_a_key_over_its_budget_is_refused_naming_the_policy(
+    example_gateway: ExampleGateway, kube: Any
+) -> None:
+    """US-003: a BudgetPolicy applied with kubectl reaches the running gateway and blocks the key
+    once it is spent, with a 429 that names the policy, its limit and when it resets."""
+    from e2e.helpers import K8s, eventually
+
+    gw = example_gateway
+    k8s = K8s(kube)
+    k8s.apply(
+        {
+            "apiVersion": "tenantgw.io/v1alpha1",
+            "kind": "BudgetPolicy",
+            "metadata": {"name": "ci-cap", "namespace": gw.namespace},
+            "spec": {
+                "scope": {"kind": "Key", "name": "ci"},
+                "period": "daily",
+                "limitUSD": 0.000001,
+                "onExceeded": {"action": "block"},
+            },
+        }
+    )
+    client = anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["ci"], max_retries=0)
+    try:
+
+        def blocked() -> anthropic.RateLimitError | None:
+            try:
+                client.messages.create(
+                    model="fast-code", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+                )
+            except anthropic.RateLimitError as exc:
+                return exc
+            return None
+
+        # The operator renders the policy into the ConfigMap; the files reach the process the
+        # way the kubelet updates a pod's volume, and the gateway reloads them.
+        exc = eventually(blocked, 60, "the ci key to be blocked by BudgetPolicy ci-cap")
+        body = exc.body
+        assert isinstance(body, dict)
+        assert body["error"]["type"] == "rate_limit_error"
+        assert "ci-cap" in body["error"]["message"]
+        assert "UTC" in body["error"]["message"]
+        alice = anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["alice"], max_retries=0)
+        alice.messages.create(
+            model="fast-code", max_tokens=16, messages=[{"role": "user", "content": "still fine"}]
+        )
+    finally:
+        k8s.delete("tenantgw.io/v1alpha1", "BudgetPolicy", "ci-cap", gw.namespace)

@@ -13,6 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,16 @@ GATEWAY_CONTAINER = "gateway"
 
 @dataclass(frozen=True)
 class GatewayProcessSpec:
-    """What to run: argv, environment and the directory holding the mounted files."""
+    """What to run: argv, environment and the directory holding the mounted files.
+
+    `sync` re-projects the mounted ConfigMap and Secret as the kubelet does for a running pod
+    (so rotated keys and changed rules reach the process); it returns whether a file changed.
+    """
 
     argv: list[str]
     env: dict[str, str]
     workdir: Path
+    sync: Callable[[], bool] | None = None
 
 
 def _secret_data(core: client.CoreV1Api, name: str, namespace: str) -> dict[str, str]:
@@ -41,8 +49,14 @@ def _secret_data(core: client.CoreV1Api, name: str, namespace: str) -> dict[str,
     return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 
-def _mount_volume(core: client.CoreV1Api, namespace: str, volume: Any, target: Path) -> None:
-    """Write one volume's files as the kubelet would project them."""
+def _mount_volume(
+    core: client.CoreV1Api,
+    namespace: str,
+    volume: Any,
+    target: Path,
+    transform: Callable[[Path, str], str] = lambda _path, text: text,
+) -> bool:
+    """Write one volume's files as the kubelet would project them; True if any changed."""
     target.mkdir(parents=True, exist_ok=True)
     if volume.config_map is not None:
         cm = core.read_namespaced_config_map(volume.config_map.name, namespace)
@@ -52,13 +66,21 @@ def _mount_volume(core: client.CoreV1Api, namespace: str, volume: Any, target: P
         data = _secret_data(core, volume.secret.secret_name, namespace)
         items = volume.secret.items
     else:
-        return  # emptyDir and friends: an empty directory is what the pod gets too
+        return False  # emptyDir and friends: an empty directory is what the pod gets too
     if items:
         data = {item.path: data[item.key] for item in items if item.key in data}
+    changed = False
     for name, content in data.items():
         path = target / name
-        path.write_text(content)
-        path.chmod(0o600)
+        content = transform(path, content)
+        if path.exists() and path.read_text() == content:
+            continue
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(content)
+        tmp.chmod(0o600)
+        tmp.replace(path)  # atomic, as the kubelet's symlink swap
+        changed = True
+    return changed
 
 
 def build_spec(
@@ -82,17 +104,30 @@ def build_spec(
     if workdir.exists():
         shutil.rmtree(workdir)
     volumes = {v.name: v for v in pod.volumes or []}
-    rewrites: dict[str, str] = {}
-    for mount in container.volume_mounts or []:
-        local = workdir / mount.name
-        _mount_volume(core, ns, volumes[mount.name], local)
-        rewrites[mount.mount_path] = str(local)
+    rewrites = {m.mount_path: str(workdir / m.name) for m in container.volume_mounts or []}
 
     def local_path(value: str) -> str:
         for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
             if value == mount_path or value.startswith(mount_path + "/"):
                 return local + value[len(mount_path) :]
         return value
+
+    args = [local_path(a) for a in container.args or []]
+    config_arg = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"), None)
+
+    def transform(path: Path, text: str) -> str:
+        if upstreams and config_arg and path == Path(config_arg):
+            return _override_upstreams(text, tenant, upstreams)
+        return text
+
+    def sync() -> bool:
+        changed = False
+        for mount in container.volume_mounts or []:
+            local = workdir / mount.name
+            changed |= _mount_volume(core, ns, volumes[mount.name], local, transform)
+        return changed
+
+    sync()
 
     env: dict[str, str] = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
     secrets: dict[str, dict[str, str]] = {}
@@ -107,18 +142,10 @@ def build_spec(
         elif var.value is not None:
             env[var.name] = local_path(var.value)
 
-    config_arg = None
-    args = list(container.args or [])
-    for i, arg in enumerate(args):
-        args[i] = local_path(arg)
-        if i > 0 and args[i - 1] == "--config":
-            config_arg = args[i]
-    if upstreams and config_arg:
-        _override_upstreams(Path(config_arg), tenant, upstreams)
     args = _set_flag(_set_flag(args, "--host", "127.0.0.1"), "--port", str(port))
     command = list(container.command or ["litellm"])
     command[0] = _venv_tool(command[0])
-    return GatewayProcessSpec(argv=[*command, *args], env=env, workdir=workdir)
+    return GatewayProcessSpec(argv=[*command, *args], env=env, workdir=workdir, sync=sync)
 
 
 def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -134,9 +161,9 @@ def _venv_tool(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _override_upstreams(config_file: Path, tenant: Tenant, upstreams: dict[str, str]) -> None:
+def _override_upstreams(text: str, tenant: Tenant, upstreams: dict[str, str]) -> str:
     """Point providers at other base URLs (`*` for every provider), e.g. a provider simulator."""
-    config = yaml.safe_load(config_file.read_text())
+    config = yaml.safe_load(text)
     wanted = {p.name for p in tenant.spec.providers}
     unknown = set(upstreams) - wanted - {"*"}
     if unknown:
@@ -146,16 +173,36 @@ def _override_upstreams(config_file: Path, tenant: Tenant, upstreams: dict[str, 
         url = upstreams.get(provider or "", upstreams.get("*"))
         if url:
             entry["litellm_params"]["api_base"] = url
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    dumped: str = yaml.safe_dump(config, sort_keys=False)
+    return dumped
 
 
-def run(spec: GatewayProcessSpec, *, log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start the gateway process; its output goes to `log_file` (or is inherited)."""
+def run(
+    spec: GatewayProcessSpec, *, log_file: Path | None = None, sync_seconds: float = 2.0
+) -> subprocess.Popen[bytes]:
+    """Start the gateway process; its output goes to `log_file` (or is inherited).
+
+    While it runs, its mounted files are kept in step with the cluster every `sync_seconds`.
+    """
     out = log_file.open("ab") if log_file else None
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         spec.argv,
         env=spec.env,
         cwd=spec.workdir,
         stdout=out,
         stderr=subprocess.STDOUT if out else None,
     )
+    if spec.sync is not None:
+        threading.Thread(
+            target=_keep_in_sync, args=(proc, spec.sync, sync_seconds), daemon=True
+        ).start()
+    return proc
+
+
+def _keep_in_sync(proc: subprocess.Popen[bytes], sync: Callable[[], bool], every: float) -> None:
+    while proc.poll() is None:
+        time.sleep(every)
+        try:
+            sync()
+        except Exception as exc:
+            print(f"tenantctl dev gateway: could not refresh mounted files: {exc}", file=sys.stderr)
