@@ -33,12 +33,14 @@ def usage_rows(gw: ExampleGateway, since: float) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def wait_rows(gw: ExampleGateway, count: int, since: float) -> list[tuple[Any, ...]]:
+def wait_rows(
+    gw: ExampleGateway, count: int, since: float, model: str | None = None
+) -> list[tuple[Any, ...]]:
     """Usage rows written after `since` (epoch), once there are at least `count` of them."""
     deadline = time.monotonic() + 30
     rows: list[tuple[Any, ...]] = []
     while time.monotonic() < deadline:
-        rows = usage_rows(gw, since)
+        rows = [r for r in usage_rows(gw, since) if model is None or r[2] == model]
         if len(rows) >= count:
             return rows
         time.sleep(0.3)
@@ -64,7 +66,9 @@ def test_anthropic_sdk_messages_through_the_example_tenant(example_gateway: Exam
     ) as stream:
         streamed = "".join(stream.text_stream)
     assert streamed
-    rows = wait_rows(gw, 2, since)
+    # Only this test's rows: Claude Code (another test) may still be sending background calls.
+    rows = wait_rows(gw, 2, since, model="claude-sonnet-4-5")
+    assert len(rows) == 2
     assert {r[1] for r in rows} == {"alice"}
     assert {r[3] for r in rows} == {"fast-code"}
     assert {r[5] for r in rows} == {"success"}

@@ -250,7 +250,12 @@ def test_people_roles_are_scoped(rendered: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.usefixtures("crds_installed")
-def test_the_api_server_accepts_the_whole_install(cluster: Cluster) -> None:
+def test_the_api_server_accepts_the_whole_install(
+    cluster: Cluster, rendered: list[dict[str, Any]]
+) -> None:
+    # A server-side dry run creates nothing, so the namespace the rest lives in must exist.
+    namespace = find(rendered, "Namespace", "tenantgw-system")
+    cluster.run_kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(namespace))
     proc = cluster.run_kubectl(
         "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(MANIFESTS)
     )
