@@ -185,6 +185,37 @@ def test_count_tokens_answers(example_gateway: ExampleGateway) -> None:
     assert count.input_tokens > 0
 
 
+def test_every_request_leaves_exactly_one_usage_row(example_gateway: ExampleGateway) -> None:
+    """US-003: one request, one ledger row, whether a retry rescued it or every provider failed."""
+    gw = example_gateway
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.keys["ci"], max_retries=0)
+    since = time.time() - 0.5
+    try:
+        gw.simulator.configure(fail_next=["500"])  # the first attempt fails, the retry answers
+        client.chat.completions.create(
+            model="fast-code", messages=[{"role": "user", "content": "rescued"}]
+        )
+        down = {m: "500" for m in ("qwen/qwen3-coder", "gpt-4o-mini", "gpt-5-codex")}
+        gw.simulator.configure(fail_models=down)  # fast-code and its fallback both fail
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="fast-code", messages=[{"role": "user", "content": "doomed"}]
+            )
+    finally:
+        gw.simulator.reset()
+
+    def ci_rows() -> list[tuple[Any, ...]]:
+        return [r for r in usage_rows(gw, since) if r[1] == "ci"]
+
+    deadline = time.monotonic() + 30
+    while len(ci_rows()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(1)  # a duplicate would land within the ledger's flush interval
+    rows = ci_rows()
+    assert sorted(r[5] for r in rows) == ["error", "success"], rows
+    assert len({r[0] for r in rows}) == 2
+
+
 def test_a_key_over_its_budget_is_refused_naming_the_policy(
     example_gateway: ExampleGateway, kube: Any
 ) -> None:

@@ -80,6 +80,7 @@ class Plugins:
     limiter: Any | None = None
     guard: Any | None = None
     metering: ModuleType | None = None
+    outcomes: ModuleType | None = None
     ledger: Any | None = None
     ratelimited_error: type[BaseException] | None = None
 
@@ -161,6 +162,7 @@ def load_plugins(tenant: str) -> Plugins:
     else:
         log.warning("%s is not set: usage is not written to the ledger", POSTGRES_DSN_ENV)
     plugins.metering = _optional_module("metering")
+    plugins.outcomes = _optional_module("outcomes") if plugins.metering is not None else None
     if plugins.metering is not None:
         _configure_metering(
             plugins.metering,
@@ -366,7 +368,8 @@ class TenantGatewayHandler(CustomLogger):
         ctx = context_from_kwargs(kwargs)
         if ctx is None:
             return None, None
-        metering = self.plugins().metering
+        plugins = self.plugins()
+        metering = plugins.outcomes or plugins.metering
         record = getattr(metering, f"on_{outcome}", None) if metering is not None else None
         if record is None:
             return ctx, None
@@ -414,6 +417,9 @@ class TenantGatewayHandler(CustomLogger):
                 if ctx is not None:
                     await self._release(ctx, 0)
                     await self._drop_reservation(ctx)
+                    outcomes = self.plugins().outcomes
+                    if outcomes is not None:
+                        await outcomes.on_final_failure(ctx, original_exception)
                     return
         except Exception:
             log.exception("tenantgw post-call failure hook failed")

@@ -16,8 +16,9 @@
   equals latency there.
 
 LiteLLM calls the failure callback once per failed model group, then the success callback if a
-fallback served the request; each failure gets its own row,
-`<request_id>:failed:<alias>:<attempt start, µs>`, so the success keeps `request_id` itself.
+fallback served the request. A failed attempt's record carries its own id,
+`<request_id>:failed:<alias>:<attempt start, µs>`; `tenantgw.gateway.outcomes` decides which
+record becomes the request's one ledger row.
 """
 
 from __future__ import annotations
@@ -451,13 +452,28 @@ async def reset_state(new: GatewayState | None = None) -> None:
         await old.aclose()
 
 
-async def _meter(rec: UsageRecord, ctx: RequestContext, *, ok: bool) -> None:
-    observe(rec)
+async def record_row(rec: UsageRecord) -> None:
+    """Write one row to the tenant's ledger (when it has one)."""
     current = state()
     if current is None:
         return
     await current.started()
     if current.ledger is not None:
+        current.ledger.record(rec)
+
+
+async def meter(rec: UsageRecord, ctx: RequestContext, *, ok: bool, ledger: bool = True) -> None:
+    """Metrics, budget spend and, unless `ledger` is False, the ledger row of one record."""
+    await _meter(rec, ctx, ok=ok, ledger=ledger)
+
+
+async def _meter(rec: UsageRecord, ctx: RequestContext, *, ok: bool, ledger: bool = True) -> None:
+    observe(rec)
+    current = state()
+    if current is None:
+        return
+    await current.started()
+    if ledger and current.ledger is not None:
         current.ledger.record(rec)
     if current.budgets is None:
         return
