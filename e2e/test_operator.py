@@ -402,7 +402,7 @@ def test_a_key_due_for_rotation_gets_a_new_value_and_the_old_one_a_grace_period(
         def rotated() -> bool:
             return k8s.secret_value(ns, "gateway-key-alice", "apiKey") != old
 
-        eventually(rotated, 30, "a new value in Secret gateway-key-alice")
+        eventually(rotated, 60, "a new value in Secret gateway-key-alice")
         new = k8s.secret_value(ns, "gateway-key-alice", "apiKey")
         keys = json.loads(k8s.secret_value(ns, "gateway", "keys.json"))
         hashes = {e["sha256"]: e for e in keys if e["name"] == "alice"}

@@ -34,7 +34,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = 200
+    # No worker limit: kopf indexes every Tenant before any handler runs, and a limit below
+    # the number of Tenants would stall the operator at startup.
     kube = Kube()
     provisioner = Provisioner.from_env()
     if provisioner is None:
@@ -44,11 +45,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     cache = ReconcileCache(storage_ttl=SETTINGS.resync_seconds)
     memo["cache"] = cache
     memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
-
-
-@kopf.on.cleanup()
-async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    memo["kube"].close()
 
 
 async def _reconcile(
@@ -62,6 +58,8 @@ async def _reconcile(
         if exc.status in (400, 403, 422):
             log.error("tenant %s: the API server refused a write: %s", name, exc)
         raise kopf.TemporaryError(f"tenant {name}: {exc}", delay=10) from exc
+    if outcome.storage_failed:
+        raise kopf.TemporaryError(f"tenant {name}: storage not ready, retrying", delay=15)
     if outcome.applied or outcome.pruned or outcome.status_written:
         log.info(
             "tenant %s reconciled: ready=%s applied=%s pruned=%s",
@@ -81,6 +79,7 @@ def tenant_by_namespace(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
 @kopf.on.update(*TENANTS, backoff=5)
 @kopf.on.resume(*TENANTS, backoff=5)
 async def tenant_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo["waker"].allow(name)  # a Tenant created again under the name of a deleted one
     await memo["waker"].wake(name)
 
 
@@ -95,7 +94,10 @@ async def tenant_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         tenant = Tenant.model_validate(body)
     except ValueError:
         return  # an invalid Tenant never got anything created
-    memo["cache"].forget(tenant.metadata.name or "")
+    name = tenant.metadata.name or ""
+    # No reconcile may run during or after the cleanup: it would recreate what is removed.
+    await memo["waker"].stop(name)
+    memo["cache"].forget(name)
     try:
         deleted = await cleanup_tenant(memo["kube"], tenant, memo["provisioner"])
     except StorageError as err:

@@ -65,6 +65,7 @@ class Outcome:
     applied: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     status_written: bool = False
+    storage_failed: bool = False
 
 
 async def reconcile_tenant(
@@ -125,6 +126,7 @@ async def reconcile_tenant(
     monitoring = await kube.has_api(MONITORING_API, "ServiceMonitor")
     material = await load_material(kube, tenant, grace=settings.key_grace)
     storage = await ensure_storage(provisioner, tenant, material, generation, cache)
+    outcome.storage_failed = storage.failed
     inputs = RenderInputs(
         tenant=tenant,
         aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
