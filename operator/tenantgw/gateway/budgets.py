@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -126,8 +127,24 @@ class LedgerReader(Protocol):
     async def spent_since(self, period_start: datetime, scope: Mapping[str, Any]) -> float: ...
 
 
+_policies_cache: tuple[Any, list[Policy]] | None = None
+
+
 def policies(rules: Any) -> list[Policy]:
-    """The BudgetPolicies of a rules file (dict or model), sorted by name."""
+    """The BudgetPolicies of a rules file (dict or model), sorted by name.
+
+    Parsed once per rules object (the gateway keeps one until the file changes).
+    """
+    global _policies_cache
+    cached = _policies_cache
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    parsed = _parse_policies(rules)
+    _policies_cache = (rules, parsed)
+    return parsed
+
+
+def _parse_policies(rules: Any) -> list[Policy]:
     found: list[Policy] = []
     for raw in rules_dict(rules).get("budgets") or ():
         if not isinstance(raw, Mapping) or not raw.get("name"):
@@ -509,7 +526,8 @@ class BudgetGuard:
         # Without a local record (another guard instance checked it, or this process
         # restarted), drop whatever reservation the request holds under the covering policies.
         resv = held.keys if held is not None else self._reservation_keys(covering, now)
-        cost = max(round(cost_usd * MICRO), 0)
+        # Rounded up, so the counter never trails the ledger it is reconciled with.
+        cost = max(math.ceil(cost_usd * MICRO - 1e-6), 0)
         keys = [self.counter_key(p.name, now, p.period) for p in covering] + resv
         args: list[Any] = [
             ctx.request_id,
