@@ -7,8 +7,9 @@ root="$(cd "$here/../.." && pwd)"
 dev="$root/.dev"
 state="$dev/services"
 logs="$dev/logs"
-PG_PORT="${TENANTGW_PG_PORT:-55432}"
-REDIS_PORT="${TENANTGW_REDIS_PORT:-56379}"
+# Ports below the ephemeral range (32768-60999), so that no outgoing connection can hold them.
+PG_PORT="${TENANTGW_PG_PORT:-25432}"
+REDIS_PORT="${TENANTGW_REDIS_PORT:-26379}"
 mkdir -p "$state" "$logs"
 chmod 755 "$dev" "$state"
 
@@ -60,10 +61,13 @@ fi
 
 redis_pw="$(secret redis)"
 rconf="$state/redis.conf"
-cat >"$state/users.acl" <<ACL
-user default off
-user admin on >$redis_pw ~* &* +@all
-ACL
+# Keep the tenant users the operator saved (ACL SAVE); rewrite only ours.
+others="$(grep -v -E '^user (default|admin) ' "$state/users.acl" 2>/dev/null || true)"
+{
+  echo "user default off"
+  echo "user admin on >$redis_pw ~* &* +@all"
+  [[ -n "$others" ]] && printf '%s\n' "$others"
+} >"$state/users.acl"
 chmod 600 "$state/users.acl"
 cat >"$rconf" <<CONF
 bind 127.0.0.1
