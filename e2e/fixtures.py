@@ -81,7 +81,7 @@ def _launch(script: str, what: str) -> None:
         logs = DEV / "logs"
         tails = []
         if logs.is_dir():
-            for log in sorted(logs.glob("*.log")):
+            for log in sorted(p for p in logs.glob("*.log") if not p.name.startswith("audit")):
                 tail = log.read_text(errors="replace").splitlines()[-15:]
                 tails.append(f"--- {log.name}\n" + "\n".join(tail))
         pytest.fail(

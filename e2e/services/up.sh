@@ -25,7 +25,8 @@ pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 command -v redis-server >/dev/null || { log "redis-server is not installed: run 'make setup'"; exit 1; }
 
 # PostgreSQL refuses to run as root; it runs as the 'postgres' user from the Debian package.
-as_pg() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [[ "$(id -u)" == 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
+[[ -s "$state/postgres.password" ]] && fresh_pw=0 || fresh_pw=1
 pg_pw="$(secret postgres)"
 pgdata="$state/postgres"
 pgrun="$state/run"
@@ -36,6 +37,12 @@ if [[ "$(id -u)" == 0 ]] && ! runuser -u postgres -- test -x "$state"; then
   mkdir -p "$outside" && chown postgres:postgres "$outside"
   pgdata="$outside/postgres" pgrun="$outside/run" pglog="$outside/postgres.log"
   ln -sfn "$pgdata" "$state/postgres"
+fi
+if ((fresh_pw)) && [[ -f "$pgdata/PG_VERSION" ]]; then
+  # A data directory left by an earlier checkout at this path: its admin password is not ours.
+  log "replacing a stale PostgreSQL data directory in $pgdata"
+  as_pg "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$pgdata"
 fi
 if [[ ! -f "$pgdata/PG_VERSION" ]]; then
   log "initialising PostgreSQL in $pgdata"
