@@ -59,13 +59,22 @@ class ApplyResult:
         return bool(self.applied or self.pruned)
 
 
-async def apply_objects(kube: Kube, objects: Sequence[JSON]) -> ApplyResult:
-    """Apply each object unless the live one already contains it; namespaces go first."""
+async def apply_objects(
+    kube: Kube,
+    objects: Sequence[JSON],
+    known: Mapping[tuple[str, str, str, str | None], JSON | None] | None = None,
+) -> ApplyResult:
+    """Apply each object unless the live one already contains it; namespaces go first.
+
+    `known` holds live objects the caller read in this same pass (None: it does not exist), so
+    they are neither read twice nor compared with a different version than the one used.
+    """
+    known = known or {}
     result = ApplyResult()
     first = [o for o in objects if not kind_of(o).namespaced]
     rest = [o for o in objects if kind_of(o).namespaced]
     for batch in (first, rest):
-        lives = await asyncio.gather(*(kube.get(*_get_args(o)) for o in batch))
+        lives = await asyncio.gather(*(_live(kube, o, known) for o in batch))
         todo = []
         for obj, live in zip(batch, lives, strict=True):
             if live is not None and contains(live, _comparable(obj)):
@@ -79,8 +88,13 @@ async def apply_objects(kube: Kube, objects: Sequence[JSON]) -> ApplyResult:
     return result
 
 
-def _get_args(obj: JSON) -> tuple[str, str, str, str | None]:
-    return ref(obj)
+async def _live(
+    kube: Kube, obj: JSON, known: Mapping[tuple[str, str, str, str | None], JSON | None]
+) -> JSON | None:
+    key = ref(obj)
+    if key in known:
+        return known[key]
+    return await kube.get(*key)
 
 
 async def prune(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tenantgw.api import Tenant
-from tenantgw.kube.client import Kube
+from tenantgw.kube.client import JSON, Kube
 from tenantgw.render.config import (
     ISSUED_AT_ANNOTATION,
     PREVIOUS_SHA256_ANNOTATION,
@@ -33,6 +33,8 @@ class Material:
     rotated: list[str] = field(default_factory=list)
     postgres_dsn: str | None = None
     redis_url: str | None = None
+    live: dict[tuple[str, str, str, str | None], JSON | None] = field(default_factory=dict)
+    """The Secrets as read for this material (None: missing), for the apply that follows."""
 
 
 def new_key() -> str:
@@ -89,13 +91,16 @@ async def load_material(
     """Existing keys are kept; missing ones are generated; keys due for rotation are rotated."""
     ns = tenant.namespace_name()
     now = datetime.now(UTC).replace(microsecond=0)
+    live: dict[tuple[str, str, str, str | None], JSON | None] = {}
     gateway = await kube.get("v1", "Secret", GATEWAY_SECRET, ns)
+    live[("v1", "Secret", GATEWAY_SECRET, ns)] = gateway
     master = _decode(gateway, "masterKey") or new_key()
     keys: dict[str, str] = {}
     states: dict[str, KeyState] = {}
     rotated: list[str] = []
     for spec in tenant.spec.keys:
         existing = await kube.get("v1", "Secret", KEY_SECRET_PREFIX + spec.name, ns)
+        live[("v1", "Secret", KEY_SECRET_PREFIX + spec.name, ns)] = existing
         meta = (existing or {}).get("metadata", {})
         value, state, was_rotated = next_key_state(
             _decode(existing, "apiKey"),
@@ -115,4 +120,5 @@ async def load_material(
         rotated=rotated,
         postgres_dsn=_decode(gateway, "postgresDsn"),
         redis_url=_decode(gateway, "redisUrl"),
+        live=live,
     )

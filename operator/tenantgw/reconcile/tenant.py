@@ -143,7 +143,7 @@ async def reconcile_tenant(
     if adopted:
         _mark_adopted(objects)
 
-    result = await apply_objects(kube, objects)
+    result = await apply_objects(kube, objects, material.live)
     kinds = PRUNABLE_KINDS + (MONITORING_KINDS if monitoring else [])
     rendered = frozenset((o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects)
     if cache is None or cache.needs_prune(name, rendered):
