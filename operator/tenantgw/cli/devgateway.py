@@ -25,9 +25,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 
 from tenantgw.api import API_VERSION, Tenant
-
-GATEWAY = "gateway"
-GATEWAY_CONTAINER = "gateway"
+from tenantgw.render.names import GATEWAY_NAME
 
 
 @dataclass(frozen=True)
@@ -97,9 +95,9 @@ def build_spec(
     tenant = Tenant.model_validate(body)
     ns = tenant.namespace_name()
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    dep = apps.read_namespaced_deployment(GATEWAY, ns)
+    dep = apps.read_namespaced_deployment(GATEWAY_NAME, ns)
     pod = dep.spec.template.spec
-    container = next(c for c in pod.containers if c.name == GATEWAY_CONTAINER)
+    container = next(c for c in pod.containers if c.name == GATEWAY_NAME)
 
     if workdir.exists():
         shutil.rmtree(workdir)

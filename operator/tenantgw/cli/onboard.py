@@ -12,8 +12,8 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 
 from tenantgw.api import API_VERSION, GROUP, VERSION, ModelAlias, Tenant
+from tenantgw.render.names import API_KEY_FIELD, key_secret_name
 
-KEY_SECRET_PREFIX = "gateway-key-"  # noqa: S105 (a Secret name prefix)
 TIER_ORDER = {"low": 0, "medium": 1, "high": 2}
 
 
@@ -90,8 +90,8 @@ def onboard(api: ApiClient, tenant_name: str, key: str, base_url: str | None = N
         known = ", ".join(k.name for k in tenant.spec.keys) or "none"
         raise SystemExit(f"Tenant {tenant_name} has no key {key!r} in spec.keys (keys: {known})")
     ns = tenant.namespace_name()
-    secret = client.CoreV1Api(api).read_namespaced_secret(KEY_SECRET_PREFIX + key, ns)
-    token = base64.b64decode((secret.data or {})["apiKey"]).decode()
+    secret = client.CoreV1Api(api).read_namespaced_secret(key_secret_name(key), ns)
+    token = base64.b64decode((secret.data or {})[API_KEY_FIELD]).decode()
     items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "modelaliases")["items"]
     aliases = [
         ModelAlias.model_validate(item)

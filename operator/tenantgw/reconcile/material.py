@@ -17,9 +17,15 @@ from tenantgw.render.config import (
     PREVIOUS_VALID_UNTIL_ANNOTATION,
 )
 from tenantgw.render.inputs import KeyState
+from tenantgw.render.names import (
+    API_KEY_FIELD,
+    GATEWAY_NAME,
+    MASTER_KEY_FIELD,
+    POSTGRES_DSN_FIELD,
+    REDIS_URL_FIELD,
+    key_secret_name,
+)
 
-GATEWAY_SECRET = "gateway"  # noqa: S105 (a Secret's name)
-KEY_SECRET_PREFIX = "gateway-key-"  # noqa: S105 (a Secret name prefix)
 KEY_PREFIX = "sk-tgw-"
 
 
@@ -92,18 +98,18 @@ async def load_material(
     ns = tenant.namespace_name()
     now = datetime.now(UTC).replace(microsecond=0)
     live: dict[tuple[str, str, str, str | None], JSON | None] = {}
-    gateway = await kube.get("v1", "Secret", GATEWAY_SECRET, ns)
-    live[("v1", "Secret", GATEWAY_SECRET, ns)] = gateway
-    master = _decode(gateway, "masterKey") or new_key()
+    gateway = await kube.get("v1", "Secret", GATEWAY_NAME, ns)
+    live[("v1", "Secret", GATEWAY_NAME, ns)] = gateway
+    master = _decode(gateway, MASTER_KEY_FIELD) or new_key()
     keys: dict[str, str] = {}
     states: dict[str, KeyState] = {}
     rotated: list[str] = []
     for spec in tenant.spec.keys:
-        existing = await kube.get("v1", "Secret", KEY_SECRET_PREFIX + spec.name, ns)
-        live[("v1", "Secret", KEY_SECRET_PREFIX + spec.name, ns)] = existing
+        existing = await kube.get("v1", "Secret", key_secret_name(spec.name), ns)
+        live[("v1", "Secret", key_secret_name(spec.name), ns)] = existing
         meta = (existing or {}).get("metadata", {})
         value, state, was_rotated = next_key_state(
-            _decode(existing, "apiKey"),
+            _decode(existing, API_KEY_FIELD),
             meta.get("annotations") or {},
             _time(meta.get("creationTimestamp")),
             spec.rotate_after_days,
@@ -118,7 +124,7 @@ async def load_material(
         keys=keys,
         key_state=states,
         rotated=rotated,
-        postgres_dsn=_decode(gateway, "postgresDsn"),
-        redis_url=_decode(gateway, "redisUrl"),
+        postgres_dsn=_decode(gateway, POSTGRES_DSN_FIELD),
+        redis_url=_decode(gateway, REDIS_URL_FIELD),
         live=live,
     )

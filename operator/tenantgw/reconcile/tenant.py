@@ -21,7 +21,7 @@ from tenantgw.reconcile.budgets import sync_budget_status
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.conditions import condition, find, merge_conditions
 from tenantgw.reconcile.events import post_event
-from tenantgw.reconcile.material import KEY_SECRET_PREFIX, load_material
+from tenantgw.reconcile.material import load_material
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.status import write_child_status, write_tenant_status
 from tenantgw.reconcile.storage import StorageOutcome, ensure_storage
@@ -34,6 +34,7 @@ from tenantgw.reconcile.validate import (
 )
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import TENANT_LABEL, selector
+from tenantgw.render.names import key_secret_name
 from tenantgw.render.objects import render_tenant, service_url
 from tenantgw.tenancy import Provisioner
 
@@ -174,7 +175,7 @@ async def reconcile_tenant(
             body,
             "Normal",
             "KeyRotated",
-            f"key {key} has a new value in Secret {KEY_SECRET_PREFIX}{key}; "
+            f"key {key} has a new value in Secret {key_secret_name(key)}; "
             f"the previous value works until {until:%Y-%m-%dT%H:%M:%SZ}",
         )
     if result.changed:
@@ -319,7 +320,7 @@ def _key_status(key: KeySpec, inputs: RenderInputs) -> dict[str, Any]:
     )
     fields = {
         "name": key.name,
-        "secretName": KEY_SECRET_PREFIX + key.name,
+        "secretName": key_secret_name(key.name),
         "expiresAt": _stamp(key.expires_at),
         "issuedAt": _stamp(state.issued_at if state else None),
         "rotatesAt": _stamp(rotates),
