@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tenantgw.gateway.context import RequestContext
-from tenantgw.gateway.periods import format_reset, period_end, period_label, period_start
+from tenantgw.gateway.periods import budget_counter_key, format_reset, period_end, period_start
 from tenantgw.gateway.ratelimit import SKIP_AFTER_ERROR, rules_dict
 
 log = logging.getLogger("tenantgw.gateway.budgets")
@@ -391,8 +391,11 @@ class BudgetGuard:
     # ------------------------------------------------------------------ keys
 
     def counter_key(self, policy: str, when: datetime, period: str) -> str:
-        """`t:<tenant>:budget:<policy>:<period start>`: micro-USD spent in that period."""
-        return f"{self.prefix}:{policy}:{period_label(period, when)}"
+        """`t:<tenant>:budget:<policy>:<period start>`: micro-USD spent in that period.
+
+        The operator reads the same key (tenantgw.api.periods) for the BudgetPolicy's status.
+        """
+        return budget_counter_key(self.tenant, policy, period, when)
 
     def _reservation_keys(self, covering: Sequence[Policy], now: datetime) -> list[str]:
         keys: list[str] = []
