@@ -181,6 +181,9 @@ def test_invalid_aliases_are_rejected_and_the_rest_keeps_serving(
 ) -> None:
     """Bad input: each broken alias says which field to fix; the good alias keeps serving."""
     name, ns = tenant
+    # Serving first: until the operator has seen the provider Secret, ConfigValid is False for
+    # another reason (ProviderCredentialsMissing).
+    k8s.wait_condition(lambda: k8s.tenant(name), "Ready", "True", timeout=30)
     broken = {
         "unknown-provider": (
             {"targets": [{"provider": "azure", "model": "gpt-4"}]},
