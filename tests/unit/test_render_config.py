@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tenantgw.api import ModelAlias
+from tenantgw.render.inputs import NetworkSettings, Peer
 from tenantgw.render import (
     GATEWAY_NAME,
     RenderInputs,
@@ -38,38 +39,127 @@ def secret_values(inputs: RenderInputs) -> list[str]:
 
 def test_network_policy_admits_allowed_namespaces_only(engineering_team: RenderInputs) -> None:
     policy = by_kind(render_tenant(engineering_team), "NetworkPolicy")["spec"]
-    (ingress,) = policy["ingress"]
-    (peer,) = ingress["from"]
+    api, metrics = policy["ingress"]
+    (peer,) = api["from"]
     assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == [
         "eng-ci",
-        "monitoring",
         "tenant-engineering-team",
     ]
-    assert ingress["ports"] == [{"protocol": "TCP", "port": 4000}]
+    assert api["ports"] == [{"protocol": "TCP", "port": 4000}]
+    # The monitoring namespace reaches the exporter, never the API port.
+    (peer,) = metrics["from"]
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["monitoring"]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9464}]
+
+
+def egress_by_port(inputs: RenderInputs) -> dict[int, list[dict[str, Any]]]:
+    egress = by_kind(render_tenant(inputs), "NetworkPolicy")["spec"]["egress"]
+    found: dict[int, list[dict[str, Any]]] = {}
+    for rule in egress:
+        assert rule.get("to"), f"an egress rule without peers allows anywhere: {rule}"
+        for port in {p["port"] for p in rule["ports"]}:
+            found.setdefault(port, []).extend(rule["to"])
+    return found
+
+
+INTERNET_V4 = {
+    "cidr": "0.0.0.0/0",
+    "except": [
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ],
+}
 
 
 def test_network_policy_egress(engineering_team: RenderInputs) -> None:
     inputs = dataclasses.replace(engineering_team, egress_ports=(3128, 443))
-    egress = by_kind(render_tenant(inputs), "NetworkPolicy")["spec"]["egress"]
-    ports = [(p["protocol"], p["port"], "to" in rule) for rule in egress for p in rule["ports"]]
-    assert ("UDP", 53, True) in ports
-    assert ("TCP", 443, False) in ports
-    assert ("TCP", 11434, False) in ports  # ollama's apiBase
-    assert ("TCP", 3128, False) in ports  # egress_ports
-    assert ("TCP", 5432, False) in ports  # Postgres by DNS name: port only
-    redis = next(rule for rule in egress if rule["ports"][0]["port"] == 6380)
-    assert redis["to"] == [{"ipBlock": {"cidr": "10.96.0.20/32"}}]  # Redis by address
+    by_port = egress_by_port(inputs)
+    # DNS only to the cluster's DNS pods.
+    assert by_port[53] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    # Public providers and egress_ports: the internet, never the cluster or link-local.
+    for port in (443, 3128):
+        assert by_port[port][0] == {"ipBlock": INTERNET_V4}
+        assert by_port[port][1]["ipBlock"]["cidr"] == "::/0"
+        assert "fe80::/10" in by_port[port][1]["ipBlock"]["except"]
+    # Ollama by its in-cluster Service name: that namespace only.
+    assert by_port[11434] == [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "tenant-engineering-team"}
+            }
+        }
+    ]
+    assert by_port[6380] == [{"ipBlock": {"cidr": "10.96.0.20/32"}}]  # Redis by address
+
+
+def test_an_http_provider_never_opens_the_metadata_address(
+    minimal_tenant: RenderInputs,
+) -> None:
+    tenant = minimal_tenant.tenant.model_copy(deep=True)
+    tenant.spec.providers[0].api_base = "http://llm.example.com/v1"
+    by_port = egress_by_port(dataclasses.replace(minimal_tenant, tenant=tenant))
+    assert by_port[80][0] == {"ipBlock": INTERNET_V4}
+    metadata = dataclasses.replace(
+        minimal_tenant,
+        tenant=tenant.model_copy(
+            update={
+                "spec": tenant.spec.model_copy(
+                    update={
+                        "providers": [
+                            tenant.spec.providers[0].model_copy(
+                                update={"api_base": "http://169.254.169.254/latest"}
+                            )
+                        ]
+                    }
+                )
+            }
+        ),
+    )
+    assert 80 not in egress_by_port(metadata)
+
+
+def test_cluster_cidrs_and_dns_peers_come_from_the_settings(
+    minimal_tenant: RenderInputs,
+) -> None:
+    network = NetworkSettings(
+        cluster_cidrs=("10.244.0.0/16", "10.96.0.0/12"),
+        dns=(Peer(cidr="169.254.20.10/32"),),
+    )
+    by_port = egress_by_port(dataclasses.replace(minimal_tenant, network=network))
+    assert by_port[53] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    assert by_port[443][0]["ipBlock"]["except"] == [
+        "10.96.0.0/12",
+        "10.244.0.0/16",
+        "169.254.0.0/16",
+    ]
 
 
 def test_network_policy_reads_keyword_postgres_dsns(minimal_tenant: RenderInputs) -> None:
     storage = StorageEndpoints(postgres_dsn="host=10.0.0.5 port=6432 dbname=t user=t password=x")
-    egress = by_kind(
-        render_tenant(dataclasses.replace(minimal_tenant, storage=storage)), "NetworkPolicy"
-    )["spec"]["egress"]
-    assert egress[-1] == {
-        "to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}],
-        "ports": [{"protocol": "TCP", "port": 6432}],
-    }
+    by_port = egress_by_port(dataclasses.replace(minimal_tenant, storage=storage))
+    assert by_port[6432] == [{"ipBlock": {"cidr": "10.0.0.5/32"}}]
+
+
+def test_storage_by_dns_name_is_outside_the_cluster_or_in_its_namespace(
+    minimal_tenant: RenderInputs,
+) -> None:
+    storage = StorageEndpoints(
+        postgres_dsn="postgresql://t:x@db.example.rds.amazonaws.com:5432/t",
+        redis_url="redis://t:x@redis.data.svc.cluster.local:6379/0",
+    )
+    by_port = egress_by_port(dataclasses.replace(minimal_tenant, storage=storage))
+    assert by_port[5432][0] == {"ipBlock": INTERNET_V4}
+    assert by_port[6379] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}
+    ]
 
 
 # --------------------------------------------------------------------------- LiteLLM config

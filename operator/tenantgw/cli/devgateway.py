@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -141,9 +142,18 @@ def build_spec(
             env[var.name] = local_path(var.value)
 
     args = _set_flag(_set_flag(args, "--host", "127.0.0.1"), "--port", str(port))
+    if "--metrics_port" in args:  # the pod's fixed port would collide between local gateways
+        args = _set_flag(args, "--metrics_port", str(_free_port()))
     command = list(container.command or ["litellm"])
     command[0] = _venv_tool(command[0])
     return GatewayProcessSpec(argv=[*command, *args], env=env, workdir=workdir, sync=sync)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _set_flag(args: list[str], flag: str, value: str) -> list[str]:

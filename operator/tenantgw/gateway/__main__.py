@@ -38,28 +38,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
     parser.add_argument("--port", type=int, default=4000, help="port to listen on")
     parser.add_argument("--num_workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--metrics_port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on this port too (0: only /metrics on --port)",
+    )
     args = parser.parse_args(argv)
     if args.num_workers < 1:
         parser.error("--num_workers must be at least 1")
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config}: no such file")
     return args
-
-
-def _prometheus_configured(config_file: Path) -> bool:
-    """Whether LiteLLM's prometheus callback is on (it then needs a multiprocess directory)."""
-    try:
-        import yaml
-
-        config = yaml.safe_load(config_file.read_text()) or {}
-    except Exception:
-        return False
-    settings: Any = config.get("litellm_settings") or {}
-    for key in ("callbacks", "success_callback", "failure_callback"):
-        value = settings.get(key)
-        if value == "prometheus" or (isinstance(value, list) and "prometheus" in value):
-            return True
-    return False
 
 
 def prepare_environment(config: str, num_workers: int) -> None:
@@ -69,8 +59,9 @@ def prepare_environment(config: str, num_workers: int) -> None:
     config_file = Path(config).resolve()
     os.environ[CONFIG_ENV] = str(config_file)
     os.environ["NUM_WORKERS"] = str(num_workers)
-    if num_workers > 1 and _prometheus_configured(config_file):
-        # Workers write their samples to files that /metrics of any worker reads back.
+    if num_workers > 1:
+        # Workers write their samples to files that /metrics (of any worker, and of the
+        # metrics port) reads back.
         directory = Path(
             os.environ.get(PROMETHEUS_DIR_ENV)
             or Path(tempfile.gettempdir()) / "litellm_prometheus_multiproc"
@@ -79,6 +70,23 @@ def prepare_environment(config: str, num_workers: int) -> None:
             shutil.rmtree(directory)  # samples of processes from before this start
         directory.mkdir(parents=True, exist_ok=True)
         os.environ[PROMETHEUS_DIR_ENV] = str(directory)
+
+
+def start_metrics_server(host: str, port: int) -> None:
+    """Serve every worker's metrics on `port`, apart from the API port.
+
+    The NetworkPolicy lets the monitoring namespace reach this port only. With several workers
+    the samples come from $PROMETHEUS_MULTIPROC_DIR; with one, the worker runs in this process
+    and its registry is the default one.
+    """
+    import prometheus_client
+    from prometheus_client import multiprocess
+
+    registry = prometheus_client.REGISTRY
+    if os.environ.get(PROMETHEUS_DIR_ENV):
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    prometheus_client.start_http_server(port, addr=host, registry=registry)
 
 
 def _uvicorn_options(host: str, port: int, num_workers: int) -> dict[str, Any]:
@@ -105,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging()
     prepare_environment(args.config, args.num_workers)
+    if args.metrics_port:
+        start_metrics_server(args.host, args.metrics_port)
     import uvicorn
 
     uvicorn.run(APP_FACTORY, **_uvicorn_options(args.host, args.port, args.num_workers))

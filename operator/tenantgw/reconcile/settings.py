@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
+
+from tenantgw.render.inputs import DEFAULT_CLUSTER_CIDRS, NetworkSettings, Peer
 
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
 
@@ -19,6 +24,7 @@ class Settings:
     events_namespace: str = "default"
     key_grace: timedelta = timedelta(hours=24)
     budget_sync_seconds: float = 30.0
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +36,62 @@ class Settings:
             events_namespace=env.get("TENANTGW_EVENTS_NAMESPACE", "default"),
             budget_sync_seconds=float(env.get("TENANTGW_BUDGET_SYNC_SECONDS", "30")),
             key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
+            network=network_from_env(env),
         )
+
+
+class SettingsError(ValueError):
+    """An operator setting that cannot be used; the message names the variable."""
+
+
+CLUSTER_CIDRS_ENV = "TENANTGW_CLUSTER_CIDRS"
+DNS_PEERS_ENV = "TENANTGW_DNS_PEERS"
+
+
+def network_from_env(env: Any) -> NetworkSettings:
+    """$TENANTGW_CLUSTER_CIDRS (comma-separated) and $TENANTGW_DNS_PEERS (a JSON list of
+    `{"cidr": ...}` or `{"namespace": ..., "podLabels": {...}}`), else the defaults."""
+    cidrs: tuple[str, ...] = DEFAULT_CLUSTER_CIDRS
+    raw = env.get(CLUSTER_CIDRS_ENV, "").strip()
+    if raw:
+        cidrs = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"{CLUSTER_CIDRS_ENV}: {cidr!r} is not a CIDR such as 10.0.0.0/8"
+                ) from None
+    dns = NetworkSettings().dns
+    raw = env.get(DNS_PEERS_ENV, "").strip()
+    if raw:
+        dns = _dns_peers(raw)
+    return NetworkSettings(cluster_cidrs=cidrs, dns=dns)
+
+
+def _dns_peers(raw: str) -> tuple[Peer, ...]:
+    hint = 'e.g. [{"namespace": "kube-system", "podLabels": {"k8s-app": "kube-dns"}}]'
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"{DNS_PEERS_ENV} is not JSON: {hint}") from None
+    if not isinstance(items, list) or not items:
+        raise SettingsError(f"{DNS_PEERS_ENV} must be a non-empty list: {hint}")
+    peers: list[Peer] = []
+    for index, item in enumerate(items):
+        where = f"{DNS_PEERS_ENV}[{index}]"
+        if not isinstance(item, dict):
+            raise SettingsError(f"{where} must be an object: {hint}")
+        if isinstance(item.get("cidr"), str):
+            try:
+                ipaddress.ip_network(item["cidr"], strict=False)
+            except ValueError:
+                raise SettingsError(f"{where}.cidr: {item['cidr']!r} is not a CIDR") from None
+            peers.append(Peer(cidr=item["cidr"]))
+            continue
+        namespace = item.get("namespace")
+        labels = item.get("podLabels") or {}
+        if not isinstance(namespace, str) or not namespace or not isinstance(labels, dict):
+            raise SettingsError(f"{where} needs a cidr, or a namespace and podLabels: {hint}")
+        peers.append(Peer(namespace=namespace, pod_labels=tuple(sorted(labels.items()))))
+    return tuple(peers)

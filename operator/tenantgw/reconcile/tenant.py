@@ -137,6 +137,7 @@ async def reconcile_tenant(
         image=settings.gateway_image,
         monitoring=monitoring,
         monitoring_namespace=settings.monitoring_namespace,
+        network=settings.network,
         storage=storage.endpoints,
         key_state=material.key_state,
     )

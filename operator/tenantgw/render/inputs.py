@@ -21,6 +21,39 @@ class StorageEndpoints:
     redis_url: str | None = None
 
 
+DEFAULT_CLUSTER_CIDRS = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+"""Private ranges where pods, Services and nodes (the API server included) usually live."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A NetworkPolicy peer: an address block, or pods of a namespace (all, or by labels)."""
+
+    cidr: str | None = None
+    namespace: str | None = None
+    pod_labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """What the platform says about its network, for the gateways' NetworkPolicies.
+
+    `cluster_cidrs` are never reached through the providers' "internet" rule (pods, Services,
+    nodes, the API server); the gateway reaches in-cluster services only when a provider's
+    apiBase or a storage host names them (`<service>.<namespace>.svc`). `dns` are the DNS
+    servers the gateway may ask.
+    """
+
+    cluster_cidrs: tuple[str, ...] = DEFAULT_CLUSTER_CIDRS
+    dns: tuple[Peer, ...] = (Peer(namespace="kube-system", pod_labels=(("k8s-app", "kube-dns"),)),)
+
+
 @dataclass(frozen=True)
 class KeyState:
     """When a key's current value was issued, and the value it replaced while that stays valid."""
@@ -50,7 +83,8 @@ class RenderInputs:
     monitoring_namespace: str = "monitoring"
     storage: StorageEndpoints | None = None
     egress_ports: tuple[int, ...] = ()
-    """Extra TCP ports the gateway may reach anywhere (e.g. an egress proxy)."""
+    """Extra TCP ports the gateway may reach outside the cluster (e.g. an egress proxy)."""
+    network: NetworkSettings = field(default_factory=NetworkSettings)
     key_state: dict[str, KeyState] = field(default_factory=dict)
     """Rotation state by key name; a key without one renders no rotation annotations."""
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import gateway_selector, object_meta
-from tenantgw.render.names import GATEWAY_NAME, PORT_NAME, tenant_name
+from tenantgw.render.names import GATEWAY_NAME, METRICS_PORT_NAME, tenant_name
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
 SCRAPE_INTERVAL = "30s"
-# LiteLLM mounts its exporter at /metrics/ (/metrics answers with a redirect to it).
-METRICS_PATH = "/metrics/"
+# The gateway's own exporter on the metrics port (LiteLLM's and tenantgw's collectors).
+METRICS_PATH = "/metrics"
 # Counters exported by LiteLLM's PrometheusLogger (prometheus_client appends _total).
 TOTAL_REQUESTS_METRIC = "litellm_proxy_total_requests_metric_total"
 FAILED_REQUESTS_METRIC = "litellm_proxy_failed_requests_metric_total"
@@ -26,14 +26,16 @@ ERROR_RATE_THRESHOLD = 0.05
 
 
 def render_service_monitor(inputs: RenderInputs) -> dict[str, Any]:
-    """ServiceMonitor `gateway`: scrape /metrics on the Service's http port."""
+    """ServiceMonitor `gateway`: scrape /metrics on the Service's metrics port."""
     return {
         "apiVersion": MONITORING_API_VERSION,
         "kind": "ServiceMonitor",
         "metadata": object_meta(inputs.tenant, GATEWAY_NAME),
         "spec": {
             "selector": {"matchLabels": gateway_selector(tenant_name(inputs.tenant))},
-            "endpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
+            "endpoints": [
+                {"port": METRICS_PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}
+            ],
         },
     }
 

@@ -15,6 +15,9 @@ CONFIG_NAME = "gateway-config"
 """Name of the ConfigMap holding config.yaml and tenantgw.json."""
 GATEWAY_PORT = 4000
 PORT_NAME = "http"
+METRICS_PORT = 9464
+"""Port of the gateway's Prometheus exporter: the monitoring namespace reaches only this one."""
+METRICS_PORT_NAME = "metrics"
 
 # Files in the ConfigMap and the Secret, and where the pod mounts them.
 CONFIG_FILE = "config.yaml"
@@ -46,6 +49,8 @@ __all__ = [
     "KEYS_FILE",
     "KEY_SECRET_PREFIX",
     "MASTER_KEY_FIELD",
+    "METRICS_PORT",
+    "METRICS_PORT_NAME",
     "PORT_NAME",
     "POSTGRES_DSN_FIELD",
     "REDIS_URL_FIELD",

@@ -1,8 +1,18 @@
 """NetworkPolicy of a tenant's gateway: who may call it, and the little it may call.
 
-Ingress: port 4000 from the tenant's namespace, spec.access.allowedNamespaces and the
-monitoring namespace. Egress: DNS, HTTPS anywhere (providers), the explicit ports of provider
-apiBases (e.g. Ollama's 11434), the tenant's Postgres and Redis, and `egress_ports`.
+Ingress: the API port from the tenant's namespace and spec.access.allowedNamespaces; the
+metrics port (only) from the monitoring namespace.
+
+Egress is derived from what the gateway is meant to reach, host by host:
+- a provider's apiBase, the Postgres DSN and the Redis URL each name a host. An IP literal
+  becomes that one address; an in-cluster Service name (`<service>.<namespace>.svc[...]`)
+  becomes that namespace; any other name is "the internet": every address except the
+  platform's cluster CIDRs (pods, Services, nodes and so the API server) and the link-local
+  range (cloud metadata at 169.254.169.254 included). Providers without an apiBase are public
+  endpoints on 443.
+- DNS goes to the platform's DNS peers only.
+So a gateway never reaches another tenant's namespace, the API server or the metadata address,
+whatever ports its providers use.
 """
 
 from __future__ import annotations
@@ -12,18 +22,24 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from tenantgw.render.inputs import RenderInputs
+from tenantgw.render.inputs import NetworkSettings, Peer, RenderInputs
 from tenantgw.render.labels import gateway_selector, object_meta
-from tenantgw.render.names import GATEWAY_NAME, GATEWAY_PORT, tenant_name
+from tenantgw.render.names import GATEWAY_NAME, GATEWAY_PORT, METRICS_PORT, tenant_name
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-DNS_NAMESPACE = "kube-system"
 HTTPS_PORT = 443
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
+ALWAYS_BLOCKED = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+"""Link-local and cloud metadata addresses: never reachable, whatever the settings say."""
 _DEFAULT_PORTS = {"http": 80, "https": 443, "redis": REDIS_PORT, "rediss": REDIS_PORT}
 _KEYWORD_PORT = re.compile(r"(?:^|\s)port\s*=\s*'?(\d+)")
 _KEYWORD_HOST = re.compile(r"(?:^|\s)(?:hostaddr|host)\s*=\s*'?([^\s',]+)")
+_SERVICE_HOST = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\.[a-z0-9.-]+)?\.?$"
+)
+INTERNET = Peer(cidr="internet")
+"""Stands for every address outside the cluster CIDRs and the always-blocked ranges."""
 
 
 def url_endpoint(url: str, default_port: int) -> tuple[str | None, int]:
@@ -42,72 +58,117 @@ def postgres_endpoint(dsn: str) -> tuple[str | None, int]:
     return (host.group(1) if host else None), (int(port.group(1)) if port else POSTGRES_PORT)
 
 
-def _peer(host: str | None) -> list[dict[str, Any]] | None:
-    """`to` of an egress rule: the address when the host is a literal IP, else anywhere."""
+def host_peer(host: str | None) -> Peer | None:
+    """Where a host is: one address, an in-cluster namespace, or the internet.
+
+    None for a host that must never be reached (link-local, cloud metadata).
+    """
     if host is None:
-        return None
+        return INTERNET
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return None  # a DNS name: a NetworkPolicy cannot name it, so the port alone limits
-    return [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+        match = _SERVICE_HOST.match(host.lower())
+        if match:
+            return Peer(namespace=match.group("ns"))
+        return INTERNET
+    if any(address in ipaddress.ip_network(block) for block in ALWAYS_BLOCKED):
+        return None
+    return Peer(cidr=f"{address}/{address.max_prefixlen}")
+
+
+def _except(version: int, network: NetworkSettings) -> list[str]:
+    """The blocks the internet rule of one IP version leaves out, without nested ones."""
+    blocks = {
+        ipaddress.ip_network(cidr, strict=False)
+        for cidr in (*ALWAYS_BLOCKED, *network.cluster_cidrs)
+    }
+    mine = [b for b in blocks if b.version == version and b.prefixlen > 0]
+    kept = [b for b in mine if not any(b != o and b.subnet_of(o) for o in mine)]  # type: ignore[arg-type]
+    return [str(b) for b in sorted(kept, key=lambda b: (int(b.network_address), b.prefixlen))]
+
+
+def peer_objects(peer: Peer, network: NetworkSettings) -> list[dict[str, Any]]:
+    """The `to` entries of a peer."""
+    if peer == INTERNET:
+        return [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": _except(4, network)}},
+            {"ipBlock": {"cidr": "::/0", "except": _except(6, network)}},
+        ]
+    if peer.cidr is not None:
+        return [{"ipBlock": {"cidr": peer.cidr}}]
+    entry: dict[str, Any] = {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: peer.namespace}}
+    }
+    if peer.pod_labels:
+        entry["podSelector"] = {"matchLabels": dict(peer.pod_labels)}
+    return [entry]
 
 
 def _tcp(port: int) -> dict[str, Any]:
     return {"protocol": "TCP", "port": port}
 
 
-def provider_ports(inputs: RenderInputs) -> list[int]:
-    """Ports of provider apiBases other than 443, and `egress_ports`, sorted."""
-    ports = set(inputs.egress_ports)
+def egress_endpoints(inputs: RenderInputs) -> dict[Peer, set[int]]:
+    """TCP ports the gateway may reach, by peer: providers, storage and `egress_ports`."""
+    wanted: dict[Peer, set[int]] = {INTERNET: {HTTPS_PORT, *inputs.egress_ports}}
+    endpoints: list[tuple[str | None, int]] = []
     for provider in inputs.tenant.spec.providers:
         if provider.api_base:
-            ports.add(url_endpoint(provider.api_base, HTTPS_PORT)[1])
-    ports.discard(HTTPS_PORT)
-    return sorted(ports)
-
-
-def storage_rules(inputs: RenderInputs) -> list[dict[str, Any]]:
-    """Egress to the tenant's Postgres and Redis, when provisioned."""
+            endpoints.append(url_endpoint(provider.api_base, HTTPS_PORT))
     storage = inputs.storage
-    endpoints: list[tuple[str | None, int]] = []
     if storage is not None and storage.postgres_dsn:
         endpoints.append(postgres_endpoint(storage.postgres_dsn))
     if storage is not None and storage.redis_url:
         endpoints.append(url_endpoint(storage.redis_url, REDIS_PORT))
-    rules: list[dict[str, Any]] = []
     for host, port in endpoints:
-        rule: dict[str, Any] = {}
-        peer = _peer(host)
+        peer = host_peer(host)
         if peer is not None:
-            rule["to"] = peer
-        rule["ports"] = [_tcp(port)]
-        if rule not in rules:
-            rules.append(rule)
+            wanted.setdefault(peer, set()).add(port)
+    return wanted
+
+
+def _peer_order(peer: Peer) -> tuple[int, str]:
+    return (0 if peer == INTERNET else 1, peer.cidr or peer.namespace or "")
+
+
+def egress_rules(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """Egress of the gateway pods: DNS to the DNS peers, then each peer with its ports."""
+    network = inputs.network
+    dns_to = [entry for peer in network.dns for entry in peer_objects(peer, network)]
+    rules: list[dict[str, Any]] = [
+        {
+            "to": dns_to,
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+    ]
+    wanted = egress_endpoints(inputs)
+    for peer in sorted(wanted, key=_peer_order):
+        rules.append(
+            {
+                "to": peer_objects(peer, network),
+                "ports": [_tcp(port) for port in sorted(wanted[peer])],
+            }
+        )
     return rules
+
+
+def _from_namespaces(names: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": names}
+                ]
+            }
+        }
+    ]
 
 
 def render_network_policy(inputs: RenderInputs) -> dict[str, Any]:
     """NetworkPolicy `gateway`: default deny for the gateway pods, plus what they need."""
     tenant = inputs.tenant
-    callers = sorted(
-        {
-            tenant.namespace_name(),
-            inputs.monitoring_namespace,
-            *tenant.spec.access.allowed_namespaces,
-        }
-    )
-    egress: list[dict[str, Any]] = [
-        {
-            "to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: DNS_NAMESPACE}}}],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        },
-        {"ports": [_tcp(HTTPS_PORT)]},
-    ]
-    extra = provider_ports(inputs)
-    if extra:
-        egress.append({"ports": [_tcp(port) for port in extra]})
-    egress.extend(storage_rules(inputs))
+    callers = sorted({tenant.namespace_name(), *tenant.spec.access.allowed_namespaces})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -116,23 +177,12 @@ def render_network_policy(inputs: RenderInputs) -> dict[str, Any]:
             "podSelector": {"matchLabels": gateway_selector(tenant_name(tenant))},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
+                {"from": _from_namespaces(callers), "ports": [_tcp(GATEWAY_PORT)]},
                 {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchExpressions": [
-                                    {
-                                        "key": NAMESPACE_NAME_LABEL,
-                                        "operator": "In",
-                                        "values": callers,
-                                    }
-                                ]
-                            }
-                        }
-                    ],
-                    "ports": [_tcp(GATEWAY_PORT)],
-                }
+                    "from": _from_namespaces([inputs.monitoring_namespace]),
+                    "ports": [_tcp(METRICS_PORT)],
+                },
             ],
-            "egress": egress,
+            "egress": egress_rules(inputs),
         },
     }

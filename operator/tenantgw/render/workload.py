@@ -22,6 +22,8 @@ from tenantgw.render.names import (
     GATEWAY_PORT,
     KEYS_FILE,
     MASTER_KEY_FIELD,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
     PORT_NAME,
     POSTGRES_DSN_FIELD,
     REDIS_URL_FIELD,
@@ -126,8 +128,13 @@ def _container(inputs: RenderInputs) -> dict[str, Any]:
             str(GATEWAY_PORT),
             "--num_workers",
             str(workers),
+            "--metrics_port",
+            str(METRICS_PORT),
         ],
-        "ports": [{"name": PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"},
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "env": container_env(inputs),
         "resources": resources(inputs),
         # Start-up loads LiteLLM (tens of seconds on a cold node): up to 3 minutes.
@@ -218,7 +225,7 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
 
 
 def render_service(inputs: RenderInputs) -> dict[str, Any]:
-    """Service `gateway`: ClusterIP, port 4000 named http (what clients and Prometheus use)."""
+    """Service `gateway`: ClusterIP, port 4000 named http (clients), 9464 named metrics."""
     name = tenant_name(inputs.tenant)
     return {
         "apiVersion": "v1",
@@ -233,7 +240,13 @@ def render_service(inputs: RenderInputs) -> dict[str, Any]:
                     "port": GATEWAY_PORT,
                     "targetPort": PORT_NAME,
                     "protocol": "TCP",
-                }
+                },
+                {
+                    "name": METRICS_PORT_NAME,
+                    "port": METRICS_PORT,
+                    "targetPort": METRICS_PORT_NAME,
+                    "protocol": "TCP",
+                },
             ],
         },
     }
