@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tenantgw.api import ModelAlias
-from tenantgw.render.inputs import NetworkSettings, Peer
 from tenantgw.render import (
     GATEWAY_NAME,
     RenderInputs,
@@ -18,6 +17,7 @@ from tenantgw.render import (
     render_rules,
     render_tenant,
 )
+from tenantgw.render.inputs import NetworkSettings, Peer
 
 pytestmark = pytest.mark.unit
 
