@@ -5,13 +5,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup venv system-packages control-plane claude-code test test-unit lint fmt lock \
+.PHONY: help setup venv system-packages control-plane network-analyzer claude-code test test-unit lint fmt lock \
         cluster-up cluster-down services-up services-down crds run bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv system-packages control-plane claude-code ## Install everything the tests and the demo need
+setup: venv system-packages control-plane network-analyzer claude-code ## Install everything the tests and the demo need
 
 venv: $(VENV)/.installed ## Python dependencies from the lock file, into .venv
 
@@ -26,6 +26,9 @@ system-packages: ## PostgreSQL, Redis, openssl, curl from Debian's packages
 
 control-plane: ## Build etcd, kube-* and kwok from Go modules into the cache (once per version)
 	bash e2e/cluster/build.sh >/dev/null
+
+network-analyzer: ## Build the NetworkPolicy analyzer (cyclonus) from its Go module into the cache
+	bash e2e/netpol/build.sh
 
 claude-code: ## The pinned Claude Code CLI from npm, into the cache
 	bash e2e/install-claude-code.sh >/dev/null
