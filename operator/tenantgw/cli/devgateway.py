@@ -25,6 +25,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+import tenantgw
 from tenantgw.api import API_VERSION, Tenant
 from tenantgw.render.names import GATEWAY_NAME
 
@@ -128,7 +129,12 @@ def build_spec(
 
     sync()
 
-    env: dict[str, str] = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
+    env: dict[str, str] = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(workdir),
+        # The gateway runs the same tenantgw as this command (a checkout's, not the venv's).
+        "PYTHONPATH": str(Path(tenantgw.__file__).resolve().parent.parent),
+    }
     secrets: dict[str, dict[str, str]] = {}
     for var in container.env or []:
         if var.value_from is not None and var.value_from.secret_key_ref is not None:
