@@ -1,9 +1,10 @@
 """Fallbacks are checked like primaries: the closure, residency over it (gateway and operator),
-client-sent fallback lists, the per-hop check."""
+client-sent fallback lists, the per-hop check, and what a budget refusal looks like."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,8 +14,14 @@ from tenantgw.api.fallbacks import fallback_closure, fallback_paths
 from tenantgw.gateway import fallbacks, residency
 from tenantgw.gateway.budgets import Decision
 from tenantgw.gateway.context import RequestContext
-from tenantgw.gateway.errors import PermissionDeniedError
+from tenantgw.gateway.errors import (
+    BudgetExceededError,
+    PermissionDeniedError,
+    RateLimitError,
+    proxy_exception,
+)
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.refusals import HELD_RETRY_AFTER, budget_refusal
 from tenantgw.reconcile.validate import validate_aliases
 
 pytestmark = pytest.mark.unit
@@ -241,3 +248,30 @@ def test_the_operator_rejects_an_alias_whose_nested_fallback_is_outside_residenc
     gateway_refuses = {name for name in r.aliases if residency.violations(r, name)}
     operator_refuses = {name for name, v in verdicts.items() if not v.accepted}
     assert gateway_refuses == operator_refuses
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_spent_budget_is_a_final_402_until_its_reset() -> None:
+    now = datetime(2026, 3, 4, 22, 0, tzinfo=UTC)
+    decision = Decision(
+        "block",
+        policy="daily",
+        message="budget daily (key alice) has reached its daily limit; it resets at ...",
+        resets_at=now + timedelta(hours=2),
+    )
+    error = budget_refusal(decision, "fb", now)
+    assert isinstance(error, BudgetExceededError)
+    assert (error.status, error.type_, error.retry_after) == (402, "billing_error", 7200.0)
+    exc = proxy_exception(error)
+    assert getattr(exc, "code", None) == "402"
+    assert getattr(exc, "headers", None) == {"retry-after": "7200", "x-should-retry": "false"}
+
+
+def test_a_budget_full_of_reservations_is_a_429_to_retry_soon() -> None:
+    decision = Decision("block", policy="daily", message="held by requests", held=True)
+    error = budget_refusal(decision, "fb")
+    assert isinstance(error, RateLimitError)
+    assert error.retry_after == HELD_RETRY_AFTER
+    assert getattr(proxy_exception(error), "headers", None) == {"retry-after": "5"}

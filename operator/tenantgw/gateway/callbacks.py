@@ -31,7 +31,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from tenantgw.gateway import fallbacks, files, pii, residency, routing
+from tenantgw.gateway import fallbacks, files, pii, refusals, residency, routing
 from tenantgw.gateway.context import (
     RequestContext,
     context_from_kwargs,
@@ -323,7 +323,7 @@ class TenantGatewayHandler(CustomLogger):
         action = getattr(decision, "action", "allow")
         message = str(getattr(decision, "message", "") or "")
         if action == "block":
-            raise RateLimitError(message or f"tenant {ctx.tenant}'s budget is exhausted")
+            raise refusals.budget_refusal(decision, ctx.tenant)
         if action != "downgrade":
             return
         target = getattr(decision, "to_alias", None)

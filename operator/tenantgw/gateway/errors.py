@@ -240,6 +240,20 @@ class RateLimitError(GatewayError):
     type_ = "rate_limit_error"
 
 
+class BudgetExceededError(GatewayError):
+    """A BudgetPolicy's limit is spent: final until the policy's period resets.
+
+    402 `billing_error`, Anthropic's type for "no more spending" (OpenAI-shaped on the OpenAI
+    routes): no client retries a 402 by status, and the response also says `x-should-retry:
+    false`; `retry_after` is set to the policy's reset, so a client that reads it knows when
+    to come back. docs/operations.md, "Budget refusals", says why not a 429.
+    """
+
+    status = 402
+    type_ = "billing_error"
+    final = True
+
+
 class InternalError(GatewayError):
     status = 500
     type_ = "api_error"
@@ -262,6 +276,8 @@ def proxy_exception(error: GatewayError) -> Exception:
     headers = None
     if error.retry_after is not None:
         headers = {"retry-after": retry_after_value(error.retry_after)}
+    if getattr(error, "final", False):
+        headers = {**(headers or {}), "x-should-retry": "false"}
     exc: Exception = ProxyException(
         message=error.message,
         type=error.type_,
