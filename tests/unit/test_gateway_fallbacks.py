@@ -3,6 +3,7 @@ client-sent fallback lists, the per-hop check, and what a budget refusal looks l
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from tenantgw.gateway.errors import (
     PermissionDeniedError,
     RateLimitError,
     proxy_exception,
+    reshape_error,
 )
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.refusals import HELD_RETRY_AFTER, budget_refusal
@@ -275,3 +277,19 @@ def test_a_budget_full_of_reservations_is_a_429_to_retry_soon() -> None:
     assert isinstance(error, RateLimitError)
     assert error.retry_after == HELD_RETRY_AFTER
     assert getattr(proxy_exception(error), "headers", None) == {"retry-after": "5"}
+
+
+def test_litellms_api_error_type_on_a_402_becomes_billing_error() -> None:
+    # LiteLLM's Anthropic error mapping knows no 402 and says api_error, a 5xx type.
+    body = json.dumps(
+        {"type": "error", "error": {"type": "api_error", "message": "budget x spent"}}
+    ).encode()
+    shaped = reshape_error("anthropic", 402, body, "application/json")
+    assert shaped is not None
+    assert json.loads(shaped) == {
+        "type": "error",
+        "error": {"type": "billing_error", "message": "budget x spent"},
+    }
+    assert reshape_error("anthropic", 500, body, "application/json") is None
+    fine = json.dumps({"type": "error", "error": {"type": "billing_error", "message": "m"}})
+    assert reshape_error("anthropic", 402, fine.encode(), "application/json") is None

@@ -171,7 +171,7 @@ def reshape_error(family: Family, status: int, body: bytes, content_type: str) -
         except ValueError:
             payload = None
     if payload is not None and is_shaped(family, payload):
-        return None
+        return _retyped(family, status, payload)
     if payload is not None:
         message, type_, param = parse_error(payload)
     elif text and "html" not in content_type.lower() and not text.startswith("<"):
@@ -179,6 +179,16 @@ def reshape_error(family: Family, status: int, body: bytes, content_type: str) -
     else:
         message, type_, param = None, None, None
     return error_body(family, status, message or default_message(status), type_, param)
+
+
+def _retyped(family: Family, status: int, payload: Mapping[str, Any]) -> bytes | None:
+    """An Anthropic body whose type is LiteLLM's fallback `api_error` for a 4xx status (it maps
+    402 `billing_error`, 408, 413, 422 so) with the type of its status; None when it fits."""
+    error = payload["error"]
+    if family != "anthropic" or status >= 500 or error.get("type") != "api_error":
+        return None
+    fixed = {**payload, "error": {**error, "type": error_type_for_status(status)}}
+    return json.dumps(fixed, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def default_message(status: int) -> str:
