@@ -220,7 +220,7 @@ def test_a_key_over_its_budget_is_refused_naming_the_policy(
     example_gateway: ExampleGateway, kube: Any
 ) -> None:
     """US-003: a BudgetPolicy applied with kubectl reaches the running gateway and blocks the key
-    once it is spent, with a 429 that names the policy, its limit and when it resets."""
+    once it is spent, with a final 402 that names the policy, its limit and when it resets."""
     from e2e.helpers import K8s, eventually
 
     gw = example_gateway
@@ -241,13 +241,15 @@ def test_a_key_over_its_budget_is_refused_naming_the_policy(
     client = anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["ci"], max_retries=0)
     try:
 
-        def blocked() -> anthropic.RateLimitError | None:
+        def blocked() -> anthropic.APIStatusError | None:
             try:
                 client.messages.create(
                     model="fast-code", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
                 )
-            except anthropic.RateLimitError as exc:
-                return exc
+            except anthropic.APIStatusError as exc:
+                if exc.status_code == 402:
+                    return exc
+                raise
             return None
 
         # The operator renders the policy into the ConfigMap; the files reach the process the
@@ -255,7 +257,8 @@ def test_a_key_over_its_budget_is_refused_naming_the_policy(
         exc = eventually(blocked, 60, "the ci key to be blocked by BudgetPolicy ci-cap")
         body = exc.body
         assert isinstance(body, dict)
-        assert body["error"]["type"] == "rate_limit_error"
+        assert body["error"]["type"] == "billing_error"
+        assert exc.response.headers["x-should-retry"] == "false"
         assert "ci-cap" in body["error"]["message"]
         assert "UTC" in body["error"]["message"]
         alice = anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["alice"], max_retries=0)

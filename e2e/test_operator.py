@@ -245,8 +245,16 @@ def test_data_residency_rejects_an_alias_on_a_provider_outside_the_allowed_regio
         cond = k8s.wait_condition(lambda: k8s.alias(ns, "euro"), "Accepted", "False")
         assert cond["reason"] == "ResidencyViolation"
         assert 'spec.targets[0].provider: provider "eu" has region "eu-west-1"' in cond["message"]
+        # A fallback of a fallback counts too: LiteLLM follows nested fallbacks.
+        us_target = [{"provider": "sim", "model": "m"}]
+        k8s.apply(alias_body(ns, "relay", targets=us_target, fallbacks=["euro"]))
+        k8s.apply(alias_body(ns, "front", targets=us_target, fallbacks=["relay"]))
+        cond = k8s.wait_condition(lambda: k8s.alias(ns, "front"), "Accepted", "False")
+        assert cond["reason"] == "ResidencyViolation"
+        assert "spec.fallbacks[0]: falls back through front -> relay -> euro" in cond["message"]
         k8s.wait_condition(lambda: k8s.alias(ns, "fast-code"), "Accepted", "True")
-        assert "euro" not in model_names(k8s, ns)
+        served = model_names(k8s, ns)
+        assert not {"euro", "relay", "front"} & set(served)
     finally:
         k8s.delete("tenantgw.io/v1alpha1", "Tenant", name)
 

@@ -201,13 +201,15 @@ async def test_rate_limited_request_is_a_429_with_retry_after(setup: Setup) -> N
     assert "over its 10 requests per minute" in caught.value.message
 
 
-async def test_budget_block_is_a_429_and_frees_the_slot(setup: Setup) -> None:
+async def test_a_spent_budget_is_a_final_402_and_frees_the_slot(setup: Setup) -> None:
     setup.guard.decision = Decision("block", "budget team-monthly is exhausted")
     with pytest.raises(ProxyException) as caught:
         await setup.handler.async_pre_call_hook(
             ALICE, None, chat_request("fast-code", "hi"), "acompletion"
         )
-    assert caught.value.code == "429"
+    assert caught.value.code == "402"
+    assert caught.value.type == "billing_error"
+    assert caught.value.headers == {"x-should-retry": "false"}
     assert caught.value.message == "budget team-monthly is exhausted"
     assert setup.limiter.released == [("call-2", 0)]
 

@@ -94,6 +94,7 @@ def test_at_the_limit_is_blocked_with_what_when_and_how_much() -> None:
     assert decision.action == "block"
     assert decision.policy == "tenant-daily"
     assert decision.resets_at == datetime(2026, 11, 29, tzinfo=UTC)
+    assert not decision.held  # spent: final until the reset
     assert decision.message == (
         "budget tenant-daily (tenant) has reached its daily limit of $100.00 ($100.43 spent); "
         "it resets at 2026-11-29 00:00 UTC"
@@ -114,6 +115,7 @@ def test_requests_in_progress_count_towards_the_limit() -> None:
     decision = decide(RULES, covering("bob", "fast-code"), state, "fast-code", "medium", NOW)
     assert decision.action == "block"
     assert "$99.00 spent and $1.00 held by requests in progress" in decision.message
+    assert decision.held  # may lift when those requests finish
 
 
 def test_an_exceeded_downgrade_policy_picks_the_first_alias_of_the_tier_by_name() -> None:

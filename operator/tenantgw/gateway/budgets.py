@@ -59,7 +59,8 @@ class Decision:
     """What to do with a request: allow it, block it, or send it to the cheaper `to_alias`.
 
     `policy` names the BudgetPolicy that decided (None for allow); `resets_at` is the UTC
-    boundary where that policy's period ends.
+    boundary where that policy's period ends. `held` marks a block that only reservations of
+    requests in progress cause (the spend itself is below the limit): it may lift in seconds.
     """
 
     action: Action
@@ -67,6 +68,7 @@ class Decision:
     message: str = ""
     to_alias: str | None = None
     resets_at: datetime | None = None
+    held: bool = False
 
 
 ALLOW = Decision(action="allow")
@@ -204,7 +206,13 @@ def _block(policy: Policy, spent: int, reserved: int, now: datetime) -> Decision
             f"{_usd(reserved)} held by requests in progress; retry when they finish or "
             f"after the reset at {format_reset(resets_at)}"
         )
-    return Decision(action="block", policy=policy.name, message=message, resets_at=resets_at)
+    return Decision(
+        action="block",
+        policy=policy.name,
+        message=message,
+        resets_at=resets_at,
+        held=spent < policy.limit_micro,
+    )
 
 
 def decide(

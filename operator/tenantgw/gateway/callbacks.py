@@ -31,7 +31,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from tenantgw.gateway import files, pii, residency, routing
+from tenantgw.gateway import fallbacks, files, pii, refusals, residency, routing
 from tenantgw.gateway.context import (
     RequestContext,
     context_from_kwargs,
@@ -247,6 +247,9 @@ class TenantGatewayHandler(CustomLogger):
                 f"the gateway's routing rules are not loaded ({exc}): ask your platform team"
             ) from None
         route = routing.route_request(data, rules)
+        dropped = fallbacks.drop_client_fallbacks(data)
+        if dropped:
+            log.info("client-sent %s dropped: fallbacks come from the ModelAliases", dropped)
         metadata = request_metadata(data, call_type)
         alias = rules.aliases[route.alias]
         ctx = RequestContext(
@@ -320,7 +323,7 @@ class TenantGatewayHandler(CustomLogger):
         action = getattr(decision, "action", "allow")
         message = str(getattr(decision, "message", "") or "")
         if action == "block":
-            raise RateLimitError(message or f"tenant {ctx.tenant}'s budget is exhausted")
+            raise refusals.budget_refusal(decision, ctx.tenant)
         if action != "downgrade":
             return
         target = getattr(decision, "to_alias", None)
@@ -335,6 +338,21 @@ class TenantGatewayHandler(CustomLogger):
         data["model"] = target
         if message:
             log.info("request %s downgraded: %s", ctx.request_id, message)
+
+    # ---- each model group the router picks deployments of (the alias, then each fallback)
+
+    async def async_filter_deployments(
+        self,
+        model: str,
+        healthy_deployments: list[Any],
+        messages: Any,
+        request_kwargs: dict[str, Any] | None = None,
+        parent_otel_span: Any = None,
+    ) -> list[dict[str, Any]]:
+        """A fallback serves only if its residency and budgets admit it (`fallbacks.admit_hop`)."""
+        return await fallbacks.admit_hop(
+            self.plugins().guard, model, healthy_deployments, request_kwargs
+        )
 
     # ---- after the request
 

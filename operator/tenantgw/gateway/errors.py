@@ -171,7 +171,7 @@ def reshape_error(family: Family, status: int, body: bytes, content_type: str) -
         except ValueError:
             payload = None
     if payload is not None and is_shaped(family, payload):
-        return None
+        return _retyped(family, status, payload)
     if payload is not None:
         message, type_, param = parse_error(payload)
     elif text and "html" not in content_type.lower() and not text.startswith("<"):
@@ -179,6 +179,16 @@ def reshape_error(family: Family, status: int, body: bytes, content_type: str) -
     else:
         message, type_, param = None, None, None
     return error_body(family, status, message or default_message(status), type_, param)
+
+
+def _retyped(family: Family, status: int, payload: Mapping[str, Any]) -> bytes | None:
+    """An Anthropic body whose type is LiteLLM's fallback `api_error` for a 4xx status (it maps
+    402 `billing_error`, 408, 413, 422 so) with the type of its status; None when it fits."""
+    error = payload["error"]
+    if family != "anthropic" or status >= 500 or error.get("type") != "api_error":
+        return None
+    fixed = {**payload, "error": {**error, "type": error_type_for_status(status)}}
+    return json.dumps(fixed, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def default_message(status: int) -> str:
@@ -240,6 +250,20 @@ class RateLimitError(GatewayError):
     type_ = "rate_limit_error"
 
 
+class BudgetExceededError(GatewayError):
+    """A BudgetPolicy's limit is spent: final until the policy's period resets.
+
+    402 `billing_error`, Anthropic's type for "no more spending" (OpenAI-shaped on the OpenAI
+    routes): no client retries a 402 by status, and the response also says `x-should-retry:
+    false`; `retry_after` is set to the policy's reset, so a client that reads it knows when
+    to come back. docs/operations.md, "Budget refusals", says why not a 429.
+    """
+
+    status = 402
+    type_ = "billing_error"
+    final = True
+
+
 class InternalError(GatewayError):
     status = 500
     type_ = "api_error"
@@ -262,6 +286,8 @@ def proxy_exception(error: GatewayError) -> Exception:
     headers = None
     if error.retry_after is not None:
         headers = {"retry-after": retry_after_value(error.retry_after)}
+    if getattr(error, "final", False):
+        headers = {**(headers or {}), "x-should-retry": "false"}
     exc: Exception = ProxyException(
         message=error.message,
         type=error.type_,

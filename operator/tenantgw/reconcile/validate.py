@@ -2,17 +2,22 @@
 
 A ModelAlias that names an unknown provider, falls back to a missing or rejected alias, sits on
 a fallback cycle, or uses a provider outside the tenant's data residency is rejected with a
-message naming the field; the rest of the tenant keeps serving.
+message naming the field; the rest of the tenant keeps serving. Residency covers the whole
+fallback closure (`tenantgw.api.fallbacks`, the walk the gateway checks too): an alias that
+can fall back, directly or through other aliases, to one outside the regions is a
+ResidencyViolation itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+from tenantgw.api.fallbacks import fallback_paths
 
 
 @dataclass
@@ -71,6 +76,8 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
     tname = tenant.metadata.name
     verdicts: dict[str, Verdict] = {}
     by_name = {a.metadata.name or "": a for a in aliases}
+    outside: dict[str, str] = {}
+    """Aliases with a target outside the regions: what is outside, for their fallers-back."""
 
     for name, alias in sorted(by_name.items()):
         gen = alias.metadata.generation
@@ -86,6 +93,7 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
                 break
             if allowed is not None and provider.region not in allowed:
                 where = f'region "{provider.region}"' if provider.region else "no region"
+                outside[name] = f'provider "{provider.name}" has {where}'
                 problem = (
                     "ResidencyViolation",
                     f'spec.targets[{i}].provider: provider "{provider.name}" has {where}, outside '
@@ -96,6 +104,22 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
         if problem is None:
             problem = _name_clash(name, alias, by_name)
         verdicts[name] = Verdict(name, problem is None, *(problem or ("Accepted", "")), gen)
+
+    # Residency over the fallback closure: LiteLLM follows fallbacks of fallbacks.
+    for name, alias in sorted(by_name.items()):
+        v = verdicts[name]
+        if not v.accepted or allowed is None:
+            continue
+        paths = fallback_paths(name, _fallbacks_of(by_name))
+        reached = next((path for fb, path in paths.items() if fb in outside), None)
+        if reached is not None:
+            index = alias.spec.fallbacks.index(reached[1])
+            v.accepted, v.reason = False, "ResidencyViolation"
+            v.message = (
+                f"spec.fallbacks[{index}]: falls back through {' -> '.join(reached)}, whose "
+                f"{outside[reached[-1]]}, outside spec.compliance.dataResidency.allowedRegions "
+                f"of Tenant {tname} ({', '.join(sorted(allowed))})"
+            )
 
     # Fallbacks: to a missing or rejected alias, or around a cycle. Rejections propagate, so
     # iterate until nothing changes.
@@ -153,6 +177,14 @@ def _name_clash(
                     f'ModelAlias "{other_name}"',
                 )
     return None
+
+
+def _fallbacks_of(by_name: dict[str, ModelAlias]) -> Callable[[str], list[str]]:
+    def fallbacks_of(name: str) -> list[str]:
+        alias = by_name.get(name)
+        return list(alias.spec.fallbacks) if alias is not None else []
+
+    return fallbacks_of
 
 
 def _cycle_through(start: str, by_name: dict[str, ModelAlias]) -> list[str] | None:
