@@ -25,7 +25,7 @@ from psycopg import sql
 
 from e2e.fixtures import Services
 from tenantgw.gateway.ledger import Ledger
-from tenantgw.gateway.metering import UsageRecord
+from tenantgw.gateway.usage import UsageRecord
 from tenantgw.gateway.spool import Spool
 
 pytestmark = pytest.mark.integration
