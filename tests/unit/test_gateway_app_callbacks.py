@@ -430,6 +430,20 @@ async def test_redis_down_closed_refuses_with_retry_after(setup: Setup) -> None:
     assert _skipped("ratelimit", "timeout", "refused") == before + 1
 
 
+async def test_redis_down_on_messages_keeps_the_overloaded_type(setup: Setup) -> None:
+    """LiteLLM would call a 503 on /v1/messages an api_error; it keeps an Anthropic body."""
+    setup.limiter.down = True
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(
+            ALICE, None, messages_request("claude-sonnet-4-5", "hi"), "anthropic_messages"
+        )
+    assert caught.value.code == "503"
+    body = json.loads(caught.value.message)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "overloaded_error"
+    assert "rate limits cannot be checked" in body["error"]["message"]
+
+
 async def test_redis_down_open_admits_and_counts(setup: Setup, rules_file: Path) -> None:
     edit_rules(rules_file, lambda raw: raw.update(enforcement={"on_store_unavailable": "Open"}))
     setup.limiter.down = setup.guard.down = True

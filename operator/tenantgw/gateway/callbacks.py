@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -125,10 +126,11 @@ class TenantGatewayHandler(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
+        name = _call_type_name(call_type)
         try:
-            return await self.pre_call(user_api_key_dict, data, _call_type_name(call_type))
+            return await self.pre_call(user_api_key_dict, data, name)
         except GatewayError as exc:
-            raise proxy_exception(exc) from None
+            raise proxy_exception(_in_family(exc, name)) from None
         except Exception as exc:
             if _is_client_error(exc):
                 raise
@@ -331,6 +333,19 @@ class TenantGatewayHandler(CustomLogger):
             self.contexts.finish(tracked)
         except Exception:
             log.exception("tenantgw post-call failure hook failed")
+
+
+def _in_family(exc: GatewayError, call_type: str) -> GatewayError:
+    """`exc`, with its type kept on /v1/messages.
+
+    LiteLLM renders a /v1/messages error from its status alone and calls a 503 `api_error`;
+    it keeps an Anthropic error body given as the message, so a 503 (`overloaded_error`,
+    which clients retry after `retry-after`) goes as one.
+    """
+    if call_type != "anthropic_messages" or exc.status != 503:
+        return exc
+    body = {"type": "error", "error": {"type": exc.type_, "message": exc.message}}
+    return type(exc)(json.dumps(body), param=exc.param, retry_after=exc.retry_after)
 
 
 def _not_configured(step: str) -> StoreUnavailable:
