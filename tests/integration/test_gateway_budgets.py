@@ -30,9 +30,9 @@ from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.periods import period_end
 from tenantgw.gateway.storehealth import StoreHealth
 from tenantgw.gateway.usage import UsageRecord
-from tenantgw.gateway.periods import period_end
 from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 pytestmark = pytest.mark.integration
