@@ -274,7 +274,7 @@ class Enforcement(CamelModel):
             "When Redis (rate limits, budgets) is unavailable: Closed refuses requests with "
             "503 and retry-after; Open admits them unchecked and counts them in "
             "tenantgw_enforcement_skipped_total. Either way the gateway logs each transition "
-            "and the Tenant's EnforcementDegraded condition shows it."
+            "and the Tenant's EnforcementAvailable condition shows it."
         ),
     )
 

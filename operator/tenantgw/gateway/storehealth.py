@@ -12,7 +12,7 @@ Transitions. One log line when Redis stops answering (healthy -> unavailable, na
 in force) and one when it answers again (with how long, and how many requests were refused or
 admitted unchecked meanwhile), never one per request. On recovery the gateway writes that
 summary to `t:<tenant>:enforcement` (an hour's TTL), which the operator reads for the Tenant's
-`EnforcementDegraded` condition.
+`EnforcementAvailable` condition.
 
 Writes that free something. Releasing a rate-limit slot and adding spend (which drops the
 budget reservation) are never dropped: when Redis does not answer, they wait in a bounded
@@ -38,6 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tenantgw.api.markers import enforcement_marker_key
 from tenantgw.gateway.files import StoreMode
 from tenantgw.gateway.metrics import GatewayMetrics
 
@@ -61,7 +62,7 @@ Write = Callable[[], Awaitable[Any]]
 
 def marker_key(tenant: str) -> str:
     """`t:<tenant>:enforcement`: the last outage a gateway of the tenant lived through."""
-    return f"t:{tenant}:enforcement"
+    return enforcement_marker_key(tenant)
 
 
 def reason_of(exc: BaseException) -> str:
@@ -317,6 +318,8 @@ class StoreHealth:
                 "leases free them",
                 left,
             )
+        if self._background:  # the outage summary being written: let it finish
+            await asyncio.wait(set(self._background), timeout=grace)
         for task in (self._flusher, *self._background):
             if task is not None and not task.done():
                 task.cancel()
