@@ -248,10 +248,20 @@ class BudgetGuard:
         if not every:
             return ALLOW
         self.store.check(STEP)
+        now = self._now()
         try:
-            decision = await self._decide(ctx, rules, every, self._now())
+            decision = await self._decide(ctx, rules, every, now)
         except STORE_ERRORS as exc:
-            raise self.store.failed(STEP, exc) from None
+            unavailable = self.store.failed(STEP, exc)
+            # A timeout may hide a reservation the script did make: drop it once Redis answers.
+            self._held.pop(ctx.request_id, None)
+            aliases = {ctx.alias, *(a for a in rules.aliases if a != ctx.alias)}
+            applying = [p for p in every if any(p.matches(ctx.key_name, a) for a in aliases)]
+            keys = self._reservation_keys(applying, now)
+            if keys:
+                unreserve = functools.partial(self._unreserve, keys=keys, args=[ctx.request_id])
+                self.store.defer(f"reservation of {ctx.request_id}", unreserve)
+            raise unavailable from None
         self.store.answered()
         return decision
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -216,7 +218,11 @@ class RateLimiter:
         try:
             result = await self._acquire(keys=self._keys(ctx.key_name), args=args)
         except STORE_ERRORS as exc:
-            raise self.store.failed(STEP, exc) from None
+            unavailable = self.store.failed(STEP, exc)
+            if parallel:
+                # A timeout may hide a slot the script did take: give it back once Redis answers.
+                self.store.defer(f"slot of {ctx.request_id}", self._free(ctx, 0))
+            raise unavailable from None
         self.store.answered()
         code, value, retry_after = (int(x) for x in result)
         if code:
@@ -228,13 +234,15 @@ class RateLimiter:
 
         Never lost: when Redis does not answer, the release waits in `store` until it does.
         """
+        await self.store.write(STEP, f"release of {ctx.request_id}", self._free(ctx, tokens))
+
+    def _free(self, ctx: RequestContext, tokens: int) -> Callable[[], Awaitable[Any]]:
         keys = self._keys(ctx.key_name)
-        release = functools.partial(
+        return functools.partial(
             self._release,
             keys=[keys[2], keys[3], keys[4]],
             args=[ctx.request_id, max(int(tokens), 0), self.window_seconds],
         )
-        await self.store.write(STEP, f"release of {ctx.request_id}", release)
 
     def _refusal(self, ctx: RequestContext, code: int, value: int, wait: int) -> RateLimited:
         retry = f"retry in {wait} s"
