@@ -959,7 +959,7 @@ STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("  rate-limit acquire (Redis script)", "ratelimit.py", ("acquire",)),
     ("  budget check and reservation (Redis script)", "budgets.py", ("check",)),
     ("success callback, all steps", "callbacks.py", ("async_log_success_event",)),
-    ("  usage record from LiteLLM's kwargs", "metering.py", ("record_from_kwargs",)),
+    ("  usage record from LiteLLM's kwargs", "usage.py", ("record_from_kwargs",)),
     ("  budget add_spend (Redis script)", "budgets.py", ("add_spend",)),
     ("  rate-limit release (Redis script)", "ratelimit.py", ("release",)),
     ("ledger writer (batched INSERT, background)", "ledger.py", ("_run",)),

@@ -27,9 +27,12 @@ from psycopg import sql
 from e2e.fixtures import Services
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.files import Rules
 from tenantgw.gateway.ledger import Ledger
-from tenantgw.gateway.metering import UsageRecord
+from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.periods import period_end
+from tenantgw.gateway.storehealth import StoreHealth
+from tenantgw.gateway.usage import UsageRecord
 from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 pytestmark = pytest.mark.integration
@@ -122,7 +125,12 @@ def tenant_db(services: Services) -> Iterator[TenantDb]:
 async def guards(t: TenantRedis, n: int = 1, **kw: Any) -> AsyncIterator[list[BudgetGuard]]:
     """`n` budget guards with their own Redis connections, like `n` gateway replicas."""
     clients = [aioredis.Redis.from_url(t.url, socket_timeout=5) for _ in range(n)]
-    made = [BudgetGuard(client, t.tenant, **kw) for client in clients]
+    made = [
+        BudgetGuard(
+            client, t.tenant, StoreHealth(t.tenant, GatewayMetrics.registered(), redis=client), **kw
+        )
+        for client in clients
+    ]
     try:
         yield made
     finally:
@@ -171,8 +179,9 @@ ALIASES = {
 }
 
 
-def rules(*budgets: dict[str, Any]) -> dict[str, Any]:
-    return {"aliases": ALIASES, "budgets": list(budgets)}
+def rules(*budgets: dict[str, Any], aliases: dict[str, Any] = ALIASES) -> Rules:
+    """The rules file of a tenant with these aliases and budgets, as the gateway reads it."""
+    return Rules.model_validate({"tenant": "bg", "aliases": aliases, "budgets": list(budgets)})
 
 
 async def test_a_spent_budget_blocks_with_the_policy_limit_and_reset(
@@ -258,10 +267,10 @@ async def test_a_downgrade_target_over_its_own_budget_is_blocked(tenant_redis: T
 
 
 async def test_no_tier_to_downgrade_to_blocks(tenant_redis: TenantRedis) -> None:
-    limits = {
-        "aliases": {"reasoning": {"cost_tier": "high"}},
-        "budgets": [budget("team", 0.01, action="downgrade", to_cost_tier="low")],
-    }
+    limits = rules(
+        budget("team", 0.01, action="downgrade", to_cost_tier="low"),
+        aliases={"reasoning": {"cost_tier": "high"}},
+    )
     async with guards(tenant_redis) as (guard,):
         await guard.add_spend(request(tenant_redis, "reasoning"), 0.01, limits)
         decision = await guard.check(request(tenant_redis, "reasoning"), limits)
@@ -272,7 +281,7 @@ async def test_no_tier_to_downgrade_to_blocks(tenant_redis: TenantRedis) -> None
 async def run_clients(
     replicas: list[BudgetGuard],
     t: TenantRedis,
-    limits: dict[str, Any],
+    limits: Rules,
     *,
     clients: int,
     cost: float,

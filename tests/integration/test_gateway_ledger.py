@@ -25,8 +25,8 @@ from psycopg import sql
 
 from e2e.fixtures import Services
 from tenantgw.gateway.ledger import Ledger
-from tenantgw.gateway.metering import UsageRecord
 from tenantgw.gateway.spool import Spool
+from tenantgw.gateway.usage import UsageRecord
 
 pytestmark = pytest.mark.integration
 

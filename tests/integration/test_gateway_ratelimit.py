@@ -25,7 +25,10 @@ from redis.exceptions import NoPermissionError
 
 from e2e.fixtures import Services
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.files import Rules
+from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.ratelimit import RateLimited, RateLimiter
+from tenantgw.gateway.storehealth import StoreHealth, StoreUnavailable
 from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 pytestmark = pytest.mark.integration
@@ -61,12 +64,18 @@ def tenant_redis(services: Services) -> Iterator[TenantRedis]:
         admin.close()
 
 
+def limiter_of(client: aioredis.Redis, tenant: str, **kw: Any) -> RateLimiter:
+    """A gateway's RateLimiter: with the store health of its process."""
+    store = StoreHealth(tenant, GatewayMetrics.registered(), redis=client)
+    return RateLimiter(client, tenant, store, **kw)
+
+
 @asynccontextmanager
 async def replicas(t: TenantRedis, n: int = 2, **kw: Any) -> AsyncIterator[list[RateLimiter]]:
     """`n` rate limiters with their own Redis connections, like `n` gateway replicas."""
     clients = [aioredis.Redis.from_url(t.url, socket_timeout=5) for _ in range(n)]
     try:
-        yield [RateLimiter(client, t.tenant, **kw) for client in clients]
+        yield [limiter_of(client, t.tenant, **kw) for client in clients]
     finally:
         for client in clients:
             await client.aclose()
@@ -89,14 +98,17 @@ def rules(
     parallel: int | None = None,
     alice_rpm: int | None = None,
     alice_tpm: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "keys": [
-            {"name": "alice", "rpm": alice_rpm, "tpm": alice_tpm},
-            {"name": "bob", "rpm": None, "tpm": None},
-        ],
-        "limits": {"rpm": rpm, "tpm": tpm, "max_parallel_requests": parallel},
-    }
+) -> Rules:
+    return Rules.model_validate(
+        {
+            "tenant": "rl",
+            "keys": [
+                {"name": "alice", "rpm": alice_rpm, "tpm": alice_tpm},
+                {"name": "bob", "rpm": None, "tpm": None},
+            ],
+            "limits": {"rpm": rpm, "tpm": tpm, "max_parallel_requests": parallel},
+        }
+    )
 
 
 async def test_a_key_rpm_is_shared_by_two_replicas(tenant_redis: TenantRedis) -> None:
@@ -239,18 +251,22 @@ def unreachable() -> aioredis.Redis:
 
 async def test_no_limits_no_redis_round_trip(tenant_redis: TenantRedis) -> None:
     broken = unreachable()
-    limiter = RateLimiter(broken, tenant_redis.tenant, fail_open=False)
-    await limiter.acquire(request(tenant_redis), rules())  # nothing configured: no call
+    limiter = limiter_of(broken, tenant_redis.tenant)
+    # nothing configured: no call, so no error
+    assert await limiter.acquire(request(tenant_redis), rules()) is False
     await broken.aclose()
 
 
-async def test_redis_down_admits_unless_told_to_fail_closed(tenant_redis: TenantRedis) -> None:
+async def test_redis_down_is_reported_and_releases_wait_for_it(tenant_redis: TenantRedis) -> None:
     broken = unreachable()
-    open_limiter = RateLimiter(broken, tenant_redis.tenant)
-    await open_limiter.acquire(request(tenant_redis), rules(rpm=1))
-    await open_limiter.release(request(tenant_redis), 10)
-    with pytest.raises(redis.exceptions.ConnectionError):
-        await RateLimiter(broken, tenant_redis.tenant, fail_open=False).acquire(
-            request(tenant_redis), rules(rpm=1)
-        )
+    limiter = limiter_of(broken, tenant_redis.tenant)
+    with pytest.raises(StoreUnavailable) as down:
+        await limiter.acquire(request(tenant_redis), rules(rpm=1))
+    assert (down.value.step, down.value.reason) == ("ratelimit", "connection_error")
+    # Within the skip window Redis is not asked again.
+    with pytest.raises(StoreUnavailable):
+        await limiter.acquire(request(tenant_redis), rules(rpm=1))
+    await limiter.release(request(tenant_redis), 10)
+    assert limiter.store.pending == 1  # kept, not dropped
+    await limiter.store.aclose(grace=0.1)
     await broken.aclose()

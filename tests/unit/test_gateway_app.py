@@ -14,7 +14,14 @@ import yaml
 
 from tenantgw.gateway import __main__ as entry
 from tenantgw.gateway import app as gateway_app
-from tenantgw.gateway.context import RequestContext, metadata_key, request_metadata
+from tenantgw.gateway.context import (
+    ContextStore,
+    RequestContext,
+    drop_client_context,
+    metadata_key,
+    new_request_id,
+    request_metadata,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -123,31 +130,74 @@ def test_uvicorn_serves_the_factory() -> None:
 # --------------------------------------------------------------------------- request context
 
 
-def test_context_survives_a_round_trip_through_metadata() -> None:
-    ctx = RequestContext(
-        tenant="eng",
-        key_name="alice",
-        request_id="r1",
-        requested_model="claude-sonnet-4-5",
-        alias="fast-code",
-        cost_tier="medium",
-        call_type="anthropic_messages",
-        stream=True,
-        pii_counts={"EMAIL": 2},
-    )
-    metadata: dict[str, Any] = {}
-    ctx.store(metadata)
-    copied = json.loads(json.dumps(metadata))  # LiteLLM copies metadata on its way
-    assert RequestContext.from_metadata(copied) == ctx
+def _ctx(**changes: Any) -> RequestContext:
+    values: dict[str, Any] = {
+        "tenant": "eng",
+        "key_name": "alice",
+        "request_id": new_request_id(),
+        "requested_model": "claude-sonnet-4-5",
+        "alias": "fast-code",
+        "cost_tier": "medium",
+        "call_type": "anthropic_messages",
+        "stream": True,
+        "pii_counts": {"EMAIL": 2},
+    }
+    return RequestContext(**{**values, **changes})
 
 
-def test_context_from_metadata_without_one() -> None:
-    assert RequestContext.from_metadata(None) is None
-    assert RequestContext.from_metadata({"tenantgw": "junk"}) is None
-    partial = RequestContext.from_metadata({"tenantgw": {"tenant": "eng", "extra": 1}})
-    assert partial is not None
-    assert partial.tenant == "eng"
-    assert partial.pii_counts == {}
+def test_context_is_found_by_its_ticket_after_a_round_trip_through_metadata() -> None:
+    store = ContextStore()
+    ctx = _ctx()
+    data: dict[str, Any] = {"messages": []}
+    tracked = store.attach(data, "anthropic_messages", ctx)
+    copied = json.loads(json.dumps(data["litellm_metadata"]))  # LiteLLM copies metadata
+    found = store.find(copied)
+    assert found is tracked
+    assert found.ctx is ctx
+    assert copied == {"tenantgw": tracked.ticket}  # only the ticket travels
+    assert len(tracked.ticket) == 32
+
+
+def test_context_from_metadata_without_one_or_with_a_forged_one() -> None:
+    store = ContextStore()
+    store.attach({}, "acompletion", _ctx())
+    assert store.find(None) is None
+    assert store.find({"tenantgw": "junk"}) is None
+    assert store.find({"tenantgw": {"tenant": "eng", "key_name": "ci", "request_id": "x"}}) is None
+
+
+def test_client_context_is_dropped_from_both_metadata_dicts() -> None:
+    data: dict[str, Any] = {
+        "metadata": {"tenantgw": {"key_name": "ci"}, "user_id": "u"},
+        "litellm_metadata": {"tenantgw": "ticket"},
+    }
+    drop_client_context(data)
+    assert data == {"metadata": {"user_id": "u"}, "litellm_metadata": {}}
+
+
+def test_request_ids_are_drawn_by_the_gateway() -> None:
+    assert len({new_request_id() for _ in range(1000)}) == 1000
+
+
+def test_a_slot_is_taken_once_and_finished_contexts_expire() -> None:
+    store = ContextStore(finished_ttl=0.0)
+    data: dict[str, Any] = {}
+    tracked = store.attach(data, "acompletion", _ctx())
+    tracked.holds_slot = True
+    assert tracked.take_slot() is True
+    assert tracked.take_slot() is False
+    store.finish(tracked)
+    store.attach({}, "acompletion", _ctx())  # sweeps
+    assert store.find(data["metadata"]) is None
+    assert len(store) == 1
+
+
+def test_the_store_is_bounded() -> None:
+    store = ContextStore(max_live=3)
+    kept = [store.attach({}, "acompletion", _ctx()) for _ in range(5)]
+    assert len(store) <= 3
+    assert store.find({"tenantgw": kept[-1].ticket}) is kept[-1]
+    assert store.find({"tenantgw": kept[0].ticket}) is None
 
 
 def test_metadata_key_by_route() -> None:

@@ -1,6 +1,7 @@
 """The pre-call hook and the success/failure callbacks LiteLLM calls on tenantgw's handler.
 
-The rate limiter, budget guard and metering are stand-ins here with the agreed interface.
+The handler runs on a GatewayRuntime whose rate limiter, budget guard and meter are small
+stand-ins with the real interface (no server here; tests/integration and e2e/ use real ones).
 """
 
 from __future__ import annotations
@@ -13,62 +14,71 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from tenantgw.gateway import callbacks, files
+from tenantgw.gateway.budget_policy import Decision
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.ratelimit import RateLimited
+from tenantgw.gateway.runtime import GatewayRuntime
+from tenantgw.gateway.storehealth import StoreHealth, StoreUnavailable
 
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "engineering-team" / "tenantgw.json"
 
 
-class FakeRateLimitedError(Exception):
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-
-
 @dataclass
 class FakeLimiter:
     refuse: bool = False
+    down: bool = False
     acquired: list[str] = field(default_factory=list)
     released: list[tuple[str, int]] = field(default_factory=list)
 
-    async def acquire(self, ctx: RequestContext, rules: Any) -> None:
+    async def acquire(self, ctx: RequestContext, rules: Any) -> bool:
+        if self.down:
+            raise StoreUnavailable("ratelimit", "timeout", "Redis frozen", retry_after=4.2)
         if self.refuse:
-            raise FakeRateLimitedError(f"key {ctx.key_name} is over its 10 requests per minute", 17)
+            raise RateLimited(
+                f"key {ctx.key_name} is over its 10 requests per minute",
+                retry_after=17,
+                limit="rpm",
+                scope="key",
+                value=10,
+            )
         self.acquired.append(ctx.request_id)
+        return True
 
     async def release(self, ctx: RequestContext, tokens: int) -> None:
         self.released.append((ctx.request_id, tokens))
 
 
 @dataclass
-class Decision:
-    action: str
-    message: str = ""
-    to_alias: str | None = None
-
-
-@dataclass
 class FakeGuard:
     decision: Decision = field(default_factory=lambda: Decision("allow"))
+    down: bool = False
     dropped: list[str] = field(default_factory=list)
+    rules: Any = None
 
     async def check(self, ctx: RequestContext, rules: Any) -> Decision:
+        if self.down:
+            raise StoreUnavailable("budget", "connection_error", "Redis gone", retry_after=5)
         return self.decision
 
     async def release(self, ctx: RequestContext) -> None:
         self.dropped.append(ctx.request_id)
 
+    async def aclose(self) -> None:
+        pass
 
-class FakeMetering:
-    """Module-like: on_success / on_failure as the metering module provides them."""
+
+class FakeMeter:
+    """on_success / on_failure / on_final_failure as the Meter provides them."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, RequestContext]] = []
@@ -78,6 +88,9 @@ class FakeMetering:
 
     async def on_failure(self, ctx: RequestContext, *args: Any) -> None:
         self.events.append(("failure", ctx))
+
+    async def on_final_failure(self, ctx: RequestContext, exc: BaseException) -> None:
+        self.events.append(("final", ctx))
 
 
 @pytest.fixture
@@ -105,22 +118,41 @@ class Setup:
     handler: callbacks.TenantGatewayHandler
     limiter: FakeLimiter
     guard: FakeGuard
-    metering: FakeMetering
+    metering: FakeMeter
+    runtime: GatewayRuntime
+
+
+def runtime_of(limiter: Any = None, guard: Any = None, meter: Any = None) -> GatewayRuntime:
+    """A GatewayRuntime from stand-in parts (no Redis, no Postgres)."""
+    metrics = GatewayMetrics.registered()
+    runtime = GatewayRuntime.assemble(
+        "engineering-team",
+        metrics=metrics,
+        store=StoreHealth("engineering-team", metrics),
+        limiter=limiter,
+        budgets=guard,
+    )
+    if meter is not None:
+        object.__setattr__(runtime, "meter", meter)  # frozen: a stand-in meter for this test
+    return runtime
 
 
 @pytest.fixture
 def setup(rules_file: Path) -> Setup:
-    handler = callbacks.TenantGatewayHandler()
-    limiter, guard, metering = FakeLimiter(), FakeGuard(), FakeMetering()
-    handler.set_plugins(
-        callbacks.Plugins(
-            limiter=limiter,
-            guard=guard,
-            metering=metering,  # type: ignore[arg-type]
-            ratelimited_error=FakeRateLimitedError,
-        )
-    )
-    return Setup(handler, limiter, guard, metering)
+    limiter, guard, metering = FakeLimiter(), FakeGuard(), FakeMeter()
+    runtime = runtime_of(limiter, guard, metering)
+    handler = callbacks.TenantGatewayHandler(runtime)
+    return Setup(handler, limiter, guard, metering, runtime)
+
+
+def with_limits(raw: dict[str, Any]) -> None:
+    raw["limits"] = {"rpm": 100, "tpm": None, "max_parallel_requests": 10}
+
+
+def with_budget(raw: dict[str, Any]) -> None:
+    raw["budgets"] = [
+        {"name": "team", "scope": {"kind": "Tenant"}, "period": "daily", "limit_usd": 5.0}
+    ]
 
 
 ALICE = UserAPIKeyAuth(user_id="alice", team_id="engineering-team")
@@ -146,10 +178,13 @@ def chat_request(model: str, text: str, call_id: str = "call-2") -> dict[str, An
     }
 
 
-def stored(data: dict[str, Any], key: str) -> RequestContext:
-    ctx = RequestContext.from_metadata(data[key])
-    assert ctx is not None
-    return ctx
+def stored(
+    handler: callbacks.TenantGatewayHandler, data: dict[str, Any], key: str
+) -> RequestContext:
+    """The context the handler keeps for a request, found by the ticket in its metadata."""
+    tracked = handler.contexts.find(data[key])
+    assert tracked is not None
+    return tracked.ctx
 
 
 async def test_pre_call_routes_redacts_and_records_the_context(setup: Setup) -> None:
@@ -158,8 +193,10 @@ async def test_pre_call_routes_redacts_and_records_the_context(setup: Setup) -> 
     assert out is data
     assert data["model"] == "refactoring"
     assert data["messages"][0]["content"] == "refactor this, mail me at [REDACTED_EMAIL]"
-    ctx = stored(data, "litellm_metadata")
-    assert (ctx.tenant, ctx.key_name, ctx.request_id) == ("engineering-team", "alice", "call-1")
+    ctx = stored(setup.handler, data, "litellm_metadata")
+    assert (ctx.tenant, ctx.key_name) == ("engineering-team", "alice")
+    # The request id is drawn by the gateway: LiteLLM's call id comes from a client header.
+    assert ctx.request_id not in ("call-1", "")
     assert (ctx.requested_model, ctx.alias, ctx.cost_tier) == (
         "claude-sonnet-4-5-20250929",
         "refactoring",
@@ -167,13 +204,13 @@ async def test_pre_call_routes_redacts_and_records_the_context(setup: Setup) -> 
     )
     assert ctx.pii_counts == {"EMAIL": 1}
     assert ctx.call_type == "anthropic_messages"
-    assert setup.limiter.acquired == ["call-1"]
+    assert setup.limiter.acquired == [ctx.request_id]
 
 
 async def test_chat_requests_use_the_metadata_key(setup: Setup) -> None:
     data = chat_request("claude-opus-4-1", "hello")
     await setup.handler.async_pre_call_hook(ALICE, None, data, "acompletion")
-    ctx = stored(data, "metadata")
+    ctx = stored(setup.handler, data, "metadata")
     assert ctx.alias == "reasoning"
     assert ctx.stream is True
 
@@ -202,7 +239,7 @@ async def test_rate_limited_request_is_a_429_with_retry_after(setup: Setup) -> N
 
 
 async def test_a_spent_budget_is_a_final_402_and_frees_the_slot(setup: Setup) -> None:
-    setup.guard.decision = Decision("block", "budget team-monthly is exhausted")
+    setup.guard.decision = Decision("block", message="budget team-monthly is exhausted")
     with pytest.raises(ProxyException) as caught:
         await setup.handler.async_pre_call_hook(
             ALICE, None, chat_request("fast-code", "hi"), "acompletion"
@@ -211,15 +248,15 @@ async def test_a_spent_budget_is_a_final_402_and_frees_the_slot(setup: Setup) ->
     assert caught.value.type == "billing_error"
     assert caught.value.headers == {"x-should-retry": "false"}
     assert caught.value.message == "budget team-monthly is exhausted"
-    assert setup.limiter.released == [("call-2", 0)]
+    assert setup.limiter.released == [(setup.limiter.acquired[0], 0)]
 
 
 async def test_budget_downgrade_points_the_request_at_a_cheaper_alias(setup: Setup) -> None:
-    setup.guard.decision = Decision("downgrade", "over budget", to_alias="documentation")
+    setup.guard.decision = Decision("downgrade", message="over budget", to_alias="documentation")
     data = chat_request("claude-opus-4-1", "hi")
     await setup.handler.async_pre_call_hook(ALICE, None, data, "acompletion")
     assert data["model"] == "documentation"
-    ctx = stored(data, "metadata")
+    ctx = stored(setup.handler, data, "metadata")
     assert (ctx.alias, ctx.downgraded_from, ctx.cost_tier) == ("documentation", "reasoning", "low")
 
 
@@ -270,7 +307,7 @@ async def test_thinking_is_judged_on_the_alias_after_a_budget_downgrade(
         reasoning["targets"] = [t for t in reasoning["targets"] if t["provider_type"] == "bedrock"]
 
     edit_rules(rules_file, bedrock_only)
-    setup.guard.decision = Decision("downgrade", "over budget", to_alias="documentation")
+    setup.guard.decision = Decision("downgrade", message="over budget", to_alias="documentation")
     data = messages_request("claude-sonnet-4-5", "hi")
     data["thinking"] = {"type": "enabled", "budget_tokens": 5000}
     await setup.handler.async_pre_call_hook(ALICE, None, data, "anthropic_messages")
@@ -301,10 +338,17 @@ async def test_residency_violation_is_a_403(setup: Setup, rules_file: Path) -> N
     assert caught.value.type == "permission_error"
 
 
-async def test_other_call_types_pass_through(setup: Setup) -> None:
-    data = {"model": "whatever", "file": "x"}
-    assert await setup.handler.async_pre_call_hook(ALICE, None, data, "acreate_file") == data
-    assert data == {"model": "whatever", "file": "x"}
+@pytest.mark.parametrize(
+    "call_type", ["acreate_file", "rerank", "pass_through_endpoint", "aimage_generation"]
+)
+async def test_call_types_that_are_not_metered_are_refused(setup: Setup, call_type: str) -> None:
+    data = {"model": "fast-code", "file": "x", "metadata": {"tenantgw": "forged"}}
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(ALICE, None, data, call_type)
+    assert caught.value.code == "404"
+    assert call_type in caught.value.message
+    assert data["metadata"] == {}  # a client's context is dropped on every call type
+    assert setup.limiter.acquired == []
 
 
 async def test_success_meters_and_frees_the_slot_once(setup: Setup) -> None:
@@ -319,7 +363,8 @@ async def test_success_meters_and_frees_the_slot_once(setup: Setup) -> None:
     assert setup.limiter.released == []
     await setup.handler.async_log_success_event(kwargs, None, None, None)
     await setup.handler.async_log_success_event(kwargs, None, None, None)
-    assert setup.limiter.released == [("call-2", 42)]
+    ctx = stored(setup.handler, data, "metadata")
+    assert setup.limiter.released == [(ctx.request_id, 42)]
     assert [kind for kind, _ in setup.metering.events] == ["failure", "success", "success"]
     assert setup.metering.events[0][1].alias == "fast-code"
 
@@ -327,10 +372,12 @@ async def test_success_meters_and_frees_the_slot_once(setup: Setup) -> None:
 async def test_final_failure_frees_the_slot(setup: Setup) -> None:
     data = chat_request("fast-code", "hi")
     await setup.handler.async_pre_call_hook(ALICE, None, data, "acompletion")
+    ctx = stored(setup.handler, data, "metadata")
     await setup.handler.async_post_call_failure_hook(data, RuntimeError("upstream"), ALICE)
     await setup.handler.async_post_call_failure_hook(data, RuntimeError("upstream"), ALICE)
-    assert setup.limiter.released == [("call-2", 0)]
-    assert "call-2" in setup.guard.dropped  # its budget reservation is given back
+    assert setup.limiter.released == [(ctx.request_id, 0)]
+    assert ctx.request_id in setup.guard.dropped  # its budget reservation is given back
+    assert [kind for kind, _ in setup.metering.events] == ["final"]
 
 
 async def test_callbacks_without_a_context_do_nothing(setup: Setup) -> None:
@@ -338,20 +385,137 @@ async def test_callbacks_without_a_context_do_nothing(setup: Setup) -> None:
     assert setup.metering.events == []
 
 
-async def test_missing_plugins_are_skipped(
-    rules_file: Path, monkeypatch: pytest.MonkeyPatch
+async def test_without_redis_a_tenant_without_limits_or_budgets_is_served(
+    rules_file: Path,
 ) -> None:
-    monkeypatch.delenv(callbacks.REDIS_URL_ENV, raising=False)
-    monkeypatch.delenv(callbacks.POSTGRES_DSN_ENV, raising=False)
-    handler = callbacks.TenantGatewayHandler()
+    edit_rules(rules_file, lambda raw: raw.update(limits={}, keys=[], budgets=[]))
+    handler = callbacks.TenantGatewayHandler(runtime_of(meter=FakeMeter()))
     data = chat_request("fast-code", "hi")
     await handler.async_pre_call_hook(ALICE, None, data, "acompletion")
     assert data["model"] == "fast-code"
-    assert handler.plugins().limiter is None
-    assert handler.plugins().guard is None
+    assert handler.runtime.limiter is None
+    assert handler.runtime.budgets is None
     await handler.async_log_success_event(
         {"litellm_params": {"metadata": data["metadata"]}}, None, None, None
     )
+
+
+def _skipped(step: str, reason: str, action: str) -> float:
+    labels = {"tenant": "engineering-team", "step": step, "reason": reason, "action": action}
+    return REGISTRY.get_sample_value("tenantgw_enforcement_skipped_total", labels) or 0.0
+
+
+async def test_without_redis_limits_and_budgets_fail_closed(rules_file: Path) -> None:
+    handler = callbacks.TenantGatewayHandler(runtime_of(meter=FakeMeter()))
+    before = _skipped("ratelimit", "not_configured", "refused")
+    with pytest.raises(ProxyException) as caught:
+        await handler.async_pre_call_hook(
+            ALICE, None, chat_request("fast-code", "hi"), "acompletion"
+        )
+    assert caught.value.code == "503"
+    assert caught.value.type == "overloaded_error"
+    assert caught.value.headers == {"retry-after": "5"}
+    assert "rate limits cannot be checked" in caught.value.message
+    assert _skipped("ratelimit", "not_configured", "refused") == before + 1
+
+
+async def test_redis_down_closed_refuses_with_retry_after(setup: Setup) -> None:
+    setup.limiter.down = True
+    before = _skipped("ratelimit", "timeout", "refused")
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(
+            ALICE, None, chat_request("fast-code", "hi"), "acompletion"
+        )
+    assert (caught.value.code, caught.value.type) == ("503", "overloaded_error")
+    assert caught.value.headers == {"retry-after": "5"}
+    assert "Redis" not in caught.value.message  # no store details for the client
+    assert _skipped("ratelimit", "timeout", "refused") == before + 1
+
+
+async def test_redis_down_on_messages_keeps_the_overloaded_type(setup: Setup) -> None:
+    """LiteLLM would call a 503 on /v1/messages an api_error; it keeps an Anthropic body."""
+    setup.limiter.down = True
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(
+            ALICE, None, messages_request("claude-sonnet-4-5", "hi"), "anthropic_messages"
+        )
+    assert caught.value.code == "503"
+    body = json.loads(caught.value.message)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "overloaded_error"
+    assert "rate limits cannot be checked" in body["error"]["message"]
+
+
+async def test_redis_down_open_admits_and_counts(setup: Setup, rules_file: Path) -> None:
+    edit_rules(rules_file, lambda raw: raw.update(enforcement={"on_store_unavailable": "Open"}))
+    setup.limiter.down = setup.guard.down = True
+    before = (
+        _skipped("ratelimit", "timeout", "admitted"),
+        _skipped("budget", "connection_error", "admitted"),
+    )
+    data = chat_request("fast-code", "hi")
+    assert await setup.handler.async_pre_call_hook(ALICE, None, data, "acompletion") is data
+    assert _skipped("ratelimit", "timeout", "admitted") == before[0] + 1
+    assert _skipped("budget", "connection_error", "admitted") == before[1] + 1
+    # No slot was taken, so none is released.
+    await setup.handler.async_post_call_failure_hook(data, RuntimeError("x"), ALICE)
+    assert setup.limiter.released == []
+
+
+async def test_budget_store_down_closed_frees_the_slot(setup: Setup) -> None:
+    setup.guard.down = True
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(
+            ALICE, None, chat_request("fast-code", "hi"), "acompletion"
+        )
+    assert caught.value.code == "503"
+    assert "budgets cannot be checked" in caught.value.message
+    assert setup.limiter.released == [(setup.limiter.acquired[0], 0)]
+
+
+async def test_a_forged_context_is_never_trusted(setup: Setup) -> None:
+    victim = chat_request("fast-code", "hi")
+    await setup.handler.async_pre_call_hook(ALICE, None, victim, "acompletion")
+    victim_ctx = stored(setup.handler, victim, "metadata")
+    forged_dict = {"tenant": "engineering-team", "key_name": "ci", "request_id": "x", "alias": "a"}
+    for forged in (forged_dict, victim_ctx.request_id, "0" * 32):
+        attack = chat_request("fast-code", "hi")
+        attack["metadata"]["tenantgw"] = forged
+        attack["litellm_metadata"] = {"tenantgw": forged}
+        # A failure before the pre-call hook ran: the failure hook sees the forgery as sent.
+        await setup.handler.async_post_call_failure_hook(attack, RuntimeError("x"), ALICE)
+        with pytest.raises(ProxyException):
+            await setup.handler.async_pre_call_hook(ALICE, None, attack, "arerank")
+        await setup.handler.async_post_call_failure_hook(attack, RuntimeError("x"), ALICE)
+        await setup.handler.async_log_success_event(
+            {"litellm_params": {"metadata": {"tenantgw": forged}}}, None, None, None
+        )
+    assert setup.limiter.released == []  # the victim's slot is still held
+    assert setup.metering.events == []
+    # An admitted request's own context is the server's, whatever the client sent.
+    attack = chat_request("fast-code", "hi")
+    attack["metadata"]["tenantgw"] = forged_dict
+    await setup.handler.async_pre_call_hook(ALICE, None, attack, "acompletion")
+    ctx = stored(setup.handler, attack, "metadata")
+    assert (ctx.key_name, ctx.tenant) == ("alice", "engineering-team")
+    assert attack["metadata"]["tenantgw"] != forged_dict
+
+
+async def test_a_request_without_an_authenticated_key_is_refused(setup: Setup) -> None:
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(
+            UserAPIKeyAuth(), None, chat_request("fast-code", "hi"), "acompletion"
+        )
+    assert caught.value.code == "401"
+
+
+async def test_a_handler_without_a_runtime_refuses(rules_file: Path) -> None:
+    handler = callbacks.TenantGatewayHandler()
+    with pytest.raises(ProxyException) as caught:
+        await handler.async_pre_call_hook(
+            ALICE, None, chat_request("fast-code", "hi"), "acompletion"
+        )
+    assert caught.value.code == "503"
 
 
 async def test_unexpected_errors_are_a_json_500(

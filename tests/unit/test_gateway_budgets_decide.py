@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tenantgw.gateway.budgets import (
+from tenantgw.gateway.budget_policy import (
     ALLOW,
     Policy,
     Spend,
@@ -16,6 +16,7 @@ from tenantgw.gateway.budgets import (
     downgrade_alias,
     policies,
 )
+from tenantgw.gateway.files import Rules, parse_rules
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,12 @@ def budget(name: str, kind: str = "Tenant", scope: str | None = None, **kw: Any)
     }
 
 
-RULES: dict[str, Any] = {
+def typed(raw: dict[str, Any]) -> Rules:
+    """The rules file as the gateway reads it."""
+    return Rules.model_validate({"tenant": "eng", **raw})
+
+
+RAW: dict[str, Any] = {
     "tenant": "eng",
     "aliases": {
         "reasoning": {"cost_tier": "high", "targets": []},
@@ -59,6 +65,7 @@ RULES: dict[str, Any] = {
         ),
     ],
 }
+RULES = typed(RAW)
 
 
 def covering(key: str, alias: str) -> list[Policy]:
@@ -75,12 +82,17 @@ def test_policies_cover_their_scope_only() -> None:
     assert [p.name for p in covering("bob", "reasoning")] == ["reasoning-cap", "tenant-daily"]
 
 
-def test_policies_accept_a_pydantic_rules_model() -> None:
-    class Model:
-        def model_dump(self) -> dict[str, Any]:
-            return RULES
+def test_policies_come_from_the_rules_file_as_written() -> None:
+    import json
 
-    assert [p.name for p in policies(Model())] == [p.name for p in policies(RULES)]
+    parsed = parse_rules(json.dumps(RAW))
+    assert policies(parsed) == policies(RULES)
+    reasoning = next(p for p in policies(parsed) if p.name == "reasoning-cap")
+    assert (reasoning.kind, reasoning.scope_name, reasoning.action) == (
+        "ModelAlias",
+        "reasoning",
+        "downgrade",
+    )
 
 
 def test_within_budget_is_allowed() -> None:
@@ -129,10 +141,9 @@ def test_an_exceeded_downgrade_policy_picks_the_first_alias_of_the_tier_by_name(
 
 
 def test_an_alias_already_in_the_cheaper_tier_is_not_downgraded_again() -> None:
-    rules = {
-        **RULES,
-        "budgets": [budget("all", limit_usd=1.0, action="downgrade", to_cost_tier="low")],
-    }
+    rules = typed(
+        {**RAW, "budgets": [budget("all", limit_usd=1.0, action="downgrade", to_cost_tier="low")]}
+    )
     over = [p for p in policies(rules)]
     state = {"all": (2 * M, 0)}
     assert decide(rules, over, state, "docs-a", "low", NOW) == ALLOW
@@ -141,10 +152,12 @@ def test_an_alias_already_in_the_cheaper_tier_is_not_downgraded_again() -> None:
 
 
 def test_downgrade_without_an_alias_of_that_tier_blocks() -> None:
-    rules = {
-        "aliases": {"reasoning": {"cost_tier": "high"}, "fast-code": {"cost_tier": "medium"}},
-        "budgets": [budget("cap", limit_usd=1.0, action="downgrade", to_cost_tier="low")],
-    }
+    rules = typed(
+        {
+            "aliases": {"reasoning": {"cost_tier": "high"}, "fast-code": {"cost_tier": "medium"}},
+            "budgets": [budget("cap", limit_usd=1.0, action="downgrade", to_cost_tier="low")],
+        }
+    )
     decision = decide(rules, policies(rules), {"cap": (M, 0)}, "reasoning", "high", NOW)
     assert decision.action == "block"
     assert "no model alias has cost tier low to downgrade to" in decision.message
@@ -157,20 +170,22 @@ def test_block_wins_over_downgrade() -> None:
 
 
 def test_the_cheapest_requested_tier_satisfies_every_exceeded_policy() -> None:
-    rules = {
-        **RULES,
-        "budgets": [
-            budget("a-medium", limit_usd=1.0, action="downgrade", to_cost_tier="medium"),
-            budget("b-low", limit_usd=1.0, action="downgrade", to_cost_tier="low"),
-        ],
-    }
+    rules = typed(
+        {
+            **RAW,
+            "budgets": [
+                budget("a-medium", limit_usd=1.0, action="downgrade", to_cost_tier="medium"),
+                budget("b-low", limit_usd=1.0, action="downgrade", to_cost_tier="low"),
+            ],
+        }
+    )
     state = {"a-medium": (M, 0), "b-low": (M, 0)}
     decision = decide(rules, policies(rules), state, "reasoning", "high", NOW)
     assert (decision.policy, decision.to_alias) == ("b-low", "docs-a")
 
 
 def test_a_zero_limit_blocks_everything() -> None:
-    rules = {"budgets": [budget("frozen", limit_usd=0)]}
+    rules = typed({"budgets": [budget("frozen", limit_usd=0)]})
     assert decide(rules, policies(rules), {"frozen": (0, 0)}, "x", None, NOW).action == "block"
 
 

@@ -22,8 +22,9 @@ from tenantgw.gateway.errors import (
     proxy_exception,
     reshape_error,
 )
-from tenantgw.gateway.files import Rules
+from tenantgw.gateway.files import Enforcement, Rules
 from tenantgw.gateway.refusals import HELD_RETRY_AFTER, budget_refusal
+from tenantgw.gateway.storehealth import StoreUnavailable
 from tenantgw.reconcile.validate import validate_aliases
 
 pytestmark = pytest.mark.unit
@@ -131,13 +132,10 @@ class FakeGuard:
         self.released.append(ctx.alias)
 
 
-def kwargs_for(alias: str, metadata_key: str = "metadata") -> dict[str, Any]:
-    ctx = RequestContext(
+def ctx_for(alias: str) -> RequestContext:
+    return RequestContext(
         tenant="fb", key_name="alice", request_id="r1", requested_model=alias, alias=alias
     )
-    metadata: dict[str, Any] = {}
-    ctx.store(metadata)
-    return {"model": alias, metadata_key: metadata}
 
 
 DEPLOYMENTS = [{"model_name": "x", "model_info": {"id": "x-0"}}]
@@ -146,43 +144,57 @@ DEPLOYMENTS = [{"model_name": "x", "model_info": {"id": "x-0"}}]
 async def test_the_requests_own_alias_is_not_checked_again() -> None:
     guard = FakeGuard(blocked={"a"})
     r = rules({"a": ["b"], "b": []})
-    got = await fallbacks.admit_hop(guard, "a", DEPLOYMENTS, kwargs_for("a"), r)
+    got = await fallbacks.admit_hop(guard, "a", DEPLOYMENTS, ctx_for("a"), r)
     assert got == DEPLOYMENTS
     assert guard.checked == []
 
 
 async def test_a_call_without_tenantgw_context_is_left_alone() -> None:
     guard = FakeGuard(blocked={"b"})
-    got = await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, {"model": "b"}, rules({"b": []}))
+    got = await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, None, rules({"b": []}))
     assert got == DEPLOYMENTS
     assert guard.checked == []
 
 
-@pytest.mark.parametrize("metadata_key", ["metadata", "litellm_metadata"])
-async def test_a_fallback_over_its_budget_gets_no_deployments(metadata_key: str) -> None:
+async def test_a_fallback_over_its_budget_gets_no_deployments() -> None:
     guard = FakeGuard(blocked={"b"})
     r = rules({"a": ["b"], "b": ["c"], "c": []})
-    got = await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, kwargs_for("a", metadata_key), r)
+    got = await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, ctx_for("a"), r)
     assert got == []
     # The failed alias's reservation is given back; the refused hop's too.
     assert guard.released == ["a", "b"]
     # Its own fallback is checked when the router gets there, and admitted.
-    assert await fallbacks.admit_hop(guard, "c", DEPLOYMENTS, kwargs_for("a"), r) == DEPLOYMENTS
+    assert await fallbacks.admit_hop(guard, "c", DEPLOYMENTS, ctx_for("a"), r) == DEPLOYMENTS
     assert guard.checked == ["b", "c"]
 
 
 async def test_a_fallback_outside_residency_or_unknown_gets_no_deployments() -> None:
     guard = FakeGuard()
     r = rules({"a": [], "far": []}, {"far": "eu-west-1"})
-    assert await fallbacks.admit_hop(guard, "far", DEPLOYMENTS, kwargs_for("a"), r) == []
-    assert await fallbacks.admit_hop(guard, "nope", DEPLOYMENTS, kwargs_for("a"), r) == []
+    assert await fallbacks.admit_hop(guard, "far", DEPLOYMENTS, ctx_for("a"), r) == []
+    assert await fallbacks.admit_hop(guard, "nope", DEPLOYMENTS, ctx_for("a"), r) == []
     assert guard.checked == []
 
 
 async def test_a_fallback_whose_budgets_cannot_be_checked_is_not_used() -> None:
     guard = FakeGuard(fail=True)
     r = rules({"a": ["b"], "b": []})
-    assert await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, kwargs_for("a"), r) == []
+    assert await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, ctx_for("a"), r) == []
+
+
+@pytest.mark.parametrize(("mode", "served"), [("Closed", False), ("Open", True)])
+async def test_a_fallback_while_redis_is_down_follows_on_store_unavailable(
+    mode: str, served: bool
+) -> None:
+    class Unavailable(FakeGuard):
+        async def check(self, ctx: RequestContext, rules: Any) -> Decision:
+            raise StoreUnavailable("budget", "connection", "redis down", 5.0)
+
+    r = rules({"a": ["b"], "b": []}).model_copy(
+        update={"enforcement": Enforcement(on_store_unavailable=mode)}
+    )
+    got = await fallbacks.admit_hop(Unavailable(), "b", DEPLOYMENTS, ctx_for("a"), r)
+    assert got == (DEPLOYMENTS if served else [])
 
 
 async def test_a_fallback_a_budget_would_downgrade_is_not_used() -> None:
@@ -192,7 +204,7 @@ async def test_a_fallback_a_budget_would_downgrade_is_not_used() -> None:
 
     guard = Downgrading()
     r = rules({"a": ["b"], "b": []})
-    assert await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, kwargs_for("a"), r) == []
+    assert await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, ctx_for("a"), r) == []
     assert guard.released == ["a", "b"]
 
 

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tenantgw.gateway import metering
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.ledger import COLUMNS
-from tenantgw.gateway.metering import UsageRecord, on_failure, on_success, record_from_kwargs
+from tenantgw.gateway.metering import Meter
+from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.usage import UsageRecord, record_from_kwargs, refused
 
 pytestmark = pytest.mark.unit
 
@@ -394,13 +395,13 @@ def _sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_callbacks_count_metrics_without_a_configured_gateway(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for env in (metering.POSTGRES_DSN_ENV, metering.REDIS_URL_ENV, metering.TENANT_ENV):
-        monkeypatch.delenv(env, raising=False)
-    await metering.reset_state()
-    assert metering.state() is None
+def bare_meter() -> Meter:
+    """A meter without ledger nor budgets: metrics only."""
+    return Meter(ledger=None, budgets=None, metrics=GatewayMetrics.registered())
+
+
+async def test_callbacks_count_metrics_without_a_configured_gateway() -> None:
+    meter = bare_meter()
 
     labels = {"tenant": "metrics-unit", "alias": "fast-code"}
     before_ok = _sample("tenantgw_requests_total", {**labels, "status": "success"})
@@ -409,10 +410,10 @@ async def test_callbacks_count_metrics_without_a_configured_gateway(
     before_out = _sample("tenantgw_tokens_total", {**labels, "direction": "output"})
 
     context = ctx(tenant="metrics-unit")
-    rec = await on_success(context, NON_STREAM, response(USAGE_3_5), None, None)
+    rec = await meter.on_success(context, NON_STREAM, response(USAGE_3_5), None, None)
     assert rec is not None
     assert rec.status == "success"
-    failed = await on_failure(context, FAILURE, None, None, None)
+    failed = await meter.on_failure(context, FAILURE, None, None, None)
     assert failed is not None
     assert failed.status == "error"
 
@@ -424,8 +425,50 @@ async def test_callbacks_count_metrics_without_a_configured_gateway(
 
 async def test_a_metering_bug_never_fails_the_request() -> None:
     broken: dict[str, Any] = {"standard_logging_object": "not a dict", "litellm_params": 7}
-    rec = await on_success(ctx(), broken, object(), "x", "y")
+    rec = await bare_meter().on_success(ctx(), broken, object(), "x", "y")
     # Nothing usable in there, but a record still comes out with what the context knows.
     assert rec is not None
     assert rec.request_id == "req-1"
     assert rec.cost_usd == 0.0
+
+
+class ListLedger:
+    """Records what the meter writes (the real Ledger is tested in tests/integration)."""
+
+    def __init__(self) -> None:
+        self.rows: list[UsageRecord] = []
+
+    def record(self, rec: UsageRecord) -> None:
+        self.rows.append(rec)
+
+
+async def test_one_ledger_row_per_request_whatever_happened() -> None:
+    ledger = ListLedger()
+    meter = Meter(ledger=ledger, budgets=None, metrics=GatewayMetrics.registered())  # type: ignore[arg-type]
+    # A failed attempt, then a fallback's success: the success is the row.
+    await meter.on_failure(ctx(), FAILURE, None, None, None)
+    assert ledger.rows == []
+    await meter.on_success(ctx(), NON_STREAM, response(USAGE_3_5), None, None)
+    assert [(r.request_id, r.status) for r in ledger.rows] == [("req-1", "success")]
+    # A failed attempt and nothing else: the failure becomes the row, under the request's id.
+    ledger.rows.clear()
+    await meter.on_failure(ctx(request_id="req-2"), FAILURE, None, None, None)
+    await meter.on_final_failure(ctx(request_id="req-2"), RuntimeError("all failed"))
+    assert [(r.request_id, r.status, r.http_status) for r in ledger.rows] == [
+        ("req-2", "error", 500)
+    ]
+    # Refused before any upstream call: a row without tokens or cost.
+    ledger.rows.clear()
+    await meter.on_final_failure(ctx(request_id="req-3"), RuntimeError("refused"))
+    assert ledger.rows == [dataclasses.replace(ledger.rows[0], request_id="req-3")]
+    assert (ledger.rows[0].cost_usd, ledger.rows[0].input_tokens) == (0.0, 0)
+
+
+def test_a_refused_request_record() -> None:
+    rec = refused(ctx(), RuntimeError("no"))
+    assert (rec.status, rec.error_type, rec.cost_usd, rec.provider) == (
+        "error",
+        "RuntimeError",
+        0.0,
+        None,
+    )

@@ -265,6 +265,20 @@ class GatewaySpec(CamelModel):
     )
 
 
+class Enforcement(CamelModel):
+    """What the gateway does when a store a control needs (Redis) does not answer."""
+
+    on_store_unavailable: Literal["Closed", "Open"] = Field(
+        default="Closed",
+        description=(
+            "When Redis (rate limits, budgets) is unavailable: Closed refuses requests with "
+            "503 and retry-after; Open admits them unchecked and counts them in "
+            "tenantgw_enforcement_skipped_total. Either way the gateway logs each transition "
+            "and the Tenant's EnforcementAvailable condition shows it."
+        ),
+    )
+
+
 class Access(CamelModel):
     """Network access to the gateway Service."""
 
@@ -314,6 +328,10 @@ class TenantSpec(CamelModel):
         default_factory=GatewaySpec, description="Size of the gateway Deployment."
     )
     access: Access = Field(default_factory=Access, description="Who may reach the gateway.")
+    enforcement: Enforcement = Field(
+        default_factory=Enforcement,
+        description="How the gateway enforces limits and budgets when their store fails.",
+    )
 
     @field_validator("providers", "keys")
     @classmethod

@@ -427,11 +427,20 @@ def prepare_worker() -> None:
 
 
 def create_app() -> ASGIApp:
-    """LiteLLM's proxy app wrapped in GatewayMiddleware (uvicorn factory)."""
+    """LiteLLM's proxy app wrapped in GatewayMiddleware (uvicorn factory).
+
+    The composition root: the worker's one GatewayRuntime is built here, attached to the
+    handler LiteLLM finds by name, started at the app's startup and closed at its shutdown.
+    """
     prepare_worker()
     from litellm.proxy.proxy_server import app as proxy_app
 
-    wrapped: ASGIApp = GatewayMiddleware(proxy_app)
+    from tenantgw.gateway.callbacks import handler
+    from tenantgw.gateway.runtime import GatewayRuntime, serve_with
+
+    runtime = GatewayRuntime.from_settings()
+    handler.attach(runtime)
+    wrapped: ASGIApp = serve_with(GatewayMiddleware(proxy_app), runtime)
     return wrapped
 
 

@@ -22,24 +22,56 @@ restart or flush does not forgive spend.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from tenantgw.gateway.budget_policy import (
+    ALLOW,
+    MICRO,
+    TIER_RANK,
+    Action,
+    Decision,
+    Policy,
+    Spend,
+    alias_tier,
+    covering,
+    decide,
+    downgrade_alias,
+    policies,
+)
 from tenantgw.gateway.context import RequestContext
-from tenantgw.gateway.periods import budget_counter_key, format_reset, period_end, period_start
-from tenantgw.gateway.ratelimit import SKIP_AFTER_ERROR, rules_dict
+from tenantgw.gateway.files import Rules
+from tenantgw.gateway.periods import budget_counter_key, period_end, period_start
+from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
+
+__all__ = [
+    "ALLOW",
+    "MICRO",
+    "TIER_RANK",
+    "Action",
+    "BudgetGuard",
+    "Decision",
+    "LedgerReader",
+    "Policy",
+    "Spend",
+    "alias_tier",
+    "covering",
+    "decide",
+    "downgrade_alias",
+    "policies",
+]
 
 log = logging.getLogger("tenantgw.gateway.budgets")
 
-MICRO = 1_000_000
+STEP = "budget"
 DEFAULT_ESTIMATE_USD = 0.01
 """Reserved per request for an alias without cost history yet."""
 ESTIMATE_WEIGHT = 0.2
@@ -49,226 +81,12 @@ LEASE_SECONDS = 660
 RECONCILE_INTERVAL = 60.0
 COUNTER_GRACE = timedelta(days=7)
 """How long a counter outlives its period (for reports of the period just ended)."""
-TIER_RANK = {"low": 0, "medium": 1, "high": 2}
-
-Action = Literal["allow", "block", "downgrade"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do with a request: allow it, block it, or send it to the cheaper `to_alias`.
-
-    `policy` names the BudgetPolicy that decided (None for allow); `resets_at` is the UTC
-    boundary where that policy's period ends. `held` marks a block that only reservations of
-    requests in progress cause (the spend itself is below the limit): it may lift in seconds.
-    """
-
-    action: Action
-    policy: str | None = None
-    message: str = ""
-    to_alias: str | None = None
-    resets_at: datetime | None = None
-    held: bool = False
-
-
-ALLOW = Decision(action="allow")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One BudgetPolicy from the rules file."""
-
-    name: str
-    kind: str
-    scope_name: str | None
-    period: str
-    limit_usd: float
-    action: str
-    to_cost_tier: str | None
-
-    @property
-    def limit_micro(self) -> int:
-        return round(self.limit_usd * MICRO)
-
-    def matches(self, key_name: str, alias: str) -> bool:
-        if self.kind == "Tenant":
-            return True
-        if self.kind == "Key":
-            return self.scope_name == key_name
-        return self.kind == "ModelAlias" and self.scope_name == alias
-
-    def scope(self) -> dict[str, str | None]:
-        return {"kind": self.kind, "name": self.scope_name}
-
-    def describe(self) -> str:
-        if self.kind == "Key":
-            return f"key {self.scope_name}"
-        if self.kind == "ModelAlias":
-            return f"model alias {self.scope_name}"
-        return "tenant"
-
-
-@dataclass(frozen=True)
-class Spend:
-    """A policy's spend in the current period after `add_spend()`."""
-
-    policy: str
-    spent_usd: float
-    limit_usd: float
-
-    @property
-    def utilization_percent(self) -> float:
-        if self.limit_usd <= 0:
-            return 100.0
-        return self.spent_usd / self.limit_usd * 100
 
 
 class LedgerReader(Protocol):
     """What reconciliation needs from the ledger."""
 
     async def spent_since(self, period_start: datetime, scope: Mapping[str, Any]) -> float: ...
-
-
-_policies_cache: tuple[Any, list[Policy]] | None = None
-
-
-def policies(rules: Any) -> list[Policy]:
-    """The BudgetPolicies of a rules file (dict or model), sorted by name.
-
-    Parsed once per rules object (the gateway keeps one until the file changes).
-    """
-    global _policies_cache
-    cached = _policies_cache
-    if cached is not None and cached[0] is rules:
-        return cached[1]
-    parsed = _parse_policies(rules)
-    _policies_cache = (rules, parsed)
-    return parsed
-
-
-def _parse_policies(rules: Any) -> list[Policy]:
-    found: list[Policy] = []
-    for raw in rules_dict(rules).get("budgets") or ():
-        if not isinstance(raw, Mapping) or not raw.get("name"):
-            continue
-        scope = raw.get("scope") or {}
-        on_exceeded = raw.get("on_exceeded") or {}
-        found.append(
-            Policy(
-                name=str(raw["name"]),
-                kind=str(scope.get("kind") or "Tenant"),
-                scope_name=scope.get("name"),
-                period=str(raw.get("period") or "monthly"),
-                limit_usd=float(raw.get("limit_usd") or 0.0),
-                action=str(on_exceeded.get("action") or "block"),
-                to_cost_tier=on_exceeded.get("to_cost_tier"),
-            )
-        )
-    return sorted(found, key=lambda policy: policy.name)
-
-
-def alias_tier(rules: Any, alias: str) -> str | None:
-    """The cost tier of a ModelAlias in the rules, None when unknown."""
-    entry = (rules_dict(rules).get("aliases") or {}).get(alias)
-    tier = entry.get("cost_tier") if isinstance(entry, Mapping) else None
-    return str(tier) if tier else None
-
-
-def downgrade_alias(rules: Any, tier: str, exclude: str | None = None) -> str | None:
-    """The first ModelAlias (by name) of cost tier `tier`, None when the tenant has none."""
-    aliases = rules_dict(rules).get("aliases") or {}
-    for name in sorted(aliases):
-        if name != exclude and alias_tier(rules, name) == tier:
-            return str(name)
-    return None
-
-
-def _rank(tier: str | None) -> int:
-    return TIER_RANK.get(tier or "", len(TIER_RANK))
-
-
-def _usd(micro: int) -> str:
-    return f"${micro / MICRO:,.2f}"
-
-
-def _block(policy: Policy, spent: int, reserved: int, now: datetime) -> Decision:
-    resets_at = period_end(policy.period, now)
-    head = f"budget {policy.name} ({policy.describe()})"
-    limit = _usd(policy.limit_micro)
-    if spent >= policy.limit_micro:
-        message = (
-            f"{head} has reached its {policy.period} limit of {limit} ({_usd(spent)} spent); "
-            f"it resets at {format_reset(resets_at)}"
-        )
-    else:
-        message = (
-            f"{head} is at its {policy.period} limit of {limit}: {_usd(spent)} spent and "
-            f"{_usd(reserved)} held by requests in progress; retry when they finish or "
-            f"after the reset at {format_reset(resets_at)}"
-        )
-    return Decision(
-        action="block",
-        policy=policy.name,
-        message=message,
-        resets_at=resets_at,
-        held=spent < policy.limit_micro,
-    )
-
-
-def decide(
-    rules: Any,
-    covering: Sequence[Policy],
-    state: Mapping[str, tuple[int, int]],
-    alias: str,
-    tier: str | None,
-    now: datetime,
-) -> Decision:
-    """The decision for a request to `alias` (cost tier `tier`), given its covering policies.
-
-    `state` maps each policy to (spent, reserved by requests in progress), in micro-USD; a
-    policy is at its limit when their sum reaches it. A block policy at its limit blocks (the
-    first by name). Otherwise downgrade policies at their limit whose `to_cost_tier` is cheaper
-    than `tier` downgrade to the first alias (by name) of the cheapest such tier; when the
-    tenant has no alias of that tier, the request is blocked. Pure: no I/O.
-    """
-    for policy in covering:
-        spent, reserved = state.get(policy.name, (0, 0))
-        if policy.action == "block" and spent + reserved >= policy.limit_micro:
-            return _block(policy, spent, reserved, now)
-    over = [
-        p
-        for p in covering
-        if p.action == "downgrade"
-        and sum(state.get(p.name, (0, 0))) >= p.limit_micro
-        and _rank(tier) > _rank(p.to_cost_tier)
-    ]
-    if not over:
-        return ALLOW
-    # The cheapest tier any exceeded policy asks for satisfies all of them.
-    policy = min(over, key=lambda p: (_rank(p.to_cost_tier), p.name))
-    target_tier = policy.to_cost_tier or "low"
-    to_alias = downgrade_alias(rules, target_tier, exclude=alias)
-    resets_at = period_end(policy.period, now)
-    head = (
-        f"budget {policy.name} ({policy.describe()}) has reached its {policy.period} limit "
-        f"of {_usd(policy.limit_micro)} ({_usd(state[policy.name][0])} spent)"
-    )
-    if to_alias is None:
-        return Decision(
-            action="block",
-            policy=policy.name,
-            message=f"{head} and no model alias has cost tier {target_tier} to downgrade to; "
-            f"it resets at {format_reset(resets_at)}",
-            resets_at=resets_at,
-        )
-    return Decision(
-        action="downgrade",
-        policy=policy.name,
-        message=f"{head}: {alias} is served by {to_alias} (cost tier {target_tier}) "
-        f"until {format_reset(resets_at)}",
-        to_alias=to_alias,
-        resets_at=resets_at,
-    )
 
 
 _CHECK = """
@@ -359,34 +177,33 @@ class BudgetGuard:
     """The tenant's BudgetPolicies, enforced through counters shared by all replicas.
 
     `check()` before the request, `add_spend()` once after it with its cost (0 for a failure);
-    `release()` drops the reservation of a request that will never report a cost. On a Redis
-    error the request is allowed, and Redis left alone for SKIP_AFTER_ERROR seconds
-    (`fail_open=False` raises instead): the ledger still records the spend and reconciliation
-    puts it back into the counters once Redis is back.
+    `release()` drops the reservation of a request that will never report a cost. When Redis
+    does not answer, `check()` raises `StoreUnavailable` (the caller applies the Tenant's
+    onStoreUnavailable), and `add_spend()` / `release()` wait in `store` until it answers
+    again; the ledger records the spend meanwhile and reconciliation raises the counters to it.
     """
 
     def __init__(
         self,
         redis: aioredis.Redis,
         tenant: str,
+        store: StoreHealth,
         ledger_reader: LedgerReader | None = None,
         *,
         default_estimate_usd: float = DEFAULT_ESTIMATE_USD,
         lease_seconds: int = LEASE_SECONDS,
         reconcile_interval: float = RECONCILE_INTERVAL,
-        fail_open: bool = True,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.redis = redis
         self.tenant = tenant
+        self.store = store
         self.ledger_reader = ledger_reader
         self.prefix = f"t:{tenant}:budget"
         self.default_estimate_usd = default_estimate_usd
         self.lease_seconds = lease_seconds
         self.reconcile_interval = reconcile_interval
-        self.fail_open = fail_open
-        self._skip_until = 0.0
-        self.rules: Mapping[str, Any] | None = None
+        self.rules: Rules | None = None
         """The rules of the last check(), used by add_spend() and reconciliation by default."""
         self._now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._check = redis.register_script(_CHECK)
@@ -420,36 +237,41 @@ class BudgetGuard:
 
     # ------------------------------------------------------------------ check
 
-    async def check(self, ctx: RequestContext, rules: Any) -> Decision:
-        """Allow, block or downgrade the request by the spend of every policy that covers it."""
-        self.rules = raw = rules_dict(rules)
+    async def check(self, ctx: RequestContext, rules: Rules) -> Decision:
+        """Allow, block or downgrade the request by the spend of every policy that covers it.
+
+        Raises StoreUnavailable when Redis does not answer (only when a policy exists).
+        """
+        self.rules = rules
         self._start_reconciler()
-        all_policies = policies(raw)
-        if not all_policies:
+        every = policies(rules)
+        if not every:
             return ALLOW
-        if self.fail_open and time.monotonic() < self._skip_until:
-            return Decision(action="allow", message="budgets not checked: Redis unavailable")
+        self.store.check(STEP)
         now = self._now()
         try:
-            return await self._decide(ctx, raw, all_policies, now)
-        except RedisError as exc:
-            if not self.fail_open:
-                raise
-            self._skip_until = time.monotonic() + SKIP_AFTER_ERROR
-            log.warning(
-                "budgets not checked for %.0f s (Redis: %s); allowing requests",
-                SKIP_AFTER_ERROR,
-                exc,
-            )
-            return Decision(action="allow", message=f"budgets not checked: {exc}")
+            decision = await self._decide(ctx, rules, every, now)
+        except STORE_ERRORS as exc:
+            unavailable = self.store.failed(STEP, exc)
+            # A timeout may hide a reservation the script did make: drop it once Redis answers.
+            self._held.pop(ctx.request_id, None)
+            aliases = {ctx.alias, *(a for a in rules.aliases if a != ctx.alias)}
+            applying = [p for p in every if any(p.matches(ctx.key_name, a) for a in aliases)]
+            keys = self._reservation_keys(applying, now)
+            if keys:
+                unreserve = functools.partial(self._unreserve, keys=keys, args=[ctx.request_id])
+                self.store.defer(f"reservation of {ctx.request_id}", unreserve)
+            raise unavailable from None
+        self.store.answered()
+        return decision
 
     async def _decide(
-        self, ctx: RequestContext, rules: Mapping[str, Any], every: list[Policy], now: datetime
+        self, ctx: RequestContext, rules: Rules, every: list[Policy], now: datetime
     ) -> Decision:
-        covering = [p for p in every if p.matches(ctx.key_name, ctx.alias)]
-        state = await self._reserve(ctx.request_id, covering, ctx.alias, now)
+        applying = [p for p in every if p.matches(ctx.key_name, ctx.alias)]
+        state = await self._reserve(ctx.request_id, applying, ctx.alias, now)
         tier = alias_tier(rules, ctx.alias) or ctx.cost_tier
-        decision = decide(rules, covering, state, ctx.alias, tier, now)
+        decision = decide(rules, applying, state, ctx.alias, tier, now)
         if decision.action == "allow":
             return decision
         await self._drop(ctx.request_id)
@@ -458,9 +280,9 @@ class BudgetGuard:
         # Re-check as the cheaper alias, whose own alias-scoped policies may block it. The
         # downgrade policies that sent it there are satisfied by its tier.
         to_alias = decision.to_alias
-        covering = [p for p in every if p.matches(ctx.key_name, to_alias)]
-        state = await self._reserve(ctx.request_id, covering, to_alias, now)
-        again = decide(rules, covering, state, to_alias, alias_tier(rules, to_alias), now)
+        applying = [p for p in every if p.matches(ctx.key_name, to_alias)]
+        state = await self._reserve(ctx.request_id, applying, to_alias, now)
+        again = decide(rules, applying, state, to_alias, alias_tier(rules, to_alias), now)
         if again.action == "block":
             await self._drop(ctx.request_id)
             return again
@@ -509,11 +331,14 @@ class BudgetGuard:
             await self._unreserve(keys=held.keys, args=[request_id])
 
     async def release(self, ctx: RequestContext) -> None:
-        """Drop the reservation of a request that ends without add_spend()."""
-        try:
-            await self._drop(ctx.request_id)
-        except RedisError as exc:
-            log.warning("reservation of %s not dropped (Redis: %s)", ctx.request_id, exc)
+        """Drop the reservation of a request that ends without add_spend().
+
+        Never lost: when Redis does not answer, it waits in `store` until it does.
+        """
+        held = self._held.pop(ctx.request_id, None)
+        if held is not None and held.keys:
+            unreserve = functools.partial(self._unreserve, keys=held.keys, args=[ctx.request_id])
+            await self.store.write(STEP, f"reservation of {ctx.request_id}", unreserve)
 
     # ------------------------------------------------------------------ spend
 
@@ -521,18 +346,21 @@ class BudgetGuard:
         self,
         ctx: RequestContext,
         cost_usd: float,
-        rules: Any = None,
+        rules: Rules | None = None,
         *,
         update_estimate: bool = True,
     ) -> list[Spend]:
         """Add a request's cost to every policy covering its key and alias; drop its reservation.
 
         `rules` defaults to those of the last check(). `update_estimate=False` (failures) keeps
-        the request out of the alias's average cost. Returns each covering policy's spend.
+        the request out of the alias's average cost. Returns each covering policy's spend
+        (nothing when Redis does not answer: the update then waits in `store` until it does).
         """
-        raw = rules_dict(rules) if rules is not None else (self.rules or {})
+        rules = rules if rules is not None else self.rules
+        if rules is None:
+            return []
         now = self._now()
-        covering = [p for p in policies(raw) if p.matches(ctx.key_name, ctx.alias)]
+        covering = [p for p in policies(rules) if p.matches(ctx.key_name, ctx.alias)]
         held = self._held.pop(ctx.request_id, None)
         # Without a local record (another guard instance checked it, or this process
         # restarted), drop whatever reservation the request holds under the covering policies.
@@ -552,24 +380,20 @@ class BudgetGuard:
             keys.append(self.estimate_key(ctx.alias))
         if not keys:
             return []
-        if self.fail_open and time.monotonic() < self._skip_until:
-            return []  # the ledger has it; reconciliation restores the counter
-        try:
-            totals = [int(x) for x in await self._add_spend(keys=keys, args=args)]
-        except RedisError as exc:
-            if not self.fail_open:
-                raise
-            self._skip_until = time.monotonic() + SKIP_AFTER_ERROR
-            log.warning("spend of %s not counted in Redis (%s)", ctx.request_id, exc)
+        add = functools.partial(self._add_spend, keys=keys, args=args)
+        result = await self.store.write(STEP, f"spend of {ctx.request_id}", add)
+        if result is None:
             return []
+        totals = [int(x) for x in result]
         return [
             Spend(policy=p.name, spent_usd=total / MICRO, limit_usd=p.limit_usd)
             for p, total in zip(covering, totals, strict=True)
         ]
 
-    async def spent(self, policy: str, rules: Any = None) -> float:
+    async def spent(self, policy: str, rules: Rules | None = None) -> float:
         """USD the policy's counter holds for the current period (0 when it has none)."""
-        found = {p.name: p for p in policies(rules if rules is not None else self.rules)}
+        rules = rules if rules is not None else self.rules
+        found = {p.name: p for p in policies(rules)} if rules is not None else {}
         if policy not in found:
             raise KeyError(f"no BudgetPolicy {policy!r} in the rules")
         value = await self.redis.get(self.counter_key(policy, self._now(), found[policy].period))
@@ -577,18 +401,18 @@ class BudgetGuard:
 
     # ------------------------------------------------------------------ reconciliation
 
-    async def reconcile_from_ledger(self, rules: Any = None) -> int:
+    async def reconcile_from_ledger(self, rules: Rules | None = None) -> int:
         """Raise each counter of the current periods to the ledger's spend; how many it raised.
 
         max(counter, ledger) never lowers a counter: Redis is ahead of the ledger while records
         wait to be written, and behind it only after losing data.
         """
-        if self.ledger_reader is None:
+        rules = rules if rules is not None else self.rules
+        if self.ledger_reader is None or rules is None or not self.store.available:
             return 0
-        raw = rules_dict(rules) if rules is not None else (self.rules or {})
         now = self._now()
         raised = 0
-        for policy in policies(raw):
+        for policy in policies(rules):
             start = period_start(policy.period, now)
             spent = await self.ledger_reader.spent_since(start, policy.scope())
             key = self.counter_key(policy.name, now, policy.period)
@@ -622,14 +446,3 @@ class BudgetGuard:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-def from_env() -> BudgetGuard | None:
-    """The process's BudgetGuard (`metering.state()`), None when the environment configures none.
-
-    Everything that enforces and meters a request shares these instances.
-    """
-    from tenantgw.gateway import metering
-
-    current = metering.state()
-    return current.budgets if current is not None else None

@@ -4,51 +4,58 @@ Before a request goes upstream (`async_pre_call_hook`), in this order: routing p
 ModelAlias, PII is redacted (or the request refused), the residency of the alias is checked,
 then the rate limits and the budget are enforced; last, Anthropic's `thinking` is taken out
 of requests for aliases whose providers do not serve Claude natively
-(`routing.adapt_thinking`). The `RequestContext` of the request travels in LiteLLM's request
-metadata to the success and failure callbacks, which meter the request and free its
+(`routing.adapt_thinking`). Call types the gateway does not meter are refused here, so no
+route reaches a provider past these checks.
+
+The `RequestContext` of a request is built from the authenticated key only and kept in this
+process (`context.ContextStore`); the request metadata carries nothing but a ticket the server
+drew, so no client-sent field decides which key is charged or which slot is freed. The success
+and failure callbacks find the context by that ticket, meter the request and free its
 rate-limit slot.
 
-Rate limits (`ratelimit`), budgets (`budgets`) and metering (`metering`) are optional: when a
-module is missing or its storage is not configured ($TENANTGW_REDIS_URL,
-$TENANTGW_POSTGRES_DSN), its step is skipped and that is logged once.
+The parts (rate limiter, budget guard, meter) come from one `runtime.GatewayRuntime`, attached
+to `handler` by `app.create_app()`. When Redis, which limits and budgets need, is unavailable
+or not configured, the Tenant's `spec.enforcement.onStoreUnavailable` decides: Closed refuses
+with 503 and `retry-after`, Open admits; both are counted in
+`tenantgw_enforcement_skipped_total`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
-import inspect
+import json
 import logging
-import os
-import threading
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import ModuleType
+from collections.abc import Mapping
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
 from tenantgw.gateway import fallbacks, files, pii, refusals, residency, routing
+from tenantgw.gateway.budget_policy import policies
 from tenantgw.gateway.context import (
+    ContextStore,
     RequestContext,
-    context_from_kwargs,
-    request_metadata,
+    Tracked,
+    drop_client_context,
+    metadata_from_kwargs,
+    new_request_id,
 )
 from tenantgw.gateway.errors import (
+    AuthenticationError,
     GatewayError,
     InternalError,
+    ModelNotFoundError,
     RateLimitError,
     ServiceUnavailableError,
     proxy_exception,
 )
+from tenantgw.gateway.ratelimit import RateLimited, has_limits
+from tenantgw.gateway.runtime import GatewayRuntime
+from tenantgw.gateway.storehealth import SKIP_AFTER_ERROR, StoreUnavailable
 
 log = logging.getLogger("tenantgw.gateway")
 
-REDIS_URL_ENV = "TENANTGW_REDIS_URL"
-POSTGRES_DSN_ENV = "TENANTGW_POSTGRES_DSN"
 ROUTED_CALL_TYPES = frozenset(
     {
         "completion",
@@ -62,119 +69,11 @@ ROUTED_CALL_TYPES = frozenset(
         "aembedding",
     }
 )
-"""Call types that name a model and carry a prompt; others pass through untouched."""
+"""Call types that name a model and carry a prompt: the ones tenantgw meters. Others are
+refused in the pre-call hook."""
 PII_INLINE_TOKENS = 16_000
 """Prompts estimated larger than this are scanned for PII in a worker thread."""
-MAX_HELD = 100_000
-"""Request ids with a rate-limit slot this process still has to free (bounded; Redis leases
-free slots that are never released)."""
-
-
-# --------------------------------------------------------------------------- optional plugins
-
-
-@dataclass
-class Plugins:
-    """The optional limit, budget and metering steps, as far as they are available."""
-
-    limiter: Any | None = None
-    guard: Any | None = None
-    metering: ModuleType | None = None
-    outcomes: ModuleType | None = None
-    ledger: Any | None = None
-    ratelimited_error: type[BaseException] | None = None
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    full = f"tenantgw.gateway.{name}"
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-        if exc.name == full:
-            log.warning("tenantgw.gateway.%s is not installed: its step is skipped", name)
-        else:
-            log.exception("tenantgw.gateway.%s cannot be imported: its step is skipped", name)
-    except Exception:
-        log.exception("tenantgw.gateway.%s cannot be imported: its step is skipped", name)
-    return None
-
-
-def _build(
-    module: ModuleType | None, class_name: str, what: str, args: Callable[[], tuple[Any, ...]]
-) -> Any | None:
-    """The instance `module.from_env()` gives (shared with metering), else `Class(*args())`."""
-    if module is None:
-        return None
-    try:
-        factory = getattr(module, "from_env", None)
-        if callable(factory):
-            instance = factory()
-            if instance is None:
-                log.warning("%s is not configured by the environment: skipped", what)
-            return instance
-        return getattr(module, class_name)(*args())
-    except Exception:
-        log.exception("%s could not be set up: its step is skipped", what)
-        return None
-
-
-def _configure_metering(metering: ModuleType, **parts: Any) -> None:
-    """Hand metering the ledger and guard, if it has a `configure` that takes them."""
-    configure = getattr(metering, "configure", None)
-    if not callable(configure):
-        return
-    try:
-        accepted = inspect.signature(configure).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-            configure(**parts)
-        else:
-            configure(**{k: v for k, v in parts.items() if k in accepted})
-    except Exception:
-        log.exception("metering could not be configured")
-
-
-def load_plugins(tenant: str) -> Plugins:
-    """Import and set up the optional steps for `tenant` from the environment."""
-    plugins = Plugins()
-    redis_url = os.environ.get(REDIS_URL_ENV)
-    dsn = os.environ.get(POSTGRES_DSN_ENV)
-    clients: dict[str, Any] = {}
-
-    def redis_args() -> tuple[Any, ...]:
-        if "redis" not in clients:
-            import redis.asyncio as aioredis
-
-            clients["redis"] = aioredis.from_url(redis_url or "")
-        return (clients["redis"], tenant)
-
-    if redis_url:
-        ratelimit = _optional_module("ratelimit")
-        plugins.limiter = _build(ratelimit, "RateLimiter", "rate limiting", redis_args)
-        error = getattr(ratelimit, "RateLimited", None)
-        if isinstance(error, type) and issubclass(error, BaseException):
-            plugins.ratelimited_error = error
-        budgets = _optional_module("budgets")
-        plugins.guard = _build(budgets, "BudgetGuard", "budget enforcement", redis_args)
-    else:
-        log.warning("%s is not set: rate limits and budgets are not enforced", REDIS_URL_ENV)
-    if dsn:
-        plugins.ledger = _build(_optional_module("ledger"), "Ledger", "the ledger", lambda: (dsn,))
-    else:
-        log.warning("%s is not set: usage is not written to the ledger", POSTGRES_DSN_ENV)
-    plugins.metering = _optional_module("metering")
-    plugins.outcomes = _optional_module("outcomes") if plugins.metering is not None else None
-    if plugins.metering is not None:
-        _configure_metering(
-            plugins.metering,
-            ledger=plugins.ledger,
-            guard=plugins.guard,
-            limiter=plugins.limiter,
-            tenant=tenant,
-        )
-    return plugins
-
-
-# --------------------------------------------------------------------------- the handler
+_STEP_NAMES = {"ratelimit": "rate limits", "budget": "budgets"}
 
 
 def _usage_tokens(kwargs: Mapping[str, Any], response_obj: Any) -> int:
@@ -194,38 +93,44 @@ def _usage_tokens(kwargs: Mapping[str, Any], response_obj: Any) -> int:
     return total if isinstance(total, int) and total > 0 else 0
 
 
+def _call_type_name(call_type: Any) -> str:
+    value = getattr(call_type, "value", call_type)  # LiteLLM passes strings or CallTypes
+    return str(value)
+
+
 class TenantGatewayHandler(CustomLogger):
     """Routing, PII, residency, limits and budgets before a request; metering after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: GatewayRuntime | None = None) -> None:
         super().__init__()
-        self._plugins: Plugins | None = None
-        self._plugins_lock = threading.Lock()
-        self._held: OrderedDict[str, RequestContext] = OrderedDict()
+        self._runtime = runtime
+        self.contexts = ContextStore()
 
     # ---- setup
 
-    def plugins(self) -> Plugins:
-        """The optional steps, set up on first use (in the worker, after LiteLLM started)."""
-        if self._plugins is None:
-            with self._plugins_lock:
-                if self._plugins is None:
-                    self._plugins = load_plugins(files.tenant_name())
-        return self._plugins
+    def attach(self, runtime: GatewayRuntime) -> None:
+        """Serve with `runtime` (the composition root, `app.create_app()`, calls this once)."""
+        self._runtime = runtime
 
-    def set_plugins(self, plugins: Plugins) -> None:
-        """Use these steps instead of the ones from the environment (tests)."""
-        self._plugins = plugins
+    @property
+    def runtime(self) -> GatewayRuntime:
+        if self._runtime is None:
+            raise ServiceUnavailableError(
+                "the gateway's tenantgw runtime is not started (serve it with "
+                "`python -m tenantgw.gateway`): ask your platform team"
+            )
+        return self._runtime
 
     # ---- before the request
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
+        name = _call_type_name(call_type)
         try:
-            return await self.pre_call(user_api_key_dict, data, str(call_type))
+            return await self.pre_call(user_api_key_dict, data, name)
         except GatewayError as exc:
-            raise proxy_exception(exc) from None
+            raise proxy_exception(_in_family(exc, name)) from None
         except Exception as exc:
             if _is_client_error(exc):
                 raise
@@ -238,10 +143,18 @@ class TenantGatewayHandler(CustomLogger):
         self, user_api_key_dict: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
         """The pre-call steps; raises GatewayError for what the client must change."""
+        drop_client_context(data)
         if call_type not in ROUTED_CALL_TYPES:
-            return data
+            raise ModelNotFoundError(
+                f"this gateway does not serve {call_type} requests: use /v1/messages or "
+                "/v1/chat/completions"
+            )
+        runtime = self.runtime
+        key_name = getattr(user_api_key_dict, "user_id", None)
+        if not isinstance(key_name, str) or not key_name:
+            raise AuthenticationError("the request carries no authenticated tenant key")
         try:
-            rules = files.current_rules()
+            rules = runtime.rules()
         except files.FileError as exc:
             raise ServiceUnavailableError(
                 f"the gateway's routing rules are not loaded ({exc}): ask your platform team"
@@ -250,12 +163,11 @@ class TenantGatewayHandler(CustomLogger):
         dropped = fallbacks.drop_client_fallbacks(data)
         if dropped:
             log.info("client-sent %s dropped: fallbacks come from the ModelAliases", dropped)
-        metadata = request_metadata(data, call_type)
         alias = rules.aliases[route.alias]
         ctx = RequestContext(
-            tenant=getattr(user_api_key_dict, "team_id", None) or rules.tenant,
-            key_name=getattr(user_api_key_dict, "user_id", None) or "unknown",
-            request_id=str(data.get("litellm_call_id") or uuid.uuid4().hex),
+            tenant=runtime.tenant,
+            key_name=key_name,
+            request_id=new_request_id(),
             requested_model=route.requested_model,
             alias=route.alias,
             cost_tier=alias.cost_tier,
@@ -271,14 +183,13 @@ class TenantGatewayHandler(CustomLogger):
             # A large prompt is scanned off the event loop, so other requests keep flowing.
             ctx.pii_counts = await asyncio.to_thread(scan) if large else scan()
         residency.check_residency(rules, ctx.alias)
-        ctx.store(metadata)
+        tracked = self.contexts.attach(data, call_type, ctx)
 
-        plugins = self.plugins()
-        await self._acquire(plugins, ctx, rules)
+        await self._acquire(runtime, tracked, rules)
         try:
-            await self._check_budget(plugins, ctx, rules, data)
+            await self._check_budget(runtime, ctx, rules, data)
         except BaseException:
-            await self._release(ctx, 0)
+            await self._release(tracked, 0)
             raise
         # Last, once the alias is final (a budget downgrade may have changed it).
         if not routing.alias_serves_thinking_natively(rules, ctx.alias):
@@ -290,43 +201,55 @@ class TenantGatewayHandler(CustomLogger):
                     ctx.alias,
                     ", ".join(dropped),
                 )
-        ctx.store(metadata)
         return data
 
-    async def _acquire(self, plugins: Plugins, ctx: RequestContext, rules: files.Rules) -> None:
-        if plugins.limiter is None:
+    def _unavailable(
+        self, runtime: GatewayRuntime, rules: files.Rules, exc: StoreUnavailable
+    ) -> None:
+        """Apply onStoreUnavailable to a step that could not run: refuse (Closed) or admit."""
+        closed = rules.enforcement.on_store_unavailable == "Closed"
+        runtime.store.skipped(exc, refused=closed)
+        if closed:
+            what = _STEP_NAMES.get(exc.step, exc.step)
+            raise ServiceUnavailableError(
+                f"tenant {runtime.tenant}'s {what} cannot be checked right now (their store is "
+                "unavailable), so the gateway does not serve requests: retry shortly",
+                retry_after=max(exc.retry_after, 1.0),
+            )
+
+    async def _acquire(self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules) -> None:
+        ctx = tracked.ctx
+        if not has_limits(rules, ctx.key_name):
+            return
+        if runtime.limiter is None:
+            self._unavailable(runtime, rules, _not_configured("ratelimit"))
             return
         try:
-            await plugins.limiter.acquire(ctx, rules)
-        except Exception as exc:
-            if plugins.ratelimited_error is not None and isinstance(exc, plugins.ratelimited_error):
-                raise RateLimitError(
-                    str(getattr(exc, "message", exc)),
-                    retry_after=float(getattr(exc, "retry_after", 1) or 1),
-                ) from None
-            log.exception("rate limits not checked for %s; admitting it", ctx.request_id)
-            return
-        self._held[ctx.request_id] = ctx
-        while len(self._held) > MAX_HELD:
-            self._held.popitem(last=False)
+            tracked.holds_slot = await runtime.limiter.acquire(ctx, rules)
+        except RateLimited as exc:
+            raise RateLimitError(exc.message, retry_after=float(exc.retry_after)) from None
+        except StoreUnavailable as exc:
+            self._unavailable(runtime, rules, exc)
 
     async def _check_budget(
-        self, plugins: Plugins, ctx: RequestContext, rules: files.Rules, data: dict[str, Any]
+        self, runtime: GatewayRuntime, ctx: RequestContext, rules: files.Rules, data: dict[str, Any]
     ) -> None:
-        if plugins.guard is None:
+        if not policies(rules):
+            return
+        guard = runtime.budgets
+        if guard is None:
+            self._unavailable(runtime, rules, _not_configured("budget"))
             return
         try:
-            decision = await plugins.guard.check(ctx, rules)
-        except Exception:
-            log.exception("budget not checked for %s; admitting it", ctx.request_id)
+            decision = await guard.check(ctx, rules)
+        except StoreUnavailable as exc:
+            self._unavailable(runtime, rules, exc)
             return
-        action = getattr(decision, "action", "allow")
-        message = str(getattr(decision, "message", "") or "")
-        if action == "block":
+        if decision.action == "block":
             raise refusals.budget_refusal(decision, ctx.tenant)
-        if action != "downgrade":
+        if decision.action != "downgrade":
             return
-        target = getattr(decision, "to_alias", None)
+        target = decision.to_alias
         if not target or target == ctx.alias:
             return
         if target not in rules.aliases:
@@ -336,8 +259,8 @@ class TenantGatewayHandler(CustomLogger):
         ctx.downgraded_from, ctx.alias = ctx.alias, target
         ctx.cost_tier = rules.aliases[target].cost_tier
         data["model"] = target
-        if message:
-            log.info("request %s downgraded: %s", ctx.request_id, message)
+        if decision.message:
+            log.info("request %s downgraded: %s", ctx.request_id, decision.message)
 
     # ---- each model group the router picks deployments of (the alias, then each fallback)
 
@@ -350,63 +273,54 @@ class TenantGatewayHandler(CustomLogger):
         parent_otel_span: Any = None,
     ) -> list[dict[str, Any]]:
         """A fallback serves only if its residency and budgets admit it (`fallbacks.admit_hop`)."""
+        runtime = self.runtime
+        tracked = self.contexts.find_in_request(request_kwargs or {})
         return await fallbacks.admit_hop(
-            self.plugins().guard, model, healthy_deployments, request_kwargs
+            runtime.budgets,
+            model,
+            healthy_deployments,
+            tracked.ctx if tracked is not None else None,
         )
 
     # ---- after the request
 
-    async def _release(self, ctx: RequestContext, tokens: int) -> None:
+    async def _release(self, tracked: Tracked, tokens: int) -> None:
         """Free the request's rate-limit slot, once (fallbacks report several events)."""
-        if self._held.pop(ctx.request_id, None) is None:
+        if not tracked.take_slot():
             return
-        limiter = self.plugins().limiter
+        limiter = self.runtime.limiter
         if limiter is None:
             return
         try:
-            await limiter.release(ctx, tokens)
+            await limiter.release(tracked.ctx, tokens)
         except Exception:
-            log.exception("rate-limit slot of %s not released", ctx.request_id)
+            log.exception("rate-limit slot of %s not released", tracked.ctx.request_id)
 
     async def _drop_reservation(self, ctx: RequestContext) -> None:
         """Tell the budget guard a request will report no cost (it may hold a reservation)."""
-        guard = self.plugins().guard
-        release = getattr(guard, "release", None) if guard is not None else None
-        if release is None:
+        guard = self.runtime.budgets
+        if guard is None:
             return
         try:
-            await release(ctx)
+            await guard.release(ctx)
         except Exception:
             log.exception("budget reservation of %s not dropped", ctx.request_id)
-
-    async def _meter(
-        self, outcome: str, kwargs: dict[str, Any], response_obj: Any, start: Any, end: Any
-    ) -> tuple[RequestContext | None, Any]:
-        """Hand the event to metering; (the request's context, metering's usage record)."""
-        ctx = context_from_kwargs(kwargs)
-        if ctx is None:
-            return None, None
-        plugins = self.plugins()
-        metering = plugins.outcomes or plugins.metering
-        record = getattr(metering, f"on_{outcome}", None) if metering is not None else None
-        if record is None:
-            return ctx, None
-        try:
-            return ctx, await record(ctx, kwargs, response_obj, start, end)
-        except Exception:
-            log.exception("usage of %s not metered", ctx.request_id)
-            return ctx, None
 
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         try:
-            ctx, usage = await self._meter("success", kwargs, response_obj, start_time, end_time)
-            if ctx is not None:
-                tokens = getattr(usage, "total_tokens", None)
-                if not isinstance(tokens, int):
-                    tokens = _usage_tokens(kwargs, response_obj)
-                await self._release(ctx, tokens)
+            tracked = self.contexts.find(metadata_from_kwargs(kwargs))
+            if tracked is None:
+                return
+            usage = await self.runtime.meter.on_success(
+                tracked.ctx, kwargs, response_obj, start_time, end_time
+            )
+            tokens = usage.total_tokens if usage is not None else None
+            if not isinstance(tokens, int):
+                tokens = _usage_tokens(kwargs, response_obj)
+            await self._release(tracked, tokens)
+            self.contexts.finish(tracked)
         except Exception:
             log.exception("tenantgw success callback failed")
 
@@ -416,7 +330,11 @@ class TenantGatewayHandler(CustomLogger):
         # One event per failed model group: a fallback may still answer the request, so the
         # slot is freed by the final success event or by async_post_call_failure_hook.
         try:
-            await self._meter("failure", kwargs, response_obj, start_time, end_time)
+            tracked = self.contexts.find(metadata_from_kwargs(kwargs))
+            if tracked is not None:
+                await self.runtime.meter.on_failure(
+                    tracked.ctx, kwargs, response_obj, start_time, end_time
+                )
         except Exception:
             log.exception("tenantgw failure callback failed")
 
@@ -429,18 +347,34 @@ class TenantGatewayHandler(CustomLogger):
     ) -> None:
         # The request failed for good (after fallbacks), or was refused before going upstream.
         try:
-            for key in ("litellm_metadata", "metadata"):
-                metadata = request_data.get(key)
-                ctx = RequestContext.from_metadata(metadata if isinstance(metadata, dict) else None)
-                if ctx is not None:
-                    await self._release(ctx, 0)
-                    await self._drop_reservation(ctx)
-                    outcomes = self.plugins().outcomes
-                    if outcomes is not None:
-                        await outcomes.on_final_failure(ctx, original_exception)
-                    return
+            tracked = self.contexts.find_in_request(request_data)
+            if tracked is None or tracked.finished_at is not None:
+                return
+            await self._release(tracked, 0)
+            await self._drop_reservation(tracked.ctx)
+            await self.runtime.meter.on_final_failure(tracked.ctx, original_exception)
+            self.contexts.finish(tracked)
         except Exception:
             log.exception("tenantgw post-call failure hook failed")
+
+
+def _in_family(exc: GatewayError, call_type: str) -> GatewayError:
+    """`exc`, with its type kept on /v1/messages.
+
+    LiteLLM renders a /v1/messages error from its status alone and calls a 503 `api_error`;
+    it keeps an Anthropic error body given as the message, so a 503 (`overloaded_error`,
+    which clients retry after `retry-after`) goes as one.
+    """
+    if call_type != "anthropic_messages" or exc.status != 503:
+        return exc
+    body = {"type": "error", "error": {"type": exc.type_, "message": exc.message}}
+    return type(exc)(json.dumps(body), param=exc.param, retry_after=exc.retry_after)
+
+
+def _not_configured(step: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        step, "not_configured", "TENANTGW_REDIS_URL is not set", retry_after=SKIP_AFTER_ERROR
+    )
 
 
 def _is_client_error(exc: BaseException) -> bool:

@@ -1,21 +1,42 @@
-"""What the gateway knows about one request, shared by the pre-call hook and the callbacks.
+"""What the gateway knows about one request, kept where the client cannot write.
 
-The pre-call hook fills a `RequestContext` and stores it in LiteLLM's request metadata under
-`METADATA_KEY` as a plain dict (LiteLLM deep-copies metadata on its way to the callbacks, so
-only plain data survives). The success and failure callbacks read it back with
-`RequestContext.from_metadata(kwargs["litellm_params"]["metadata"])`.
+The pre-call hook builds a `RequestContext` from the authenticated key only (LiteLLM's
+`UserAPIKeyAuth` that tenantgw's custom auth returned) and keeps it in this process, in a
+`ContextStore`. Into LiteLLM's request metadata goes only a ticket: a random 128-bit token the
+server draws per request and never sends to the client. The success and failure callbacks find
+the context by that ticket; a ticket the store does not know finds nothing.
+
+Why not more: the metadata (`metadata` / `litellm_metadata`) is a client-writable part of the
+request body, and LiteLLM's call id (`litellm_call_id`) is taken from the client's
+`x-litellm-call-id` header when one is sent, so neither can say which key is charged or which
+rate-limit slot is freed. The request id the limits, budgets and ledger use is drawn here too.
+Whatever a client sends under `tenantgw` in either metadata dict is dropped.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import secrets
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 METADATA_KEY = "tenantgw"
-"""Key of the context in the request metadata (`data["metadata"]` / `data["litellm_metadata"]`)."""
+"""Key of the ticket in the request metadata (`data["metadata"]` / `data["litellm_metadata"]`)."""
+METADATA_KEYS = ("metadata", "litellm_metadata")
+MAX_LIVE = 100_000
+"""Requests whose context this process keeps at once (the oldest go first past this)."""
+LIVE_TTL_SECONDS = 900.0
+"""A context whose request never reports an end is forgotten after this long (600 s timeout)."""
+FINISHED_TTL_SECONDS = 60.0
+"""A finished request's context stays this long for late events of the same request."""
+
+
+def new_request_id() -> str:
+    """A request id the client cannot choose (the ledger's primary key, the limits' member)."""
+    return uuid.uuid4().hex
 
 
 @dataclass
@@ -39,39 +60,21 @@ class RequestContext:
     pii_counts: dict[str, int] = field(default_factory=dict)
     downgraded_from: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the request metadata (a shallow copy: asdict's deep copy costs more
-        than the rest of the pre-call hook, and pii_counts is the only container)."""
-        data = {f.name: getattr(self, f.name) for f in _FIELDS}
-        data["pii_counts"] = dict(self.pii_counts)
-        return data
 
-    def store(self, metadata: dict[str, Any]) -> None:
-        """Write this context into a request's metadata dict (replacing an older copy)."""
-        metadata[METADATA_KEY] = self.to_dict()
+@dataclass
+class Tracked:
+    """A request this process keeps the context of: its ticket and whether it holds a slot."""
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> RequestContext:
-        """The context back from `to_dict()`; unknown keys are ignored, missing ones defaulted."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {name: raw[name] for name in names if name in raw}
-        counts = values.get("pii_counts")
-        values["pii_counts"] = dict(counts) if isinstance(counts, Mapping) else {}
-        for required in ("tenant", "key_name", "request_id", "requested_model", "alias"):
-            values[required] = str(values.get(required) or "")
-        return cls(**values)
+    ticket: str
+    ctx: RequestContext
+    since: float
+    holds_slot: bool = False
+    finished_at: float | None = None
 
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> RequestContext | None:
-        """The context stored in request metadata, or None when the pre-call hook did not run."""
-        if not metadata:
-            return None
-        raw = metadata.get(METADATA_KEY)
-        if isinstance(raw, RequestContext):
-            return raw
-        if not isinstance(raw, Mapping):
-            return None
-        return cls.from_dict(raw)
+    def take_slot(self) -> bool:
+        """True once while the request holds a rate-limit slot (the caller frees it)."""
+        held, self.holds_slot = self.holds_slot, False
+        return held
 
 
 def metadata_key(data: Mapping[str, Any], call_type: str | None = None) -> str:
@@ -95,19 +98,87 @@ def request_metadata(data: dict[str, Any], call_type: str | None = None) -> dict
     return metadata
 
 
-def metadata_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def drop_client_context(data: Mapping[str, Any]) -> None:
+    """Remove whatever the client put under `tenantgw` in either metadata dict."""
+    for key in METADATA_KEYS:
+        metadata = data.get(key)
+        if isinstance(metadata, dict):
+            metadata.pop(METADATA_KEY, None)
+
+
+def metadata_from_kwargs(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
     """The request metadata as a success/failure callback receives it."""
     params = kwargs.get("litellm_params")
     if isinstance(params, Mapping):
         metadata = params.get("metadata")
-        if isinstance(metadata, dict):
+        if isinstance(metadata, Mapping):
             return metadata
     return {}
 
 
-def context_from_kwargs(kwargs: Mapping[str, Any]) -> RequestContext | None:
-    """The RequestContext of the request a success/failure callback is about, if any."""
-    return RequestContext.from_metadata(metadata_from_kwargs(kwargs))
+class ContextStore:
+    """The contexts of this process's requests in progress, found by their ticket only."""
 
+    def __init__(
+        self,
+        *,
+        max_live: int = MAX_LIVE,
+        live_ttl: float = LIVE_TTL_SECONDS,
+        finished_ttl: float = FINISHED_TTL_SECONDS,
+    ) -> None:
+        self.max_live = max_live
+        self.live_ttl = live_ttl
+        self.finished_ttl = finished_ttl
+        self._live: OrderedDict[str, Tracked] = OrderedDict()
+        self._finished: OrderedDict[str, Tracked] = OrderedDict()
 
-_FIELDS = dataclasses.fields(RequestContext)
+    def __len__(self) -> int:
+        return len(self._live) + len(self._finished)
+
+    def attach(self, data: dict[str, Any], call_type: str, ctx: RequestContext) -> Tracked:
+        """Keep `ctx` and put a fresh ticket for it into the request's metadata."""
+        self._sweep()
+        ticket = secrets.token_hex(16)
+        tracked = Tracked(ticket, ctx, time.monotonic())
+        self._live[ticket] = tracked
+        request_metadata(data, call_type)[METADATA_KEY] = ticket
+        return tracked
+
+    def find(self, metadata: Mapping[str, Any] | None) -> Tracked | None:
+        """The request whose ticket `metadata` carries; None for an unknown or forged one."""
+        if not metadata:
+            return None
+        ticket = metadata.get(METADATA_KEY)
+        if not isinstance(ticket, str):
+            return None
+        return self._live.get(ticket) or self._finished.get(ticket)
+
+    def find_in_request(self, data: Mapping[str, Any]) -> Tracked | None:
+        """The request as the proxy's hooks receive it (`request_data`)."""
+        for key in METADATA_KEYS:
+            metadata = data.get(key)
+            tracked = self.find(metadata) if isinstance(metadata, Mapping) else None
+            if tracked is not None:
+                return tracked
+        return None
+
+    def finish(self, tracked: Tracked) -> None:
+        """The request is over: keep its context a short while for late events."""
+        if self._live.pop(tracked.ticket, None) is not None:
+            tracked.finished_at = time.monotonic()
+            self._finished[tracked.ticket] = tracked
+        self._sweep()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        while self._live:
+            ticket, entry = next(iter(self._live.items()))
+            if now - entry.since <= self.live_ttl and len(self._live) < self.max_live:
+                break
+            del self._live[ticket]
+        while self._finished:
+            ticket, entry = next(iter(self._finished.items()))
+            done = entry.finished_at or entry.since
+            if now - done <= self.finished_ttl and len(self._finished) < self.max_live:
+                break
+            del self._finished[ticket]

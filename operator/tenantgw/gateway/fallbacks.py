@@ -33,6 +33,7 @@ from tenantgw.api.fallbacks import fallback_closure
 from tenantgw.gateway import files, residency
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.storehealth import StoreUnavailable
 
 log = logging.getLogger("tenantgw.gateway.fallbacks")
 
@@ -57,18 +58,6 @@ def drop_client_fallbacks(data: dict[str, Any]) -> list[str]:
     return dropped
 
 
-def request_context(request_kwargs: Mapping[str, Any] | None) -> RequestContext | None:
-    """The tenantgw context of the request the router is routing (None: not a checked call)."""
-    if not request_kwargs:
-        return None
-    for key in ("litellm_metadata", "metadata"):
-        metadata = request_kwargs.get(key)
-        ctx = RequestContext.from_metadata(metadata if isinstance(metadata, Mapping) else None)
-        if ctx is not None:
-            return ctx
-    return None
-
-
 def hop_refusal(rules: Rules, alias: str) -> str | None:
     """Why the static rules forbid `alias` to serve as a fallback (None: they allow it)."""
     if alias not in rules.aliases:
@@ -83,13 +72,13 @@ async def admit_hop(
     guard: Any | None,
     model: str,
     deployments: Sequence[dict[str, Any]],
-    request_kwargs: Mapping[str, Any] | None,
+    ctx: RequestContext | None,
     rules: Rules | None = None,
 ) -> list[dict[str, Any]]:
     """The deployments of `model` the request may use now: all of them, or none for a refused
-    fallback hop (see the module docstring). The request's own alias passes untouched: the
-    pre-call hook checked it. `rules` defaults to the gateway's current rules file."""
-    ctx = request_context(request_kwargs)
+    fallback hop (see the module docstring). `ctx` is the request's server-side context (None:
+    not a request the pre-call hook checked); its own alias passes untouched, the hook checked
+    it. `rules` defaults to the gateway's current rules file."""
     if ctx is None or model == ctx.alias or not deployments:
         return list(deployments)
     if rules is None:
@@ -124,6 +113,11 @@ async def _budget_refusal(guard: Any, rules: Rules, ctx: RequestContext, alias: 
         # The alias that failed is done: its reservation goes, the hop's is taken.
         await guard.release(ctx)
         decision = await guard.check(hop, rules)
+    except StoreUnavailable as exc:
+        if rules.enforcement.on_store_unavailable == "Open":
+            log.warning("budgets of fallback %s not checked for %s: %s", alias, ctx.request_id, exc)
+            return None  # the platform chose to serve while the store is down
+        return f"its budgets cannot be checked right now ({exc.reason})"
     except Exception as exc:
         log.exception("budgets of fallback %s not checked for %s", alias, ctx.request_id)
         return f"its budgets could not be checked ({type(exc).__name__})"

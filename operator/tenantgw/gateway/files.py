@@ -147,6 +147,15 @@ class Budget(_Model):
     on_exceeded: OnExceeded = Field(default_factory=OnExceeded)
 
 
+StoreMode = Literal["Closed", "Open"]
+
+
+class Enforcement(_Model):
+    """Tenant.spec.enforcement: what to do when Redis (limits, budgets) does not answer."""
+
+    on_store_unavailable: StoreMode = "Closed"
+
+
 class Rules(_Model):
     """The whole rules file of a tenant."""
 
@@ -159,6 +168,7 @@ class Rules(_Model):
     limits: Limits = Field(default_factory=Limits)
     compliance: Compliance = Field(default_factory=Compliance)
     budgets: tuple[Budget, ...] = ()
+    enforcement: Enforcement = Field(default_factory=Enforcement)
 
     def key(self, name: str) -> KeyRules | None:
         """Limits of key `name`, None when the rules file does not list it."""

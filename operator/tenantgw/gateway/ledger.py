@@ -58,7 +58,7 @@ COLUMNS: tuple[str, ...] = (
     "downgraded_from",
     "stream",
 )
-"""Columns of the usage table, in the order of `metering.UsageRecord`'s fields."""
+"""Columns of the usage table, in the order of `usage.UsageRecord`'s fields."""
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -106,7 +106,7 @@ MAX_BACKOFF = 5.0
 
 
 class Row(Protocol):
-    """What the ledger stores: `metering.UsageRecord`."""
+    """What the ledger stores: `usage.UsageRecord`."""
 
     def as_row(self) -> dict[str, Any]: ...
 
@@ -450,14 +450,3 @@ class Ledger:
         if message != self.stats.last_error:
             log.warning("ledger %s failed (%s); rows go to the spool until it works", what, message)
         self.stats.last_error = message
-
-
-def from_env() -> Ledger | None:
-    """The process's Ledger (`metering.state()`), None when the environment configures none.
-
-    Everything that enforces and meters a request shares these instances.
-    """
-    from tenantgw.gateway import metering
-
-    current = metering.state()
-    return current.ledger if current is not None else None

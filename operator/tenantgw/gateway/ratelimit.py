@@ -15,15 +15,16 @@ leaking them forever.
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.files import Rules
+from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
 
 log = logging.getLogger("tenantgw.gateway.ratelimit")
 
@@ -31,9 +32,7 @@ WINDOW_SECONDS = 60
 LEASE_SECONDS = 660
 """How long a request counts as in progress if its replica never releases it: the gateway's
 600 s request timeout plus a margin."""
-SKIP_AFTER_ERROR = 5.0
-"""Seconds a limiter stops asking Redis after a Redis error (fail-open mode): during an outage
-requests then pay one timeout per interval, not one each."""
+STEP = "ratelimit"
 
 # Which limit refused a request: the codes the acquire script returns.
 _PARALLEL, _KEY_RPM, _TENANT_RPM, _KEY_TPM, _TENANT_TPM = 1, 2, 3, 4, 5
@@ -138,76 +137,52 @@ class RateLimited(Exception):  # noqa: N818 (the name callers use)
         self.value = value
 
 
-_last_model: tuple[Any, Mapping[str, Any]] | None = None
+def _positive(value: int | None) -> int:
+    return value if value is not None and value > 0 else 0
 
 
-def rules_dict(rules: Any) -> Mapping[str, Any]:
-    """The rules file as a mapping, whether given as a dict or as a (frozen) pydantic model.
-
-    The dump of the last model is kept: the gateway passes the same object until the rules
-    file changes, so every request does not pay for a model_dump().
-    """
-    global _last_model
-    if isinstance(rules, Mapping):
-        return rules
-    cached = _last_model
-    if cached is not None and cached[0] is rules:
-        return cached[1]
-    dump = getattr(rules, "model_dump", None)
-    if callable(dump):
-        dumped = dump()
-        if isinstance(dumped, Mapping):
-            _last_model = (rules, dumped)
-            return dumped
-    return {}
-
-
-def _positive(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def limits_for(rules: Any, key_name: str) -> tuple[int, int, int, int, int]:
+def limits_for(rules: Rules, key_name: str) -> tuple[int, int, int, int, int]:
     """(tenant rpm, key rpm, tenant tpm, key tpm, max parallel) from the rules; 0 = no limit."""
-    raw = rules_dict(rules)
-    limits = raw.get("limits") or {}
-    key: Mapping[str, Any] = next(
-        (k for k in raw.get("keys") or () if isinstance(k, Mapping) and k.get("name") == key_name),
-        {},
-    )
+    limits = rules.limits
+    key = rules.key(key_name)
     return (
-        _positive(limits.get("rpm")),
-        _positive(key.get("rpm")),
-        _positive(limits.get("tpm")),
-        _positive(key.get("tpm")),
-        _positive(limits.get("max_parallel_requests")),
+        _positive(limits.rpm),
+        _positive(key.rpm if key is not None else None),
+        _positive(limits.tpm),
+        _positive(key.tpm if key is not None else None),
+        _positive(limits.max_parallel_requests),
     )
+
+
+def has_limits(rules: Rules, key_name: str) -> bool:
+    """Whether any rate limit applies to a request of `key_name`."""
+    return any(limits_for(rules, key_name))
 
 
 class RateLimiter:
     """The tenant's rate limits, shared by all its gateway replicas through Redis.
 
     Call `acquire()` before a request goes upstream and `release()` exactly once when it is
-    over (success or failure) with the tokens it used. When Redis cannot be reached the limiter
-    lets requests through, logs it and leaves Redis alone for SKIP_AFTER_ERROR seconds
-    (`fail_open=False` raises the RedisError instead).
+    over (success or failure) with the tokens it used. When Redis does not answer, `acquire()`
+    raises `StoreUnavailable` (the caller applies the Tenant's onStoreUnavailable) and
+    `release()` is queued in `store` until Redis answers again.
     """
 
     def __init__(
         self,
         redis: aioredis.Redis,
         tenant: str,
+        store: StoreHealth,
         *,
         window_seconds: int = WINDOW_SECONDS,
         lease_seconds: int = LEASE_SECONDS,
-        fail_open: bool = True,
     ) -> None:
         self.redis = redis
         self.tenant = tenant
+        self.store = store
         self.prefix = f"t:{tenant}:rl"
         self.window_seconds = window_seconds
         self.lease_seconds = lease_seconds
-        self.fail_open = fail_open
-        self._skip_until = 0.0
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
 
@@ -220,11 +195,15 @@ class RateLimiter:
             f"{self.prefix}:inflight",
         ]
 
-    async def acquire(self, ctx: RequestContext, rules: Any) -> None:
-        """Admit the request or raise RateLimited naming the limit it is over."""
+    async def acquire(self, ctx: RequestContext, rules: Rules) -> bool:
+        """Admit the request (True when it holds a slot to release) or raise RateLimited.
+
+        Raises StoreUnavailable when Redis does not answer. Without any limit for the request,
+        nothing is asked of Redis and False is returned.
+        """
         tenant_rpm, key_rpm, tenant_tpm, key_tpm, parallel = limits_for(rules, ctx.key_name)
         if not any((tenant_rpm, key_rpm, tenant_tpm, key_tpm, parallel)):
-            return
+            return False
         args: list[str | int] = [
             tenant_rpm,
             key_rpm,
@@ -235,39 +214,35 @@ class RateLimiter:
             self.lease_seconds,
             self.window_seconds,
         ]
-        if self.fail_open and time.monotonic() < self._skip_until:
-            return
+        self.store.check(STEP)
         try:
             result = await self._acquire(keys=self._keys(ctx.key_name), args=args)
-        except RedisError as exc:
-            if not self.fail_open:
-                raise
-            self._skip_until = time.monotonic() + SKIP_AFTER_ERROR
-            log.warning(
-                "rate limits not checked for %.0f s (Redis: %s); admitting requests",
-                SKIP_AFTER_ERROR,
-                exc,
-            )
-            return
+        except STORE_ERRORS as exc:
+            unavailable = self.store.failed(STEP, exc)
+            if parallel:
+                # A timeout may hide a slot the script did take: give it back once Redis answers.
+                self.store.defer(f"slot of {ctx.request_id}", self._free(ctx, 0))
+            raise unavailable from None
+        self.store.answered()
         code, value, retry_after = (int(x) for x in result)
         if code:
             raise self._refusal(ctx, code, value, retry_after)
+        return True
 
     async def release(self, ctx: RequestContext, tokens: int) -> None:
-        """End the request: free its parallel slot and count its tokens in the tpm windows."""
-        if self.fail_open and time.monotonic() < self._skip_until:
-            return
+        """End the request: free its parallel slot and count its tokens in the tpm windows.
+
+        Never lost: when Redis does not answer, the release waits in `store` until it does.
+        """
+        await self.store.write(STEP, f"release of {ctx.request_id}", self._free(ctx, tokens))
+
+    def _free(self, ctx: RequestContext, tokens: int) -> Callable[[], Awaitable[Any]]:
         keys = self._keys(ctx.key_name)
-        try:
-            await self._release(
-                keys=[keys[2], keys[3], keys[4]],
-                args=[ctx.request_id, max(int(tokens), 0), self.window_seconds],
-            )
-        except RedisError as exc:
-            if not self.fail_open:
-                raise
-            self._skip_until = time.monotonic() + SKIP_AFTER_ERROR
-            log.warning("tokens of %s not counted (Redis: %s)", ctx.request_id, exc)
+        return functools.partial(
+            self._release,
+            keys=[keys[2], keys[3], keys[4]],
+            args=[ctx.request_id, max(int(tokens), 0), self.window_seconds],
+        )
 
     def _refusal(self, ctx: RequestContext, code: int, value: int, wait: int) -> RateLimited:
         retry = f"retry in {wait} s"
@@ -285,14 +260,3 @@ class RateLimiter:
         unit, limit = ("requests", "rpm") if code in (_KEY_RPM, _TENANT_RPM) else ("tokens", "tpm")
         message = f"{who} is over its {value} {unit} per minute; {retry}"
         return RateLimited(message, retry_after=wait, limit=limit, scope=scope, value=value)
-
-
-def from_env() -> RateLimiter | None:
-    """The process's RateLimiter (`metering.state()`), None when the environment configures none.
-
-    Everything that enforces and meters a request shares these instances.
-    """
-    from tenantgw.gateway import metering
-
-    current = metering.state()
-    return current.limiter if current is not None else None

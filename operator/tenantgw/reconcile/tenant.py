@@ -20,6 +20,7 @@ from tenantgw.kube.client import JSON, Kube
 from tenantgw.reconcile.budgets import sync_budget_status
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.conditions import condition, find, merge_conditions
+from tenantgw.reconcile.enforcement import enforcement_condition, observe_enforcement
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.material import load_material
 from tenantgw.reconcile.settings import Settings
@@ -159,11 +160,13 @@ async def reconcile_tenant(
     ]:
         await write_child_status(kube, kind, ns, verdict, alias_bodies + budget_bodies)
     await sync_budget_status(kube, provisioner, name, ns, budgets, budget_bodies, settings)
+    enforcement = await observe_enforcement(provisioner, name)
 
     missing = await _missing_credentials(kube, tenant)
     conds = _tenant_conditions(
         tenant, generation, alias_verdicts, missing, result, monitoring, storage
     )
+    conds.append(enforcement_condition(tenant, enforcement, generation))
     extra = _status_fields(tenant, inputs)
     ready = find(conds, "Ready")
     outcome.ready = bool(ready and ready["status"] == "True")

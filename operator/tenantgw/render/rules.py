@@ -107,5 +107,6 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
             "max_parallel_requests": spec.limits.max_parallel_requests,
         },
         "compliance": _compliance(tenant),
+        "enforcement": {"on_store_unavailable": spec.enforcement.on_store_unavailable},
         "budgets": [_budget(budget) for budget in inputs.sorted_budgets()],
     }

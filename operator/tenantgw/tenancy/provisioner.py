@@ -160,6 +160,10 @@ class Provisioner:
         """Integer counters under tenants' key prefixes (budget spend), 0 when missing."""
         return await self._redis.read_counters(keys)
 
+    async def read_text(self, key: str) -> str | None:
+        """A string under a tenant's key prefix (a gateway's marker), None when missing."""
+        return await self._redis.read_text(key)
+
     async def remove(self, tenant_name: str) -> None:
         """Drop the tenant's schema (with its data), role, ACL user and keys. Idempotent."""
         validate_tenant_name(tenant_name)

@@ -231,6 +231,15 @@ class RedisAdmin:
                 raise StorageError(f"could not read budget counters from Redis: {err}") from err
         return [int(v) if v not in (None, "") else 0 for v in values]
 
+    async def read_text(self, key: str) -> str | None:
+        """One string value (None when missing), read with the admin user: gateway markers."""
+        async with self._connect() as client:
+            try:
+                value = await client.get(key)
+            except (rexc.RedisError, OSError) as err:
+                raise StorageError(f"could not read {key} from Redis: {err}") from err
+        return str(value) if value is not None else None
+
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[aioredis.Redis]:
         client = aioredis.Redis.from_url(

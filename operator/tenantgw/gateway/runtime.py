@@ -1,0 +1,209 @@
+"""The gateway's runtime: every long-lived part of one gateway worker, built once.
+
+`GatewayRuntime.from_settings()` is the only place that reads the gateway's storage settings
+from the environment ($TENANTGW_TENANT, $TENANTGW_REDIS_URL, $TENANTGW_POSTGRES_DSN,
+$TENANTGW_SPOOL_DIR). It builds the Redis client, the rate limiter, the budget guard, the
+ledger and the meter, and hands each its parts by constructor; `app.create_app()` (the one
+composition root) attaches it to the handler LiteLLM finds by name
+(`tenantgw.gateway.callbacks.handler`) and `serve_with()` starts it on the serving loop
+(ledger writer) and closes it at shutdown (pending Redis writes, ledger flush, connections).
+
+Tests build one with `GatewayRuntime.assemble()` from real parts or small fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from tenantgw.gateway import files
+from tenantgw.gateway.budgets import BudgetGuard
+from tenantgw.gateway.files import Rules, StoreMode
+from tenantgw.gateway.ledger import Ledger
+from tenantgw.gateway.metering import Meter
+from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.ratelimit import RateLimiter
+from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR
+from tenantgw.gateway.storehealth import StoreHealth
+
+log = logging.getLogger("tenantgw.gateway")
+
+TENANT_ENV = "TENANTGW_TENANT"
+REDIS_URL_ENV = "TENANTGW_REDIS_URL"
+POSTGRES_DSN_ENV = "TENANTGW_POSTGRES_DSN"
+SPOOL_DIR_ENV = "TENANTGW_SPOOL_DIR"
+REDIS_TIMEOUT = 2.0
+"""Seconds a request waits for Redis at most before the gateway calls it unavailable."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where one gateway keeps its state."""
+
+    tenant: str
+    redis_url: str | None = None
+    postgres_dsn: str | None = None
+    spool_dir: str = DEFAULT_SPOOL_DIR
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> GatewaySettings:
+        """From a gateway pod's environment (the tenant defaults to the rules file's)."""
+        tenant = env.get(TENANT_ENV) or _tenant_from_rules()
+        return cls(
+            tenant=tenant,
+            redis_url=env.get(REDIS_URL_ENV) or None,
+            postgres_dsn=env.get(POSTGRES_DSN_ENV) or None,
+            spool_dir=env.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR,
+        )
+
+
+def _tenant_from_rules() -> str:
+    try:
+        return files.current_rules().tenant
+    except files.FileError:
+        return "unknown"
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """The gateway's Redis client: it fails fast, so an outage costs a request 2 s at most."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
+    )
+
+
+def _mode_of(rules: Callable[[], Rules]) -> Callable[[], StoreMode]:
+    def mode() -> StoreMode:
+        return rules().enforcement.on_store_unavailable
+
+    return mode
+
+
+@dataclass(frozen=True)
+class GatewayRuntime:
+    """Every long-lived part of one gateway worker, built once.
+
+    Without Redis there is no limiter and no budget guard (requests that need them get the
+    Tenant's onStoreUnavailable); without Postgres no ledger.
+    """
+
+    tenant: str
+    metrics: GatewayMetrics
+    store: StoreHealth
+    meter: Meter
+    redis: aioredis.Redis | None = None
+    ledger: Ledger | None = None
+    limiter: RateLimiter | None = None
+    budgets: BudgetGuard | None = None
+    rules: Callable[[], Rules] = files.current_rules
+    owns_redis: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings | None = None) -> GatewayRuntime:
+        """The runtime of this process, from `settings` or else the environment."""
+        if settings is None:
+            settings = GatewaySettings.from_environ(os.environ)
+        if not settings.redis_url:
+            log.warning(
+                "%s is not set: requests of tenant %s that need rate limits or budgets get "
+                "its onStoreUnavailable (Closed: 503)",
+                REDIS_URL_ENV,
+                settings.tenant,
+            )
+        if not settings.postgres_dsn:
+            log.warning("%s is not set: usage is not written to the ledger", POSTGRES_DSN_ENV)
+        redis = connect_redis(settings.redis_url) if settings.redis_url else None
+        ledger = (
+            Ledger(settings.postgres_dsn, settings.spool_dir) if settings.postgres_dsn else None
+        )
+        return cls.assemble(settings.tenant, redis=redis, ledger=ledger, owns_redis=True)
+
+    @classmethod
+    def assemble(
+        cls,
+        tenant: str,
+        *,
+        redis: aioredis.Redis | None = None,
+        ledger: Ledger | None = None,
+        metrics: GatewayMetrics | None = None,
+        rules: Callable[[], Rules] = files.current_rules,
+        owns_redis: bool = False,
+        store: StoreHealth | None = None,
+        limiter: RateLimiter | None = None,
+        budgets: BudgetGuard | None = None,
+    ) -> GatewayRuntime:
+        """A runtime from its parts; those not given are built from `redis` and `ledger`."""
+        metrics = metrics or GatewayMetrics.registered()
+        if store is None:
+            store = StoreHealth(tenant, metrics, redis=redis, mode=_mode_of(rules))
+        if limiter is None and redis is not None:
+            limiter = RateLimiter(redis, tenant, store)
+        if budgets is None and redis is not None:
+            budgets = BudgetGuard(redis, tenant, store, ledger_reader=ledger)
+        # The guard that checks a request is the one that adds its spend: it holds the
+        # request's reservation.
+        meter = Meter(ledger=ledger, budgets=budgets, metrics=metrics, rules=rules)
+        return cls(
+            tenant=tenant,
+            metrics=metrics,
+            store=store,
+            meter=meter,
+            redis=redis,
+            ledger=ledger,
+            limiter=limiter,
+            budgets=budgets,
+            rules=rules,
+            owns_redis=owns_redis,
+        )
+
+    async def start(self) -> None:
+        """Start the ledger writer (on the serving event loop)."""
+        if self.ledger is not None:
+            await self.ledger.start()
+
+    async def aclose(self) -> None:
+        """Deliver pending Redis writes, flush the ledger and close everything."""
+        if self.budgets is not None:
+            await self.budgets.aclose()
+        await self.store.aclose()
+        if self.ledger is not None:
+            await self.ledger.stop()
+        if self.redis is not None and self.owns_redis:
+            await self.redis.aclose()
+
+
+def serve_with(app: ASGIApp, runtime: GatewayRuntime) -> ASGIApp:
+    """`app` with `runtime` started at the ASGI lifespan's startup and closed at its shutdown."""
+
+    async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def receive_with_runtime() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await runtime.start()
+            elif message["type"] == "lifespan.shutdown":
+                await runtime.aclose()
+            return message
+
+        await app(scope, receive_with_runtime, send)
+
+    return lifespan_app
