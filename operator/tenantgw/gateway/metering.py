@@ -351,7 +351,9 @@ class GatewayState:
                 health_check_interval=30,
                 retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
             )
-        ledger = Ledger(dsn, env.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR) if dsn else None
+        spool_dir = env.get(SPOOL_DIR_ENV) or DEFAULT_SPOOL_DIR
+        # Rows Postgres cannot take wait in the tenant's Redis stream, which outlives the pod.
+        ledger = Ledger(dsn, spool_dir, redis=client, tenant=tenant) if dsn else None
         return cls(tenant, redis=client, ledger=ledger, owns_redis=True)
 
     async def started(self) -> GatewayState:
