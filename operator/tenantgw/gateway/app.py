@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tenantgw.gateway.errors import Family, error_body, reshape_error, route_family
+from tenantgw.gateway.lifespan import LedgerLifespan
 
 log = logging.getLogger("tenantgw.gateway")
 
@@ -431,7 +432,9 @@ def create_app() -> ASGIApp:
     prepare_worker()
     from litellm.proxy.proxy_server import app as proxy_app
 
-    wrapped: ASGIApp = GatewayMiddleware(proxy_app)
+    # Outermost: the ledger starts with the worker and, on SIGTERM, writes or spools every
+    # usage row before the worker exits.
+    wrapped: ASGIApp = LedgerLifespan(GatewayMiddleware(proxy_app))
     return wrapped
 
 

@@ -18,8 +18,10 @@ however long the outage. The spool is, in order (`spool.py`):
 Every writer checks the stream at start and every `stream_check_interval` seconds, so rows a
 dead pod left are replayed by the survivors. The queue is bounded too: past `max_queue` rows,
 the oldest are moved to the disk spool at once (a short blocking write, only when the writer
-cannot keep up). At interpreter exit (SIGTERM included) the queued rows, and any row recorded
-after (LiteLLM flushes its callbacks at exit), are spooled synchronously: stream first, disk last.
+cannot keep up). On SIGTERM, `lifespan.LedgerLifespan` runs LiteLLM's pending callbacks and
+then `stop()`, which writes or spools the queue; at interpreter exit (the `atexit` hook) the
+queued rows are spooled synchronously. After either, `record()` spools each row at once: stream
+first, disk last. What SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
 
 The table lives in the connection's default schema (the tenant role's own schema, first on its
 search_path) and is created at start if absent.
@@ -226,7 +228,7 @@ class Ledger:
         self._idle.set()
         self._in_flight: list[dict[str, Any]] = []
         self._exit_hook = False
-        self._exiting = False
+        self._closed = False
         self._stream_pending = False
         self._stream_check_at = 0.0
         self._redis_backoff = 0.0
@@ -244,7 +246,7 @@ class Ledger:
         if self._writer is not None:
             return
         self._stopping = False
-        self._exiting = False
+        self._closed = False
         self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
         self._stream_check_at = 0.0
         try:
@@ -268,7 +270,8 @@ class Ledger:
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer
-        elif self._queue:  # never started: keep the rows in the spool
+        self._closed = True  # no writer any more: from now on record() spools each row at once
+        if self._queue:  # never started, or recorded while the writer finished
             await self._spool_rows(self._take(len(self._queue)))
         await self._close()
         if self._exit_hook:
@@ -286,7 +289,7 @@ class Ledger:
     def record(self, rec: Row | Mapping[str, Any]) -> None:
         """Queue one usage row; never blocks on Postgres."""
         row = dict(rec) if isinstance(rec, Mapping) else rec.as_row()
-        if self._exiting:
+        if self._closed:
             # After the exit hook ran (LiteLLM flushes its callbacks later, at exit too): no
             # writer will run again, so the row goes to the spool now.
             self._spool_blocking([row])
@@ -315,12 +318,13 @@ class Ledger:
     def spool_unwritten(self) -> int:
         """Put the queued rows, and the batch being written, in the spool now (blocking).
 
-        Run at interpreter exit; from then on `record()` spools each row at once. The stream
+        Run at interpreter exit; from then on (as after `stop()`) `record()` spools each row
+        at once. The stream
         first (over a synchronous connection: the event loop is gone), the disk when Redis
         fails. Returns how many rows were spooled. Rows of the batch in flight may be written
         twice, which ON CONFLICT makes harmless.
         """
-        self._exiting = True
+        self._closed = True
         rows, self._in_flight = [*self._in_flight, *self._take(len(self._queue))], []
         return self._spool_blocking(rows)
 
