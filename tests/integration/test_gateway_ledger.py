@@ -434,8 +434,9 @@ async def test_rows_spooled_in_redis_survive_the_pod(
     assert new.stats.replayed == 500
 
 
+@pytest.mark.parametrize("lease", [15.0, 0.0], ids=["one-replays", "all-replay-at-once"])
 async def test_replicas_replaying_at_once_lose_and_duplicate_nothing(
-    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path, lease: float
 ) -> None:
     client = tenant_redis.client()
     spooler = Ledger(db.dsn, tmp_path / "spooler", redis=client, tenant=tenant_redis.tenant)
@@ -450,10 +451,10 @@ async def test_replicas_replaying_at_once_lose_and_duplicate_nothing(
     await asyncio.to_thread(db.recover)
 
     # Three replicas start together and replay the same stream in small batches, while each
-    # serves new traffic of its own.
+    # serves new traffic of its own; without the lease, all three replay the same entries.
     replicas = [
         Ledger(db.dsn, tmp_path / f"replica-{i}", redis=client, tenant=tenant_redis.tenant,
-               batch_size=100)
+               batch_size=100, replay_lease=lease)
         for i in range(3)
     ]  # fmt: skip
     started = time.monotonic()
@@ -471,7 +472,34 @@ async def test_replicas_replaying_at_once_lose_and_duplicate_nothing(
     assert await tenant_redis.stream_length() == 0
     replayed = [r.stats.replayed for r in replicas]
     assert sum(replayed) >= 3_000
+    if lease:
+        assert sorted(replayed) == [0, 0, 3_000]  # one replica held the lease
     print(f"3 replicas replayed {replayed} of 3000 stream rows; all rows in {elapsed:.1f} s")
+
+
+async def test_a_lease_left_by_a_dead_replica_only_delays_the_replay(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+) -> None:
+    client = tenant_redis.client()
+    spooler = Ledger(db.dsn, tmp_path / "spooler", redis=client, tenant=tenant_redis.tenant)
+    await spooler.start()
+    await asyncio.to_thread(db.outage)
+    for n in range(50):
+        spooler.record(usage(n, prefix="orphaned"))
+    await spooler.stop()
+    await asyncio.to_thread(db.recover)
+    # The replica that held the lease was killed mid-replay: its lease runs out by itself.
+    key = f"t:{tenant_redis.tenant}:ledger:replaying"
+    await tenant_redis.admin("SET", key, "killed-replica", "PX", 2_000)
+    survivor = Ledger(db.dsn, tmp_path / "survivor", redis=client, tenant=tenant_redis.tenant,
+                      stream_check_interval=0.5)  # fmt: skip
+    await survivor.start()
+    counts = await wait_for_rows(db, 50)
+    await survivor.stop()
+    await client.aclose()
+    assert counts == (50, 50)
+    assert survivor.stats.replayed == 50
+    assert await tenant_redis.stream_length() == 0
 
 
 async def test_a_row_postgres_refuses_is_set_aside_not_retried_forever(

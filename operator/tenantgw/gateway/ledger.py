@@ -16,12 +16,15 @@ however long the outage. The spool is, in order (`spool.py`):
    replayed from disk when Postgres answers first. Only they die with the pod.
 
 Every writer checks the stream at start and every `stream_check_interval` seconds, so rows a
-dead pod left are replayed by the survivors. The queue is bounded too: past `max_queue` rows,
-the oldest are moved to the disk spool at once (a short blocking write, only when the writer
-cannot keep up). On SIGTERM, `lifespan.LedgerLifespan` runs LiteLLM's pending callbacks and
-then `stop()`, which writes or spools the queue; at interpreter exit (the `atexit` hook) the
-queued rows are spooled synchronously. After either, `record()` spools each row at once: stream
-first, disk last. What SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
+dead pod left are replayed by the survivors; a lease in Redis lets one replica replay at a time
+(only an economy: inserts are idempotent and entries are deleted only after their commit).
+The queue is bounded too: past `max_queue` rows, the oldest are moved to the disk spool at once
+(a short blocking write, only when the writer cannot keep up).
+
+On SIGTERM, `lifespan.LedgerLifespan` runs LiteLLM's pending callbacks and then `stop()`, which
+writes or spools the queue; at interpreter exit (the `atexit` hook) the queued rows are spooled
+synchronously. After either, `record()` spools each row at once: stream first, disk last. What
+SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
 
 The table lives in the connection's default schema (the tenant role's own schema, first on its
 search_path) and is created at start if absent.
@@ -126,6 +129,8 @@ MAX_QUEUE = 10_000
 MAX_BACKOFF = 5.0
 STREAM_CHECK_INTERVAL = 5.0
 """Seconds between looks at the shared stream for rows other replicas left there."""
+REPLAY_LEASE = 15.0
+"""Seconds one replica replays the stream alone (renewed per batch); 0: no lease."""
 _REDIS_ERRORS = (rexc.RedisError, OSError, TimeoutError)
 _DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 """What Postgres says of a row it will never take (as opposed to an outage)."""
@@ -191,6 +196,7 @@ class Ledger:
         max_backoff: float = MAX_BACKOFF,
         max_stream_rows: int = MAX_STREAM_ROWS,
         stream_check_interval: float = STREAM_CHECK_INTERVAL,
+        replay_lease: float = REPLAY_LEASE,
         connect_timeout: float = 5.0,
         statement_timeout: float = 15.0,
     ) -> None:
@@ -205,6 +211,7 @@ class Ledger:
             else None
         )
         self.stream_check_interval = stream_check_interval
+        self.replay_lease = replay_lease
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max(max_queue, batch_size)
@@ -494,8 +501,15 @@ class Ledger:
         stream = self.stream
         if stream is None or not self._redis_usable():
             return
-        replayed = 0
+        loop = asyncio.get_running_loop()
+        replayed, leased = 0, False
         try:
+            if self.replay_lease > 0:
+                leased = await stream.lease(stream.token, self.replay_lease)
+                if not leased:  # another replica replays now; look again later
+                    self._stream_pending = False
+                    self._stream_check_at = loop.time() + self.stream_check_interval
+                    return
             upto = await stream.last_id()
             after: str | None = None
             while upto is not None:
@@ -512,6 +526,10 @@ class Ledger:
                 after = entries[-1][0]
                 if after == upto:
                     break
+                if leased:
+                    await stream.lease(stream.token, self.replay_lease)
+            if leased:
+                await stream.release(stream.token)
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
             return
@@ -519,7 +537,7 @@ class Ledger:
             if replayed:
                 log.info("replayed %d usage rows from %s", replayed, stream.key)
         self._stream_pending = False
-        self._stream_check_at = asyncio.get_running_loop().time() + self.stream_check_interval
+        self._stream_check_at = loop.time() + self.stream_check_interval
 
     async def _stream_has_rows(self) -> bool:
         """Whether the stream holds rows (another pod's, or ours from before a restart)."""

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -161,7 +162,8 @@ STREAM_FIELD = "r"
 MAX_REJECTED_ROWS = 10_000
 """Rows Postgres refused that the rejected stream keeps (the newest), for an operator to read."""
 MAX_STREAM_ROWS = 250_000
-"""Rows the stream holds at most (about 100 MB of Redis memory); past it, rows go to disk."""
+"""Rows the stream holds at most (about 150 MB of Redis memory at ~625 bytes a row); past it,
+rows go to the local disk spool."""
 
 # All rows of a batch or none, and never past the cap. ARGV[1] is the cap, the rest are rows.
 _APPEND_SCRIPT = """
@@ -172,6 +174,21 @@ return #ARGV - 1
 """
 
 
+# Take or extend the replay lease when free or already ours. ARGV: token, milliseconds.
+_LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class StreamFullError(Exception):
     """The stream holds `max_rows` rows already: the caller keeps the rows elsewhere."""
 
@@ -179,6 +196,11 @@ class StreamFullError(Exception):
 def stream_key(tenant: str) -> str:
     """The Redis stream of a tenant's spooled usage rows, inside its ACL's `t:<tenant>:*`."""
     return f"t:{tenant}:ledger:spool"
+
+
+def lease_key(tenant: str) -> str:
+    """Who replays the stream now: one replica at a time, so they do not insert in lockstep."""
+    return f"t:{tenant}:ledger:replaying"
 
 
 def rejected_key(tenant: str) -> str:
@@ -210,11 +232,16 @@ class StreamSpool:
     def __init__(
         self, client: aioredis.Redis, tenant: str, *, max_rows: int = MAX_STREAM_ROWS
     ) -> None:
+        self.token = secrets.token_hex(8)
+        """This writer's name in the replay lease."""
         self.client = client
         self.key = stream_key(tenant)
         self.rejected_key = rejected_key(tenant)
+        self.lease_key = lease_key(tenant)
         self.max_rows = max_rows
         self._append = client.register_script(_APPEND_SCRIPT)
+        self._lease = client.register_script(_LEASE_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
         self._sync: redis.Redis | None = None
 
     async def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -225,6 +252,18 @@ class StreamSpool:
         if int(added) < 0:
             raise StreamFullError(f"{self.key} holds {self.max_rows} rows already")
         return int(added)
+
+    async def lease(self, token: str, seconds: float) -> bool:
+        """Take (or extend) the replay lease for `seconds`; False when another replica has it.
+
+        Only an economy: replay stays correct without it (two replicas replaying at once insert
+        rows twice, which ON CONFLICT skips); a holder that dies frees it when it expires.
+        """
+        taken = await self._lease(keys=[self.lease_key], args=[token, max(int(seconds * 1000), 1)])
+        return int(taken) == 1
+
+    async def release(self, token: str) -> None:
+        await self._release(keys=[self.lease_key], args=[token])
 
     async def length(self) -> int:
         return int(await self.client.xlen(self.key))
