@@ -1,18 +1,25 @@
-"""The usage ledger against the real PostgreSQL: one row per request, and nothing lost in outages.
+"""The usage ledger against the real PostgreSQL and Redis: one row per request, none lost.
 
 Every test runs as a fresh tenant role that owns its own schema (its search_path), as the
 operator provisions tenants; outages are real: the role is refused logins (`NOLOGIN`) and its
-connections are terminated, then it is allowed back.
+connections are terminated, then it is allowed back. The durable spool is the tenant's Redis
+stream, reached as the tenant's own ACL user; when Redis must go down too, the test runs its own
+throwaway redis-server and stops it (never the shared one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import secrets
+import shutil
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,12 +28,16 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
 from psycopg import sql
 
 from e2e.fixtures import Services
 from tenantgw.gateway.ledger import Ledger
-from tenantgw.gateway.spool import Spool
+from tenantgw.gateway.spool import Spool, rejected_key, stream_key
 from tenantgw.gateway.usage import UsageRecord
+from tenantgw.tenancy.naming import generate_password, tenant_redis_url
+from tenantgw.tenancy.redis_acl import RedisAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -348,3 +359,310 @@ async def test_spent_since_sums_a_budget_scope(db: TenantDb, tmp_path: Path) -> 
         pytest.approx(6.501)
     )
     await ledger.stop()
+
+
+# --------------------------------------------------------------------------- the Redis stream
+
+
+@dataclass(frozen=True)
+class TenantRedis:
+    tenant: str
+    url: str
+    """The tenant ACL user's URL (keys `t:<tenant>:*` only), as its gateway gets it."""
+    admin_url: str
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def admin(self, *command: Any) -> Any:
+        client = aioredis.Redis.from_url(self.admin_url, decode_responses=True, socket_timeout=5)
+        try:
+            return await client.execute_command(*command)  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+
+    async def stream_length(self) -> int:
+        return int(await self.admin("XLEN", stream_key(self.tenant)))
+
+
+@pytest_asyncio.fixture
+async def tenant_redis(services: Services) -> AsyncIterator[TenantRedis]:
+    """A tenant ACL user on the shared Redis, provisioned as the operator does; removed after."""
+    tenant = f"it-ledger-{uuid.uuid4().hex[:8]}"
+    admin = RedisAdmin(services.redis_url, connect_timeout=5, note=lambda *_: None)
+    password = generate_password()
+    await admin.ensure(tenant, password)
+    parts = urlsplit(services.redis_url)
+    url = tenant_redis_url(tenant, password, parts.hostname or "", parts.port or 6379, 0)
+    try:
+        yield TenantRedis(tenant, url, services.redis_url)
+    finally:
+        await admin.remove(tenant)
+
+
+async def test_rows_spooled_in_redis_survive_the_pod(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+) -> None:
+    # A pod spools through an outage into the tenant's stream; then the pod is gone, its
+    # emptyDir with it. A new pod, on a fresh disk, replays what the old one left.
+    old_disk, new_disk = tmp_path / "old-pod", tmp_path / "new-pod"
+    client = tenant_redis.client()
+    old = Ledger(db.dsn, old_disk, redis=client, tenant=tenant_redis.tenant, connect_timeout=2)
+    await old.start()
+    await asyncio.to_thread(db.outage)
+    for n in range(500):
+        old.record(usage(n, prefix="old-pod"))
+        if n % 50 == 0:
+            await asyncio.sleep(0.01)
+    await old.drain()
+    await old.stop()
+    assert await tenant_redis.stream_length() == 500
+    assert Spool(old_disk).count_rows() == 0  # nothing needed the local disk
+    assert old.stats.streamed == 500
+    shutil.rmtree(old_disk, ignore_errors=True)
+
+    new = Ledger(db.dsn, new_disk, redis=client, tenant=tenant_redis.tenant)
+    await new.start()
+    await asyncio.to_thread(db.recover)
+    new.record(usage(0, prefix="new-pod"))
+    counts = await wait_for_rows(db, 501)
+    await new.drain()
+    await new.stop()
+    await client.aclose()
+    assert counts == (501, 501)
+    assert await tenant_redis.stream_length() == 0
+    assert new.stats.replayed == 500
+
+
+@pytest.mark.parametrize("lease", [15.0, 0.0], ids=["one-replays", "all-replay-at-once"])
+async def test_replicas_replaying_at_once_lose_and_duplicate_nothing(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path, lease: float
+) -> None:
+    client = tenant_redis.client()
+    spooler = Ledger(db.dsn, tmp_path / "spooler", redis=client, tenant=tenant_redis.tenant)
+    await spooler.start()
+    await asyncio.to_thread(db.outage)
+    for n in range(3_000):
+        spooler.record(usage(n, prefix="spooled"))
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+    await spooler.stop()
+    assert await tenant_redis.stream_length() == 3_000
+    await asyncio.to_thread(db.recover)
+
+    # Three replicas start together and replay the same stream in small batches, while each
+    # serves new traffic of its own; without the lease, all three replay the same entries.
+    replicas = [
+        Ledger(db.dsn, tmp_path / f"replica-{i}", redis=client, tenant=tenant_redis.tenant,
+               batch_size=100, replay_lease=lease)
+        for i in range(3)
+    ]  # fmt: skip
+    started = time.monotonic()
+    await asyncio.gather(*(r.start() for r in replicas))
+    for n in range(300):
+        replicas[n % 3].record(usage(n, prefix=f"live-{n % 3}"))
+        if n % 30 == 0:
+            await asyncio.sleep(0.01)
+    counts = await wait_for_rows(db, 3_300)
+    elapsed = time.monotonic() - started
+    for replica in replicas:
+        await replica.stop()
+    await client.aclose()
+    assert counts == (3_300, 3_300)
+    assert await tenant_redis.stream_length() == 0
+    replayed = [r.stats.replayed for r in replicas]
+    assert sum(replayed) >= 3_000
+    if lease:
+        assert sorted(replayed) == [0, 0, 3_000]  # one replica held the lease
+    print(f"3 replicas replayed {replayed} of 3000 stream rows; all rows in {elapsed:.1f} s")
+
+
+async def test_a_lease_left_by_a_dead_replica_only_delays_the_replay(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+) -> None:
+    client = tenant_redis.client()
+    spooler = Ledger(db.dsn, tmp_path / "spooler", redis=client, tenant=tenant_redis.tenant)
+    await spooler.start()
+    await asyncio.to_thread(db.outage)
+    for n in range(50):
+        spooler.record(usage(n, prefix="orphaned"))
+    await spooler.stop()
+    await asyncio.to_thread(db.recover)
+    # The replica that held the lease was killed mid-replay: its lease runs out by itself.
+    key = f"t:{tenant_redis.tenant}:ledger:replaying"
+    await tenant_redis.admin("SET", key, "killed-replica", "PX", 2_000)
+    survivor = Ledger(db.dsn, tmp_path / "survivor", redis=client, tenant=tenant_redis.tenant,
+                      stream_check_interval=0.5)  # fmt: skip
+    await survivor.start()
+    counts = await wait_for_rows(db, 50)
+    await survivor.stop()
+    await client.aclose()
+    assert counts == (50, 50)
+    assert survivor.stats.replayed == 50
+    assert await tenant_redis.stream_length() == 0
+
+
+async def test_a_row_postgres_refuses_is_set_aside_not_retried_forever(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+) -> None:
+    key = stream_key(tenant_redis.tenant)
+    good = UsageRecord(**{**usage(1, prefix="good").as_row()}).as_row()
+    bad = {**usage(2, prefix="bad").as_row(), "status": "stolen"}  # breaks the CHECK
+    for row in (good, bad):
+        payload = json.dumps({k: v.isoformat() if isinstance(v, datetime) else v
+                              for k, v in row.items()})  # fmt: skip
+        await tenant_redis.admin("XADD", key, "*", "r", payload)
+    await tenant_redis.admin("XADD", key, "*", "r", "not json")
+    client = tenant_redis.client()
+    ledger = Ledger(db.dsn, tmp_path, redis=client, tenant=tenant_redis.tenant)
+    await ledger.start()
+    ledger.record(usage(3, prefix="live"))
+    counts = await wait_for_rows(db, 2)
+    await ledger.drain()
+    await ledger.stop()
+    await client.aclose()
+    assert counts == (2, 2)
+    assert {r[0] for r in db.rows()} == {"good-000001", "live-000003"}
+    assert await tenant_redis.stream_length() == 0
+    assert ledger.stats.rejected == 1
+    (entry,) = await tenant_redis.admin("XRANGE", rejected_key(tenant_redis.tenant), "-", "+")
+    fields = entry[1]
+    assert json.loads(fields["r"])["request_id"] == "bad-000002"
+    assert "CheckViolation" in fields["reason"]
+
+
+async def test_a_full_stream_sends_rows_to_disk(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+) -> None:
+    client = tenant_redis.client()
+    ledger = Ledger(db.dsn, tmp_path, redis=client, tenant=tenant_redis.tenant,
+                    max_stream_rows=100, batch_size=40)  # fmt: skip
+    await ledger.start()
+    await asyncio.to_thread(db.outage)
+    for n in range(300):
+        ledger.record(usage(n))
+        if n % 20 == 0:
+            await asyncio.sleep(0.01)
+    await ledger.drain()
+    in_stream, on_disk = await tenant_redis.stream_length(), ledger.spool.count_rows()
+    assert in_stream <= 100
+    assert in_stream + on_disk == 300
+    assert on_disk > 0
+    await asyncio.to_thread(db.recover)
+    counts = await wait_for_rows(db, 300)
+    await ledger.stop()
+    await client.aclose()
+    assert counts == (300, 300)
+
+
+async def test_rows_recorded_at_exit_go_to_the_stream(
+    db: TenantDb, tenant_redis: TenantRedis, tmp_path: Path
+) -> None:
+    # At interpreter exit the event loop is gone: the hook and every later record (LiteLLM
+    # flushes its callbacks at exit, after our hook) use a short synchronous connection.
+    client = tenant_redis.client()
+    ledger = Ledger(db.dsn, tmp_path, redis=client, tenant=tenant_redis.tenant, flush_interval=60)
+    await ledger.start()
+    for n in range(42):
+        ledger.record(usage(n, prefix="at-exit"))
+    assert ledger.spool_unwritten() == 42
+    ledger.record(usage(42, prefix="at-exit"))  # a callback LiteLLM flushes after our hook
+    assert await tenant_redis.stream_length() == 43
+    assert Spool(tmp_path).count_rows() == 0
+    await ledger.stop()
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    restarted = Ledger(db.dsn, tmp_path, redis=client, tenant=tenant_redis.tenant)
+    await restarted.start()
+    counts = await wait_for_rows(db, 43)
+    await restarted.stop()
+    await client.aclose()
+    assert counts == (43, 43)
+
+
+# --------------------------------------------------------------------------- Redis down too
+
+
+@dataclass
+class ThrowawayRedis:
+    """A redis-server of this test alone, which the test stops and starts again."""
+
+    port: int
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = ThrowawayRedis(port, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_with_redis_down_too_rows_wait_on_disk_then_move_to_redis(
+    db: TenantDb, throwaway_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    tenant = f"it-ledger-{uuid.uuid4().hex[:8]}"
+    disk = tmp_path / "pod"
+    client = aioredis.Redis.from_url(throwaway_redis.url, socket_timeout=1,
+                                     socket_connect_timeout=1)  # fmt: skip
+    ledger = Ledger(db.dsn, disk, redis=client, tenant=tenant, max_backoff=1.0)
+    await ledger.start()
+    await asyncio.to_thread(db.outage)
+    throwaway_redis.stop()
+    for n in range(200):
+        ledger.record(usage(n, prefix="both-down"))
+        if n % 20 == 0:
+            await asyncio.sleep(0.01)
+    await ledger.drain()
+    assert ledger.spool.count_rows() == 200  # the last resort: the pod's own disk
+    assert ledger.stats.streamed == 0
+
+    # Redis is back, Postgres still is not: the rows move to the stream, off the pod.
+    throwaway_redis.start()
+    deadline, on_disk = time.monotonic() + 30, ledger.spool.count_rows()
+    while on_disk and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        on_disk = ledger.spool.count_rows()
+    assert on_disk == 0
+    assert await client.xlen(stream_key(tenant)) == 200
+    assert ledger.stats.promoted == 200
+    await ledger.stop()
+    shutil.rmtree(disk, ignore_errors=True)  # the pod goes, its emptyDir with it
+
+    await asyncio.to_thread(db.recover)
+    replacement = Ledger(db.dsn, tmp_path / "new-pod", redis=client, tenant=tenant)
+    await replacement.start()
+    counts = await wait_for_rows(db, 200)
+    await replacement.stop()
+    await client.aclose()
+    assert counts == (200, 200)

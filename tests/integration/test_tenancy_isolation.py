@@ -218,6 +218,49 @@ async def test_a_tenant_cannot_reach_other_keys_or_the_server(
         await owner.aclose()
 
 
+async def test_a_tenant_spools_usage_in_its_own_stream_only(
+    two_tenants: tuple[Tenant, Tenant],
+) -> None:
+    # The gateway's ledger keeps rows Postgres cannot take in `t:<tenant>:ledger:spool`: the
+    # stream commands it uses work there, and on no other tenant's stream, scripts included.
+    a, b = two_tenants
+    mine, theirs = a.keys + "ledger:spool", b.keys + "ledger:spool"
+    owner = _redis(b.storage.redis_url)
+    client = _redis(a.storage.redis_url)
+    try:
+        await owner.xadd(theirs, {"r": '{"request_id": "b-only"}'})
+        first = await client.xadd(mine, {"r": '{"request_id": "a-1"}'})
+        append = client.register_script("return redis.call('XADD', KEYS[1], '*', 'r', ARGV[1])")
+        await append(keys=[mine], args=['{"request_id": "a-2"}'])
+        assert await client.xlen(mine) == 2
+        assert [e[0] for e in await client.xrevrange(mine, "+", "-", count=1)] != [first]
+        entries = await client.xrange(mine, "-", "+", count=10)
+        assert [e[1]["r"] for e in entries] == ['{"request_id": "a-1"}', '{"request_id": "a-2"}']
+        assert await client.xdel(mine, first) == 1
+        await client.xadd(a.keys + "ledger:rejected", {"r": "{}"}, maxlen=10, approximate=True)
+        refused: list[tuple[object, ...]] = [
+            ("XADD", theirs, "*", "r", "{}"),
+            ("XLEN", theirs),
+            ("XRANGE", theirs, "-", "+"),
+            ("XREVRANGE", theirs, "+", "-", "COUNT", 1),
+            ("XDEL", theirs, "0-1"),
+            ("XTRIM", theirs, "MAXLEN", 0),
+            ("XREAD", "STREAMS", theirs, "0"),
+            ("XINFO", "STREAM", theirs),
+        ]
+        for command in refused:
+            with pytest.raises(rexc.NoPermissionError):
+                await client.execute_command(*command)  # type: ignore[no-untyped-call]
+        with pytest.raises(rexc.NoPermissionError):
+            await append(keys=[theirs], args=["{}"])
+        with pytest.raises(rexc.ResponseError, match="can't access"):
+            await client.eval("return redis.call('XLEN', '" + theirs + "')", 0)  # type: ignore[misc]
+        assert await owner.xlen(theirs) == 1
+    finally:
+        await client.aclose()
+        await owner.aclose()
+
+
 async def test_redis_refuses_unauthenticated_and_wrong_password_clients(
     two_tenants: tuple[Tenant, Tenant],
 ) -> None:

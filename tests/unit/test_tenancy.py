@@ -329,6 +329,23 @@ def test_the_rules_allow_data_scripts_and_transactions_only() -> None:
     assert allowed == frozenset({"get", "set", "eval", "multi", "client|id"})
 
 
+# Stream commands as Redis 7 categorises them: the gateway's ledger spools usage rows in a stream.
+STREAM_COMMANDS = [
+    ["xadd", -5, [], 1, 1, 1, ["@write", "@stream", "@fast"], [], [], []],
+    ["xlen", 2, [], 1, 1, 1, ["@read", "@stream", "@fast"], [], [], []],
+    ["xrange", -4, [], 1, 1, 1, ["@read", "@stream", "@slow"], [], [], []],
+    ["xrevrange", -4, [], 1, 1, 1, ["@read", "@stream", "@slow"], [], [], []],
+    ["xdel", -3, [], 1, 1, 1, ["@write", "@stream", "@fast"], [], [], []],
+    ["evalsha", -3, [], 0, 0, 0, ["@slow", "@scripting"], [], [], []],
+]  # fmt: skip
+
+
+def test_the_rules_let_the_ledger_spool_in_a_stream() -> None:
+    allowed = allowed_commands(COMMAND_RULES, CommandTable.parse(COMMANDS + STREAM_COMMANDS))
+    assert allowed is not None
+    assert {"xadd", "xlen", "xrange", "xrevrange", "xdel", "evalsha"} <= allowed
+
+
 def test_rules_that_redis_words_differently_allow_the_same() -> None:
     reworded = ["-@all", "+@string", "+@scripting", "+@transaction", "+client|id"]
     assert allowed_commands(reworded, TABLE) == allowed_commands(COMMAND_RULES, TABLE)

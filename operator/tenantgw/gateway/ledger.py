@@ -4,11 +4,27 @@
 `batch_size` rows, or whatever arrived within `flush_interval`) with
 `INSERT ... ON CONFLICT (request_id) DO NOTHING`, so writing a row twice is harmless.
 
-When Postgres fails, the batch goes to the local spool (`spool.py`, fsynced JSON lines) and the
-writer backs off (0.2 s doubling to `max_backoff`); while it backs off, new batches go straight
-to the spool, so memory stays small however long the outage. Once a write succeeds again, the
-spool is replayed and deleted. The queue is bounded too: past `max_queue` rows, the oldest are
-moved to the spool at once (a short blocking write, only when the writer cannot keep up).
+When Postgres fails, the batch goes to the spool and the writer backs off (0.2 s doubling to
+`max_backoff`); while it backs off, new batches go straight to the spool, so memory stays small
+however long the outage. The spool is, in order (`spool.py`):
+
+1. the tenant's Redis stream `t:<tenant>:ledger:spool`, shared by every replica: rows there
+   survive the pod (a rollout, an eviction, SIGKILL) and any replica that reaches Postgres
+   replays them, deleting by entry id only what it inserted;
+2. the local disk spool (fsynced JSON lines in the pod's emptyDir), when Redis fails too or the
+   stream is full; those rows move to the stream as soon as Redis answers again, and are
+   replayed from disk when Postgres answers first. Only they die with the pod.
+
+Every writer checks the stream at start and every `stream_check_interval` seconds, so rows a
+dead pod left are replayed by the survivors; a lease in Redis lets one replica replay at a time
+(only an economy: inserts are idempotent and entries are deleted only after their commit).
+The queue is bounded too: past `max_queue` rows, the oldest are moved to the disk spool at once
+(a short blocking write, only when the writer cannot keep up).
+
+On SIGTERM, `lifespan.LedgerLifespan` runs LiteLLM's pending callbacks and then `stop()`, which
+writes or spools the queue; at interpreter exit (the `atexit` hook) the queued rows are spooled
+synchronously. After either, `record()` spools each row at once: stream first, disk last. What
+SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
 
 The table lives in the connection's default schema (the tenant role's own schema, first on its
 search_path) and is created at start if absent.
@@ -28,8 +44,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
 
-from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR, Spool
+from tenantgw.gateway.spool import (
+    DEFAULT_SPOOL_DIR,
+    MAX_STREAM_ROWS,
+    Spool,
+    StreamFullError,
+    StreamSpool,
+)
 
 log = logging.getLogger("tenantgw.gateway.ledger")
 
@@ -103,6 +127,13 @@ BATCH_SIZE = 500
 FLUSH_INTERVAL = 0.2
 MAX_QUEUE = 10_000
 MAX_BACKOFF = 5.0
+STREAM_CHECK_INTERVAL = 5.0
+"""Seconds between looks at the shared stream for rows other replicas left there."""
+REPLAY_LEASE = 15.0
+"""Seconds one replica replays the stream alone (renewed per batch); 0: no lease."""
+_REDIS_ERRORS = (rexc.RedisError, OSError, TimeoutError)
+_DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+"""What Postgres says of a row it will never take (as opposed to an outage)."""
 
 
 class Row(Protocol):
@@ -117,12 +148,20 @@ class LedgerStats:
 
     written: int = 0
     """Rows in batches Postgres committed (duplicates included, skipped by ON CONFLICT)."""
+    streamed: int = 0
+    """Rows put in the tenant's Redis stream (the durable spool)."""
     spooled: int = 0
+    """Rows put in the local disk spool (Redis failing too, or the stream full)."""
+    promoted: int = 0
+    """Rows moved from the disk spool to the stream once Redis answered again."""
     replayed: int = 0
+    """Rows inserted from either spool (duplicates included, skipped by ON CONFLICT)."""
     failures: int = 0
     batches: int = 0
+    rejected: int = 0
+    """Spooled rows Postgres refused as data (set aside in the rejected store, not retried)."""
     dropped: int = 0
-    """Rows lost because Postgres, the spool disk and the memory bound all failed at once."""
+    """Rows lost because Postgres, Redis, the spool disk and the memory bound all failed."""
     last_error: str | None = None
 
 
@@ -138,22 +177,41 @@ def _from_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Ledger:
-    """Batched, idempotent, outage-proof writer of usage rows into the tenant's Postgres schema."""
+    """Batched, idempotent, outage-proof writer of usage rows into the tenant's Postgres schema.
+
+    With `redis` (the tenant's client; `tenant` names its stream) rows that Postgres cannot take
+    wait in the tenant's Redis stream and survive the pod; without it, only on local disk.
+    """
 
     def __init__(
         self,
         dsn: str,
         spool_dir: Path | str = DEFAULT_SPOOL_DIR,
         *,
+        redis: aioredis.Redis | None = None,
+        tenant: str | None = None,
         batch_size: int = BATCH_SIZE,
         flush_interval: float = FLUSH_INTERVAL,
         max_queue: int = MAX_QUEUE,
         max_backoff: float = MAX_BACKOFF,
+        max_stream_rows: int = MAX_STREAM_ROWS,
+        stream_check_interval: float = STREAM_CHECK_INTERVAL,
+        replay_lease: float = REPLAY_LEASE,
         connect_timeout: float = 5.0,
         statement_timeout: float = 15.0,
     ) -> None:
+        if redis is not None and not tenant:
+            raise ValueError("a Ledger with a Redis client needs the tenant that names its stream")
         self.dsn = dsn
         self.spool = Spool(spool_dir)
+        self.rejected = Spool(spool_dir, name="rejected")
+        self.stream = (
+            StreamSpool(redis, tenant, max_rows=max_stream_rows)
+            if redis is not None and tenant
+            else None
+        )
+        self.stream_check_interval = stream_check_interval
+        self.replay_lease = replay_lease
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max(max_queue, batch_size)
@@ -177,18 +235,27 @@ class Ledger:
         self._idle.set()
         self._in_flight: list[dict[str, Any]] = []
         self._exit_hook = False
+        self._closed = False
+        self._stream_pending = False
+        self._stream_check_at = 0.0
+        self._redis_backoff = 0.0
+        self._redis_retry_at = 0.0
+        self._stream_full_logged = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Create the table if needed and start the writer.
 
-        Postgres being down is not an error here: rows are spooled and the writer keeps trying.
+        Postgres or Redis being down is not an error here: rows are spooled and the writer keeps
+        trying. The first batch looks at the stream for rows a previous pod left.
         """
         if self._writer is not None:
             return
         self._stopping = False
+        self._closed = False
         self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
+        self._stream_check_at = 0.0
         try:
             await self._connect()
         except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -210,7 +277,8 @@ class Ledger:
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer
-        elif self._queue:  # never started: keep the rows on disk
+        self._closed = True  # no writer any more: from now on record() spools each row at once
+        if self._queue:  # never started, or recorded while the writer finished
             await self._spool_rows(self._take(len(self._queue)))
         await self._close()
         if self._exit_hook:
@@ -220,12 +288,19 @@ class Ledger:
             with contextlib.suppress(psycopg.Error, OSError):
                 await self._read_conn.close()
             self._read_conn = None
+        if self.stream is not None:
+            self.stream.close_blocking()
 
     # ------------------------------------------------------------------ recording
 
     def record(self, rec: Row | Mapping[str, Any]) -> None:
         """Queue one usage row; never blocks on Postgres."""
         row = dict(rec) if isinstance(rec, Mapping) else rec.as_row()
+        if self._closed:
+            # After the exit hook ran (LiteLLM flushes its callbacks later, at exit too): no
+            # writer will run again, so the row goes to the spool now.
+            self._spool_blocking([row])
+            return
         self._queue.append(row)
         self._idle.clear()
         self._has_rows.set()
@@ -233,7 +308,8 @@ class Ledger:
             self._full.set()
         if len(self._queue) > self.max_queue:
             # The writer is not keeping up (Postgres slow or down): bound memory by moving the
-            # oldest rows to disk now. A short blocking write, rare by construction.
+            # oldest rows to disk now. A short blocking write, rare by construction; the writer
+            # moves them on to the stream.
             overflow = self._take(len(self._queue) - self.max_queue + self.batch_size)
             try:
                 self.stats.spooled += self.spool.append(_to_json(r) for r in overflow)
@@ -247,17 +323,35 @@ class Ledger:
                 )
 
     def spool_unwritten(self) -> int:
-        """Put the queued rows, and the batch being written, on disk now (blocking); how many.
+        """Put the queued rows, and the batch being written, in the spool now (blocking).
 
-        Rows of the batch in flight may be written twice, which ON CONFLICT makes harmless.
+        Run at interpreter exit; from then on (as after `stop()`) `record()` spools each row
+        at once. The stream
+        first (over a synchronous connection: the event loop is gone), the disk when Redis
+        fails. Returns how many rows were spooled. Rows of the batch in flight may be written
+        twice, which ON CONFLICT makes harmless.
         """
-        rows = [*self._in_flight, *self._take(len(self._queue))]
+        self._closed = True
+        rows, self._in_flight = [*self._in_flight, *self._take(len(self._queue))], []
+        return self._spool_blocking(rows)
+
+    def _spool_blocking(self, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
+        encoded = [_to_json(r) for r in rows]
+        if self.stream is not None:
+            try:
+                written = self.stream.append_blocking(encoded)
+            except (*_REDIS_ERRORS, StreamFullError) as exc:
+                log.warning("%d usage rows could not go to the Redis stream (%s)", len(rows), exc)
+            else:
+                self.stats.streamed += written
+                return written
         try:
-            written = self.spool.append(_to_json(r) for r in rows)
+            written = self.spool.append(encoded)
         except OSError:
-            log.exception("%d usage rows could not be spooled at exit", len(rows))
+            self.stats.dropped += len(rows)
+            log.exception("%d usage rows could not be spooled at exit: LOST", len(rows))
             return 0
         self.stats.spooled += written
         self._spool_pending = True
@@ -311,13 +405,22 @@ class Ledger:
     def _take(self, n: int) -> list[dict[str, Any]]:
         return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
 
+    def _pending(self) -> bool:
+        return self._spool_pending or self._stream_pending
+
     async def _next_batch(self) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         if not self._queue and not self._stopping:
             self._idle.set()
             self._has_rows.clear()
             # Wake up now and then without new rows, to replay the spool after an outage.
-            wait = max(self._retry_at - loop.time(), 0.05) if self._spool_pending else 1.0
+            now = loop.time()
+            if self._spool_pending:
+                wait = max(self._retry_at - now, 0.05)
+            elif self._stream_pending:
+                wait = max(self._retry_at - now, self._redis_retry_at - now, 0.05)
+            else:
+                wait = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._has_rows.wait(), wait)
         if self._queue and len(self._queue) < self.batch_size and not self._stopping:
@@ -330,12 +433,16 @@ class Ledger:
         while True:
             batch = await self._next_batch()
             stopping = self._stopping and not self._queue
+            # Until written or spooled, the batch is what the exit hook saves (a cancelled
+            # writer included).
+            self._in_flight = batch
             try:
                 await self._write(batch, last=stopping)
-            except Exception as exc:  # never lose rows to a bug in a corner: keep them on disk
+            except Exception as exc:  # never lose rows to a bug in a corner: keep them spooled
                 log.exception("ledger writer failed; spooling %d rows", len(batch))
                 self._failed(exc, "write")
                 await self._spool_rows(batch)
+            self._in_flight = []
             if not self._queue:
                 self._idle.set()
             if stopping:
@@ -344,42 +451,147 @@ class Ledger:
     async def _write(self, batch: list[dict[str, Any]], *, last: bool) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
-            # Backing off after a failure: rows go to disk, Postgres is left alone.
+            # Backing off after a failure: rows go to the spool, Postgres is left alone.
             await self._spool_rows(batch)
+            await self._promote()
             return
-        if not batch and not self._spool_pending:
+        if not self._stream_pending and loop.time() >= self._stream_check_at:
+            self._stream_pending = await self._stream_has_rows()
+        if not batch and not self._pending():
             return
         try:
             conn = self._conn or await self._connect()
-            if self._spool_pending:
+            if self._pending():
                 await self._replay(conn)
             if batch:
-                self._in_flight = batch
                 await self._insert(conn, batch)
                 self.stats.written += len(batch)
-                self._in_flight = []
             self._backoff = 0.0
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            self._in_flight = []
             self._failed(exc, "write")
             await self._close()
             await self._spool_rows(batch)
+            await self._promote()
             self._backoff = min(max(self._backoff * 2, 0.2), self.max_backoff)
             self._retry_at = loop.time() + (0 if last else self._backoff)
 
     async def _replay(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self._spool_pending:
+            await self._replay_disk(conn)
+        if self._stream_pending:
+            await self._replay_stream(conn)
+
+    async def _replay_disk(self, conn: psycopg.AsyncConnection[Any]) -> None:
         paths = await asyncio.to_thread(self.spool.claim)
         for path in paths:
             rows = await asyncio.to_thread(self.spool.read, path)
             for start in range(0, len(rows), self.batch_size):
-                await self._insert(
-                    conn, [_from_json(r) for r in rows[start : start + self.batch_size]]
-                )
+                await self._insert_replayed(conn, rows[start : start + self.batch_size])
             await asyncio.to_thread(self.spool.remove, path)
             self.stats.replayed += len(rows)
             if rows:
                 log.info("replayed %d spooled usage rows from %s", len(rows), path.name)
         self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
+
+    async def _replay_stream(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Insert the stream's rows up to its newest entry now, deleting what was inserted.
+
+        Redis failing leaves the rows where they are (retried later); Postgres failing raises.
+        """
+        stream = self.stream
+        if stream is None or not self._redis_usable():
+            return
+        loop = asyncio.get_running_loop()
+        replayed, leased = 0, False
+        try:
+            if self.replay_lease > 0:
+                leased = await stream.lease(stream.token, self.replay_lease)
+                if not leased:  # another replica replays now; look again later
+                    self._stream_pending = False
+                    self._stream_check_at = loop.time() + self.stream_check_interval
+                    return
+            upto = await stream.last_id()
+            after: str | None = None
+            while upto is not None:
+                entries = await stream.read(after, upto, self.batch_size)
+                if not entries:
+                    break
+                rows = [row for _, row in entries if row is not None]
+                if rows:
+                    await self._insert_replayed(conn, rows)
+                # Only after the commit: an entry is deleted once its row is in Postgres.
+                await stream.delete([entry_id for entry_id, _ in entries])
+                replayed += len(rows)
+                self.stats.replayed += len(rows)
+                after = entries[-1][0]
+                if after == upto:
+                    break
+                if leased:
+                    await stream.lease(stream.token, self.replay_lease)
+            if leased:
+                await stream.release(stream.token)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return
+        finally:
+            if replayed:
+                log.info("replayed %d usage rows from %s", replayed, stream.key)
+        self._stream_pending = False
+        self._stream_check_at = loop.time() + self.stream_check_interval
+
+    async def _stream_has_rows(self) -> bool:
+        """Whether the stream holds rows (another pod's, or ours from before a restart)."""
+        self._stream_check_at = asyncio.get_running_loop().time() + self.stream_check_interval
+        if self.stream is None or not self._redis_usable():
+            return False
+        try:
+            return await self.stream.length() > 0
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return False
+
+    async def _insert_replayed(
+        self, conn: psycopg.AsyncConnection[Any], rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Insert spooled rows. A row Postgres refuses as data (not an outage) is set aside
+        in the rejected store, so one bad row never holds the spool, nor vanishes."""
+        pairs: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
+        for row in rows:
+            try:
+                pairs.append((row, _from_json(row)))
+            except (TypeError, ValueError) as exc:
+                await self._reject(row, exc)
+        if not pairs:
+            return
+        try:
+            await self._insert(conn, [value for _, value in pairs])
+            return
+        except _DATA_ERRORS:
+            pass  # find the culprits one by one
+        for row, value in pairs:
+            try:
+                await self._insert(conn, [value])
+            except _DATA_ERRORS as exc:
+                await self._reject(row, exc)
+
+    async def _reject(self, row: Mapping[str, Any], exc: BaseException) -> None:
+        self.stats.rejected += 1
+        kept = f"the stream {self.stream.rejected_key}" if self.stream else "the disk"
+        if self.stream is not None:
+            try:
+                await self.stream.reject(row, f"{type(exc).__name__}: {exc}")
+            except _REDIS_ERRORS:
+                kept = "the disk"
+        if kept == "the disk":
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.rejected.append, [_to_json(row)])
+        log.error(
+            "usage row %r refused by Postgres (%s: %s): set aside in %s",
+            row.get("request_id"),
+            type(exc).__name__,
+            exc,
+            kept,
+        )
 
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], rows: Sequence[Mapping[str, Any]]
@@ -392,13 +604,14 @@ class Ledger:
         self.stats.batches += 1
 
     async def _spool_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Put rows on disk; if the disk fails too, back into the queue (while it has room)."""
+        """Put rows in the stream, else on disk; if the disk fails too, back into the queue."""
         if not rows:
             return
+        encoded = [_to_json(r) for r in rows]
+        if await self._stream_rows(encoded):
+            return
         try:
-            self.stats.spooled += await asyncio.to_thread(
-                self.spool.append, [_to_json(r) for r in rows]
-            )
+            self.stats.spooled += await asyncio.to_thread(self.spool.append, encoded)
             self._spool_pending = True
         except OSError as exc:
             self._failed(exc, "spool")
@@ -407,9 +620,54 @@ class Ledger:
             self._queue.extendleft(reversed(keep))
             if lost:
                 self.stats.dropped += len(lost)
-                log.error("Postgres and the spool both fail: %d usage rows LOST", len(lost))
+                log.error("Postgres, Redis and the spool all fail: %d usage rows LOST", len(lost))
             if keep:
                 await asyncio.sleep(1.0)  # do not spin on a broken disk
+
+    async def _stream_rows(self, encoded: list[dict[str, Any]]) -> bool:
+        """Rows into the stream; False when they must go elsewhere (no Redis, down, full)."""
+        if self.stream is None or not self._redis_usable():
+            return False
+        try:
+            self.stats.streamed += await self.stream.append(encoded)
+        except StreamFullError as exc:
+            if not self._stream_full_logged:
+                log.error("%s: usage rows go to the local disk spool until it drains", exc)
+                self._stream_full_logged = True
+            return False
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return False
+        self._stream_full_logged = False
+        self._stream_pending = True
+        self._redis_backoff = 0.0
+        return True
+
+    async def _promote(self) -> None:
+        """Move rows from the disk spool to the stream, where they outlive the pod."""
+        if not self._spool_pending or self.stream is None or not self._redis_usable():
+            return
+        paths = await asyncio.to_thread(self.spool.claim)
+        for path in paths:
+            rows = await asyncio.to_thread(self.spool.read, path)
+            for start in range(0, len(rows), self.batch_size):
+                if not await self._stream_rows(rows[start : start + self.batch_size]):
+                    # Redis failed again; the rows streamed so far will be streamed again
+                    # from this file, which replay's ON CONFLICT makes harmless.
+                    return
+            await asyncio.to_thread(self.spool.remove, path)
+            self.stats.promoted += len(rows)
+            if rows:
+                log.info("moved %d usage rows from %s to %s", len(rows), path.name, self.stream.key)
+        self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
+
+    def _redis_usable(self) -> bool:
+        return asyncio.get_running_loop().time() >= self._redis_retry_at
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self._failed(exc, "redis")
+        self._redis_backoff = min(max(self._redis_backoff * 2, 0.2), self.max_backoff)
+        self._redis_retry_at = asyncio.get_running_loop().time() + self._redis_backoff
 
     # ------------------------------------------------------------------ connections
 
@@ -448,5 +706,5 @@ class Ledger:
         self.stats.failures += 1
         message = f"{type(exc).__name__}: {exc}".strip()
         if message != self.stats.last_error:
-            log.warning("ledger %s failed (%s); rows go to the spool until it works", what, message)
+            log.warning("ledger %s failed (%s); rows are spooled until it works", what, message)
         self.stats.last_error = message

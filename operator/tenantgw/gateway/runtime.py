@@ -13,6 +13,7 @@ Tests build one with `GatewayRuntime.assemble()` from real parts or small fakes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -27,6 +28,7 @@ from tenantgw.gateway import files
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.files import Rules, StoreMode
 from tenantgw.gateway.ledger import Ledger
+from tenantgw.gateway.lifespan import flush_litellm_callbacks, stop_ledger
 from tenantgw.gateway.metering import Meter
 from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.ratelimit import RateLimiter
@@ -130,7 +132,9 @@ class GatewayRuntime:
             log.warning("%s is not set: usage is not written to the ledger", POSTGRES_DSN_ENV)
         redis = connect_redis(settings.redis_url) if settings.redis_url else None
         ledger = (
-            Ledger(settings.postgres_dsn, settings.spool_dir) if settings.postgres_dsn else None
+            Ledger(settings.postgres_dsn, settings.spool_dir, redis=redis, tenant=settings.tenant)
+            if settings.postgres_dsn
+            else None
         )
         return cls.assemble(settings.tenant, redis=redis, ledger=ledger, owns_redis=True)
 
@@ -178,12 +182,14 @@ class GatewayRuntime:
             await self.ledger.start()
 
     async def aclose(self) -> None:
-        """Deliver pending Redis writes, flush the ledger and close everything."""
+        """Run LiteLLM's pending callbacks, deliver pending Redis writes, flush the ledger (to
+        Postgres, else to the tenant's Redis stream) and close everything; each step bounded."""
+        await flush_litellm_callbacks()
         if self.budgets is not None:
             await self.budgets.aclose()
         await self.store.aclose()
         if self.ledger is not None:
-            await self.ledger.stop()
+            await stop_ledger(self.ledger)
         if self.redis is not None and self.owns_redis:
             await self.redis.aclose()
 
@@ -196,14 +202,25 @@ def serve_with(app: ASGIApp, runtime: GatewayRuntime) -> ASGIApp:
             await app(scope, receive, send)
             return
 
-        async def receive_with_runtime() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await runtime.start()
-            elif message["type"] == "lifespan.shutdown":
-                await runtime.aclose()
-            return message
+        starting: list[asyncio.Task[None]] = []
 
-        await app(scope, receive_with_runtime, send)
+        async def send_around(message: Message) -> None:
+            kind = message["type"]
+            if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                # After LiteLLM's own shutdown, before uvicorn hears it is complete (see
+                # `lifespan`): the last usage rows are written or spooled before the exit.
+                await asyncio.gather(*starting, return_exceptions=True)
+                await runtime.aclose()
+            await send(message)
+            if kind == "lifespan.startup.complete":
+                # In the background: a Postgres that does not answer never delays readiness,
+                # and a new pod replays what an old one left in the stream without traffic.
+                starting.append(
+                    asyncio.get_running_loop().create_task(
+                        runtime.start(), name="tenantgw-runtime-start"
+                    )
+                )
+
+        await app(scope, receive, send_around)
 
     return lifespan_app

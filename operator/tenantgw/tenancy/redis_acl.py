@@ -39,6 +39,8 @@ Note = Callable[[str, str], None]
 #   function, fcall, fcall_ro       the function library is global: load/replace/flush/dump it
 #   script|flush|kill|debug         flush everyone's script cache, kill or block their scripts
 #   client|tracking, client|caching BCAST tracking reports changes of other tenants' keys
+# Streams come with @read/@write: the gateway's ledger spools usage rows in the stream
+# `t:<tenant>:ledger:spool` (XADD from a script, XLEN, XRANGE, XREVRANGE, XDEL).
 COMMAND_RULES: tuple[str, ...] = (
     "-@all",
     "+@read", "+@write", "+@string", "+@hash", "+@list", "+@sortedset", "+@set",
