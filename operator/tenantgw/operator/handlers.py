@@ -67,10 +67,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 
 @kopf.on.cleanup()
-async def stop_budget_loop(memo: kopf.Memo, **_: Any) -> None:
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("budget_loop")
     if task is not None:
         task.cancel()
+    if memo.get("provisioner") is not None:
+        await memo["provisioner"].close()
 
 
 async def _reconcile(
