@@ -25,7 +25,7 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 class ConnectionPool:
-    """Caps the operator's concurrent connections to one PostgreSQL server."""
+    """Caps the operator's open connections to one PostgreSQL server, idle ones included."""
 
     def __init__(
         self,
@@ -46,7 +46,9 @@ class ConnectionPool:
         self._idle_seconds = idle_seconds
         self._wait_seconds = wait_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(max_size)
+        # One permit per open connection: in use, or idle (an idle one keeps its permit).
+        self._permits = asyncio.Semaphore(max_size)
+        self._waiting = 0
         self._idle: list[tuple[Conn, float]] = []
 
     def _bind(self) -> None:
@@ -57,25 +59,42 @@ class ConnectionPool:
             with suppress(Exception):
                 conn.pgconn.finish()
         self._idle = []
-        self._slots = asyncio.Semaphore(self.max_size)
+        self._permits = asyncio.Semaphore(self.max_size)
+        self._waiting = 0
         self._loop = loop
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the `max_size` slots: open a connection only inside it."""
-        self._bind()
+    async def _acquire(self) -> None:
+        """A permit to open one more connection; an idle connection gives its own up."""
+        if self._permits.locked() and self._idle:
+            conn, _ = self._idle.pop(0)  # the oldest: its permit passes to the caller
+            await self._discard(conn)
+            return
+        self._waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._wait_seconds)
+            await asyncio.wait_for(self._permits.acquire(), self._wait_seconds)
         except TimeoutError:
             raise StorageError(
                 f"waited {self._wait_seconds:g} s for one of the {self.max_size} connections to "
                 f"PostgreSQL at {self._endpoint} that {self._setting} allows; raise it if "
                 "the server has room"
             ) from None
+        finally:
+            self._waiting -= 1
+
+    @staticmethod
+    async def _discard(conn: Conn) -> None:
+        with suppress(Exception):
+            await conn.close()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a permit for a connection opened elsewhere (a login check as a tenant)."""
+        self._bind()
+        await self._acquire()
         try:
             yield
         finally:
-            self._slots.release()
+            self._permits.release()
 
     def _take_idle(self) -> Conn | None:
         now = time.monotonic()
@@ -85,26 +104,36 @@ class ConnectionPool:
                 return conn
             with suppress(Exception):
                 conn.pgconn.finish()
+            self._permits.release()
         return None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
-        """An admin connection, reused when one is idle; given back only when it is clean."""
-        async with self.slot():
-            conn = self._take_idle() or await self._connect()
-            clean = False
+        """An admin connection, reused when one is idle; kept for reuse only when clean and
+        nobody waits for a permit."""
+        self._bind()
+        conn = self._take_idle()
+        if conn is None:
+            await self._acquire()
             try:
-                yield conn
-                clean = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
-            finally:
-                if clean:
-                    self._idle.append((conn, time.monotonic()))
-                else:
-                    await conn.close()
+                conn = await self._connect()
+            except BaseException:
+                self._permits.release()
+                raise
+        clean = False
+        try:
+            yield conn
+            clean = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+        finally:
+            if clean and not self._waiting:
+                self._idle.append((conn, time.monotonic()))
+            else:
+                await self._discard(conn)
+                self._permits.release()
 
     async def close(self) -> None:
         """Close the idle connections (at shutdown)."""
         idle, self._idle = self._idle, []
         for conn, _ in idle:
-            with suppress(Exception):
-                await conn.close()
+            await self._discard(conn)
+            self._permits.release()

@@ -180,11 +180,13 @@ class PostgresAdmin:
                     f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
                     f"{tenant_name}: {_explain(err)}"
                 ) from err
-            state = await self._check_password(state, tenant_name, password)
-            steps = plan_ensure(
-                state, tenant_name, password, connection_limit=self._connection_limit
-            )
-            await self._apply(conn, tenant_name, steps)
+        # The login check takes a connection slot of its own: never while holding one, or a
+        # full pool of ensures would wait for each other.
+        state = await self._check_password(state, tenant_name, password)
+        steps = plan_ensure(state, tenant_name, password, connection_limit=self._connection_limit)
+        if steps:
+            async with self._connect() as conn:
+                await self._apply(conn, tenant_name, steps)
 
     async def _check_password(self, state: PgState, tenant_name: str, password: str) -> PgState:
         role = state.role
