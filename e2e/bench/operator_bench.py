@@ -1405,8 +1405,11 @@ def render_section(res: dict[str, Any]) -> str:
         "",
         "The operator runs as a process (`kopf run`) with its ServiceAccount's token. Each tenant "
         "is a Tenant (one `ollama` provider, which needs no credential Secret; one key; one "
-        "gateway replica) and a ModelAlias `fast-code`, which the benchmark creates as soon as "
-        "the operator has made the namespace. Times run from the benchmark's create call to "
+        "gateway replica), a ModelAlias `fast-code` and a BudgetPolicy `monthly` (1000 USD), "
+        "which the benchmark creates as soon as the operator has made the namespace. Under "
+        "traffic the benchmark adds each round's spend to every tenant's budget counter in Redis "
+        "(INCRBY, as the gateways do) while the operator runs with its default budget settings. "
+        "Times run from the benchmark's create call to "
         "the moment a watch sees the change; writes and Tenant reads are counted from the API "
         "server's audit log, other reads from its `/metrics`, CPU from `/proc`.",
         "",
@@ -1449,8 +1452,7 @@ def render_section(res: dict[str, Any]) -> str:
             f"Under traffic ({traffic.get('rounds', 0)} rounds of spend, "
             f"{traffic.get('usd_added', 0):.2f} USD in all): {traffic['writes']} writes "
             f"({_requests(traffic['writes_by_request'])}), of which "
-            f"{traffic['budget_status_writes']} BudgetPolicy status patches; no tenant reconcile "
-            "is woken by them.",
+            f"{traffic['budget_status_writes']} BudgetPolicy status patches.",
         ]
     for point in (res.get("memory") or {}).get("points", []):
         if point.get("added"):
