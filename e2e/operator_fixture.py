@@ -109,6 +109,7 @@ def start_operator(
         "KUBECONFIG": str(kubeconfig),
         "TENANTGW_RESYNC_SECONDS": str(resync_seconds),
         "TENANTGW_BUDGET_SYNC_SECONDS": str(min(resync_seconds, 30)),
+        "TENANTGW_BUDGET_REFRESH_SECONDS": str(min(resync_seconds, 60)),
         **(extra_env or {}),
     }
     kopf = Path(sys.executable).parent / "kopf"

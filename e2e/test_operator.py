@@ -10,14 +10,12 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from e2e.fixtures import Services
 from e2e.helpers import K8s, alias_body, eventually, secret_body, tenant_body
 from e2e.operator_fixture import RunningOperator, audit_events
 
@@ -441,62 +439,5 @@ def test_a_key_due_for_rotation_gets_a_new_value_and_the_old_one_a_grace_period(
         events = k8s.core.list_namespaced_event("default").items
         assert any(e.reason == "KeyRotated" and e.involved_object.name == name for e in events)
         assert old not in json.dumps([e.message for e in events])
-    finally:
-        k8s.delete("tenantgw.io/v1alpha1", "Tenant", name)
-
-
-def test_budget_policy_status_shows_spend_and_fires_each_threshold_once(
-    k8s: K8s, operator: RunningOperator, services: Services
-) -> None:
-    """US-003: an engineering manager sees spend, utilization and threshold alerts per budget."""
-    import redis
-
-    from tenantgw.api.periods import budget_counter_key
-
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    ns = make_tenant(k8s, name)
-    k8s.apply(fast_code(ns))
-    k8s.apply(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "BudgetPolicy",
-            "metadata": {"name": "daily", "namespace": ns},
-            "spec": {
-                "scope": {"kind": "Tenant"},
-                "period": "daily",
-                "limitUSD": 10,
-                "alertThresholds": [50, 80, 100],
-            },
-        }
-    )
-    try:
-
-        def budget() -> dict[str, Any]:
-            obj: dict[str, Any] = k8s.custom.get_namespaced_custom_object(
-                "tenantgw.io", "v1alpha1", ns, "budgetpolicies", "daily"
-            )
-            return obj
-
-        k8s.wait_condition(budget, "Accepted", "True")
-        # What the gateways would have counted after 6.50 USD of requests today.
-        admin = redis.Redis.from_url(services.redis_url)
-        admin.set(budget_counter_key(name, "daily", "daily", datetime.now(UTC)), 6_500_000)
-        admin.close()
-
-        def warned() -> dict[str, Any] | None:
-            status = budget().get("status") or {}
-            return status if status.get("state") == "Warning" else None
-
-        status = eventually(warned, 30, "state Warning after 65% of the budget")
-        assert status["spentUSD"] == 6.5
-        assert status["utilization"] == 65.0
-        assert status["firedThresholds"] == [50]
-        events = [
-            e
-            for e in k8s.core.list_namespaced_event(ns).items
-            if e.reason == "BudgetThresholdCrossed" and e.involved_object.name == "daily"
-        ]
-        assert len(events) == 1
-        assert "threshold 50%" in events[0].message
     finally:
         k8s.delete("tenantgw.io/v1alpha1", "Tenant", name)

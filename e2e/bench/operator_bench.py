@@ -1,12 +1,14 @@
-"""Operator benchmark: apply→Ready latency, API writes per idle resync, memory, cold convergence.
+"""Operator benchmark: apply→Ready latency, API writes idle and under traffic, memory, convergence.
 
     python -m e2e.bench.operator_bench --isolated --tenants 50 --scale 50,500 --converge 150,1000
 
 Runs the real operator (kopf, `tenantgw.operator.handlers`) as its own ServiceAccount against the
 local control plane, with per-tenant storage provisioning unless --no-storage, and measures what
 DESIGN.md ("Numbers this design must reach") asks of it. Every Tenant it creates carries the
-label tenantgw.io/bench=<run> and is deleted at the end. The numbers go to the "Operator"
-section of docs/benchmarks.md and to JSON; nothing is asserted.
+label tenantgw.io/bench=<run> and is deleted at the end. Each tenant has a ModelAlias and a
+BudgetPolicy; the traffic phase adds spend to every tenant's budget counter in Redis, as the
+gateways do after each request, instead of running a gateway per tenant. The numbers go to the
+"Operator" section of docs/benchmarks.md and to JSON; nothing is asserted.
 
 The operator logs to .dev/logs/operator-bench-<phase>.log rather than operator.log, so that a
 test session's operator and this one never write the same file. Two operators must not reconcile
@@ -130,6 +132,19 @@ def alias_body(namespace: str) -> dict[str, Any]:
             "targets": [{"provider": "local", "model": "qwen3-coder", "weight": 1}],
             "costTier": "medium",
         },
+    }
+
+
+BUDGET_NAME = "monthly"
+BUDGET_LIMIT_USD = 1000.0  # large enough that the traffic phase fires no threshold
+
+
+def budget_body(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "BudgetPolicy",
+        "metadata": {"name": BUDGET_NAME, "namespace": namespace},
+        "spec": {"scope": {"kind": "Tenant"}, "period": "monthly", "limitUSD": BUDGET_LIMIT_USD},
     }
 
 
@@ -586,14 +601,19 @@ class Bench:
         )
 
     def create_alias(self, tenant: str) -> None:
-        try:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, ns_of(tenant), "modelaliases", alias_body(ns_of(tenant))
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                self.alias_errors.append(f"{tenant}: {exc.status} {exc.reason}")
-                return
+        """The tenant's ModelAlias and BudgetPolicy."""
+        for plural, body in (
+            ("modelaliases", alias_body(ns_of(tenant))),
+            ("budgetpolicies", budget_body(ns_of(tenant))),
+        ):
+            try:
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, ns_of(tenant), plural, body
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    self.alias_errors.append(f"{tenant}: {plural}: {exc.status} {exc.reason}")
+                    return
         self.tracker.stamp(tenant, "alias")
 
     def _namespace_appeared(self, tenant: str) -> None:
@@ -989,6 +1009,84 @@ def phase_idle(b: Bench) -> dict[str, Any]:
     }
 
 
+def spend_traffic(
+    redis_url: str, tenants: list[str], every: float, stop: threading.Event
+) -> dict[str, Any]:
+    """Add spend to each tenant's budget counter every `every` s until `stop`, as gateways do.
+
+    A gateway adds each request's cost in micro-USD to `t:<tenant>:budget:<policy>:<period>`
+    (INCRBY); here each tenant "serves" a few requests of 0.2 to 2 cents per round.
+    """
+    import redis
+
+    from tenantgw.api.periods import budget_counter_key
+
+    client = redis.Redis.from_url(redis_url)
+    rounds, added = 0, 0
+    try:
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            pipe = client.pipeline(transaction=False)
+            for i, tenant in enumerate(tenants):
+                cost = 2_000 + (rounds * 7_919 + i * 104_729) % 18_000  # varied, reproducible
+                pipe.incrby(budget_counter_key(tenant, BUDGET_NAME, "monthly", now), cost)
+                added += cost
+            pipe.execute()
+            rounds += 1
+            stop.wait(every)
+    finally:
+        client.close()
+    return {"rounds": rounds, "usd_added": added / 1_000_000}
+
+
+def phase_traffic(b: Bench) -> dict[str, Any]:
+    """Spend flows into every tenant's budget: count the operator's writes per tenant per minute.
+
+    Runs on the operator of the idle phase, whose writes were zero; the budget status loop runs
+    at its defaults (a pass every 30 s, spend-only changes written at most once a minute).
+    """
+    tenants, window = list(b.names), b.args.traffic_seconds
+    redis_url = b.storage_env.get("TENANTGW_REDIS_URL")
+    if not redis_url:
+        return {"skipped": "no storage (--no-storage): no budget counters"}
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result.update(spend_traffic(redis_url, tenants, b.args.traffic_every, stop))
+
+    say(f"traffic: spend on {len(tenants)} budgets every {b.args.traffic_every:g} s for "
+        f"{window:g} s")  # fmt: skip
+    thread = threading.Thread(target=run, daemon=True)
+    since = time.time()
+    thread.start()
+    time.sleep(window)
+    until = time.time()
+    stop.set()
+    thread.join(30)
+    writes = b.audit.between(since, until, WRITES)
+    status_writes = [e for e in writes if e["objectRef"].get("resource") == "budgetpolicies"]
+    shown = 0
+    for tenant in tenants:
+        with contextlib.suppress(ApiException):
+            policy = b.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns_of(tenant), "budgetpolicies", BUDGET_NAME
+            )
+            shown += bool((policy.get("status") or {}).get("spentUSD"))
+    minutes = (until - since) / 60
+    return {
+        "tenants": len(tenants),
+        "window_s": until - since,
+        "every_s": b.args.traffic_every,
+        **result,
+        "writes": len(writes),
+        "writes_by_request": describe(writes),
+        "budget_status_writes": len(status_writes),
+        "writes_per_tenant_per_minute": len(writes) / (len(tenants) * minutes),
+        "policies_showing_spend": shown,
+    }
+
+
 _METRIC = re.compile(r"^apiserver_request_total\{(.*)\} (\S+)$")
 
 
@@ -1062,6 +1160,9 @@ def phase_converge(b: Bench, n: int, tag: str) -> dict[str, Any]:
         b.create_tenant(name)
         b.custom.create_namespaced_custom_object(
             GROUP, VERSION, ns_of(name), "modelaliases", alias_body(ns_of(name))
+        )
+        b.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns_of(name), "budgetpolicies", budget_body(ns_of(name))
         )
         b.tracker.stamp(name, "alias")
 
@@ -1224,6 +1325,21 @@ def summary_rows(res: dict[str, Any]) -> list[list[str]]:
             + f"; ~{idle['apiserver_reads_per_tenant_per_resync']:.0f} GET/LIST per tenant "
             "per resync",
         ])  # fmt: skip
+    if (traffic := res.get("traffic")) and "writes" in traffic:
+        idle_per_minute = (
+            idle["writes"] / (idle["tenants"] * idle["window_s"] / 60) if idle else None
+        )
+        rows.append([
+            f"API writes per tenant per minute under traffic ({traffic['tenants']} tenants, each "
+            f"with a BudgetPolicy, spend added every {traffic['every_s']:g} s for "
+            f"{traffic['window_s']:.0f} s)",
+            f"{traffic['writes_per_tenant_per_minute']:.2f} ({traffic['writes']} writes); idle: "
+            + (f"{idle_per_minute:.2f}" if idle_per_minute is not None else "n/a"),
+            "≤ 2 (0 idle)",
+            ("meets the target" if traffic["writes_per_tenant_per_minute"] <= 2
+             and not (idle and idle["writes"]) else "misses the target")
+            + f"; {traffic['policies_showing_spend']}/{traffic['tenants']} policies show spend",
+        ])  # fmt: skip
     for point in (res.get("memory") or {}).get("points", []):
         if point.get("outcome", "ready") != "ready":
             reading = (
@@ -1289,8 +1405,11 @@ def render_section(res: dict[str, Any]) -> str:
         "",
         "The operator runs as a process (`kopf run`) with its ServiceAccount's token. Each tenant "
         "is a Tenant (one `ollama` provider, which needs no credential Secret; one key; one "
-        "gateway replica) and a ModelAlias `fast-code`, which the benchmark creates as soon as "
-        "the operator has made the namespace. Times run from the benchmark's create call to "
+        "gateway replica), a ModelAlias `fast-code` and a BudgetPolicy `monthly` (1000 USD), "
+        "which the benchmark creates as soon as the operator has made the namespace. Under "
+        "traffic the benchmark adds each round's spend to every tenant's budget counter in Redis "
+        "(INCRBY, as the gateways do) while the operator runs with its default budget settings. "
+        "Times run from the benchmark's create call to "
         "the moment a watch sees the change; writes and Tenant reads are counted from the API "
         "server's audit log, other reads from its `/metrics`, CPU from `/proc`.",
         "",
@@ -1327,6 +1446,14 @@ def render_section(res: dict[str, Any]) -> str:
             + ", ".join(f"{n} {k}" for k, n in _top(idle["apiserver_reads_all_clients"]))
             + ".",
         ]  # fmt: skip
+    if (traffic := res.get("traffic")) and "writes" in traffic:
+        out += [
+            "",
+            f"Under traffic ({traffic.get('rounds', 0)} rounds of spend, "
+            f"{traffic.get('usd_added', 0):.2f} USD in all): {traffic['writes']} writes "
+            f"({_requests(traffic['writes_by_request'])}), of which "
+            f"{traffic['budget_status_writes']} BudgetPolicy status patches.",
+        ]
     for point in (res.get("memory") or {}).get("points", []):
         if point.get("added"):
             fa = point["from_apply"]
@@ -1463,6 +1590,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--stall-timeout", type=float, default=120,
         help="give up waiting when no tenant progressed for this long (s)")  # fmt: skip
     add("--resync", type=float, default=10, help="resync period of the idle phase (s)")
+    add("--traffic-seconds", type=float, default=180,
+        help="length of the budget traffic window, 0 to skip (default 180)")  # fmt: skip
+    add("--traffic-every", type=float, default=2,
+        help="seconds between rounds of spend on every budget (default 2)")  # fmt: skip
     add("--default-resync", type=float, default=300, help="resync of the other phases (s)")
     add("--scale-timeout", type=float, default=300, help="cap per scale point (s)")
     add("--converge-timeout", type=float, default=420, help="cap of cold convergence (s)")
@@ -1503,6 +1634,8 @@ def main(argv: list[str] | None = None) -> int:
         b.start_operator("latency", args.default_resync)
         res["latency"] = phase_latency(b)
         res["idle"] = phase_idle(b)
+        if args.traffic_seconds > 0:
+            res["traffic"] = phase_traffic(b)
         res["memory"] = phase_memory(b)
         res["converge"] = []
         for k, n in enumerate(args.converge):

@@ -20,7 +20,14 @@ from tenantgw.tenancy import (
     schema_name,
 )
 from tenantgw.tenancy.naming import check_password, generate_password, tenant_redis_url
-from tenantgw.tenancy.pg_plan import DefaultAcl, PgState, RoleState, plan_ensure, plan_remove
+from tenantgw.tenancy.pg_plan import (
+    ROLE_ATTRIBUTES,
+    DefaultAcl,
+    PgState,
+    RoleState,
+    plan_ensure,
+    plan_remove,
+)
 from tenantgw.tenancy.redis_acl import (
     COMMAND_RULES,
     CommandTable,
@@ -253,7 +260,9 @@ def test_drift_that_would_open_a_door_is_closed() -> None:
         public_creates_in_database=True,
         role=RoleState(
             verifier=scram_verifier(PASSWORD),
-            attributes_ok=False,
+            wrong_attributes=ROLE_ATTRIBUTES[::-1],  # in any order: the plan keeps its own
+            connection_limit_ok=False,
+            expires=True,
             memberships=("tgw_team_b",),
             search_path="public",
             database_search_path=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ import kopf
 from tenantgw.api import API_VERSION, GROUP, VERSION, Tenant
 from tenantgw.kube.client import Kube, KubeError
 from tenantgw.operator.waker import Waker
+from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.cleanup import cleanup_tenant
 from tenantgw.reconcile.settings import Settings
@@ -24,7 +26,7 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -45,6 +47,32 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     cache = ReconcileCache(storage_ttl=SETTINGS.resync_seconds)
     memo["cache"] = cache
     memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
+    memo["generations"] = {}
+    if provisioner is not None:
+        # Both indexes are live views of the watch caches, filled as the watches list.
+        policies: kopf.Index[str, PolicyEntry] = kwargs["budget_policies"]
+        tenants: kopf.Index[str, str] = kwargs["tenant_by_namespace"]
+        sync = BudgetStatusSync(
+            kube, provisioner, SETTINGS, refresh=SETTINGS.budget_refresh_seconds
+        )
+        memo["budget_loop"] = asyncio.create_task(
+            run_budget_loop(
+                sync,
+                lambda: [e for ns in list(policies) for e in policies.get(ns, [])],
+                lambda ns: _tenant_of(ns, tenants),
+                SETTINGS.budget_sync_seconds,
+            ),
+            name="budget-status",
+        )
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("budget_loop")
+    if task is not None:
+        task.cancel()
+    if memo.get("provisioner") is not None:
+        await memo["provisioner"].close()
 
 
 async def _reconcile(
@@ -113,16 +141,33 @@ def _tenant_of(namespace: str | None, index: kopf.Index[str, str]) -> str | None
 
 
 @kopf.on.event(GROUP, VERSION, "modelaliases")
-@kopf.on.event(GROUP, VERSION, "budgetpolicies")
 async def child_resource_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)
 
 
-@kopf.timer(GROUP, VERSION, "budgetpolicies", interval=SETTINGS.budget_sync_seconds)
-async def budget_sync(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Spend moves without any Kubernetes event: refresh BudgetPolicy status on a timer."""
+@kopf.index(GROUP, VERSION, "budgetpolicies")
+def budget_policies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PolicyEntry]:
+    """What the budget status loop reads instead of listing BudgetPolicies."""
+    entry = PolicyEntry.from_body(dict(body))
+    return {namespace or "": entry} if entry else {}
+
+
+@kopf.on.event(GROUP, VERSION, "budgetpolicies")
+async def budget_policy_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Wake the tenant for a new, changed or deleted policy; spend-only status changes do not."""
+    meta = body.get("metadata", {})
+    uid, generation = meta.get("uid", ""), meta.get("generation")
+    seen: dict[str, int | None] = memo["generations"]
+    if type == "DELETED":
+        seen.pop(uid, None)
+    elif uid in seen and seen[uid] == generation:
+        return
+    else:
+        seen[uid] = generation
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)

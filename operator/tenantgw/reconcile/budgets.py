@@ -1,35 +1,97 @@
-"""BudgetPolicy status: what the gateways have spent, read from their Redis counters.
+"""BudgetPolicy spend status: what the gateways have spent, read from their Redis counters.
 
 The gateways count spend per policy and period (micro-USD, `t:<tenant>:budget:<policy>:<day>`);
-the operator turns it into `spentUSD`, `utilization`, `state` and `firedThresholds`, and posts
-an Event the first time each threshold is crossed in a period.
+the operator turns it into `spentUSD`, `utilization`, `state`, `firedThresholds` and
+`periodStart`, and posts an Event the first time each threshold is crossed in a period.
+
+This is a sibling of the tenant reconcile, not part of it (like cert-manager's controllers that
+each own a slice of a Certificate's status): one loop for every policy of every tenant reads
+the policies from the operator's watch cache (no API read), all counters in a few MGETs, and
+server-side applies only the spend fields under its own field manager, only when a value
+changed. The tenant reconcile owns `conditions` (Accepted) and `observedGeneration`.
+Spend that only grew is written at most once per `refresh` seconds per policy; a new state,
+a fired threshold or a new period is written at the next pass.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from tenantgw.api import API_VERSION, BudgetPolicy
 from tenantgw.api.periods import budget_counter_key, period_start
 from tenantgw.kube.client import JSON, Kube, KubeError
-from tenantgw.reconcile.conditions import condition, merge_conditions
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.settings import Settings
 from tenantgw.tenancy import Provisioner, StorageError
 
+log = logging.getLogger(__name__)
+
 MICRO = 1_000_000
+BUDGET_FIELD_MANAGER = "tenantgw-budget-status"
+SPEND_FIELDS = ("periodStart", "spentUSD", "utilization", "state", "firedThresholds")
+# Changes a reader must see at the next pass; spend alone waits for the refresh period.
+PROMPT_FIELDS = ("periodStart", "state", "firedThresholds")
+MGET_BATCH = 500
+PERIOD_NOUN = {"daily": "day", "weekly": "week", "monthly": "month"}
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """What the spend loop needs of one BudgetPolicy, kept in the operator's index."""
+
+    namespace: str
+    name: str
+    uid: str
+    period: str
+    limit_usd: float
+    thresholds: tuple[int, ...]
+    accepted: bool
+    spend: tuple[tuple[str, Any], ...]  # the live SPEND_FIELDS, as (field, value)
+
+    @classmethod
+    def from_body(cls, body: JSON) -> PolicyEntry | None:
+        """From a watched body; None when the spec does not parse (the reconcile says why)."""
+        try:
+            policy = BudgetPolicy.model_validate(body)
+        except ValidationError:
+            return None
+        status = body.get("status") or {}
+        accepted = any(
+            c.get("type") == "Accepted" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=meta.get("namespace") or "",
+            name=meta.get("name") or "",
+            uid=meta.get("uid") or "",
+            period=policy.spec.period,
+            limit_usd=policy.spec.limit_usd,
+            thresholds=tuple(policy.spec.alert_thresholds),
+            accepted=accepted,
+            spend=tuple((k, status[k]) for k in SPEND_FIELDS if k in status),
+        )
+
+    def live(self) -> dict[str, Any]:
+        return dict(self.spend)
 
 
 def budget_status(
-    policy: BudgetPolicy, spent_micro: int, now: datetime, old: dict[str, Any]
+    period: str, limit_usd: float, thresholds: Iterable[int], spent_micro: int, now: datetime
 ) -> dict[str, Any]:
-    """The status fields of one policy for the period containing `now` (pure)."""
-    start = period_start(policy.spec.period, now).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The spend fields of one policy for the period containing `now` (pure)."""
+    start = period_start(period, now).strftime("%Y-%m-%dT%H:%M:%SZ")
     spent = spent_micro / MICRO
-    limit = policy.spec.limit_usd
-    utilization = round(100.0 * spent / limit, 2) if limit > 0 else 100.0
-    fired = [t for t in policy.spec.alert_thresholds if utilization >= t]
+    utilization = round(100.0 * spent / limit_usd, 2) if limit_usd > 0 else 100.0
+    fired = [t for t in thresholds if utilization >= t]
     if utilization >= 100:
         state = "Exceeded"
     elif fired:
@@ -42,70 +104,162 @@ def budget_status(
         "utilization": utilization,
         "state": state,
         "firedThresholds": fired,
-        "observedGeneration": policy.metadata.generation,
-        "conditions": old.get("conditions") or [],
     }
 
 
-async def sync_budget_status(
-    kube: Kube,
-    provisioner: Provisioner | None,
-    tenant_name: str,
-    namespace: str,
-    policies: list[BudgetPolicy],
-    bodies: list[JSON],
-    settings: Settings,
-) -> None:
-    """Write each accepted policy's spend into its status when it changed."""
-    if provisioner is None or not policies:
-        return
-    now = datetime.now(UTC)
-    keys = [
-        budget_counter_key(tenant_name, p.metadata.name or "", p.spec.period, now) for p in policies
-    ]
-    try:
-        counters = await provisioner.read_counters(keys)
-    except StorageError:
-        return  # StorageReady already says what is wrong; spend shows up on the next pass
-    by_name = {b["metadata"]["name"]: b for b in bodies if b.get("kind") == "BudgetPolicy"}
-    for policy, spent in zip(policies, counters, strict=True):
-        name = policy.metadata.name or ""
-        body = by_name.get(name)
-        if body is None:
-            continue
-        old = body.get("status") or {}
-        status = budget_status(policy, spent, now, old)
-        status["conditions"] = merge_conditions(
-            old.get("conditions"),
-            [
-                condition(
-                    "Accepted",
-                    True,
-                    "Accepted",
-                    "the policy is enforced by the gateway",
-                    policy.metadata.generation,
-                )
-            ],
-        )
-        if all(old.get(k) == v for k, v in status.items()):
-            continue
+def newly_fired(old: dict[str, Any], new: dict[str, Any]) -> list[int]:
+    """Thresholds in `new` that had not fired yet in the same period."""
+    same_period = old.get("periodStart") == new["periodStart"]
+    before = set(old.get("firedThresholds") or []) if same_period else set()
+    return [t for t in new["firedThresholds"] if t not in before]
+
+
+def differs(old: dict[str, Any], new: dict[str, Any], fields: Iterable[str]) -> bool:
+    return any(old.get(k) != new[k] for k in fields)
+
+
+def needs_write(
+    old: dict[str, Any], new: dict[str, Any], since_last_write: float | None, refresh: float
+) -> bool:
+    """Whether to write `new` now: a state, threshold or period change at once; spend that only
+    moved when our last write of this policy is `refresh` seconds old (or unknown)."""
+    if not differs(old, new, SPEND_FIELDS):
+        return False
+    if not old or differs(old, new, PROMPT_FIELDS):
+        return True
+    return since_last_write is None or since_last_write >= refresh
+
+
+@dataclass
+class _Written:
+    """Our last write of one policy, until the watch shows it (the index may lag behind)."""
+
+    seen: dict[str, Any]  # what the index said when we wrote
+    wrote: dict[str, Any]
+    at: float  # monotonic
+
+
+@dataclass
+class SyncResult:
+    """What one pass did, for logs and tests."""
+
+    policies: int = 0
+    written: list[str] = field(default_factory=list)
+    deferred: int = 0
+    events: int = 0
+    failed: str | None = None
+
+
+class BudgetStatusSync:
+    """Refreshes the spend fields of every accepted BudgetPolicy; one instance per operator."""
+
+    def __init__(
+        self, kube: Kube, provisioner: Provisioner, settings: Settings, *, refresh: float
+    ) -> None:
+        self._kube = kube
+        self._provisioner = provisioner
+        self._settings = settings
+        self._refresh = refresh
+        self._written: dict[str, _Written] = {}
+
+    def _current(self, entry: PolicyEntry) -> dict[str, Any]:
+        """The policy's spend as far as we know: the index, or our write it has not shown yet."""
+        live = entry.live()
+        mine = self._written.get(entry.uid)
+        if mine is not None and live == mine.seen and live != mine.wrote:
+            return mine.wrote
+        return live
+
+    async def sync(
+        self,
+        entries: Iterable[PolicyEntry],
+        tenant_of: Callable[[str], str | None],
+        now: datetime | None = None,
+    ) -> SyncResult:
+        """One pass over `entries`; `tenant_of(namespace)` names the tenant of a namespace."""
+        now = now or datetime.now(UTC)
+        work: list[tuple[PolicyEntry, str]] = []
+        for entry in entries:
+            tenant = tenant_of(entry.namespace)
+            if entry.accepted and tenant:
+                key = budget_counter_key(tenant, entry.name, entry.period, now)
+                work.append((entry, key))
+        result = SyncResult(policies=len(work))
         try:
-            await kube.patch_status(API_VERSION, "BudgetPolicy", name, namespace, status)
+            counters: list[int] = []
+            for i in range(0, len(work), MGET_BATCH):
+                batch = [key for _, key in work[i : i + MGET_BATCH]]
+                counters += await self._provisioner.read_counters(batch)
+        except StorageError as err:
+            result.failed = str(err)  # StorageReady says what is wrong; spend waits a pass
+            return result
+        present = {entry.uid for entry, _ in work}
+        for uid in [u for u in self._written if u not in present]:
+            del self._written[uid]
+        for (entry, _), spent in zip(work, counters, strict=True):
+            await self._one(entry, spent, now, result)
+        return result
+
+    async def _one(self, entry: PolicyEntry, spent: int, now: datetime, result: SyncResult) -> None:
+        old = self._current(entry)
+        new = budget_status(entry.period, entry.limit_usd, entry.thresholds, spent, now)
+        mine = self._written.get(entry.uid)
+        since = time.monotonic() - mine.at if mine is not None else None
+        if not needs_write(old, new, since, self._refresh):
+            if differs(old, new, SPEND_FIELDS):
+                result.deferred += 1
+            return
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "BudgetPolicy",
+            "metadata": {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid},
+            "status": new,
+        }
+        try:
+            await self._kube.apply_status(body, field_manager=BUDGET_FIELD_MANAGER)
         except KubeError as exc:
-            if exc.status == 404:
-                continue
+            if exc.status in (404, 409):  # deleted, or re-created under the same name
+                return
             raise
-        same_period = old.get("periodStart") == status["periodStart"]
-        before = set(old.get("firedThresholds") or []) if same_period else set()
-        for threshold in status["firedThresholds"]:
-            if threshold not in before:
-                await post_event(
-                    kube,
-                    settings,
-                    body,
-                    "Warning" if threshold >= 100 else "Normal",
-                    "BudgetThresholdCrossed",
-                    f"{name}: {status['utilization']:.1f}% of {policy.spec.limit_usd:g} USD "
-                    f"spent this {policy.spec.period.removesuffix('ly')} "
-                    f"(threshold {threshold}%, period from {status['periodStart']})",
-                )
+        self._written[entry.uid] = _Written(seen=entry.live(), wrote=new, at=time.monotonic())
+        result.written.append(f"{entry.namespace}/{entry.name}")
+        for threshold in newly_fired(old, new):
+            result.events += 1
+            await post_event(
+                self._kube,
+                self._settings,
+                body,
+                "Warning" if threshold >= 100 else "Normal",
+                "BudgetThresholdCrossed",
+                f"{entry.name}: {new['utilization']:.1f}% of {entry.limit_usd:g} USD "
+                f"spent this {PERIOD_NOUN.get(entry.period, entry.period)} "
+                f"(threshold {threshold}%, period from {new['periodStart']})",
+            )
+
+
+async def run_budget_loop(
+    sync: BudgetStatusSync,
+    entries: Callable[[], list[PolicyEntry]],
+    tenant_of: Callable[[str], str | None],
+    interval: float,
+) -> None:
+    """Run `sync` every `interval` seconds until cancelled; a failed pass is logged, not fatal."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            result = await sync.sync(entries(), tenant_of)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("budget status: the pass failed; retrying in %g s", interval)
+            continue
+        if result.failed:
+            log.warning("budget status: counters unreadable: %s", result.failed)
+        elif result.written:
+            log.info(
+                "budget status: wrote %d of %d policies (%d deferred): %s",
+                len(result.written),
+                result.policies,
+                result.deferred,
+                ", ".join(result.written[:10]),
+            )

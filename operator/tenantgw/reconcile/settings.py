@@ -25,6 +25,7 @@ class Settings:
     key_grace: timedelta = timedelta(hours=24)
     budget_sync_seconds: float = 30.0
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    budget_refresh_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,6 +36,7 @@ class Settings:
             monitoring_namespace=env.get("TENANTGW_MONITORING_NAMESPACE", "monitoring"),
             events_namespace=env.get("TENANTGW_EVENTS_NAMESPACE", "default"),
             budget_sync_seconds=float(env.get("TENANTGW_BUDGET_SYNC_SECONDS", "30")),
+            budget_refresh_seconds=float(env.get("TENANTGW_BUDGET_REFRESH_SECONDS", "60")),
             key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
             network=network_from_env(env),
         )

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from tenantgw.api import API_VERSION, KeySpec, Tenant
 from tenantgw.kube.apply import ApplyResult, apply_objects, prune
 from tenantgw.kube.client import JSON, Kube
-from tenantgw.reconcile.budgets import sync_budget_status
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.conditions import condition, find, merge_conditions
 from tenantgw.reconcile.enforcement import enforcement_condition, observe_enforcement
@@ -155,11 +154,11 @@ async def reconcile_tenant(
             cache.pruned(name, rendered)
     outcome.applied, outcome.pruned = result.applied, result.pruned
 
+    # A BudgetPolicy's spend fields are the budget status loop's (reconcile/budgets.py).
     for verdict, kind in [(v, "ModelAlias") for v in alias_verdicts] + [
-        (v, "BudgetPolicy") for v in budget_verdicts if not v.accepted or provisioner is None
+        (v, "BudgetPolicy") for v in budget_verdicts
     ]:
         await write_child_status(kube, kind, ns, verdict, alias_bodies + budget_bodies)
-    await sync_budget_status(kube, provisioner, name, ns, budgets, budget_bodies, settings)
     enforcement = await observe_enforcement(provisioner, name)
 
     missing = await _missing_credentials(kube, tenant)

@@ -1,34 +1,61 @@
 """Reading a tenant's PostgreSQL state from the catalogs: reads only, for pg_plan.
 
-Needs a superuser (pg_authid.rolpassword is readable by superusers only).
+Two kinds of admin role work (docs/operations.md, "Storage"):
+- a superuser: the catalogs say everything, including the stored password verifier;
+- a CREATEROLE role that owns the database: pg_authid is out of its reach, so whether the tenant
+  role still has the tenant's password is found out by logging in as it (postgres.py).
+Either way the database must be tenantgw's alone: tenantgw closes it, schema public and every
+schema in it to PUBLIC, so `check_admin` refuses one where that would change another
+application's schema (a schema other than tenants' that PUBLIC may use, or such a schema next
+to a database or schema public still open to PUBLIC).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from tenantgw.tenancy.errors import StorageError
-from tenantgw.tenancy.naming import role_name, schema_name
+from tenantgw.tenancy.naming import SCHEMA_PREFIX, role_name, schema_name
 from tenantgw.tenancy.pg_plan import DefaultAcl, PgState, RoleState
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+PG16 = 160000  # CREATEROLE changed: the creator gets ADMIN OPTION, SET/INHERIT are separate
 
-_DATABASE_SQL = """
-SELECT current_database(), current_user,
-       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+_DATABASE_SQL = r"""
+SELECT current_database(), current_user, r.rolsuper, r.rolcreaterole, r.rolinherit,
+       current_setting('server_version_num')::int,
+       pg_has_role(current_user, d.datdba, 'USAGE'), pg_get_userbyid(d.datdba),
        coalesce((SELECT has_schema_privilege('public', n.oid, 'USAGE')
                         OR has_schema_privilege('public', n.oid, 'CREATE')
                  FROM pg_namespace n WHERE n.nspname = 'public'), false),
-       has_database_privilege('public', current_database(), 'CREATE')
+       has_database_privilege('public', current_database(), 'CREATE'),
+       ARRAY(SELECT format('%%s (owner %%s%%s)', n.nspname, pg_get_userbyid(n.nspowner),
+                           CASE WHEN has_schema_privilege('public', n.oid, 'USAGE')
+                                     OR has_schema_privilege('public', n.oid, 'CREATE')
+                                THEN ', open to PUBLIC' ELSE '' END)
+             FROM pg_namespace n
+             WHERE n.nspname NOT LIKE 'pg\_%%' AND n.nspname <> 'information_schema'
+               AND n.nspname <> 'public' AND NOT starts_with(n.nspname, %(prefix)s)
+             ORDER BY 1)
+FROM pg_roles r, pg_database d
+WHERE r.rolname = current_user AND d.datname = current_database()
 """
 
+# pg_authid.rolpassword only for a superuser; everyone else reads pg_roles.
 _ROLE_SQL = """
-SELECT a.oid, a.rolpassword,
-       a.rolcanlogin AND NOT a.rolsuper AND NOT a.rolcreatedb AND NOT a.rolcreaterole
-         AND NOT a.rolreplication AND NOT a.rolbypassrls AND a.rolconnlimit = %(limit)s
-         AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil = 'infinity'),
+SELECT a.oid, {verifier},
+       ARRAY_REMOVE(ARRAY[
+         CASE WHEN NOT a.rolcanlogin THEN 'LOGIN' END,
+         CASE WHEN a.rolsuper THEN 'NOSUPERUSER' END,
+         CASE WHEN a.rolcreatedb THEN 'NOCREATEDB' END,
+         CASE WHEN a.rolcreaterole THEN 'NOCREATEROLE' END,
+         CASE WHEN a.rolreplication THEN 'NOREPLICATION' END,
+         CASE WHEN a.rolbypassrls THEN 'NOBYPASSRLS' END], NULL),
+       a.rolconnlimit = %(limit)s,
+       a.rolvaliduntil IS NOT NULL AND a.rolvaliduntil <> 'infinity',
        ARRAY(SELECT pg_get_userbyid(m.roleid) FROM pg_auth_members m
              WHERE m.member = a.oid ORDER BY 1),
        (SELECT s.setconfig FROM pg_db_role_setting s
@@ -43,9 +70,59 @@ SELECT a.oid, a.rolpassword,
        has_database_privilege(a.oid, current_database(), 'CREATE'),
        coalesce((SELECT has_schema_privilege(a.oid, n.oid, 'USAGE')
                         OR has_schema_privilege(a.oid, n.oid, 'CREATE')
-                 FROM pg_namespace n WHERE n.nspname = 'public'), false)
-FROM pg_authid a WHERE a.rolname = %(role)s
+                 FROM pg_namespace n WHERE n.nspname = 'public'), false),
+       pg_has_role(current_user, a.oid, 'USAGE') AND pg_has_role(current_user, a.oid, %(set)s)
+FROM {table} a WHERE a.rolname = %(role)s
 """
+_ROLE_SQL_SUPERUSER = _ROLE_SQL.format(verifier="a.rolpassword", table="pg_authid")
+_ROLE_SQL_CREATEROLE = _ROLE_SQL.format(verifier="NULL", table="pg_roles")
+
+
+@dataclass(frozen=True)
+class AdminState:
+    """Who the admin role is and what it may do in this database."""
+
+    name: str
+    superuser: bool
+    server_version: int
+
+
+def check_admin(row: tuple[Any, ...], endpoint: str) -> AdminState:
+    """The admin's powers from the first columns of _DATABASE_SQL, or a StorageError saying
+    exactly what is missing."""
+    database, admin, superuser, createrole, inherit, version, owns_db, owner = row[:8]
+    public_open, public_creates, unexpected = row[8], row[9], list(row[10])
+    where = f"PostgreSQL at {endpoint}"
+    if not superuser and not createrole:
+        raise StorageError(
+            f"the admin role {admin} of {where} has neither SUPERUSER nor CREATEROLE: tenantgw "
+            "needs one of them to create tenant roles; fix TENANTGW_POSTGRES_DSN or run "
+            f"ALTER ROLE {admin} CREATEROLE"
+        )
+    if not superuser and not owns_db:
+        raise StorageError(
+            f"the admin role {admin} of {where} is not a superuser, so it must own database "
+            f"{database} (owner: {owner}) to grant CONNECT and close schema public: run "
+            f"ALTER DATABASE {database} OWNER TO {admin}"
+        )
+    if not superuser and not inherit and version < PG16:
+        raise StorageError(
+            f"the admin role {admin} of {where} is NOINHERIT: with CREATEROLE it manages tenant "
+            f"schemas through its membership in the tenant roles; run ALTER ROLE {admin} INHERIT"
+        )
+    # Schemas that are not tenants' are left alone, as long as leaving them alone is safe:
+    # tenantgw would have to close them (or schema public, or CREATE on the database) to PUBLIC.
+    must_close = any(s.endswith(", open to PUBLIC)") for s in unexpected)
+    if unexpected and (must_close or public_open or public_creates):
+        raise StorageError(
+            f"database {database} of {where} is not dedicated to tenantgw: it holds schema "
+            f"{', '.join(unexpected)}, and tenantgw closes its database, schema public and every "
+            "other schema to PUBLIC so that tenants cannot reach each other. Give tenantgw a "
+            f"database of its own (CREATE DATABASE tenantgw OWNER {admin}) and point "
+            "TENANTGW_POSTGRES_DSN at it"
+        )
+    return AdminState(name=str(admin), superuser=bool(superuser), server_version=int(version))
+
 
 # Grantees other than the owner, PUBLIC as ''.
 _DEFAULT_ACL_SQL = """
@@ -95,16 +172,19 @@ async def read_state(
 ) -> PgState:
     """Read everything plan_ensure needs, with reads only."""
     role, schema = role_name(tenant_name), schema_name(tenant_name)
-    row = await one(conn, _DATABASE_SQL)
+    row = await one(conn, _DATABASE_SQL, {"prefix": SCHEMA_PREFIX})
     assert row is not None
-    database, admin, superuser, public_open, public_creates = row
-    if not superuser:
-        raise StorageError(
-            f"the admin role {admin} of PostgreSQL at {endpoint} is not a superuser: tenantgw "
-            "needs one to manage tenant roles, passwords and default privileges; "
-            "fix TENANTGW_POSTGRES_DSN"
-        )
-    role_row = await one(conn, _ROLE_SQL, {"role": role, "limit": connection_limit})
+    admin = check_admin(row, endpoint)
+    database, public_open, public_creates = row[0], row[8], row[9]
+    role_row = await one(
+        conn,
+        _ROLE_SQL_SUPERUSER if admin.superuser else _ROLE_SQL_CREATEROLE,
+        {
+            "role": role,
+            "limit": connection_limit,
+            "set": "SET" if admin.server_version >= PG16 else "MEMBER",
+        },
+    )
     role_state = None
     oid = None
     if role_row is not None:
@@ -116,13 +196,16 @@ async def read_state(
         )
         role_state = RoleState(
             verifier=role_row[1],
-            attributes_ok=bool(role_row[2]),
-            memberships=tuple(role_row[3]),
-            search_path=_search_path(role_row[4]),
-            database_search_path=bool(role_row[5]),
-            connect_granted=bool(role_row[6]),
-            creates_in_database=bool(role_row[7]),
-            uses_public_schema=bool(role_row[8]),
+            wrong_attributes=tuple(role_row[2]),
+            connection_limit_ok=bool(role_row[3]),
+            expires=bool(role_row[4]),
+            memberships=tuple(role_row[5]),
+            search_path=_search_path(role_row[6]),
+            database_search_path=bool(role_row[7]),
+            connect_granted=bool(role_row[8]),
+            creates_in_database=bool(role_row[9]),
+            uses_public_schema=bool(role_row[10]),
+            held_by_admin=bool(role_row[11]),
             default_acl=default_acl,
         )
     schema_row = await one(conn, _SCHEMA_SQL, {"schema": schema})
@@ -130,6 +213,8 @@ async def read_state(
     foreign = tuple(name for (name,) in await cur.fetchall())
     return PgState(
         database=database,
+        admin_superuser=admin.superuser,
+        server_version=admin.server_version,
         public_schema_open=bool(public_open),
         public_creates_in_database=bool(public_creates),
         role=role_state,

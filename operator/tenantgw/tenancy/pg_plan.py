@@ -12,7 +12,9 @@ The wanted state of tenant t (role R = tgw_t, schema S = t_t, database D):
 - D: CONNECT granted to R explicitly, CREATE neither to R nor to PUBLIC;
 - schema public: no privilege for PUBLIC or R; no other non-system schema usable by R or PUBLIC;
 - R's default privileges grant nothing to others, and its functions are not executable by
-  PUBLIC (objects R creates stay R's alone).
+  PUBLIC (objects R creates stay R's alone);
+- an admin that is not a superuser (CREATEROLE) is a member of R that can SET ROLE to it and
+  inherits its privileges: that is how it creates, closes and drops R's schema.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from tenantgw.tenancy.scram import scram_matches, scram_verifier
 Step = tuple[str, sql.Composed]
 
 PUBLIC = ""  # how the state names the PUBLIC pseudo-role among grantees
+ROLE_ATTRIBUTES = (
+    "LOGIN", "NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS",
+)  # fmt: skip
 DEFAULT_ACL_KINDS = {
     "r": "TABLES",
     "S": "SEQUENCES",
@@ -51,8 +56,14 @@ class DefaultAcl:
 class RoleState:
     """What the catalogs say about an existing tenant role."""
 
-    verifier: str | None = field(repr=False)  # pg_authid.rolpassword
-    attributes_ok: bool = True  # LOGIN, no SUPERUSER/CREATEDB/..., the connection limit
+    verifier: str | None = field(repr=False)  # pg_authid.rolpassword (None: not readable)
+    wrong_attributes: tuple[str, ...] = ()  # of ROLE_ATTRIBUTES, those that do not hold
+    connection_limit_ok: bool = True
+    expires: bool = False  # VALID UNTIL set to a date
+    # Whether the role has the tenant's password, when found out by logging in as it (the
+    # admin cannot read verifiers unless it is a superuser); None: compare `verifier`.
+    password_ok: bool | None = None
+    held_by_admin: bool = True  # the admin may SET ROLE to it and has its privileges
     memberships: tuple[str, ...] = ()
     search_path: str | None = None  # ALTER ROLE ... SET search_path, all databases
     database_search_path: bool = False  # an ALTER ROLE ... IN DATABASE override exists
@@ -67,6 +78,8 @@ class PgState:
     """The database-wide and per-tenant facts that provisioning depends on."""
 
     database: str
+    admin_superuser: bool = True
+    server_version: int = 150000  # server_version_num
     public_schema_open: bool = False  # PUBLIC holds USAGE or CREATE on schema public
     public_creates_in_database: bool = False
     role: RoleState | None = None
@@ -112,20 +125,32 @@ def plan_ensure(
     if current is None:
         verifier = sql.Literal(scram_verifier(password))
         add(f"create role {role}", "CREATE ROLE {} WITH {} PASSWORD {}", r, attributes, verifier)
-        current = RoleState(verifier=None, connect_granted=False)
+        current = RoleState(verifier=None, connect_granted=False, held_by_admin=False)
     else:
-        if not current.attributes_ok:
-            add(
-                f"reset the attributes of role {role}",
-                "ALTER ROLE {} WITH {} VALID UNTIL 'infinity'",
-                r,
-                attributes,
-            )
-        if not scram_matches(current.verifier, password):
+        # Only what is wrong: a CREATEROLE admin may not even name SUPERUSER, REPLICATION or
+        # BYPASSRLS (and on 16+ CREATEDB unless it has it), so a sound role is never touched.
+        wrong = [a for a in ROLE_ATTRIBUTES if a in current.wrong_attributes]
+        if not current.connection_limit_ok:
+            wrong.append(f"CONNECTION LIMIT {connection_limit:d}")
+        if current.expires:
+            wrong.append("VALID UNTIL 'infinity'")
+        if wrong:
+            add(f"reset the attributes of role {role}", "ALTER ROLE {} WITH " + " ".join(wrong), r)
+        password_ok = (
+            current.password_ok
+            if current.password_ok is not None
+            else scram_matches(current.verifier, password)
+        )
+        if not password_ok:
             verifier = sql.Literal(scram_verifier(password))
             add(f"set the password of role {role}", "ALTER ROLE {} PASSWORD {}", r, verifier)
         for other in current.memberships:
             add(f"revoke {other} from {role}", "REVOKE {} FROM {}", sql.Identifier(other), r)
+    if not state.admin_superuser and not current.held_by_admin:
+        # The schema is created for the role and later dropped through it: the admin must be
+        # able to act as the role (on 16+ the creator only gets ADMIN OPTION by itself).
+        options = " WITH INHERIT TRUE, SET TRUE" if state.server_version >= 160000 else ""
+        add(f"let the admin act as {role}", "GRANT {} TO CURRENT_USER" + options, r)
     if current.search_path != schema:
         add(f"set the search_path of {role}", "ALTER ROLE {} SET search_path = {}", r, s)
     if current.database_search_path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -18,7 +19,11 @@ from psycopg.conninfo import conninfo_to_dict
 from tenantgw.tenancy.errors import StorageError
 from tenantgw.tenancy.naming import role_name, schema_name
 from tenantgw.tenancy.pg_catalog import Conn, one, read_state
-from tenantgw.tenancy.pg_plan import Step, plan_ensure, plan_remove
+from tenantgw.tenancy.pg_plan import PgState, Step, plan_ensure, plan_remove
+from tenantgw.tenancy.pg_pool import ConnectionPool
+
+ENV_MAX_CONNECTIONS = "TENANTGW_POSTGRES_MAX_CONNECTIONS"
+DEFAULT_MAX_CONNECTIONS = 4
 
 # Called before each change with (tenant, description): counts and logs writes.
 Note = Callable[[str, str], None]
@@ -36,7 +41,13 @@ class PostgresAdmin:
     """Provisions tenant roles and schemas with the operator's admin DSN."""
 
     def __init__(
-        self, dsn: str, *, connect_timeout: float, connection_limit: int, note: Note
+        self,
+        dsn: str,
+        *,
+        connect_timeout: float,
+        connection_limit: int,
+        note: Note,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         try:
             params = conninfo_to_dict(dsn)
@@ -61,11 +72,25 @@ class PostgresAdmin:
         self._connection_limit = connection_limit
         self._note = note
         self._lock: asyncio.Lock | None = None
+        self.pool = ConnectionPool(
+            self._open,
+            max_size=max_connections,
+            endpoint=self.endpoint,
+            setting=ENV_MAX_CONNECTIONS,
+            wait_seconds=max(60.0, connect_timeout),
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[Conn]:
+        async with self.pool.connection() as conn:
+            yield conn
+
+    async def _open(self) -> Conn:
         try:
-            conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
+            return await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
         except psycopg.OperationalError as err:
             reason = _explain(err)
             if any(word in reason for word in ("authentication", "pg_hba", "does not exist")):
@@ -77,10 +102,27 @@ class PostgresAdmin:
                 f"could not reach PostgreSQL at {self.endpoint} ({reason}): check that it runs "
                 "and that TENANTGW_POSTGRES_DSN points at it"
             ) from err
-        try:
-            yield conn
-        finally:
+
+    async def _password_works(self, tenant_name: str, password: str) -> bool:
+        """Log in as the tenant role: how an admin that cannot read verifiers checks them.
+
+        Only a login that works confirms the password; when it fails for any reason (a wrong
+        password, the role locked out, no pg_hba entry from here, its connection limit
+        reached) setting the password again is the safe answer.
+        """
+        async with self.pool.slot():
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn,
+                    user=role_name(tenant_name),
+                    password=password,
+                    connect_timeout=self._kwargs.get("connect_timeout", 5),
+                    application_name="tenantgw-operator",
+                )
+            except psycopg.OperationalError:
+                return False
             await conn.close()
+        return True
 
     async def _apply(self, conn: Conn, tenant_name: str, steps: list[Step]) -> None:
         """Run the steps in one transaction: a failure leaves nothing half-done.
@@ -113,7 +155,9 @@ class PostgresAdmin:
         except psycopg.errors.InsufficientPrivilege as err:
             raise StorageError(
                 f"PostgreSQL at {self.endpoint} did not let the admin role {description} for "
-                f"tenant {tenant_name} ({_explain(err)}): it must be a superuser"
+                f"tenant {tenant_name} ({_explain(err)}): it needs SUPERUSER, or CREATEROLE, "
+                "ownership of the database and ADMIN OPTION on the tenant roles it did not "
+                "create (docs/operations.md, Storage)"
             ) from err
         except psycopg.Error as err:
             raise StorageError(
@@ -136,10 +180,20 @@ class PostgresAdmin:
                     f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
                     f"{tenant_name}: {_explain(err)}"
                 ) from err
-            steps = plan_ensure(
-                state, tenant_name, password, connection_limit=self._connection_limit
-            )
-            await self._apply(conn, tenant_name, steps)
+        # The login check takes a connection slot of its own: never while holding one, or a
+        # full pool of ensures would wait for each other.
+        state = await self._check_password(state, tenant_name, password)
+        steps = plan_ensure(state, tenant_name, password, connection_limit=self._connection_limit)
+        if steps:
+            async with self._connect() as conn:
+                await self._apply(conn, tenant_name, steps)
+
+    async def _check_password(self, state: PgState, tenant_name: str, password: str) -> PgState:
+        role = state.role
+        if state.admin_superuser or role is None:
+            return state  # the verifier is in the state, or there is no role yet
+        works = await self._password_works(tenant_name, password)
+        return replace(state, role=replace(role, password_ok=works))
 
     async def _read(self, conn: Conn, tenant_name: str, query: str, params: Any) -> Any:
         try:

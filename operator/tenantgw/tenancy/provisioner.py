@@ -15,7 +15,7 @@ from tenantgw.tenancy.naming import (
     tenant_redis_url,
     validate_tenant_name,
 )
-from tenantgw.tenancy.postgres import PostgresAdmin
+from tenantgw.tenancy.postgres import DEFAULT_MAX_CONNECTIONS, ENV_MAX_CONNECTIONS, PostgresAdmin
 from tenantgw.tenancy.redis_acl import RedisAdmin
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,24 @@ def _port(value: str | int | None, what: str) -> int | None:
     return port
 
 
+def _count(value: str | None, what: str) -> int | None:
+    if not value:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise StorageError(f"{what} must be a whole number of at least 1, not {value!r}")
+    return count
+
+
 class Provisioner:
     """Gives each tenant its own PostgreSQL role and schema and Redis ACL user.
 
     Holds the admin credentials, which only the operator has; a tenant's gateway gets only the
-    TenantStorage that `ensure()` returns. Connections are opened per call.
+    TenantStorage that `ensure()` returns. PostgreSQL connections come from a pool of at most
+    `max_connections` (TENANTGW_POSTGRES_MAX_CONNECTIONS); Redis ones are opened per call.
     """
 
     def __init__(
@@ -68,6 +81,7 @@ class Provisioner:
         redis_port_override: int | None = None,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if connection_limit < 1:
             raise StorageError(f"connection_limit must be at least 1, not {connection_limit}")
@@ -77,6 +91,7 @@ class Provisioner:
             connect_timeout=connect_timeout,
             connection_limit=connection_limit,
             note=self._note,
+            max_connections=max_connections,
         )
         self._redis = RedisAdmin(admin_redis_url, connect_timeout=connect_timeout, note=self._note)
         self._pg_host = postgres_host_override or self._postgres.host
@@ -109,6 +124,8 @@ class Provisioner:
             ),
             redis_host_override=env.get(ENV_TENANT_REDIS_HOST) or None,
             redis_port_override=_port(env.get(ENV_TENANT_REDIS_PORT), ENV_TENANT_REDIS_PORT),
+            max_connections=_count(env.get(ENV_MAX_CONNECTIONS), ENV_MAX_CONNECTIONS)
+            or DEFAULT_MAX_CONNECTIONS,
         )
 
     @property
@@ -163,6 +180,10 @@ class Provisioner:
     async def read_text(self, key: str) -> str | None:
         """A string under a tenant's key prefix (a gateway's marker), None when missing."""
         return await self._redis.read_text(key)
+
+    async def close(self) -> None:
+        """Close the idle PostgreSQL connections (at shutdown)."""
+        await self._postgres.close()
 
     async def remove(self, tenant_name: str) -> None:
         """Drop the tenant's schema (with its data), role, ACL user and keys. Idempotent."""
