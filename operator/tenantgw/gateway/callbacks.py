@@ -15,8 +15,6 @@ $TENANTGW_POSTGRES_DSN), its step is skipped and that is logged once.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import importlib
 import inspect
 import logging
@@ -63,8 +61,6 @@ ROUTED_CALL_TYPES = frozenset(
     }
 )
 """Call types that name a model and carry a prompt; others pass through untouched."""
-PII_INLINE_TOKENS = 16_000
-"""Prompts estimated larger than this are scanned for PII in a worker thread."""
 MAX_HELD = 100_000
 """Request ids with a rate-limit slot this process still has to free (bounded; Redis leases
 free slots that are never released)."""
@@ -261,12 +257,10 @@ class TenantGatewayHandler(CustomLogger):
         )
         redaction = rules.compliance.pii_redaction
         if redaction.mode != "off":
-            scan = functools.partial(
-                pii.apply_pii_policy, data, redaction.mode, redaction.entities, tenant=rules.tenant
+            # Large prompts are scanned in a process pool, within a deadline (pii.policy).
+            ctx.pii_counts = await pii.apply_pii_policy_async(
+                data, redaction.mode, redaction.entities, tenant=rules.tenant
             )
-            large = routing.estimated_prompt_tokens(data, PII_INLINE_TOKENS) > PII_INLINE_TOKENS
-            # A large prompt is scanned off the event loop, so other requests keep flowing.
-            ctx.pii_counts = await asyncio.to_thread(scan) if large else scan()
         residency.check_residency(rules, ctx.alias)
         ctx.store(metadata)
 
