@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -219,3 +220,74 @@ def test_large_texts_scan_in_linear_time() -> None:
     # pathological inputs for backtracking regexes: long runs of candidate characters
     for text in ("1" * 200_000, "a" * 200_000, "1 " * 100_000, ":a" * 100_000, "@" * 50_000):
         assert pii.Scanner(ALL).find(text) == []
+
+
+# --------------------------------------------------------------------------- large prompts
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[pii.ScanPool]:
+    """A real scan pool (one spawned process), stopped after the module."""
+    scan_pool = pii.ScanPool(processes=1)
+    yield scan_pool
+    scan_pool.close()
+
+
+def large_body(marker: str) -> dict[str, Any]:
+    """A prompt far over the inline limit, with personal data at its end."""
+    filler = "".join(f"line {i} of a long log, nothing personal here\n" for i in range(5_000))
+    text = f"{filler}contact {marker}@corp.example, card 4111 1111 1111 1111"
+    return {"model": "m", "messages": [{"role": "user", "content": text}]}
+
+
+async def test_async_policy_redacts_small_prompts_like_the_sync_one() -> None:
+    for body in (ANTHROPIC_BODY, OPENAI_BODY):
+        sync, in_loop = copy.deepcopy(body), copy.deepcopy(body)
+        counts = pii.apply_pii_policy(sync, "redact", ALL)
+        assert await pii.apply_pii_policy_async(in_loop, "redact", ALL) == counts
+        assert in_loop == sync
+
+
+async def test_large_prompts_are_redacted_in_the_pool(pool: pii.ScanPool) -> None:
+    data = large_body("pooled")
+    counts = await pii.apply_pii_policy_async(data, "redact", ALL, pool=pool)
+    text = data["messages"][0]["content"]
+    assert counts == {"EMAIL": 1, "CREDIT_CARD": 1}
+    assert text.endswith("contact [REDACTED_EMAIL], card [REDACTED_CREDIT_CARD]")
+    assert "pooled@corp.example" not in text
+
+
+async def test_block_mode_refuses_large_prompts_from_the_pool(pool: pii.ScanPool) -> None:
+    data = large_body("blocked")
+    with pytest.raises(InvalidRequestError, match="CREDIT_CARD, EMAIL"):
+        await pii.apply_pii_policy_async(data, "block", ALL, pool=pool)
+
+
+@pytest.mark.parametrize("mode", ["redact", "block"])
+async def test_a_scan_past_its_deadline_refuses_the_request(mode: str, pool: pii.ScanPool) -> None:
+    data = large_body(f"late-{mode}")
+    original = copy.deepcopy(data)
+    with pytest.raises(pii.ScanUnavailableError) as caught:
+        await pii.apply_pii_policy_async(data, mode, ALL, pool=pool, seconds=0.000_1)
+    assert caught.value.status == 503
+    assert caught.value.retry_after is not None
+    assert "was not sent" in caught.value.message
+    assert data == original  # nothing unscanned was let through, nothing half-redacted
+    # the stuck pool was replaced: the next large prompt is scanned again
+    retry = large_body(f"again-{mode}")
+    if mode == "redact":
+        assert await pii.apply_pii_policy_async(retry, mode, ALL, pool=pool) == {
+            "EMAIL": 1,
+            "CREDIT_CARD": 1,
+        }
+    else:
+        with pytest.raises(InvalidRequestError):
+            await pii.apply_pii_policy_async(retry, mode, ALL, pool=pool)
+
+
+def test_tool_inputs_nested_deeper_than_the_stack_are_walked() -> None:
+    value: Any = "mail deep@corp.example"
+    for _ in range(5_000):
+        value = {"k": value}
+    data = {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "input": value}]}]}
+    assert pii.apply_pii_policy(data, "redact", ALL) == {"EMAIL": 1}

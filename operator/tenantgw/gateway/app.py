@@ -1,17 +1,19 @@
 """The gateway's ASGI app: LiteLLM's proxy app inside tenantgw's request and error middleware.
 
 `GatewayMiddleware` is pure ASGI (no body buffering of successful responses, streams pass
-through untouched) and does three things LiteLLM does not:
+through untouched) and does what LiteLLM does not:
 
+* serves only the routes on the allowlist (`routes.DOORS`): every other request, websockets
+  included, gets a 404 in the client's shape before LiteLLM sees it, whatever the key;
 * refuses request bodies over `TENANTGW_MAX_BODY_BYTES` (default 10 MiB) with 413, from the
   Content-Length header before reading anything, or as soon as a chunked body passes the limit;
-* checks the JSON body of the model endpoints before LiteLLM sees it: malformed JSON, a body
-  that is not an object, a missing or mistyped `model` / `messages` get a 400 naming the
-  problem (LiteLLM answers some of these with a 500, or retries them upstream);
-* rewrites every 4xx/5xx error body into the client's shape: Anthropic's on `/v1/messages`,
-  `/v1/messages/count_tokens` and `/anthropic/...`, OpenAI's elsewhere. LiteLLM renders
-  authentication errors OpenAI-shaped even on `/v1/messages`. Headers such as `retry-after`
-  are kept.
+* checks the JSON body of the model routes before LiteLLM sees it (`bodies`): malformed JSON,
+  a body that is not an object, JSON nested too deep or too large to walk, a missing or
+  mistyped `model` / `messages` get a 400 naming the problem;
+* answers `/v1/messages/count_tokens` itself (`tokencount`): the prompt never leaves the pod;
+* rewrites every 4xx/5xx error body into the client's shape: Anthropic's on `/v1/messages`
+  and its sub-paths, OpenAI's elsewhere. LiteLLM renders authentication errors OpenAI-shaped
+  even on `/v1/messages`. Headers such as `retry-after` are kept.
 
 `create_app()` builds the real app (importing LiteLLM's proxy, which takes seconds); uvicorn
 loads it as a factory, `tenantgw.gateway.app:create_app`, in every worker.
@@ -22,11 +24,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tenantgw.gateway.errors import Family, error_body, reshape_error, route_family
+from tenantgw.gateway import bodies, routes, tokencount
+from tenantgw.gateway.errors import (
+    Family,
+    GatewayError,
+    error_body,
+    reshape_error,
+    retry_after_value,
+    route_family,
+)
 
 log = logging.getLogger("tenantgw.gateway")
 
@@ -43,31 +52,6 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 1024 * 1024
 """Error bodies larger than this pass through unchanged rather than being held in memory."""
 
-# Model endpoints whose JSON body is checked, and the fields each requires. The model of the
-# Azure-style and engine routes is in the path.
-_MESSAGES_FIELDS = ("model", "messages")
-_CHECKED_ROUTES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
-    (re.compile(r"^(?:/claude_code_gateway)?/v1/messages/?$"), _MESSAGES_FIELDS),
-    (re.compile(r"^(?:/claude_code_gateway)?/v1/messages/count_tokens/?$"), _MESSAGES_FIELDS),
-    (re.compile(r"^(?:/v1)?/chat/completions/?$"), _MESSAGES_FIELDS),
-    (re.compile(r"^/(?:openai/deployments|engines)/.+/chat/completions/?$"), ("messages",)),
-    (re.compile(r"^(?:/v1)?/completions/?$"), ("model", "prompt")),
-    (re.compile(r"^(?:/v1)?/embeddings/?$"), ("model", "input")),
-    (re.compile(r"^(?:/v1)?/responses/?$"), ("model",)),
-)
-_NOT_JSON_MEDIA = ("multipart/", "application/x-www-form-urlencoded", "application/octet-stream")
-
-try:  # LiteLLM parses bodies with orjson: the same parser gives the same verdicts
-    import orjson
-
-    def _loads(body: bytes) -> Any:
-        return orjson.loads(body)
-
-except ImportError:  # pragma: no cover - orjson comes with LiteLLM
-
-    def _loads(body: bytes) -> Any:
-        return json.loads(body)
-
 
 def max_body_bytes_from_env() -> int:
     """$TENANTGW_MAX_BODY_BYTES, else 10 MiB; a bad value is reported and ignored."""
@@ -82,52 +66,6 @@ def max_body_bytes_from_env() -> int:
         )
         return DEFAULT_MAX_BODY_BYTES
     return value if value > 0 else DEFAULT_MAX_BODY_BYTES
-
-
-def required_fields(path: str) -> tuple[str, ...] | None:
-    """The fields the JSON body of `path` must have; None for routes that are not checked."""
-    for pattern, fields in _CHECKED_ROUTES:
-        if pattern.match(path):
-            return fields
-    return None
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def body_problem(payload: Any, fields: tuple[str, ...]) -> tuple[str, str | None] | None:
-    """(message, param) of what is wrong with a parsed request body, None when it is fine."""
-    if not isinstance(payload, dict):
-        return f"request body must be a JSON object, not {_type_name(payload)}", None
-    for field in fields:
-        if field not in payload or payload[field] is None:
-            return f"{field}: required field is missing", field
-        value = payload[field]
-        if field == "model" and (not isinstance(value, str) or not value.strip()):
-            return f"model: must be a non-empty string, not {_type_name(value)}", "model"
-        if field == "messages":
-            if not isinstance(value, list):
-                return f"messages: must be an array of messages, not {_type_name(value)}", field
-            if not value:
-                return "messages: must contain at least one message", field
-            for index, message in enumerate(value):
-                if not isinstance(message, dict):
-                    kind = _type_name(message)
-                    return f"messages[{index}]: must be an object, not {kind}", field
-                if not isinstance(message.get("role"), str):
-                    return f"messages[{index}].role: required field is missing", field
-    return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -149,28 +87,33 @@ class GatewayMiddleware:
         self.max_body_bytes = max_body_bytes or max_body_bytes_from_env()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "lifespan":
             await self.app(scope, receive, send)
             return
+        if kind == "websocket":
+            await _refuse_websocket(scope, receive, send)
+            return
+        if kind != "http":
+            return  # no other kind of connection reaches LiteLLM
         path: str = scope.get("path") or "/"
+        method = str(scope.get("method") or "GET")
         family = route_family(path)
+        door = routes.door_for(method, path)
+        if door is None:
+            await _send_error(send, family, 404, _not_served(method, path), "not_found_error")
+            return
         declared = _header(scope, b"content-length")
         size = int(declared) if declared is not None and declared.strip().isdigit() else None
         if size is not None and size > self.max_body_bytes:
             await self._too_large(send, family, size)
             return
-        fields = required_fields(path) if scope.get("method") == "POST" else None
-        if fields is not None and not self._is_form(scope):
-            await self._checked(scope, receive, send, family, fields)
+        if door.fields is not None:
+            await self._checked(scope, receive, send, family, door)
             return
         await self._guarded(scope, receive, send, family)
 
     # ---- requests
-
-    @staticmethod
-    def _is_form(scope: Scope) -> bool:
-        media = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
-        return media.startswith(_NOT_JSON_MEDIA)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole request body, or None as soon as it passes the limit."""
@@ -189,8 +132,9 @@ class GatewayMiddleware:
                 return b"".join(chunks)
 
     async def _checked(
-        self, scope: Scope, receive: Receive, send: Send, family: Family, fields: tuple[str, ...]
+        self, scope: Scope, receive: Receive, send: Send, family: Family, door: routes.Door
     ) -> None:
+        fields = door.fields or ()
         try:
             body = await self._read_body(receive)
         except _ClientGoneError:
@@ -204,14 +148,17 @@ class GatewayMiddleware:
             problem = (f"request body is empty: send a JSON object with {', '.join(fields)}", None)
         else:
             try:
-                payload = _loads(body)
+                payload = bodies.loads(body)
             except ValueError as exc:
                 problem = (f"request body is not valid JSON: {exc}", None)
             else:
-                problem = body_problem(payload, fields)
+                problem = bodies.body_problem(payload, fields)
         if problem is not None:
             message, param = problem
             await _send_error(send, family, 400, message, "invalid_request_error", param)
+            return
+        if door.purpose == "count_tokens":
+            await _count_tokens(scope, send, family, payload)
             return
         # LiteLLM reuses a body parsed before it (its key is "parsed_body"): no second parse.
         scope["parsed_body"] = (tuple(payload.keys()), payload)
@@ -273,6 +220,73 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def _not_served(method: str, path: str) -> str:
+    return f"{method} {path} is not served by this gateway: it serves {routes.served_summary()}"
+
+
+def _api_key(scope: Scope) -> str | None:
+    """The key a client sent: `x-api-key`, else `Authorization: Bearer` (as LiteLLM reads)."""
+    key = _header(scope, b"x-api-key")
+    if key and key.strip():
+        return key.strip()
+    scheme, _, token = (_header(scope, b"authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def _count_tokens(scope: Scope, send: Send, family: Family, payload: Any) -> None:
+    """Answer `/v1/messages/count_tokens` in the gateway (see `tokencount`)."""
+    try:
+        tokens = await tokencount.answer(_api_key(scope), payload)
+    except GatewayError as exc:
+        headers = None
+        if exc.retry_after is not None:
+            headers = [(b"retry-after", retry_after_value(exc.retry_after).encode())]
+        await _send_error(send, family, exc.status, exc.message, exc.type_, exc.param, headers)
+        return
+    except Exception:
+        log.exception("count_tokens failed in the gateway")
+        await _send_error(send, family, 500, "internal error while counting tokens", "api_error")
+        return
+    body = json.dumps({"input_tokens": tokens}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No websocket route is on the allowlist: refuse the handshake (a 404 where the server
+    can send one, else the close that servers answer with 403)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    path = scope.get("path") or "/"
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = error_body("openai", 404, _not_served("websocket", path), "not_found_error")
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 404,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": 1008})
 
 
 async def _send_error(

@@ -22,8 +22,6 @@ with 503 and `retry-after`, Open admits; both are counted in
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -71,8 +69,6 @@ ROUTED_CALL_TYPES = frozenset(
 )
 """Call types that name a model and carry a prompt: the ones tenantgw meters. Others are
 refused in the pre-call hook."""
-PII_INLINE_TOKENS = 16_000
-"""Prompts estimated larger than this are scanned for PII in a worker thread."""
 _STEP_NAMES = {"ratelimit": "rate limits", "budget": "budgets"}
 
 
@@ -176,12 +172,10 @@ class TenantGatewayHandler(CustomLogger):
         )
         redaction = rules.compliance.pii_redaction
         if redaction.mode != "off":
-            scan = functools.partial(
-                pii.apply_pii_policy, data, redaction.mode, redaction.entities, tenant=rules.tenant
+            # A large prompt is scanned in a process pool, so other requests keep flowing.
+            ctx.pii_counts = await pii.apply_pii_policy_async(
+                data, redaction.mode, redaction.entities, tenant=rules.tenant
             )
-            large = routing.estimated_prompt_tokens(data, PII_INLINE_TOKENS) > PII_INLINE_TOKENS
-            # A large prompt is scanned off the event loop, so other requests keep flowing.
-            ctx.pii_counts = await asyncio.to_thread(scan) if large else scan()
         residency.check_residency(rules, ctx.alias)
         tracked = self.contexts.attach(data, call_type, ctx)
 
