@@ -83,6 +83,8 @@ class Policy:
     limit_usd: float
     action: str
     to_cost_tier: str | None
+    unenforceable: str | None = None
+    """Why the operator could not apply the policy; set, it refuses every request it covers."""
 
     @property
     def limit_micro(self) -> int:
@@ -151,6 +153,7 @@ def _parse_policies(rules: Any) -> list[Policy]:
             continue
         scope = raw.get("scope") or {}
         on_exceeded = raw.get("on_exceeded") or {}
+        refused = raw.get("unenforceable")
         found.append(
             Policy(
                 name=str(raw["name"]),
@@ -160,6 +163,11 @@ def _parse_policies(rules: Any) -> list[Policy]:
                 limit_usd=float(raw.get("limit_usd") or 0.0),
                 action=str(on_exceeded.get("action") or "block"),
                 to_cost_tier=on_exceeded.get("to_cost_tier"),
+                unenforceable=(
+                    f"{refused.get('reason')}: {refused.get('message')}"
+                    if isinstance(refused, Mapping)
+                    else None
+                ),
             )
         )
     return sorted(found, key=lambda policy: policy.name)
@@ -207,6 +215,19 @@ def _block(policy: Policy, spent: int, reserved: int, now: datetime) -> Decision
     return Decision(action="block", policy=policy.name, message=message, resets_at=resets_at)
 
 
+def refuse_unenforceable(covering: Sequence[Policy]) -> Decision | None:
+    """A block for the first covering policy the operator could not apply (fail closed)."""
+    for policy in covering:
+        if policy.unenforceable is not None:
+            message = (
+                f"budget {policy.name} ({policy.describe()}) cannot be enforced "
+                f"({policy.unenforceable}); requests in its scope are refused until the "
+                "BudgetPolicy is fixed"
+            )
+            return Decision(action="block", policy=policy.name, message=message)
+    return None
+
+
 def decide(
     rules: Any,
     covering: Sequence[Policy],
@@ -221,8 +242,12 @@ def decide(
     policy is at its limit when their sum reaches it. A block policy at its limit blocks (the
     first by name). Otherwise downgrade policies at their limit whose `to_cost_tier` is cheaper
     than `tier` downgrade to the first alias (by name) of the cheapest such tier; when the
-    tenant has no alias of that tier, the request is blocked. Pure: no I/O.
+    tenant has no alias of that tier, the request is blocked. A covering policy marked
+    unenforceable blocks whatever the spend. Pure: no I/O.
     """
+    refused = refuse_unenforceable(covering)
+    if refused is not None:
+        return refused
     for policy in covering:
         spent, reserved = state.get(policy.name, (0, 0))
         if policy.action == "block" and spent + reserved >= policy.limit_micro:
@@ -419,6 +444,12 @@ class BudgetGuard:
         all_policies = policies(raw)
         if not all_policies:
             return ALLOW
+        # Needs no counter, so it holds while Redis is unavailable too.
+        refused = refuse_unenforceable(
+            [p for p in all_policies if p.matches(ctx.key_name, ctx.alias)]
+        )
+        if refused is not None:
+            return refused
         if self.fail_open and time.monotonic() < self._skip_until:
             return Decision(action="allow", message="budgets not checked: Redis unavailable")
         now = self._now()
