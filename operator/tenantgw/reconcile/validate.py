@@ -98,15 +98,6 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
                     f"{tname} (spec.providers has {', '.join(sorted(providers)) or 'none'})",
                 )
                 break
-            if catalog_entry(catalog, provider.name, target.model) is None:
-                offered = sorted(e.model for e in catalog if e.provider == provider.name)
-                problem = (
-                    "NotInCatalog",
-                    f'spec.targets[{i}].model: model "{target.model}" of provider '
-                    f'"{provider.name}" is not in spec.catalog of Tenant {tname} '
-                    f"(it offers {', '.join(offered) or 'no model'} of {provider.name})",
-                )
-                break
             if allowed is not None and provider.region not in allowed:
                 where = f'region "{provider.region}"' if provider.region else "no region"
                 problem = (
@@ -114,6 +105,15 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
                     f'spec.targets[{i}].provider: provider "{provider.name}" has {where}, outside '
                     f"spec.compliance.dataResidency.allowedRegions of Tenant {tname} "
                     f"({', '.join(sorted(allowed))})",
+                )
+                break
+            if catalog_entry(catalog, provider.name, target.model) is None:
+                offered = sorted(e.model for e in catalog if e.provider == provider.name)
+                problem = (
+                    "NotInCatalog",
+                    f'spec.targets[{i}].model: model "{target.model}" of provider '
+                    f'"{provider.name}" is not in spec.catalog of Tenant {tname} '
+                    f"(it offers {', '.join(offered) or 'no model'} of {provider.name})",
                 )
                 break
         if problem is None:
