@@ -218,11 +218,15 @@ def catalog_cost(model: str, input_tokens: int, output_tokens: int) -> float:
     return (input_tokens * price_in + output_tokens * price_out) / 1_000_000
 
 
-def refusal(t: MoneyTenant, model: str) -> openai.RateLimitError | None:
+def refusal(t: MoneyTenant, model: str) -> openai.APIStatusError | None:
+    """The gateway's budget refusal of a request, None when it is served."""
     try:
         ask(t, model, "are you still serving?")
-    except openai.RateLimitError as exc:
-        return exc
+    except openai.APIStatusError as exc:
+        # A budget refusal: 429 here, 402 billing_error where budget refusals are final.
+        if exc.status_code in (402, 429):
+            return exc
+        raise
     return None
 
 

@@ -275,8 +275,13 @@ MARK = {"reason": "NoAliasInTier", "message": 'spec.onExceeded.toCostTier: no al
 
 
 def test_the_gateway_refuses_an_unenforceable_policys_scope_whatever_the_spend() -> None:
-    rules = rules_with(
-        [gateway_budget("ok"), gateway_budget("mid-cap", "ModelAlias", "mid", unenforceable=MARK)]
+    rules = files.Rules.model_validate(
+        rules_with(
+            [
+                gateway_budget("ok"),
+                gateway_budget("mid-cap", "ModelAlias", "mid", unenforceable=MARK),
+            ]
+        )
     )
     every = policies(rules)
     covering = [p for p in every if p.matches("alice", "mid")]
@@ -296,7 +301,6 @@ def test_the_refusal_needs_no_redis() -> None:
     async def run() -> None:
         dead = aioredis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)
         guard = BudgetGuard(dead, "money")
-        guard._skip_until = float("inf")  # as after a Redis error
         rules = rules_with([gateway_budget("team", unenforceable=MARK)])
         ctx = RequestContext(
             tenant="money", key_name="alice", request_id="r1", requested_model="mid", alias="mid"
