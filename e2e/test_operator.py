@@ -45,6 +45,8 @@ def make_tenant(k8s: K8s, name: str, **overrides: Any) -> str:
                 "credentialsSecretRef": {"name": "sim", "key": "apiKey"},
             }
         ],
+        # Every model of the simulator; prices and tiers are the platform's (tenantgw.api.catalog).
+        "catalog": [{"provider": "sim", "model": "*", "costTier": "medium"}],
         "keys": [{"name": "alice"}],
         "routing": {"defaultAlias": "fast-code"},
         "gateway": {"replicas": 1},
@@ -60,7 +62,6 @@ def fast_code(ns: str, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "aliases": ["claude-sonnet-4-5"],
         "targets": [{"provider": "sim", "model": "qwen3-coder", "weight": 1}],
-        "costTier": "medium",
     }
     spec.update(overrides)
     return alias_body(ns, "fast-code", **spec)
@@ -141,9 +142,7 @@ def test_editing_an_alias_rolls_the_gateway_and_deleting_it_removes_it(
         )
 
     eventually(rolled, 30, "the new target in config.yaml and a new pod template hash")
-    k8s.apply(
-        alias_body(ns, "reasoning", targets=[{"provider": "sim", "model": "o3"}], costTier="high")
-    )
+    k8s.apply(alias_body(ns, "reasoning", targets=[{"provider": "sim", "model": "o3"}]))
     eventually(lambda: "reasoning" in model_names(k8s, ns), 30, "alias reasoning in the config")
     k8s.delete("tenantgw.io/v1alpha1", "ModelAlias", "reasoning", ns)
     eventually(lambda: "reasoning" not in model_names(k8s, ns), 30, "alias reasoning to leave")

@@ -312,6 +312,24 @@ def tenant_objects(name: str, sim_url: str, request_cost: float) -> tuple[Tenant
                         "credentialsSecretRef": {"name": "sim", "key": "apiKey"},
                     }
                 ],
+                # Prices and tiers are the platform's, in the Tenant's catalog.
+                "catalog": [
+                    {
+                        "provider": "sim",
+                        "model": SIM_MODEL,
+                        "costTier": "medium",
+                        "pricing": {"inputPerMillion": 0.30, "outputPerMillion": 1.20},
+                    },
+                    {
+                        "provider": "sim",
+                        "model": "sim-capped",
+                        "costTier": "low",
+                        "pricing": {
+                            "inputPerMillion": 0,
+                            "outputPerMillion": request_cost / reply_tokens * 1e6,
+                        },
+                    },
+                ],
                 "keys": [{"name": "bench", "rpm": HIGH, "tpm": HIGH}],
                 "limits": {"rpm": HIGH, "tpm": HIGH, "maxParallelRequests": 100_000},
                 "routing": {
@@ -347,14 +365,7 @@ def tenant_objects(name: str, sim_url: str, request_cost: float) -> tuple[Tenant
                 "metadata": {"name": ALIAS, "namespace": namespace},
                 "spec": {
                     "aliases": ["claude-sonnet-4-5", "claude-sonnet-4-5-*"],
-                    "targets": [
-                        {
-                            "provider": "sim",
-                            "model": SIM_MODEL,
-                            "pricing": {"inputPerMillion": 0.30, "outputPerMillion": 1.20},
-                        }
-                    ],
-                    "costTier": "medium",
+                    "targets": [{"provider": "sim", "model": SIM_MODEL}],
                 },
             }
         ),
@@ -362,17 +373,7 @@ def tenant_objects(name: str, sim_url: str, request_cost: float) -> tuple[Tenant
             {
                 "metadata": {"name": CAPPED_ALIAS, "namespace": namespace},
                 "spec": {
-                    "targets": [
-                        {
-                            "provider": "sim",
-                            "model": "sim-capped",
-                            "pricing": {
-                                "inputPerMillion": 0,
-                                "outputPerMillion": request_cost / reply_tokens * 1e6,
-                            },
-                        }
-                    ],
-                    "costTier": "low",
+                    "targets": [{"provider": "sim", "model": "sim-capped"}],
                 },
             }
         ),

@@ -115,6 +115,7 @@ def tenant_body(name: str, run: str) -> dict[str, Any]:
                     "region": "us-east-1",
                 }
             ],
+            "catalog": [{"provider": "local", "model": "qwen3-coder", "costTier": "medium"}],
             "keys": [{"name": "alice"}],
             "routing": {"defaultAlias": "fast-code"},
             "gateway": {"replicas": 1},
@@ -130,7 +131,6 @@ def alias_body(namespace: str) -> dict[str, Any]:
         "spec": {
             "aliases": ["claude-sonnet-4-5"],
             "targets": [{"provider": "local", "model": "qwen3-coder", "weight": 1}],
-            "costTier": "medium",
         },
     }
 

@@ -42,6 +42,7 @@ def good_tenant(name: str | None = None) -> dict[str, Any]:
                     "credentialsSecretRef": {"name": "openai", "key": "apiKey"},
                 }
             ],
+            "catalog": [{"provider": "openai", "model": "gpt-4o-mini", "costTier": "low"}],
             "keys": [{"name": "alice", "rpm": 10}],
             "routing": {
                 "defaultAlias": "fast-code",
@@ -59,7 +60,6 @@ def good_alias() -> dict[str, Any]:
         "metadata": {"name": f"alias-{uuid.uuid4().hex[:6]}", "namespace": NS},
         "spec": {
             "targets": [{"provider": "openai", "model": "gpt-4o-mini", "weight": 1}],
-            "costTier": "low",
         },
     }
 
@@ -142,6 +142,28 @@ BAD_TENANTS = [
         {"limits": {"memory": "lots"}},
         "spec.gateway.resources.limits.memory",
     ),
+    (
+        "catalog entry of an unknown provider",
+        "spec.catalog.0.provider",
+        "azure",
+        "spec.catalog: every entry's provider must be in spec.providers",
+    ),
+    (
+        "catalog entry listed twice",
+        "spec.catalog",
+        [
+            {"provider": "openai", "model": "gpt-4o-mini", "costTier": "low"},
+            {"provider": "openai", "model": "gpt-4o-mini", "costTier": "high"},
+        ],
+        ".spec.catalog: duplicate entries for key",
+    ),
+    ("unknown cost tier", "spec.catalog.0.costTier", "cheap", 'Unsupported value: "cheap"'),
+    (
+        "negative price",
+        "spec.catalog.0.pricing",
+        {"inputPerMillion": -1, "outputPerMillion": 1},
+        "inputPerMillion",
+    ),
 ]
 
 
@@ -184,13 +206,14 @@ def test_tenant_namespace_is_immutable(crds: Cluster) -> None:
 BAD_ALIASES = [
     ("zero weight", "spec.targets.0.weight", 0, "spec.targets[0].weight"),
     ("no targets", "spec.targets", [], "spec.targets"),
-    ("unknown cost tier", "spec.costTier", "cheap", 'Unsupported value: "cheap"'),
     ("repeated fallback", "spec.fallbacks", ["a", "a"], "fallbacks must not repeat a ModelAlias"),
+    # Money is the platform's (the Tenant's spec.catalog): an alias can set neither.
+    ("its own cost tier", "spec.costTier", "low", ".spec.costTier: field not declared in schema"),
     (
-        "negative price",
+        "its own price",
         "spec.targets.0.pricing",
-        {"inputPerMillion": -1, "outputPerMillion": 1},
-        "inputPerMillion",
+        {"inputPerMillion": 0, "outputPerMillion": 0},
+        ".spec.targets[0].pricing: field not declared in schema",
     ),
 ]
 

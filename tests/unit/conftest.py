@@ -55,6 +55,19 @@ spec:
       type: ollama
       apiBase: http://ollama.tenant-engineering-team.svc:11434
       region: us-east-1
+  catalog:
+    - provider: openrouter
+      model: qwen/qwen3-coder
+      costTier: medium
+      pricing: {inputPerMillion: 0.30, outputPerMillion: 1.20}
+    - {provider: openrouter, model: "anthropic/*", costTier: high}
+    - {provider: openai, model: gpt-4o-mini, costTier: low}
+    - {provider: azure-east, model: o4-mini, costTier: medium}
+    - {provider: bedrock, model: "us.anthropic.claude-sonnet-4-5-20250929-v1:0", costTier: high}
+    - provider: ollama
+      model: "qwen2.5-coder:*"
+      costTier: low
+      pricing: {inputPerMillion: 0, outputPerMillion: 0}
   keys:
     - {name: alice, rotateAfterDays: 30, rpm: 120, tpm: 400000}
     - {name: ci, expiresAt: "2026-01-01T00:00:00Z"}
@@ -89,31 +102,24 @@ ENGINEERING_ALIASES = """
         model: qwen/qwen3-coder
         weight: 80
         maxTokens: 8192
-        pricing: {inputPerMillion: 0.30, outputPerMillion: 1.20}
       - {provider: openai, model: gpt-4o-mini, weight: 20}
     fallbacks: [reasoning]
-    costTier: medium
 - metadata: {name: reasoning, namespace: tenant-engineering-team}
   spec:
     aliases: ["claude-opus-4-1"]
     targets:
       - {provider: bedrock, model: "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}
       - {provider: azure-east, model: o4-mini}
-    costTier: high
 - metadata: {name: documentation, namespace: tenant-engineering-team}
   spec:
     targets:
       - provider: ollama
         model: "qwen2.5-coder:7b"
-        pricing: {inputPerMillion: 0, outputPerMillion: 0}
-    fallbacks: [fast-code]
-    costTier: low
 - metadata: {name: refactoring, namespace: tenant-engineering-team}
   spec:
     targets:
       - {provider: openrouter, model: anthropic/claude-sonnet-4.5, maxTokens: 16000}
     fallbacks: [reasoning, fast-code]
-    costTier: high
 """
 
 ENGINEERING_BUDGETS = """
@@ -154,6 +160,8 @@ spec:
     - name: anthropic
       type: anthropic
       credentialsSecretRef: {name: anthropic, key: apiKey}
+  catalog:
+    - {provider: anthropic, model: "claude-sonnet-4-5*", costTier: medium}
   keys:
     - {name: dev}
   routing: {defaultAlias: default}
@@ -175,6 +183,7 @@ def _engineering() -> RenderInputs:
     # Imported here: a broken render package must not break the other unit tests.
     from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
     from tenantgw.render import RenderInputs, StorageEndpoints
+    from tenantgw.render.inputs import UnenforceableBudget
 
     return RenderInputs(
         tenant=Tenant.model_validate(yaml.safe_load(ENGINEERING_TENANT)),
@@ -183,6 +192,17 @@ def _engineering() -> RenderInputs:
             key=lambda alias: alias.metadata.name or "",
         ),
         budgets=[BudgetPolicy.model_validate(body) for body in yaml.safe_load(ENGINEERING_BUDGETS)],
+        # A policy validation rejected: rendered so that the gateway refuses its scope.
+        unenforceable_budgets=(
+            UnenforceableBudget(
+                name="tenant-weekly",
+                scope_kind="Tenant",
+                scope_name=None,
+                period="weekly",
+                reason="UnknownModelAlias",
+                message='spec.scope.name: no accepted ModelAlias "docs"',
+            ),
+        ),
         master_key=ENGINEERING_SECRETS["master_key"],
         keys=dict(ENGINEERING_SECRETS["keys"]),
         image=IMAGE,

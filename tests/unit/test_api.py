@@ -40,6 +40,10 @@ spec:
       apiBase: https://openrouter.ai/api/v1
       region: us-east-1
       credentialsSecretRef: {name: openrouter, key: apiKey}
+  catalog:
+    - {provider: openrouter, model: qwen/qwen3-coder, costTier: medium,
+       pricing: {inputPerMillion: 0.30, outputPerMillion: 1.20}}
+    - {provider: openrouter, model: "openai/*", costTier: high}
   keys:
     - {name: alice, rotateAfterDays: 30, rpm: 120, tpm: 400000}
   limits: {rpm: 2000, tpm: 5000000, maxParallelRequests: 200}
@@ -77,11 +81,9 @@ metadata: {name: fast-code, namespace: tenant-engineering-team}
 spec:
   aliases: ["claude-sonnet-4-5", "claude-sonnet-4-5-*"]
   targets:
-    - {provider: openrouter, model: qwen/qwen3-coder, weight: 80, maxTokens: 8192,
-       pricing: {inputPerMillion: 0.30, outputPerMillion: 1.20}}
+    - {provider: openrouter, model: qwen/qwen3-coder, weight: 80, maxTokens: 8192}
     - {provider: openai, model: gpt-4o-mini, weight: 20}
   fallbacks: [reasoning]
-  costTier: medium
 status: {conditions: [{type: Accepted, status: "True"}], observedGeneration: 1}
 """
 
@@ -134,14 +136,18 @@ def test_design_tenant_parses() -> None:
     assert tenant.metadata.resource_version == "4711"
     assert tenant.status is not None
     assert tenant.status.keys[0].secret_name == "gateway-key-alice"
+    assert [(m.model, m.cost_tier) for m in tenant.spec.catalog] == [
+        ("qwen/qwen3-coder", "medium"),
+        ("openai/*", "high"),
+    ]
+    assert tenant.spec.catalog[0].pricing is not None
+    assert tenant.spec.catalog[0].pricing.output_per_million == pytest.approx(1.2)
 
 
 def test_design_model_alias_parses() -> None:
     alias = ModelAlias.model_validate(load(MODEL_ALIAS_YAML))
 
     assert [t.weight for t in alias.spec.targets] == [80, 20]
-    assert alias.spec.targets[0].pricing is not None
-    assert alias.spec.targets[0].pricing.output_per_million == pytest.approx(1.2)
     assert alias.spec.targets[1].max_tokens is None
     assert alias.spec.fallbacks == ["reasoning"]
 
@@ -274,7 +280,71 @@ INVALID: list[tuple[type[pydantic.BaseModel], dict[str, Any], str, str]] = [
     ),
     (ModelAlias, alias(fallbacks=["a", "a"]), "spec.fallbacks", "must not repeat"),
     (ModelAlias, alias(fallbacks=["fast-code"]), "", "must not name the ModelAlias itself"),
-    (ModelAlias, alias(costTier="free"), "spec.costTier", ""),
+    # Money is the platform's: a ModelAlias carries no price and no cost tier.
+    (ModelAlias, alias(costTier="low"), "spec.costTier", "Extra inputs"),
+    (
+        ModelAlias,
+        alias(
+            targets=[
+                {
+                    "provider": "openai",
+                    "model": "m",
+                    "pricing": {"inputPerMillion": 0, "outputPerMillion": 0},
+                }
+            ]
+        ),
+        "spec.targets.0.pricing",
+        "Extra inputs",
+    ),
+    (
+        Tenant,
+        tenant({"catalog": [{"provider": "nowhere", "model": "m", "costTier": "low"}]}),
+        "spec",
+        'catalog[0].provider: no provider "nowhere" in spec.providers',
+    ),
+    (
+        Tenant,
+        tenant(
+            {
+                "providers": [{"name": "openai", "type": "openai"}],
+                "catalog": [
+                    {"provider": "openai", "model": "m", "costTier": "low"},
+                    {"provider": "openai", "model": "m", "costTier": "high"},
+                ],
+            }
+        ),
+        "spec",
+        'catalog[1]: duplicate entry for model "m"',
+    ),
+    (
+        Tenant,
+        tenant(
+            {
+                "providers": [{"name": "openai", "type": "openai"}],
+                "catalog": [{"provider": "openai", "model": "m", "costTier": "free"}],
+            }
+        ),
+        "spec.catalog.0.costTier",
+        "",
+    ),
+    (
+        Tenant,
+        tenant(
+            {
+                "providers": [{"name": "openai", "type": "openai"}],
+                "catalog": [
+                    {
+                        "provider": "openai",
+                        "model": "m",
+                        "costTier": "low",
+                        "pricing": {"inputPerMillion": -1, "outputPerMillion": 0},
+                    }
+                ],
+            }
+        ),
+        "spec.catalog.0.pricing.inputPerMillion",
+        "",
+    ),
     (BudgetPolicy, budget(alertThresholds=[80, 50]), "spec.alertThresholds", "ascending"),
     (BudgetPolicy, budget(alertThresholds=[50, 50]), "spec.alertThresholds", "ascending"),
     (BudgetPolicy, budget(alertThresholds=[0, 50]), "spec.alertThresholds.0", ""),

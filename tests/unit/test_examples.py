@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+from tenantgw.api import BudgetPolicy, ModelAlias, Tenant, alias_cost_tiers, catalog_entry
 from tenantgw.reconcile.validate import validate_aliases, validate_budgets
 
 pytestmark = pytest.mark.unit
@@ -110,7 +110,8 @@ def test_aliases_follow_the_briefs_routing_table(
     spec = by_name[alias].spec
     heaviest = max(spec.targets, key=lambda t: t.weight)
     assert (heaviest.provider, heaviest.model) == primary
-    assert spec.cost_tier == tier
+    # The tier comes from the platform's catalog in the Tenant, not from the alias.
+    assert alias_cost_tiers(tenant().spec.catalog, list(by_name.values()))[alias] == tier
     (fallback_name,) = spec.fallbacks
     fallback_targets = by_name[fallback_name].spec.targets
     assert [(t.provider, t.model) for t in fallback_targets] == [fallback]
@@ -123,6 +124,17 @@ def test_fast_code_serves_claude_codes_default_models() -> None:
         ("gpt-4o-mini", 20),
     ]
     assert {"claude-opus-5-5", "claude-sonnet-5-5", "claude-sonnet-4-5-*"} <= set(spec.aliases)
+
+
+def test_every_alias_target_is_in_the_platforms_catalog() -> None:
+    """Prices and tiers live in the Tenant: the aliases only pick catalogued models."""
+    catalog = tenant().spec.catalog
+    for alias in aliases().values():
+        for target in alias.spec.targets:
+            assert catalog_entry(catalog, target.provider, target.model) is not None, target
+    priced = {(e.provider, e.model): e.pricing for e in catalog if e.pricing is not None}
+    assert priced[("openrouter", "qwen/qwen3-coder")].input_per_million == 0.30
+    assert priced[("ollama", "qwen2.5-coder:14b")].output_per_million == 0
 
 
 def test_the_operator_accepts_every_alias_and_the_budget() -> None:

@@ -64,8 +64,10 @@ class FakeGuard:
     down: bool = False
     dropped: list[str] = field(default_factory=list)
     rules: Any = None
+    checked: list[str] = field(default_factory=list)
 
     async def check(self, ctx: RequestContext, rules: Any) -> Decision:
+        self.checked.append(ctx.request_id)
         if self.down:
             raise StoreUnavailable("budget", "connection_error", "Redis gone", retry_after=5)
         return self.decision
@@ -96,6 +98,9 @@ class FakeMeter:
 @pytest.fixture
 def rules_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     raw = json.loads(GOLDEN.read_text())
+    # The golden tenant carries a policy the operator could not apply, which refuses every
+    # request (tested on its own below); these tests are about everything else.
+    raw["budgets"] = [b for b in raw["budgets"] if not b.get("unenforceable")]
     path = tmp_path / "tenantgw.json"
     path.write_text(json.dumps(raw))
     monkeypatch.setenv(files.RULES_FILE_ENV, str(path))
@@ -540,3 +545,17 @@ def test_litellm_finds_the_handler_where_render_points() -> None:
     assert isinstance(handler, callbacks.TenantGatewayHandler)
     # LiteLLM only calls a pre-call hook defined on the class itself
     assert "async_pre_call_hook" in vars(type(handler))
+
+
+async def test_a_policy_the_operator_could_not_apply_refuses_before_any_store(
+    setup: Setup, rules_file: Path
+) -> None:
+    raw = json.loads(GOLDEN.read_text())
+    edit_rules(rules_file, lambda rules: rules.update(budgets=raw["budgets"]))
+    with pytest.raises(ProxyException) as caught:
+        await setup.handler.async_pre_call_hook(
+            ALICE, None, chat_request("fast-code", "hi"), "acompletion"
+        )
+    assert caught.value.code == "402"
+    assert "budget tenant-weekly (tenant) cannot be enforced" in caught.value.message
+    assert setup.guard.checked == []  # refused without asking the budget store

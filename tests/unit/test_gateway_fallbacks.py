@@ -224,6 +224,10 @@ def _tenant() -> Tenant:
                     {"name": "abroad", "type": "openai", "region": "eu-west-1",
                      "credentialsSecretRef": {"name": "abroad", "key": "apiKey"}},
                 ],
+                "catalog": [
+                    {"provider": "home", "model": "*", "costTier": "medium"},
+                    {"provider": "abroad", "model": "*", "costTier": "medium"},
+                ],
                 "compliance": {"dataResidency": {"allowedRegions": ["us-east-1"]}},
             },
         }

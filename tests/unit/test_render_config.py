@@ -187,7 +187,6 @@ def test_fallbacks_follow_aliases_and_their_exact_client_names(
 ) -> None:
     config = render_litellm_config(engineering_team)
     assert config["litellm_settings"]["fallbacks"] == [
-        {"documentation": ["fast-code"]},
         {"fast-code": ["reasoning"]},
         {"claude-sonnet-4-5": ["reasoning"]},
         {"refactoring": ["reasoning", "fast-code"]},
@@ -208,10 +207,7 @@ def test_fallbacks_follow_aliases_and_their_exact_client_names(
 def test_fallbacks_to_aliases_not_served_are_left_out(engineering_team: RenderInputs) -> None:
     served = [a for a in engineering_team.aliases if a.metadata.name != "reasoning"]
     config = render_litellm_config(dataclasses.replace(engineering_team, aliases=served))
-    assert config["litellm_settings"]["fallbacks"] == [
-        {"documentation": ["fast-code"]},
-        {"refactoring": ["fast-code"]},
-    ]
+    assert config["litellm_settings"]["fallbacks"] == [{"refactoring": ["fast-code"]}]
 
 
 def test_minimal_config_has_no_empty_sections(minimal_tenant: RenderInputs) -> None:
@@ -264,8 +260,15 @@ def test_rules_file_carries_policy_but_no_keys(engineering_team: RenderInputs) -
         {"name": "ci", "rpm": None, "tpm": None},
     ]
     assert rules["compliance"]["data_residency"] == {"allowed_regions": ["us-east-1", "us-west-2"]}
-    assert [b["name"] for b in rules["budgets"]] == ["alice-daily", "team-monthly"]
+    assert [b["name"] for b in rules["budgets"]] == ["alice-daily", "team-monthly", "tenant-weekly"]
     assert rules["budgets"][1]["on_exceeded"] == {"action": "downgrade", "to_cost_tier": "low"}
+    assert rules["budgets"][1]["unenforceable"] is None
+    # A policy validation rejected stays in the rules, marked, so the gateway fails closed.
+    assert rules["budgets"][2]["scope"] == {"kind": "Tenant", "name": None}
+    assert rules["budgets"][2]["unenforceable"] == {
+        "reason": "UnknownModelAlias",
+        "message": 'spec.scope.name: no accepted ModelAlias "docs"',
+    }
     assert rules["aliases"]["reasoning"]["targets"][0] == {
         "id": "reasoning-0",
         "provider": "bedrock",

@@ -15,6 +15,14 @@ from tenantgw.api.budget_policy import (
     OnExceeded,
     Period,
 )
+from tenantgw.api.catalog import (
+    TIER_ORDER,
+    CatalogModel,
+    CostTier,
+    Pricing,
+    alias_cost_tiers,
+    catalog_entry,
+)
 from tenantgw.api.common import (
     API_VERSION,
     GROUP,
@@ -28,11 +36,9 @@ from tenantgw.api.common import (
 )
 from tenantgw.api.model_alias import (
     MODEL_ALIAS_PLURAL,
-    CostTier,
     ModelAlias,
     ModelAliasSpec,
     ModelAliasStatus,
-    Pricing,
     Target,
 )
 from tenantgw.api.tenant import (
@@ -69,6 +75,7 @@ __all__ = [
     "MODEL_ALIAS_PLURAL",
     "NAMESPACE_PREFIX",
     "TENANT_PLURAL",
+    "TIER_ORDER",
     "VERSION",
     "Access",
     "Audit",
@@ -78,6 +85,7 @@ __all__ = [
     "BudgetScope",
     "BudgetState",
     "CamelModel",
+    "CatalogModel",
     "Compliance",
     "Condition",
     "CostTier",
@@ -110,4 +118,6 @@ __all__ = [
     "Tenant",
     "TenantSpec",
     "TenantStatus",
+    "alias_cost_tiers",
+    "catalog_entry",
 ]

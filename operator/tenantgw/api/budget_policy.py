@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from tenantgw.api.catalog import CostTier
 from tenantgw.api.common import (
     CamelModel,
     Condition,
@@ -19,7 +20,6 @@ from tenantgw.api.common import (
     map_list,
     validations,
 )
-from tenantgw.api.model_alias import CostTier
 
 BUDGET_POLICY_PLURAL = "budgetpolicies"
 

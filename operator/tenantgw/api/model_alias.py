@@ -1,4 +1,9 @@
-"""The ModelAlias resource (namespaced): a model name clients send, mapped to provider models."""
+"""The ModelAlias resource (namespaced): a model name clients send, mapped to provider models.
+
+Tenant admins edit ModelAliases, so an alias holds routing only: which catalogued models serve
+it, in what split, with which fallbacks. Prices and cost tiers come from the Tenant's
+`spec.catalog` (tenantgw.api.catalog), which only the platform edits.
+"""
 
 from __future__ import annotations
 
@@ -23,17 +28,8 @@ from tenantgw.api.common import (
 
 MODEL_ALIAS_PLURAL = "modelaliases"
 
-CostTier = Literal["low", "medium", "high"]
-
 FALLBACKS_UNIQUE_MESSAGE = "fallbacks must not repeat a ModelAlias"
 FALLBACK_SELF_MESSAGE = "spec.fallbacks must not name the ModelAlias itself"
-
-
-class Pricing(CamelModel):
-    """List price of a model in USD, for models whose price LiteLLM does not know."""
-
-    input_per_million: float = Field(description="USD per million input tokens.", ge=0)
-    output_per_million: float = Field(description="USD per million output tokens.", ge=0)
 
 
 class Target(CamelModel):
@@ -41,7 +37,7 @@ class Target(CamelModel):
 
     provider: DnsLabel = Field(description="Name of a provider in the Tenant's spec.providers.")
     model: str = Field(
-        description="Model name at the provider, e.g. qwen/qwen3-coder.",
+        description="Model name at the provider, e.g. qwen/qwen3-coder; in the Tenant's catalog.",
         min_length=1,
         max_length=LONG_NAME_MAX,
     )
@@ -53,9 +49,6 @@ class Target(CamelModel):
     )
     max_tokens: int | None = Field(
         default=None, description="Cap on output tokens per request.", ge=1
-    )
-    pricing: Pricing | None = Field(
-        default=None, description="Price per token when the provider's list price is unknown."
     )
 
 
@@ -80,9 +73,6 @@ class ModelAliasSpec(CamelModel):
         json_schema_extra=validations(
             cel("self.all(x, self.exists_one(y, y == x))", FALLBACKS_UNIQUE_MESSAGE)
         ),
-    )
-    cost_tier: CostTier = Field(
-        default="medium", description="low, medium or high: what budget downgrades move between."
     )
 
     @field_validator("fallbacks")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from tenantgw.api.catalog import CatalogModel
 from tenantgw.api.common import (
     DNS_LABEL_PATTERN,
     DNS_LABEL_RE,
@@ -47,6 +48,7 @@ NAMESPACE_FIXED_MESSAGE = "spec.namespace cannot be added or removed after creat
 API_BASE_REQUIRED_TYPES = ("azure", "openai-compatible")
 API_BASE_MESSAGE = "apiBase is required for providers of type azure and openai-compatible"
 MATCH_MESSAGE = "match needs at least one of model, promptPrefix or task"
+CATALOG_PROVIDER_MESSAGE = "spec.catalog: every entry's provider must be in spec.providers"
 
 
 class ProviderType(StrEnum):
@@ -295,7 +297,13 @@ class TenantSpec(CamelModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel("has(self.namespace) == has(oldSelf.namespace)", NAMESPACE_FIXED_MESSAGE)
+            cel("has(self.namespace) == has(oldSelf.namespace)", NAMESPACE_FIXED_MESSAGE),
+            cel(
+                "!has(self.catalog) || self.catalog.all(m, has(self.providers)"
+                " && self.providers.exists(p, p.name == m.provider))",
+                CATALOG_PROVIDER_MESSAGE,
+                ".catalog",
+            ),
         )
     )
 
@@ -312,6 +320,15 @@ class TenantSpec(CamelModel):
         description="LLM provider accounts, credentials in the tenant namespace.",
         max_length=32,
         json_schema_extra=map_list("name"),
+    )
+    catalog: list[CatalogModel] = Field(
+        default_factory=list,
+        description=(
+            "Provider models the tenant's ModelAliases may use, with their price and cost "
+            "tier; an alias target outside it is rejected. Empty: no model is allowed."
+        ),
+        max_length=256,
+        json_schema_extra=map_list("provider", "model"),
     )
     keys: list[KeySpec] = Field(
         default_factory=list,
@@ -340,6 +357,23 @@ class TenantSpec(CamelModel):
         if dups:
             raise ValueError(f"duplicate name {dups[0]!r}")
         return items
+
+    @model_validator(mode="after")
+    def _catalog_of_known_providers(self) -> TenantSpec:
+        providers = {provider.name for provider in self.providers}
+        seen: set[tuple[str, str]] = set()
+        for i, entry in enumerate(self.catalog):
+            if entry.provider not in providers:
+                raise ValueError(
+                    f'catalog[{i}].provider: no provider "{entry.provider}" in spec.providers'
+                )
+            if (entry.provider, entry.model) in seen:
+                raise ValueError(
+                    f'catalog[{i}]: duplicate entry for model "{entry.model}" of provider '
+                    f'"{entry.provider}"'
+                )
+            seen.add((entry.provider, entry.model))
+        return self
 
 
 class KeyStatus(StatusModel):

@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from tenantgw.api import API_VERSION, GROUP, VERSION, ModelAlias, Tenant
+from tenantgw.api import (
+    API_VERSION,
+    GROUP,
+    TIER_ORDER,
+    VERSION,
+    ModelAlias,
+    Tenant,
+    alias_cost_tiers,
+)
 from tenantgw.render.names import API_KEY_FIELD, key_secret_name
-
-TIER_ORDER = {"low": 0, "medium": 1, "high": 2}
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,10 @@ def pick_models(tenant: Tenant, aliases: list[ModelAlias]) -> dict[str, str]:
                 return alias.metadata.name
         return None
 
-    by_tier = sorted(aliases, key=lambda a: (TIER_ORDER[a.spec.cost_tier], a.metadata.name or ""))
+    tiers = alias_cost_tiers(tenant.spec.catalog, aliases)
+    by_tier = sorted(
+        aliases, key=lambda a: (TIER_ORDER[tiers[a.metadata.name or ""]], a.metadata.name or "")
+    )
     return {
         "model": default,
         "sonnet": family("sonnet") or default,

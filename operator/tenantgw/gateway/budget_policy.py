@@ -51,6 +51,8 @@ class Policy:
     limit_usd: float
     action: str
     to_cost_tier: str | None
+    unenforceable: str | None = None
+    """Why the operator could not apply the policy; set, it refuses every request it covers."""
 
     @property
     def limit_micro(self) -> int:
@@ -111,6 +113,11 @@ def policies(rules: Rules) -> list[Policy]:
                 limit_usd=budget.limit_usd,
                 action=budget.on_exceeded.action,
                 to_cost_tier=budget.on_exceeded.to_cost_tier,
+                unenforceable=(
+                    f"{budget.unenforceable.reason}: {budget.unenforceable.message}"
+                    if budget.unenforceable is not None
+                    else None
+                ),
             )
             for budget in rules.budgets
             if budget.name
@@ -172,6 +179,19 @@ def _block(policy: Policy, spent: int, reserved: int, now: datetime) -> Decision
     )
 
 
+def refuse_unenforceable(covering: Sequence[Policy]) -> Decision | None:
+    """A block for the first covering policy the operator could not apply (fail closed)."""
+    for policy in covering:
+        if policy.unenforceable is not None:
+            message = (
+                f"budget {policy.name} ({policy.describe()}) cannot be enforced "
+                f"({policy.unenforceable}); requests in its scope are refused until the "
+                "BudgetPolicy is fixed"
+            )
+            return Decision(action="block", policy=policy.name, message=message)
+    return None
+
+
 def decide(
     rules: Rules,
     covering: Sequence[Policy],
@@ -186,8 +206,12 @@ def decide(
     policy is at its limit when their sum reaches it. A block policy at its limit blocks (the
     first by name). Otherwise downgrade policies at their limit whose `to_cost_tier` is cheaper
     than `tier` downgrade to the first alias (by name) of the cheapest such tier; when the
-    tenant has no alias of that tier, the request is blocked.
+    tenant has no alias of that tier, the request is blocked. A covering policy marked
+    unenforceable blocks whatever the spend.
     """
+    refused = refuse_unenforceable(covering)
+    if refused is not None:
+        return refused
     for policy in covering:
         spent, reserved = state.get(policy.name, (0, 0))
         if policy.action == "block" and spent + reserved >= policy.limit_micro:

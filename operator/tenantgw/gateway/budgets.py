@@ -46,6 +46,7 @@ from tenantgw.gateway.budget_policy import (
     decide,
     downgrade_alias,
     policies,
+    refuse_unenforceable,
 )
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
@@ -67,6 +68,7 @@ __all__ = [
     "decide",
     "downgrade_alias",
     "policies",
+    "refuse_unenforceable",
 ]
 
 log = logging.getLogger("tenantgw.gateway.budgets")
@@ -247,6 +249,10 @@ class BudgetGuard:
         every = policies(rules)
         if not every:
             return ALLOW
+        # Needs no counter, so it holds while Redis is unavailable too.
+        refused = refuse_unenforceable([p for p in every if p.matches(ctx.key_name, ctx.alias)])
+        if refused is not None:
+            return refused
         self.store.check(STEP)
         now = self._now()
         try:

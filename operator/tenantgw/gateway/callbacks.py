@@ -30,7 +30,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from tenantgw.gateway import fallbacks, files, pii, refusals, residency, routing
-from tenantgw.gateway.budget_policy import policies
+from tenantgw.gateway.budget_policy import covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import (
     ContextStore,
     RequestContext,
@@ -230,6 +230,10 @@ class TenantGatewayHandler(CustomLogger):
     ) -> None:
         if not policies(rules):
             return
+        # A policy the operator could not apply refuses, Redis or not (it needs no counter).
+        refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias))
+        if refused is not None:
+            raise refusals.budget_refusal(refused, ctx.tenant)
         guard = runtime.budgets
         if guard is None:
             self._unavailable(runtime, rules, _not_configured("budget"))

@@ -136,8 +136,15 @@ class OnExceeded(_Model):
     to_cost_tier: str | None = None
 
 
+class Unenforceable(_Model):
+    """Why the operator could not apply a BudgetPolicy (its Accepted condition's reason)."""
+
+    reason: str
+    message: str = ""
+
+
 class Budget(_Model):
-    """One BudgetPolicy of the tenant."""
+    """One BudgetPolicy of the tenant; one set `unenforceable` refuses every request it covers."""
 
     name: str | None = None
     scope: BudgetScope = Field(default_factory=BudgetScope)
@@ -145,6 +152,7 @@ class Budget(_Model):
     limit_usd: float
     alert_thresholds: tuple[int, ...] = ()
     on_exceeded: OnExceeded = Field(default_factory=OnExceeded)
+    unenforceable: Unenforceable | None = None
 
 
 StoreMode = Literal["Closed", "Open"]

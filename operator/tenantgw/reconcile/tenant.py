@@ -29,6 +29,7 @@ from tenantgw.reconcile.validate import (
     Verdict,
     describe_validation_error,
     parse_aliases,
+    unenforceable_budgets,
     validate_aliases,
     validate_budgets,
 )
@@ -132,6 +133,7 @@ async def reconcile_tenant(
         tenant=tenant,
         aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
         budgets=budgets,
+        unenforceable_budgets=unenforceable_budgets(budget_verdicts),
         master_key=material.master_key,
         keys=material.keys,
         image=settings.gateway_image,

@@ -1,11 +1,16 @@
 """Cross-object validation: what one object's CRD schema cannot check alone.
 
-A ModelAlias that names an unknown provider, falls back to a missing or rejected alias, sits on
-a fallback cycle, or uses a provider outside the tenant's data residency is rejected with a
-message naming the field; the rest of the tenant keeps serving. Residency covers the whole
-fallback closure (`tenantgw.api.fallbacks`, the walk the gateway checks too): an alias that
-can fall back, directly or through other aliases, to one outside the regions is a
-ResidencyViolation itself.
+A ModelAlias that names an unknown provider or a model outside the Tenant's catalog, falls back
+to a missing or rejected alias, sits on a fallback cycle, or uses a provider outside the
+tenant's data residency is rejected with a message naming the field; the rest of the tenant
+keeps serving. Residency covers the whole fallback closure (`tenantgw.api.fallbacks`, the walk
+the gateway checks too): an alias that can fall back, directly or through other aliases, to one
+outside the regions is a ResidencyViolation itself.
+
+A BudgetPolicy that cannot be applied fails closed: it is rejected too, but still rendered into
+the gateway's rules as unenforceable, and the gateway refuses the requests in its scope. When
+the scope itself names a key or alias that does not exist (deleted, renamed, rejected), the
+gateway cannot tell which requests the platform meant, so the policy covers the whole tenant.
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+from tenantgw.api import BudgetPolicy, ModelAlias, Tenant, alias_cost_tiers, catalog_entry
 from tenantgw.api.fallbacks import fallback_paths
+from tenantgw.render.inputs import UnenforceableBudget
+
+UNENFORCEABLE_SUFFIX = (
+    "; the gateway refuses the requests in its scope ({scope}) until this is fixed"
+)
 
 
 @dataclass
@@ -29,6 +39,8 @@ class Verdict:
     reason: str
     message: str
     generation: int | None = None
+    unenforceable: UnenforceableBudget | None = None
+    """For a rejected BudgetPolicy: what the gateway refuses instead of enforcing it."""
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -71,6 +83,7 @@ def parse_aliases(bodies: list[dict[str, Any]]) -> tuple[list[ModelAlias], list[
 def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]:
     """One verdict per alias, in name order."""
     providers = {p.name: p for p in tenant.spec.providers}
+    catalog = tenant.spec.catalog
     residency = tenant.spec.compliance.data_residency
     allowed = set(residency.allowed_regions) if residency and residency.allowed_regions else None
     tname = tenant.metadata.name
@@ -99,6 +112,15 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
                     f'spec.targets[{i}].provider: provider "{provider.name}" has {where}, outside '
                     f"spec.compliance.dataResidency.allowedRegions of Tenant {tname} "
                     f"({', '.join(sorted(allowed))})",
+                )
+                break
+            if catalog_entry(catalog, provider.name, target.model) is None:
+                offered = sorted(e.model for e in catalog if e.provider == provider.name)
+                problem = (
+                    "NotInCatalog",
+                    f'spec.targets[{i}].model: model "{target.model}" of provider '
+                    f'"{provider.name}" is not in spec.catalog of Tenant {tname} '
+                    f"(it offers {', '.join(offered) or 'no model'} of {provider.name})",
                 )
                 break
         if problem is None:
@@ -208,10 +230,13 @@ def _cycle_through(start: str, by_name: dict[str, ModelAlias]) -> list[str] | No
 def validate_budgets(
     tenant: Tenant, bodies: list[dict[str, Any]], accepted_aliases: list[ModelAlias]
 ) -> tuple[list[BudgetPolicy], list[Verdict]]:
-    """Parse BudgetPolicies and check that their scope and downgrade tier exist."""
+    """Parse BudgetPolicies and check that their scope and downgrade tier exist.
+
+    A rejected policy's verdict carries `unenforceable`: the gateway refuses its scope.
+    """
     keys = {k.name for k in tenant.spec.keys}
     alias_names = {a.metadata.name for a in accepted_aliases}
-    tiers = {a.spec.cost_tier for a in accepted_aliases}
+    tiers = set(alias_cost_tiers(tenant.spec.catalog, accepted_aliases).values())
     policies, verdicts = [], []
     for body in bodies:
         meta = body.get("metadata", {})
@@ -219,9 +244,8 @@ def validate_budgets(
         try:
             policy = BudgetPolicy.model_validate(body)
         except ValidationError as exc:
-            verdicts.append(
-                Verdict(name, False, "InvalidSpec", describe_validation_error(exc), gen)
-            )
+            message = describe_validation_error(exc)
+            verdicts.append(_unenforceable(name, gen, None, "InvalidSpec", message))
             continue
         scope, problem = policy.spec.scope, None
         if scope.kind == "Key" and scope.name not in keys:
@@ -241,11 +265,12 @@ def validate_budgets(
         ):
             problem = (
                 "NoAliasInTier",
-                f"spec.onExceeded.toCostTier: no accepted ModelAlias has costTier "
-                f'"{policy.spec.on_exceeded.to_cost_tier}"',
+                "spec.onExceeded.toCostTier: no accepted ModelAlias has cost tier "
+                f'"{policy.spec.on_exceeded.to_cost_tier}" (tiers come from the models in '
+                "spec.catalog of the Tenant that the alias and its fallbacks use)",
             )
         if problem:
-            verdicts.append(Verdict(name, False, *problem, gen))
+            verdicts.append(_unenforceable(name, gen, policy, *problem))
         else:
             policies.append(policy)
             verdicts.append(
@@ -253,3 +278,33 @@ def validate_budgets(
             )
     policies.sort(key=lambda p: p.metadata.name or "")
     return policies, sorted(verdicts, key=lambda v: v.name)
+
+
+def _unenforceable(
+    name: str, generation: int | None, policy: BudgetPolicy | None, reason: str, message: str
+) -> Verdict:
+    """The verdict of a policy that cannot be applied, and what the gateway refuses instead.
+
+    Only a policy whose scope exists keeps it (NoAliasInTier); any other covers the tenant.
+    """
+    keeps_scope = policy is not None and reason == "NoAliasInTier"
+    kind, scope_name = "Tenant", None
+    if keeps_scope and policy is not None:
+        kind, scope_name = policy.spec.scope.kind, policy.spec.scope.name
+    refused = UnenforceableBudget(
+        name=name,
+        scope_kind=kind,
+        scope_name=scope_name,
+        period=policy.spec.period if policy is not None else "monthly",
+        reason=reason,
+        message=message,
+    )
+    scope = "the whole tenant" if kind == "Tenant" else f"{kind} {scope_name}"
+    full = message + UNENFORCEABLE_SUFFIX.format(scope=scope)
+    return Verdict(name, False, reason, full, generation, unenforceable=refused)
+
+
+def unenforceable_budgets(verdicts: list[Verdict]) -> tuple[UnenforceableBudget, ...]:
+    """The rejected BudgetPolicies the gateway must refuse requests for, by name."""
+    found = [v.unenforceable for v in verdicts if v.unenforceable is not None]
+    return tuple(sorted(found, key=lambda u: u.name))

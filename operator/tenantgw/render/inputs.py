@@ -64,6 +64,22 @@ class KeyState:
 
 
 @dataclass(frozen=True)
+class UnenforceableBudget:
+    """A BudgetPolicy that cannot be applied: the gateway refuses every request in its scope.
+
+    `scope_kind`/`scope_name` is the scope refused, the policy's own when it exists, else
+    the whole tenant; `reason` and `message` say why, for the refusal's error message.
+    """
+
+    name: str
+    scope_kind: str
+    scope_name: str | None
+    period: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class RenderInputs:
     """The desired state of one tenant, before it becomes Kubernetes objects.
 
@@ -87,6 +103,8 @@ class RenderInputs:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     key_state: dict[str, KeyState] = field(default_factory=dict)
     """Rotation state by key name; a key without one renders no rotation annotations."""
+    unenforceable_budgets: tuple[UnenforceableBudget, ...] = ()
+    """BudgetPolicies validation rejected: rendered so that the gateway fails closed."""
 
     def sorted_aliases(self) -> list[ModelAlias]:
         """The aliases by name, whatever order they came in."""

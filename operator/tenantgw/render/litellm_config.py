@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tenantgw.api import ModelAlias, Provider, ProviderType, Target
+from tenantgw.api import (
+    CatalogModel,
+    CostTier,
+    ModelAlias,
+    Provider,
+    ProviderType,
+    Target,
+    alias_cost_tiers,
+    catalog_entry,
+)
 from tenantgw.render.inputs import RenderInputs, alias_name, exact_client_names
 
 # Plugin entry points in the gateway image; tenantgw.gateway must provide exactly these.
@@ -103,19 +112,27 @@ def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
 
 
 def _model_info(
-    alias: ModelAlias, index: int, provider: Provider, target: Target
+    alias: ModelAlias,
+    index: int,
+    provider: Provider,
+    target: Target,
+    catalog: list[CatalogModel],
+    tier: CostTier,
 ) -> dict[str, Any]:
     name = alias_name(alias)
     info: dict[str, Any] = {"id": deployment_id(name, index)}
-    if target.pricing is not None:
-        info["input_cost_per_token"] = target.pricing.input_per_million / 1_000_000
-        info["output_cost_per_token"] = target.pricing.output_per_million / 1_000_000
+    entry = catalog_entry(catalog, provider.name, target.model)
+    if entry is not None and entry.pricing is not None:
+        # The platform's price: LiteLLM bills a deployment's own model_info price before its
+        # list price, and the gateway's metering falls back to it (docs/litellm-notes.md).
+        info["input_cost_per_token"] = entry.pricing.input_per_million / 1_000_000
+        info["output_cost_per_token"] = entry.pricing.output_per_million / 1_000_000
     tenantgw: dict[str, Any] = {
         "alias": name,
         "provider": provider.name,
         "provider_type": provider.type.value,
         "provider_model": target.model,
-        "cost_tier": alias.spec.cost_tier,
+        "cost_tier": tier,
     }
     if provider.region:
         tenantgw["region"] = provider.region
@@ -126,6 +143,8 @@ def _model_info(
 def render_model_list(inputs: RenderInputs) -> list[dict[str, Any]]:
     """One LiteLLM deployment per (alias, target), model_name = the alias."""
     providers = _providers(inputs)
+    catalog = inputs.tenant.spec.catalog
+    tiers = alias_cost_tiers(catalog, inputs.aliases)
     model_list: list[dict[str, Any]] = []
     for alias in inputs.sorted_aliases():
         name = alias_name(alias)
@@ -135,7 +154,7 @@ def render_model_list(inputs: RenderInputs) -> list[dict[str, Any]]:
                 {
                     "model_name": name,
                     "litellm_params": _litellm_params(provider, target),
-                    "model_info": _model_info(alias, index, provider, target),
+                    "model_info": _model_info(alias, index, provider, target, catalog, tiers[name]),
                 }
             )
     return model_list

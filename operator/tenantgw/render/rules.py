@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantgw.api import BudgetPolicy, ModelAlias, Provider, RoutingRule, Tenant
-from tenantgw.render.inputs import RenderInputs, alias_name
+from tenantgw.api import (
+    BudgetPolicy,
+    CostTier,
+    ModelAlias,
+    Provider,
+    RoutingRule,
+    Tenant,
+    alias_cost_tiers,
+)
+from tenantgw.render.inputs import RenderInputs, UnenforceableBudget, alias_name
 from tenantgw.render.litellm_config import deployment_id
 from tenantgw.render.names import tenant_name
 
@@ -23,7 +31,7 @@ def _rule(rule: RoutingRule) -> dict[str, Any]:
     }
 
 
-def _alias(alias: ModelAlias, providers: dict[str, Provider]) -> dict[str, Any]:
+def _alias(alias: ModelAlias, providers: dict[str, Provider], tier: CostTier) -> dict[str, Any]:
     name = alias_name(alias)
     targets = []
     for index, target in enumerate(alias.spec.targets):
@@ -40,7 +48,7 @@ def _alias(alias: ModelAlias, providers: dict[str, Provider]) -> dict[str, Any]:
             }
         )
     return {
-        "cost_tier": alias.spec.cost_tier,
+        "cost_tier": tier,
         "client_names": list(alias.spec.aliases),
         "fallbacks": list(alias.spec.fallbacks),
         "targets": targets,
@@ -59,6 +67,20 @@ def _budget(budget: BudgetPolicy) -> dict[str, Any]:
             "action": spec.on_exceeded.action,
             "to_cost_tier": spec.on_exceeded.to_cost_tier,
         },
+        "unenforceable": None,
+    }
+
+
+def _unenforceable(budget: UnenforceableBudget) -> dict[str, Any]:
+    """A policy the gateway cannot apply: it refuses every request in the scope instead."""
+    return {
+        "name": budget.name,
+        "scope": {"kind": budget.scope_kind, "name": budget.scope_name},
+        "period": budget.period,
+        "limit_usd": 0,
+        "alert_thresholds": [],
+        "on_exceeded": {"action": "block", "to_cost_tier": None},
+        "unenforceable": {"reason": budget.reason, "message": budget.message},
     }
 
 
@@ -84,18 +106,24 @@ def _compliance(tenant: Tenant) -> dict[str, Any]:
 def render_rules(inputs: RenderInputs) -> dict[str, Any]:
     """The rules file of the tenant; json.dumps(..., sort_keys=True) makes it deterministic.
 
-    Routing rules keep their order (first match wins); aliases are keyed by name.
+    Routing rules keep their order (first match wins); aliases are keyed by name. An alias's
+    cost tier comes from the Tenant's catalog (tenantgw.api.catalog); rejected BudgetPolicies
+    are listed with `unenforceable` set, so that the gateway fails closed on them.
     """
     tenant = inputs.tenant
     spec = tenant.spec
     providers = {provider.name: provider for provider in spec.providers}
+    tiers = alias_cost_tiers(spec.catalog, inputs.aliases)
+    budgets = [_budget(budget) for budget in inputs.sorted_budgets()]
+    budgets += [_unenforceable(budget) for budget in inputs.unenforceable_budgets]
     return {
         "tenant": tenant_name(tenant),
         "namespace": tenant.namespace_name(),
         "default_alias": spec.routing.default_alias,
         "rules": [_rule(rule) for rule in spec.routing.rules],
         "aliases": {
-            alias_name(alias): _alias(alias, providers) for alias in inputs.sorted_aliases()
+            alias_name(alias): _alias(alias, providers, tiers[alias_name(alias)])
+            for alias in inputs.sorted_aliases()
         },
         "keys": [
             {"name": key.name, "rpm": key.rpm, "tpm": key.tpm}
@@ -108,5 +136,5 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
         },
         "compliance": _compliance(tenant),
         "enforcement": {"on_store_unavailable": spec.enforcement.on_store_unavailable},
-        "budgets": [_budget(budget) for budget in inputs.sorted_budgets()],
+        "budgets": sorted(budgets, key=lambda budget: str(budget["name"])),
     }
