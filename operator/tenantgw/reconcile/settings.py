@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tenantgw.api.tenant import OPERATOR_NAMESPACE
+
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
 
 
@@ -19,6 +21,8 @@ class Settings:
     events_namespace: str = "default"
     key_grace: timedelta = timedelta(hours=24)
     budget_sync_seconds: float = 30.0
+    operator_namespace: str = OPERATOR_NAMESPACE
+    """The operator's own namespace (from the downward API): never given to a Tenant."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +34,5 @@ class Settings:
             events_namespace=env.get("TENANTGW_EVENTS_NAMESPACE", "default"),
             budget_sync_seconds=float(env.get("TENANTGW_BUDGET_SYNC_SECONDS", "30")),
             key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
+            operator_namespace=env.get("TENANTGW_OPERATOR_NAMESPACE") or OPERATOR_NAMESPACE,
         )
