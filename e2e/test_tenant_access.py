@@ -104,7 +104,7 @@ def team(k8s: K8s, operator: RunningOperator) -> Iterator[Team]:
 
 def can_i(cluster: Cluster, who: Principal, verb: str, what: str, *args: str) -> bool:
     """`kubectl auth can-i VERB WHAT` as `who`: yes or no from the API server."""
-    proc = cluster.run_kubectl("auth", "can-i", verb, what, *args, *who.flags(), check=False)
+    proc = cluster.run_kubectl(*who.flags(), "auth", "can-i", verb, what, *args, check=False)
     answer = proc.stdout.strip()
     assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {what}: {proc.stdout}{proc.stderr}"
     return answer == "yes"
@@ -112,7 +112,8 @@ def can_i(cluster: Cluster, who: Principal, verb: str, what: str, *args: str) ->
 
 def as_(cluster: Cluster, who: Principal, *args: str, stdin: str | None = None) -> tuple[bool, str]:
     """Run kubectl as `who`; (succeeded, stdout or stderr)."""
-    proc = cluster.run_kubectl(*args, *who.flags(), stdin=stdin, check=False)
+    # The identity goes first: whatever follows `--` is the command `kubectl exec` runs.
+    proc = cluster.run_kubectl(*who.flags(), *args, stdin=stdin, check=False)
     if proc.returncode == 0:
         return True, proc.stdout
     return False, proc.stderr
@@ -132,13 +133,32 @@ def allowed(cluster: Cluster, who: Principal, *args: str, stdin: str | None = No
 
 def gateway_pod(k8s: K8s, ns: str) -> str:
     pods = eventually(
-        lambda: (
-            k8s.core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=gateway").items
-        ),
+        lambda: [
+            p
+            for p in k8s.core.list_namespaced_pod(
+                ns, label_selector="app.kubernetes.io/name=gateway"
+            ).items
+            if not p.metadata.deletion_timestamp
+        ],
         30,
         "a gateway pod",
     )
     return str(pods[0].metadata.name)
+
+
+def refused_exec(cluster: Cluster, k8s: K8s, who: Principal, ns: str) -> None:
+    """`kubectl exec` into the gateway is forbidden (retried only while a rollout replaces the
+    pod under it: kubectl reads the pod before it asks to exec)."""
+
+    def attempt() -> bool:
+        ok, out = as_(cluster, who, "exec", gateway_pod(k8s, ns), "-n", ns, "--", "env")
+        assert not ok, f"{who.user} could exec into the gateway: {out}"
+        if "NotFound" in out:
+            return False
+        assert "forbidden" in out.lower(), f"kubectl exec failed otherwise: {out}"
+        return True
+
+    eventually(attempt, 30, "kubectl exec to be refused on a live pod")
 
 
 def pod_mounting(ns: str, secret: str) -> str:
@@ -204,9 +224,8 @@ def test_a_tenant_admin_reads_its_keys_and_no_other_secret(
     # Not through a workload that mounts it, exec into the gateway, or a ServiceAccount token.
     assert not can_i(cluster, admin, "create", "pods", *n)
     refused(cluster, admin, "create", "-f", "-", stdin=pod_mounting(ns, "gateway"))
-    pod = gateway_pod(k8s, ns)
     assert not can_i(cluster, admin, "create", "pods", "--subresource=exec", *n)
-    refused(cluster, admin, "exec", pod, *n, "--", "env")
+    refused_exec(cluster, k8s, admin, ns)
     assert not can_i(cluster, admin, "create", "pods", "--subresource=portforward", *n)
     assert not can_i(cluster, admin, "create", "pods", "--subresource=attach", *n)
     for kind in ("deployments.apps", "jobs.batch", "cronjobs.batch", "statefulsets.apps"):
@@ -239,12 +258,11 @@ def test_a_tenant_admin_manages_aliases_and_only_looks_at_the_rest(
     )  # fmt: skip
     assert k8s.alias(ns, "team-alias")["spec"]["targets"][0]["model"] == "qwen3-coder"
     allowed(cluster, admin, "delete", "modelalias", "team-alias", *n)
-    readable = [
-        ("configmap", "gateway-config"),
-        ("deployment", "gateway"),
-        ("service", "gateway"),
-        ("pod", gateway_pod(k8s, ns)),
-    ]
+    assert can_i(cluster, admin, "get", "pods", *n)
+    allowed(cluster, admin, "get", "pods", *n)
+    for verb in ("patch", "delete"):
+        assert not can_i(cluster, admin, verb, "pods", *n), verb
+    readable = [("configmap", "gateway-config"), ("deployment", "gateway"), ("service", "gateway")]
     for kind, name in readable:
         assert can_i(cluster, admin, "get", f"{kind}/{name}", *n), kind
         allowed(cluster, admin, "get", kind, name, *n)
@@ -291,7 +309,7 @@ def test_a_tenant_viewer_reads_no_secret_and_changes_nothing(
     )  # fmt: skip
     refused(cluster, viewer, "delete", "modelalias", "fast-code", *n)
     assert not can_i(cluster, viewer, "create", "pods", "--subresource=exec", *n)
-    refused(cluster, viewer, "exec", gateway_pod(k8s, ns), *n, "--", "env")
+    refused_exec(cluster, k8s, viewer, ns)
     refused(cluster, viewer, "get", "tenant", team.name)
 
 
