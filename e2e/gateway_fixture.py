@@ -147,4 +147,12 @@ def example_gateway(kube: ApiClient, operator: RunningOperator) -> Iterator[Exam
         process.kill()
     simulator.stop()
     if not os.environ.get("TENANTGW_KEEP_EXAMPLE"):
+        # The example retains its data on deletion; a test run leaves none behind.
+        k8s.custom.patch_cluster_custom_object(
+            "tenantgw.io",
+            "v1alpha1",
+            "tenants",
+            EXAMPLE_TENANT,
+            {"spec": {"deletionPolicy": "Delete"}},
+        )
         k8s.delete("tenantgw.io/v1alpha1", "Tenant", EXAMPLE_TENANT)

@@ -103,6 +103,8 @@ class K8s:
 
 
 def tenant_body(name: str, **spec: Any) -> dict[str, Any]:
+    """A Tenant; test tenants are throwaway, so deletionPolicy is Delete unless given."""
+    spec.setdefault("deletionPolicy", "Delete")
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Tenant",

@@ -107,6 +107,7 @@ def tenant_body(name: str, run: str) -> dict[str, Any]:
         "metadata": {"name": name, "labels": {BENCH_LABEL: run}},
         "spec": {
             "displayName": f"Bench {name}",
+            "deletionPolicy": "Delete",  # bench tenants leave no schema or namespace behind
             "providers": [
                 {
                     "name": "local",

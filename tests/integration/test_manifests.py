@@ -55,10 +55,19 @@ OPERATOR_RULES: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
+    ("rbac.authorization.k8s.io", "roles"): {"get", "list", "create", "patch", "delete"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "list", "create", "patch", "delete"},
     ("monitoring.coreos.com", "servicemonitors"): {"get", "list", "create", "patch", "delete"},
     ("monitoring.coreos.com", "prometheusrules"): {"get", "list", "create", "patch", "delete"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+}
+# The only rule limited to names: binding the two people roles it renders RoleBindings for.
+OPERATOR_BIND = {
+    "apiGroups": ["rbac.authorization.k8s.io"],
+    "resources": ["clusterroles"],
+    "resourceNames": ["tenantgw-tenant-admin", "tenantgw-tenant-viewer"],
+    "verbs": ["bind"],
 }
 
 
@@ -88,8 +97,9 @@ def rules_of(role: dict[str, Any], *, strict: bool = True) -> dict[tuple[str, st
 def can_i(cluster: Cluster, who: str, verb: str, resource: str, *extra: str) -> bool:
     """`kubectl auth can-i` as a SubjectAccessReview, so unserved kinds are checked too.
 
-    `resource` is `plural.group` as kubectl writes it; `extra` takes `-n NS` and
-    `--subresource=NAME`; without `-n` the question is cluster-wide.
+    `resource` is `plural.group` as kubectl writes it; `extra` takes `-n NS`,
+    `--subresource=NAME` and `--name=NAME` (one object); without `-n` the question is
+    cluster-wide.
     """
     plural, _, group = resource.partition(".")
     attributes: dict[str, str] = {"verb": verb, "group": group, "resource": plural}
@@ -99,6 +109,8 @@ def can_i(cluster: Cluster, who: str, verb: str, resource: str, *extra: str) -> 
     for arg in args:
         if arg.startswith("--subresource="):
             attributes["subresource"] = arg.removeprefix("--subresource=")
+        if arg.startswith("--name="):
+            attributes["name"] = arg.removeprefix("--name=")
     groups = ["system:authenticated"]
     if who.startswith("system:serviceaccount:"):
         namespace = who.split(":")[2]
@@ -162,6 +174,7 @@ def test_manifests_render_the_whole_install(rendered: list[dict[str, Any]]) -> N
         ("ClusterRole", "tenantgw-operator"),
         ("ClusterRoleBinding", "tenantgw-operator"),
         ("ClusterRole", "tenantgw-tenant-admin"),
+        ("ClusterRole", "tenantgw-tenant-viewer"),
         ("ClusterRole", "tenantgw-viewer"),
         ("ClusterKopfPeering", "tenantgw"),
         ("Deployment", "tenantgw-operator"),
@@ -194,6 +207,9 @@ def test_operator_deployment_runs_kopf_as_configured(rendered: list[dict[str, An
     ]
     env = {e["name"]: e for e in container["env"]}
     assert env["TENANTGW_GATEWAY_IMAGE"]["value"] == "ghcr.io/tenantgw/gateway:0.1.0"
+    assert env["TENANTGW_OPERATOR_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
     for name in ("TENANTGW_POSTGRES_DSN", "TENANTGW_REDIS_URL"):
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["optional"]) == ("tenantgw-admin", True)
@@ -222,7 +238,10 @@ def test_operator_cluster_role_grants_exactly_what_the_operator_does(
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], f"wildcard in {field}: {rule}"
         assert "nonResourceURLs" not in rule
-    assert rules_of(role) == OPERATOR_RULES
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named == [OPERATOR_BIND]
+    unnamed = {**role, "rules": [rule for rule in role["rules"] if not rule.get("resourceNames")]}
+    assert rules_of(unnamed) == OPERATOR_RULES
     binding = find(rendered, "ClusterRoleBinding", "tenantgw-operator")
     assert binding["roleRef"]["name"] == "tenantgw-operator"
     assert binding["subjects"] == [
@@ -241,9 +260,19 @@ def test_people_roles_are_scoped(rendered: list[dict[str, Any]]) -> None:
         "patch",
         "delete",
     }
-    assert admin[("", "secrets")] == {"get", "list"}
     assert admin[("tenantgw.io", "budgetpolicies")] == {"get", "list", "watch"}
-    assert ("tenantgw.io", "tenants") not in admin
+    tenant_viewer = rules_of(find(rendered, "ClusterRole", "tenantgw-tenant-viewer"))
+    for role in (admin, tenant_viewer):
+        # No Secret (the keys come from the operator's Role tenantgw-keys, by name), nothing
+        # that reads one another way (exec, a workload mounting it), no RBAC, no Tenant.
+        for group, resource in role:
+            assert resource.split("/")[0] not in {"secrets", "serviceaccounts", "roles"}, resource
+            assert "/" not in resource, resource
+            assert group not in {"rbac.authorization.k8s.io", "batch"}, group
+        assert ("tenantgw.io", "tenants") not in role
+        for (group, resource), verbs in role.items():
+            if (group, resource) != ("tenantgw.io", "modelaliases"):
+                assert verbs == {"get", "list", "watch"}, resource
     viewer = find(rendered, "ClusterRole", "tenantgw-viewer")
     assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert all(verbs == {"get", "list", "watch"} for verbs in rules_of(viewer).values())
@@ -302,6 +331,10 @@ def test_operator_pod_passes_restricted_pod_security(
         ("delete", "poddisruptionbudgets.policy", ("-n", "tenant-a")),
         ("patch", "networkpolicies.networking.k8s.io", ("-n", "tenant-a")),
         ("create", "servicemonitors.monitoring.coreos.com", ("-n", "tenant-a")),
+        ("create", "roles.rbac.authorization.k8s.io", ("-n", "tenant-a")),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", ("--name=tenantgw-tenant-admin",)),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", ("--name=tenantgw-tenant-viewer",)),
+        ("delete", "rolebindings.rbac.authorization.k8s.io", ("-n", "tenant-a")),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", ()),
         ("patch", "clusterkopfpeerings.kopf.dev", ()),
     ],
@@ -316,6 +349,11 @@ def test_operator_may(cluster: Cluster, verb: str, resource: str, extra: tuple[s
     [
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", ()),
         ("escalate", "clusterroles.rbac.authorization.k8s.io", ()),
+        ("escalate", "roles.rbac.authorization.k8s.io", ("-n", "tenant-a")),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", ("--name=cluster-admin",)),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", ("--name=admin",)),
+        ("create", "clusterroles.rbac.authorization.k8s.io", ()),
+        ("update", "rolebindings.rbac.authorization.k8s.io", ("-n", "tenant-a")),
         ("impersonate", "users", ()),
         ("delete", "nodes", ()),
         ("get", "pods", ("-n", "tenant-a")),
@@ -356,13 +394,59 @@ def test_tenant_admin_bound_in_a_namespace_stays_in_it(
     )  # fmt: skip
     ns = ("-n", tenant_namespace)
     assert can_i(cluster, "alice", "create", "modelaliases.tenantgw.io", *ns)
-    assert can_i(cluster, "alice", "get", "secrets", *ns)
     assert can_i(cluster, "alice", "watch", "deployments.apps", *ns)
+    # The keys come from the operator's Role tenantgw-keys, by name; this role reads no Secret.
+    assert not can_i(cluster, "alice", "get", "secrets", *ns, "--name=gateway")
+    assert not can_i(cluster, "alice", "list", "secrets", *ns)
+    assert not can_i(cluster, "alice", "create", "pods", *ns, "--subresource=exec")
+    assert not can_i(cluster, "alice", "create", "deployments.apps", *ns)
     assert not can_i(cluster, "alice", "create", "budgetpolicies.tenantgw.io", *ns)
     assert not can_i(cluster, "alice", "create", "secrets", *ns)
     assert not can_i(cluster, "alice", "delete", "deployments.apps", *ns)
     assert not can_i(cluster, "alice", "get", "secrets", "-n", "tenantgw-system")
     assert not can_i(cluster, "alice", "list", "tenants.tenantgw.io")
+
+
+@pytest.mark.usefixtures("crds_installed")
+@pytest.mark.parametrize(
+    "namespace", ["kube-system", "kube-node-lease", "default", "tenantgw-system"]
+)
+def test_the_api_server_refuses_a_tenant_in_a_reserved_namespace(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The CRD's CEL rule: no Tenant may own the cluster's or the operator's namespace."""
+    body = {
+        "apiVersion": "tenantgw.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": f"t-{uuid.uuid4().hex[:8]}"},
+        "spec": {"namespace": namespace},
+    }
+    proc = cluster.run_kubectl(
+        "create", "--dry-run=server", "-f", "-", stdin=json.dumps(body), check=False
+    )
+    assert proc.returncode != 0
+    assert "spec.namespace must not be default, tenantgw-system or start with kube-" in proc.stderr
+
+
+@pytest.mark.usefixtures("crds_installed")
+def test_the_api_server_shows_the_default_deletion_policy(cluster: Cluster) -> None:
+    """A Tenant that says nothing retains its data, and `kubectl get` shows it."""
+    body = {
+        "apiVersion": "tenantgw.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": f"t-{uuid.uuid4().hex[:8]}"},
+        "spec": {"access": {"admins": [{"kind": "Group", "name": "eng"}]}},
+    }
+    out = cluster.run_kubectl(
+        "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(body)
+    ).stdout
+    assert json.loads(out)["spec"]["deletionPolicy"] == "Retain"
+    body["spec"] = {"access": {"admins": [{"kind": "Group", "name": "system:authenticated"}]}}
+    proc = cluster.run_kubectl(
+        "create", "--dry-run=server", "-f", "-", stdin=json.dumps(body), check=False
+    )
+    assert proc.returncode != 0
+    assert "would make every client a tenant principal" in proc.stderr
 
 
 @pytest.mark.usefixtures("rbac_installed")

@@ -426,6 +426,51 @@ async def test_remove_leaves_no_role_schema_user_or_key(
     assert provisioner.writes == writes
 
 
+async def test_remove_keeping_data_locks_the_role_out_and_ensure_lets_it_back_in(
+    services: Services, provisioner: Provisioner
+) -> None:
+    """deletionPolicy Retain: the ledger stays, its credentials stop working, a new Tenant of
+    the same name logs in again (new password) and finds it."""
+    name = _name("kept")
+    storage = await provisioner.ensure(name)
+    try:
+        lingering = await _pg(storage.postgres_dsn)  # a gateway still connected
+        await lingering.execute("create table ledger (x int)")
+        await lingering.execute("insert into ledger values (42)")
+
+        await provisioner.remove(name, keep_data=True)
+
+        row = await _admin_one(
+            services,
+            "select (select rolcanlogin from pg_roles where rolname = %s),"
+            " exists (select 1 from pg_namespace where nspname = %s)",
+            role_name(name),
+            schema_name(name),
+        )
+        assert row == (False, True)
+        with pytest.raises(psycopg.OperationalError):
+            await lingering.execute("select 1")  # its session was ended
+        await lingering.close()
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            await _pg(storage.postgres_dsn)
+        admin = _redis(services.redis_url)
+        try:
+            assert await admin.execute_command("ACL", "GETUSER", f"tgw:{name}") is None  # type: ignore[no-untyped-call]
+        finally:
+            await admin.aclose()
+        writes = provisioner.writes
+        await provisioner.remove(name, keep_data=True)
+        assert provisioner.writes == writes  # nothing left to lock
+
+        again = await provisioner.ensure(name)
+        assert password_from(again.postgres_dsn) != password_from(storage.postgres_dsn)
+        async with await _pg(again.postgres_dsn) as conn:
+            cur = await conn.execute("select x from ledger")
+            assert await cur.fetchall() == [(42,)]
+    finally:
+        await provisioner.remove(name)
+
+
 # --------------------------------------------------------------------------- admin errors
 
 

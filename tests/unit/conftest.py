@@ -90,7 +90,13 @@ spec:
     resources:
       requests: {cpu: "0.5", memory: 1024Mi}
       limits: {memory: 2Gi}
-  access: {allowedNamespaces: [eng-ci]}
+  access:
+    allowedNamespaces: [eng-ci]
+    admins:
+      - {kind: Group, name: eng-admins}
+      - {kind: ServiceAccount, name: deployer, namespace: eng-ci}
+    viewers:
+      - {kind: User, name: dana@example.com}
 """
 
 ENGINEERING_ALIASES = """
@@ -165,6 +171,7 @@ spec:
   keys:
     - {name: dev}
   routing: {defaultAlias: default}
+  deletionPolicy: Delete
 """
 
 MINIMAL_ALIASES = """

@@ -124,7 +124,7 @@ def test_printer_columns() -> None:
         version = CRDS[name]["spec"]["versions"][0]
         return [column["name"] for column in version["additionalPrinterColumns"]]
 
-    assert columns("tenants.tenantgw.io") == ["Ready", "URL", "Models", "Age"]
+    assert columns("tenants.tenantgw.io") == ["Ready", "URL", "Models", "Deletion", "Age"]
     assert columns("modelaliases.tenantgw.io") == ["Accepted", "Targets", "Age"]
     assert columns("budgetpolicies.tenantgw.io") == ["Spent", "Limit", "State", "Age"]
 
@@ -160,9 +160,11 @@ def test_cel_rules_carry_the_pydantic_messages() -> None:
 
 def test_namespace_immutability_is_a_transition_rule() -> None:
     spec = schema_of(CRDS["tenants.tenantgw.io"])["properties"]["spec"]
-    assert spec["properties"]["namespace"]["x-kubernetes-validations"] == [
-        {"rule": "self == oldSelf", "message": "spec.namespace is immutable"}
-    ]
+    immutable, reserved = spec["properties"]["namespace"]["x-kubernetes-validations"]
+    assert immutable == {"rule": "self == oldSelf", "message": "spec.namespace is immutable"}
+    assert "kube-" in reserved["rule"]
+    assert "'default'" in reserved["rule"]
+    assert "'tenantgw-system'" in reserved["rule"]
     fixed = [rule for rule in spec["x-kubernetes-validations"] if "oldSelf" in rule["rule"]]
     assert len(fixed) == 1
 

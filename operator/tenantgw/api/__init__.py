@@ -4,6 +4,7 @@ Parse a kopf body once with `Tenant.model_validate(body)` (camelCase on the wire
 in Python) and work on the models; `k8s_dict()` turns one back into a Kubernetes dict.
 """
 
+from tenantgw.api.access import Subject
 from tenantgw.api.budget_policy import (
     BUDGET_POLICY_PLURAL,
     BudgetPolicy,
@@ -114,6 +115,7 @@ __all__ = [
     "RoutingRule",
     "SecretKeyRef",
     "StatusModel",
+    "Subject",
     "Target",
     "Tenant",
     "TenantSpec",

@@ -51,6 +51,12 @@ PRINTER_COLUMNS: dict[str, list[Schema]] = {
             "description": "Model names served.",
             "jsonPath": ".status.models",
         },
+        {
+            "name": "Deletion",
+            "type": "string",
+            "description": "What deleting the Tenant does to its data: Retain or Delete.",
+            "jsonPath": ".spec.deletionPolicy",
+        },
         AGE_COLUMN,
     ],
     "ModelAlias": [

@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from tenantgw.api.access import Subject
 from tenantgw.api.catalog import CatalogModel
 from tenantgw.api.common import (
     DNS_LABEL_PATTERN,
@@ -44,11 +45,25 @@ TENANT_NAME_MESSAGE = (
     "(lowercase letters, digits and '-'): it names the namespace tenant-<name>"
 )
 NAMESPACE_IMMUTABLE_MESSAGE = "spec.namespace is immutable"
+# Namespaces no Tenant may own: the cluster's own, and the operator's (its default install
+# namespace here; the operator also refuses the namespace it is configured to run in).
+OPERATOR_NAMESPACE = "tenantgw-system"
+RESERVED_NAMESPACES = ("default", OPERATOR_NAMESPACE)
+RESERVED_NAMESPACE_PREFIX = "kube-"
+NAMESPACE_RESERVED_MESSAGE = (
+    "spec.namespace must not be default, tenantgw-system or start with kube-: "
+    "those belong to the cluster and the operator"
+)
 NAMESPACE_FIXED_MESSAGE = "spec.namespace cannot be added or removed after creation"
 API_BASE_REQUIRED_TYPES = ("azure", "openai-compatible")
 API_BASE_MESSAGE = "apiBase is required for providers of type azure and openai-compatible"
 MATCH_MESSAGE = "match needs at least one of model, promptPrefix or task"
 CATALOG_PROVIDER_MESSAGE = "spec.catalog: every entry's provider must be in spec.providers"
+
+
+def reserved_namespace(namespace: str) -> bool:
+    """A namespace no Tenant may own whatever the install: kube-*, default, tenantgw-system."""
+    return namespace.startswith(RESERVED_NAMESPACE_PREFIX) or namespace in RESERVED_NAMESPACES
 
 
 class ProviderType(StrEnum):
@@ -282,13 +297,30 @@ class Enforcement(CamelModel):
 
 
 class Access(CamelModel):
-    """Network access to the gateway Service."""
+    """Who may reach the gateway Service, and who administers or views the tenant."""
 
     allowed_namespaces: list[DnsLabel] = Field(
         default_factory=list,
         description="Namespaces besides the tenant's own whose pods may call the gateway.",
         max_length=64,
         json_schema_extra=unique_set(),
+    )
+    admins: list[Subject] = Field(
+        default_factory=list,
+        description=(
+            "The team's administrators: bound in the tenant namespace to tenantgw-tenant-admin "
+            "(ModelAliases, read-only view of the gateway) and to Role tenantgw-keys (read the "
+            "gateway-key-<name> Secrets only)."
+        ),
+        max_length=32,
+    )
+    viewers: list[Subject] = Field(
+        default_factory=list,
+        description=(
+            "Read-only members: bound in the tenant namespace to tenantgw-tenant-viewer "
+            "(no Secret, not even the keys)."
+        ),
+        max_length=32,
     )
 
 
@@ -312,8 +344,28 @@ class TenantSpec(CamelModel):
     )
     namespace: DnsLabel | None = Field(
         default=None,
-        description="Namespace the tenant owns; tenant-<name> when omitted. Immutable.",
-        json_schema_extra=validations(cel("self == oldSelf", NAMESPACE_IMMUTABLE_MESSAGE)),
+        description=(
+            "Namespace the tenant owns; tenant-<name> when omitted. Immutable. An existing "
+            "namespace is taken only if annotated tenantgw.io/adoptable-by=<tenant name>."
+        ),
+        json_schema_extra=validations(
+            cel("self == oldSelf", NAMESPACE_IMMUTABLE_MESSAGE),
+            cel(
+                f"!self.startsWith('{RESERVED_NAMESPACE_PREFIX}')"
+                f" && !(self in {list(RESERVED_NAMESPACES)})",
+                NAMESPACE_RESERVED_MESSAGE,
+            ),
+        ),
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description=(
+            "What deleting the Tenant does to its data. Retain (default): the ledger and audit "
+            "schema in PostgreSQL is kept with its role locked out, and the namespace is kept "
+            "with what the platform and the team put in it (provider Secrets, ModelAliases, "
+            "BudgetPolicies); the gateway and every credential the operator created are "
+            "removed. Delete: the schema, role and namespace are dropped at once."
+        ),
     )
     providers: list[Provider] = Field(
         default_factory=list,
@@ -349,6 +401,13 @@ class TenantSpec(CamelModel):
         default_factory=Enforcement,
         description="How the gateway enforces limits and budgets when their store fails.",
     )
+
+    @field_validator("namespace")
+    @classmethod
+    def _not_reserved(cls, namespace: str | None) -> str | None:
+        if namespace is not None and reserved_namespace(namespace):
+            raise ValueError(NAMESPACE_RESERVED_MESSAGE)
+        return namespace
 
     @field_validator("providers", "keys")
     @classmethod

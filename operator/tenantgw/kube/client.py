@@ -59,6 +59,8 @@ _KIND_LIST: Final = [
     Kind("apps/v1", "Deployment", "deployments", True),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+    Kind("rbac.authorization.k8s.io/v1", "Role", "roles", True),
+    Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", True),
     Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules", True),
     Kind("tenantgw.io/v1alpha1", "Tenant", "tenants", False),
@@ -213,6 +215,15 @@ class Kube:
         path = KINDS[(api_version, kind)].path(namespace, name) + "/status"
         return await self._call(
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    async def merge_patch(
+        self, api_version: str, kind: str, name: str, namespace: str | None, patch: JSON
+    ) -> JSON:
+        """JSON merge patch of an object; lists in `patch` replace the live ones whole."""
+        path = KINDS[(api_version, kind)].path(namespace, name)
+        return await self._call(
+            "PATCH", path, body=patch, content_type="application/merge-patch+json"
         )
 
     async def create(self, obj: JSON) -> JSON:

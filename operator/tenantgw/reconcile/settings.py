@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from tenantgw.api.tenant import OPERATOR_NAMESPACE
 from tenantgw.render.inputs import DEFAULT_CLUSTER_CIDRS, NetworkSettings, Peer
 
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
@@ -26,6 +27,8 @@ class Settings:
     budget_sync_seconds: float = 30.0
     network: NetworkSettings = field(default_factory=NetworkSettings)
     budget_refresh_seconds: float = 60.0
+    operator_namespace: str = OPERATOR_NAMESPACE
+    """The operator's own namespace (from the downward API): never given to a Tenant."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,6 +42,7 @@ class Settings:
             budget_refresh_seconds=float(env.get("TENANTGW_BUDGET_REFRESH_SECONDS", "60")),
             key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
             network=network_from_env(env),
+            operator_namespace=env.get("TENANTGW_OPERATOR_NAMESPACE") or OPERATOR_NAMESPACE,
         )
 
 

@@ -22,6 +22,7 @@ from tenantgw.reconcile.conditions import condition, find, merge_conditions
 from tenantgw.reconcile.enforcement import enforcement_condition, observe_enforcement
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.material import load_material
+from tenantgw.reconcile.namespace import ADOPTED_ANNOTATION, judge_namespace
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.status import write_child_status, write_tenant_status
 from tenantgw.reconcile.storage import StorageOutcome, ensure_storage
@@ -33,15 +34,15 @@ from tenantgw.reconcile.validate import (
     validate_aliases,
     validate_budgets,
 )
+from tenantgw.render.access import RBAC_API_VERSION
 from tenantgw.render.inputs import RenderInputs
-from tenantgw.render.labels import TENANT_LABEL, selector
+from tenantgw.render.labels import selector
 from tenantgw.render.names import key_secret_name
 from tenantgw.render.objects import render_tenant, service_url
 from tenantgw.tenancy import Provisioner
 
 log = logging.getLogger(__name__)
 
-ADOPTED_ANNOTATION = "tenantgw.io/adopted-namespace"
 MONITORING_API = "monitoring.coreos.com/v1"
 PRUNABLE_KINDS: list[tuple[str, str]] = [
     ("v1", "ServiceAccount"),
@@ -51,6 +52,8 @@ PRUNABLE_KINDS: list[tuple[str, str]] = [
     ("apps/v1", "Deployment"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("policy/v1", "PodDisruptionBudget"),
+    (RBAC_API_VERSION, "Role"),
+    (RBAC_API_VERSION, "RoleBinding"),
 ]
 MONITORING_KINDS: list[tuple[str, str]] = [
     (MONITORING_API, "ServiceMonitor"),
@@ -98,24 +101,17 @@ async def reconcile_tenant(
 
     ns = tenant.namespace_name()
     live_ns = await kube.get("v1", "Namespace", ns)
-    owner = (live_ns or {}).get("metadata", {}).get("labels", {}).get(TENANT_LABEL)
-    if live_ns is not None and owner not in (None, name):
-        message = (
-            f'spec.namespace: namespace "{ns}" belongs to Tenant "{owner}"; '
-            "choose another spec.namespace"
-        )
+    ns_verdict = judge_namespace(name, ns, live_ns, settings.operator_namespace)
+    if not ns_verdict.allowed:
         conds = [
-            condition("ConfigValid", False, "NamespaceConflict", message, generation),
-            condition("Ready", False, "NamespaceConflict", message, generation),
+            condition("ConfigValid", False, ns_verdict.reason, ns_verdict.message, generation),
+            condition("Ready", False, ns_verdict.reason, ns_verdict.message, generation),
         ]
         outcome.status_written = await _write_status(kube, body, old_status, conds, {}, settings)
         return outcome
     if live_ns is not None and live_ns.get("status", {}).get("phase") == "Terminating":
         return outcome  # the namespace is going away with its Tenant: nothing to apply into
-    adopted = live_ns is not None and (
-        owner is None
-        or live_ns["metadata"].get("annotations", {}).get(ADOPTED_ANNOTATION) == "true"
-    )
+    adopted = ns_verdict.adopted
 
     alias_bodies = await kube.list(API_VERSION, "ModelAlias", ns) if live_ns else []
     budget_bodies = await kube.list(API_VERSION, "BudgetPolicy", ns) if live_ns else []

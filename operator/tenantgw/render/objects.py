@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tenantgw.render.access import render_access
 from tenantgw.render.config import (
     configmap_data,
     render_configmap,
@@ -52,19 +53,21 @@ POD_SECURITY_LABELS = {
 
 
 def render_namespace(inputs: RenderInputs) -> dict[str, Any]:
-    """The tenant's Namespace, enforcing the restricted Pod Security Standard."""
+    """The tenant's Namespace, enforcing the restricted Pod Security Standard.
+
+    Owned by the Tenant (so the garbage collector may delete it) only with
+    `deletionPolicy: Delete`: a retained namespace must survive any deletion propagation.
+    """
     tenant = inputs.tenant
     name = tenant_name(tenant)
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": tenant.namespace_name(),
-            "labels": {**labels(name), **POD_SECURITY_LABELS},
-            "annotations": {DISPLAY_NAME_ANNOTATION: tenant.spec.display_name or name},
-            "ownerReferences": [owner_reference(tenant)],
-        },
+    metadata: dict[str, Any] = {
+        "name": tenant.namespace_name(),
+        "labels": {**labels(name), **POD_SECURITY_LABELS},
+        "annotations": {DISPLAY_NAME_ANNOTATION: tenant.spec.display_name or name},
     }
+    if tenant.spec.deletion_policy == "Delete":
+        metadata["ownerReferences"] = [owner_reference(tenant)]
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
 
 
 def render_service_account(inputs: RenderInputs) -> dict[str, Any]:
@@ -80,7 +83,8 @@ def render_service_account(inputs: RenderInputs) -> dict[str, Any]:
 def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
     """All objects of the tenant, in the order they are applied.
 
-    ServiceMonitor and PrometheusRule only when `inputs.monitoring` (their CRDs exist).
+    ServiceMonitor and PrometheusRule only when `inputs.monitoring` (their CRDs exist); the
+    Role and RoleBindings of the tenant's principals only when it names any (render.access).
     """
     data = configmap_data(inputs)
     objects = [
@@ -93,6 +97,7 @@ def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
         render_service(inputs),
         render_network_policy(inputs),
         render_pod_disruption_budget(inputs),
+        *render_access(inputs),
     ]
     if inputs.monitoring:
         objects += [render_service_monitor(inputs), render_prometheus_rule(inputs)]

@@ -204,8 +204,12 @@ class PostgresAdmin:
                 f"{tenant_name}: {_explain(err)}"
             ) from err
 
-    async def remove(self, tenant_name: str) -> None:
-        """Drop the schema with everything in it, then the role; nothing to do is no error."""
+    async def remove(self, tenant_name: str, *, keep_data: bool = False) -> None:
+        """Drop the schema with everything in it, then the role; nothing to do is no error.
+
+        `keep_data`: only lock the role out and end its sessions; schema and role stay, and
+        `ensure()` gives the role its login back when a Tenant of that name is created again.
+        """
         role, schema = role_name(tenant_name), schema_name(tenant_name)
         r = sql.Identifier(role)
         async with self._connect() as conn:
@@ -227,5 +231,7 @@ class PostgresAdmin:
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}"
                 ).format(sql.Literal(role))
                 await self._apply(conn, tenant_name, [(f"end {len(pids)} sessions of {role}", end)])
+            if keep_data:
+                return
             steps = plan_remove(tenant_name, has_schema=has_schema, has_role=can_login is not None)
             await self._apply(conn, tenant_name, steps)

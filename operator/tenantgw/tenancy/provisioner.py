@@ -185,8 +185,12 @@ class Provisioner:
         """Close the idle PostgreSQL connections (at shutdown)."""
         await self._postgres.close()
 
-    async def remove(self, tenant_name: str) -> None:
-        """Drop the tenant's schema (with its data), role, ACL user and keys. Idempotent."""
+    async def remove(self, tenant_name: str, *, keep_data: bool = False) -> None:
+        """Drop the tenant's schema (with its data), role, ACL user and keys. Idempotent.
+
+        `keep_data` (deletionPolicy Retain) keeps the schema and its role, locked out (NOLOGIN,
+        sessions ended): the ledger and audit rows stay for the platform to keep or drop.
+        """
         validate_tenant_name(tenant_name)
-        await self._postgres.remove(tenant_name)
+        await self._postgres.remove(tenant_name, keep_data=keep_data)
         await self._redis.remove(tenant_name)
