@@ -298,3 +298,29 @@ def test_an_idle_tenant_costs_zero_api_writes_while_watched(
     time.sleep(3)  # let any write it would make land in the audit log
     writes = audit_events(watching_operator.username, since)
     assert writes == [], [(e.get("verb"), e.get("requestURI")) for e in writes]
+
+
+def test_a_labelled_provider_secret_wakes_its_tenant(
+    k8s: K8s, watching_operator: RunningOperator
+) -> None:
+    """Provider credentials: the operator watches no Secret it does not manage except those
+    labelled part-of tenantgw, and creating one wakes its tenant at once (resync is 300 s)."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    ns = f"tenant-{name}"
+    late = provider(credentialsSecretRef={"name": "late", "key": "apiKey"})
+    k8s.apply(tenant_body(name, **spec(providers=[late])))
+    try:
+        cond = k8s.wait_condition(lambda: k8s.tenant(name), "ConfigValid", "False", timeout=30)
+        assert cond["reason"] == "ProviderCredentialsMissing"
+        k8s.apply(fast_code(ns))
+
+        def quiet() -> bool:
+            return not audit_events(watching_operator.username, time.time() - 3)
+
+        eventually(quiet, 60, "the operator to stop writing")
+        secret = secret_body(ns, "late", {"apiKey": "arrived-later"})
+        secret["metadata"]["labels"] = {"app.kubernetes.io/part-of": "tenantgw"}
+        k8s.apply(secret)
+        k8s.wait_condition(lambda: k8s.tenant(name), "ConfigValid", "True", timeout=10)
+    finally:
+        k8s.delete(*TENANTS, name)

@@ -48,6 +48,14 @@ OWNED: list[tuple[str, str, str]] = [
 SECRETS_SELECTOR = f"{PART_OF_LABEL}={PART_OF}"
 
 
+def select_watches(settings: kopf.OperatorSettings) -> None:
+    """Have the API server filter every watch of a kind tenantgw does not define, by label."""
+    managed = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    for group, version, plural in OWNED:
+        settings.watching.label_selectors[group, version, plural] = managed
+    settings.watching.label_selectors["", "v1", "secrets"] = SECRETS_SELECTOR
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -59,11 +67,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    for group, version, plural in OWNED:
-        settings.watching.label_selectors[group, version, plural] = (
-            f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-        )
-    settings.watching.label_selectors["", "v1", "secrets"] = SECRETS_SELECTOR
+    select_watches(settings)
     # No worker limit: kopf indexes every Tenant before any handler runs, and a limit below
     # the number of Tenants would stall the operator at startup.
     kube = Kube()
