@@ -3,13 +3,21 @@ nothing when nothing changed (an idle resync costs zero writes)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 from typing import Any
 
 import pytest
 
-from tenantgw.kube.apply import APPLIED_HASH, applied_hash, contains, needs_apply, stamped
+from tenantgw.kube.apply import (
+    APPLIED_HASH,
+    applied_hash,
+    contains,
+    needs_apply,
+    scrub_secret_values,
+    stamped,
+)
 from tenantgw.render import RenderInputs, render_tenant
 
 pytestmark = pytest.mark.unit
@@ -111,3 +119,20 @@ def test_the_hash_ignores_its_own_annotation(engineering_team: RenderInputs) -> 
     obj = by_kind(render_tenant(engineering_team), "PodDisruptionBudget")
     assert applied_hash(stamped(obj)) == applied_hash(obj)
     assert APPLIED_HASH not in (obj["metadata"].get("annotations") or {}), "stamped() mutated"
+
+
+def test_a_refused_secret_never_puts_its_value_in_the_failure() -> None:
+    """The failure message goes to status and Events: a Secret's value must not ride along."""
+    encoded = base64.b64encode(b"sk-tgw-very-secret").decode()
+    secret: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "gateway", "namespace": "tenant-a"},
+        "data": {"masterKey": encoded},
+    }
+    said = f'data[masterKey]: Invalid value: "sk-tgw-very-secret" ({encoded})'
+    message = scrub_secret_values(said, secret)
+    assert "sk-tgw-very-secret" not in message
+    assert encoded not in message
+    assert message.startswith("data[masterKey]: Invalid value")
+    assert scrub_secret_values(said, {**secret, "kind": "ConfigMap"}) == said

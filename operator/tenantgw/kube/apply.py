@@ -13,6 +13,7 @@ An object whose hash matches and whose fields are all in place costs no write.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import hashlib
 import json
@@ -163,9 +164,25 @@ async def _apply(kube: Kube, obj: JSON) -> JSON | ApplyFailure:
     try:
         return await kube.apply(obj)
     except KubeError as exc:
-        return ApplyFailure(
-            f"{obj['kind']}/{obj['metadata']['name']}", exc.status, exc.reason, exc.message
-        )
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        return ApplyFailure(name, exc.status, exc.reason, scrub_secret_values(exc.message, obj))
+
+
+def scrub_secret_values(message: str, obj: JSON) -> str:
+    """The server's message without any value of a Secret we sent: it ends up in status."""
+    if obj.get("kind") != "Secret":
+        return message
+    for encoded in (obj.get("data") or {}).values():
+        if not isinstance(encoded, str):
+            continue
+        try:
+            plain = base64.b64decode(encoded).decode()
+        except ValueError:
+            plain = ""
+        for value in (encoded, plain):
+            if len(value) >= 4:
+                message = message.replace(value, "[REDACTED]")
+    return message
 
 
 async def _live(kube: Kube, obj: JSON, known: Mapping[Ref, JSON | None]) -> JSON | None:
