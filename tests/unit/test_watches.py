@@ -7,7 +7,9 @@ import kopf
 import pytest
 from kopf._cogs.structs.references import Resource
 
+from tenantgw.kube.client import KINDS
 from tenantgw.operator import handlers
+from tenantgw.reconcile.tenant import MONITORING_KINDS, PRUNABLE_KINDS
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +51,16 @@ def test_every_owned_kind_is_watched() -> None:
     kinds = watched()
     for group, version, plural in handlers.OWNED:
         assert (group, version, plural) in kinds, plural
+
+
+def test_every_kind_the_operator_prunes_is_watched() -> None:
+    """A kind added to what a tenant gets (and prunes) must be watched too, or its drift waits."""
+    owned = {
+        *PRUNABLE_KINDS,
+        *MONITORING_KINDS,
+        ("v1", "Namespace"),
+    }
+    for api_version, kind in owned:
+        k = KINDS[(api_version, kind)]
+        group, _, version = api_version.rpartition("/")
+        assert (group, version, k.plural) in handlers.OWNED or k.plural == "secrets", kind
