@@ -124,7 +124,7 @@ def test_printer_columns() -> None:
         version = CRDS[name]["spec"]["versions"][0]
         return [column["name"] for column in version["additionalPrinterColumns"]]
 
-    assert columns("tenants.tenantgw.io") == ["Ready", "URL", "Models", "Deletion", "Age"]
+    assert columns("tenants.tenantgw.io") == ["Ready", "Reason", "URL", "Models", "Deletion", "Age"]
     assert columns("modelaliases.tenantgw.io") == ["Accepted", "Targets", "Age"]
     assert columns("budgetpolicies.tenantgw.io") == ["Spent", "Limit", "State", "Age"]
 

@@ -1,4 +1,5 @@
-"""Wake-ups of one tenant fold together, and a deleted tenant is never reconciled again."""
+"""Wake-ups of one tenant fold together, failures are retried with backoff, and a deleted
+tenant is never reconciled again."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tenantgw.operator.waker import Waker
+from tenantgw.operator.waker import Waker, backoff
 
 pytestmark = pytest.mark.unit
 
@@ -15,13 +16,14 @@ async def test_a_burst_of_wakeups_costs_two_reconciles_that_never_overlap() -> N
     runs: list[str] = []
     running = 0
 
-    async def reconcile(name: str) -> None:
+    async def reconcile(name: str) -> bool:
         nonlocal running
         running += 1
         assert running == 1, "two reconciles of one tenant overlapped"
         runs.append(name)
         await asyncio.sleep(0.05)
         running -= 1
+        return True
 
     waker = Waker(reconcile)
     await asyncio.gather(*(waker.wake("team-a") for _ in range(6)))
@@ -32,11 +34,12 @@ async def test_stop_waits_for_the_running_reconcile_and_refuses_new_ones() -> No
     started, release = asyncio.Event(), asyncio.Event()
     runs = 0
 
-    async def reconcile(_: str) -> None:
+    async def reconcile(_: str) -> bool:
         nonlocal runs
         runs += 1
         started.set()
         await release.wait()
+        return True
 
     waker = Waker(reconcile)
     first = asyncio.create_task(waker.wake("team-a"))
@@ -53,3 +56,72 @@ async def test_stop_waits_for_the_running_reconcile_and_refuses_new_ones() -> No
     waker.allow("team-a")
     await waker.wake("team-a")
     assert runs == 2
+
+
+async def test_a_failed_reconcile_is_retried_until_it_succeeds() -> None:
+    """kopf never retries an event handler: the Waker requeues what failed."""
+    outcomes: list[Exception | bool] = [RuntimeError("422 Unprocessable Entity"), False, True]
+    runs = 0
+    converged = asyncio.Event()
+
+    async def reconcile(_: str) -> bool:
+        nonlocal runs
+        outcome = outcomes[runs]
+        runs += 1
+        if outcome is True:
+            converged.set()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    waker = Waker(reconcile, first_retry=0.01, max_retry=0.05)
+    await waker.wake("team-a")  # raises inside: must not escape, must be requeued
+    assert runs == 1
+    await asyncio.wait_for(converged.wait(), 2)
+    await asyncio.sleep(0.1)
+    assert runs == 3, "a tenant that converged was reconciled again"
+    assert waker.pending_retry("team-a") is None
+
+
+async def test_a_wake_queued_behind_a_failed_reconcile_still_runs() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    runs = 0
+
+    async def reconcile(_: str) -> bool:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            started.set()
+            await release.wait()
+            raise RuntimeError("the API server refused")
+        return True
+
+    waker = Waker(reconcile, first_retry=60)
+    first = asyncio.create_task(waker.wake("team-a"))
+    await started.wait()
+    await waker.wake("team-a")  # arrives while the failing reconcile runs
+    release.set()
+    await first
+    assert runs == 2, "the wake queued behind a failed reconcile was dropped"
+    assert waker.pending_retry("team-a") is None, "it succeeded: nothing left to retry"
+
+
+async def test_stop_drops_a_queued_retry() -> None:
+    runs = 0
+
+    async def reconcile(_: str) -> bool:
+        nonlocal runs
+        runs += 1
+        return False  # e.g. the namespace is still terminating
+
+    waker = Waker(reconcile, first_retry=0.02)
+    await waker.wake("team-a")
+    assert waker.pending_retry("team-a") is not None
+    await waker.stop("team-a")
+    assert waker.pending_retry("team-a") is None
+    await asyncio.sleep(0.1)
+    assert runs == 1, "a deleted tenant was retried"
+
+
+def test_backoff_doubles_per_failure_up_to_the_cap() -> None:
+    assert [backoff(n, 1.0, 30.0) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]

@@ -44,6 +44,12 @@ AGE_COLUMN: Schema = {"name": "Age", "type": "date", "jsonPath": ".metadata.crea
 PRINTER_COLUMNS: dict[str, list[Schema]] = {
     "Tenant": [
         _condition_column("Ready"),
+        {
+            "name": "Reason",
+            "type": "string",
+            "description": "Reason of the Ready condition (Degraded: some resources rejected).",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        },
         {"name": "URL", "type": "string", "description": "Gateway URL.", "jsonPath": ".status.url"},
         {
             "name": "Models",

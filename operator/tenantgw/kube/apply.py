@@ -1,13 +1,31 @@
-"""Apply a set of rendered objects with server-side apply, writing only what differs, and prune."""
+"""Apply a set of rendered objects with server-side apply, writing only what differs, and prune.
+
+Two signals decide whether an object is written:
+- drift: the live object no longer contains what we render (someone edited or removed a field
+  we set); `contains()` sees that;
+- intent: what we render changed since the last apply, including fields we *stopped*
+  rendering, which a subset check cannot see. Each applied object carries the hash of what was
+  rendered (`tenantgw.io/applied-hash`); a different hash sends the apply, and server-side
+  apply under our one field manager deletes the fields we no longer send.
+An object whose hash matches and whose fields are all in place costs no write.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from tenantgw.kube.client import JSON, Kube, kind_of
+from tenantgw.kube.client import JSON, Kube, KubeError, kind_of
+
+APPLIED_HASH: Final = "tenantgw.io/applied-hash"
+
+Ref = tuple[str, str, str, str | None]
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -32,6 +50,26 @@ def contains(live: Any, desired: Any) -> bool:
     return bool(live == desired)
 
 
+def applied_hash(obj: JSON) -> str:
+    """A digest of everything we render for `obj` (our own hash annotation left out)."""
+    meta = dict(obj.get("metadata") or {})
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_HASH}
+    if notes:
+        meta["annotations"] = notes
+    else:
+        meta.pop("annotations", None)
+    canonical = json.dumps({**obj, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def stamped(obj: JSON) -> JSON:
+    """A copy of `obj` carrying its applied hash, as it is sent to the API server."""
+    out = copy.deepcopy(obj)
+    digest = applied_hash(obj)
+    out["metadata"].setdefault("annotations", {})[APPLIED_HASH] = digest
+    return out
+
+
 def _comparable(obj: JSON) -> JSON:
     """The part of a rendered object that is compared with the live one."""
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
@@ -41,18 +79,45 @@ def _comparable(obj: JSON) -> JSON:
     return body
 
 
-def ref(obj: JSON) -> tuple[str, str, str, str | None]:
+def needs_apply(live: JSON | None, desired: JSON) -> bool:
+    """Whether `desired` (stamped) must be sent: missing, changed intent, or drifted.
+
+    Pure: the plan of an apply pass is this function over the live objects.
+    """
+    if live is None:
+        return True
+    stamp = (live.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH)
+    if stamp != desired["metadata"]["annotations"][APPLIED_HASH]:
+        return True  # what we render changed, possibly by a removal
+    return not contains(live, _comparable(desired))  # someone edited what we set
+
+
+def ref(obj: JSON) -> Ref:
     meta = obj["metadata"]
     return (obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
 
 
+@dataclass(frozen=True)
+class ApplyFailure:
+    """One object the API server refused, with its own words."""
+
+    object: str
+    status: int
+    reason: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.object}: {self.message or self.reason} ({self.status})"
+
+
 @dataclass
 class ApplyResult:
-    """What one apply pass changed, for events and status."""
+    """What one apply pass changed or failed to change, for events and status."""
 
     applied: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
-    live: dict[tuple[str, str, str, str | None], JSON] = field(default_factory=dict)
+    failed: list[ApplyFailure] = field(default_factory=list)
+    live: dict[Ref, JSON] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -62,35 +127,65 @@ class ApplyResult:
 async def apply_objects(
     kube: Kube,
     objects: Sequence[JSON],
-    known: Mapping[tuple[str, str, str, str | None], JSON | None] | None = None,
+    known: Mapping[Ref, JSON | None] | None = None,
 ) -> ApplyResult:
-    """Apply each object unless the live one already contains it; namespaces go first.
+    """Apply each object that needs it (see `needs_apply`); namespaces go first.
 
     `known` holds live objects the caller read in this same pass (None: it does not exist), so
     they are neither read twice nor compared with a different version than the one used.
+    A refused apply is recorded in `failed` and the others still go out; when a cluster-scoped
+    object (the Namespace) fails, the namespaced ones are not tried.
     """
     known = known or {}
     result = ApplyResult()
-    first = [o for o in objects if not kind_of(o).namespaced]
-    rest = [o for o in objects if kind_of(o).namespaced]
+    first = [stamped(o) for o in objects if not kind_of(o).namespaced]
+    rest = [stamped(o) for o in objects if kind_of(o).namespaced]
     for batch in (first, rest):
+        if result.failed:
+            break
         lives = await asyncio.gather(*(_live(kube, o, known) for o in batch))
         todo = []
         for obj, live in zip(batch, lives, strict=True):
-            if live is not None and contains(live, _comparable(obj)):
-                result.live[ref(obj)] = live
-            else:
+            if live is not None:
+                result.live[ref(obj)] = live  # replaced below if it is applied
+            if live is None or needs_apply(live, obj):
                 todo.append(obj)
-        applied = await asyncio.gather(*(kube.apply(o) for o in todo))
-        for obj, live in zip(todo, applied, strict=True):
-            result.live[ref(obj)] = live
-            result.applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        applied = await asyncio.gather(*(_apply(kube, o) for o in todo))
+        for obj, outcome in zip(todo, applied, strict=True):
+            if isinstance(outcome, ApplyFailure):
+                result.failed.append(outcome)
+            else:
+                result.live[ref(obj)] = outcome
+                result.applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
     return result
 
 
-async def _live(
-    kube: Kube, obj: JSON, known: Mapping[tuple[str, str, str, str | None], JSON | None]
-) -> JSON | None:
+async def _apply(kube: Kube, obj: JSON) -> JSON | ApplyFailure:
+    try:
+        return await kube.apply(obj)
+    except KubeError as exc:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        return ApplyFailure(name, exc.status, exc.reason, scrub_secret_values(exc.message, obj))
+
+
+def scrub_secret_values(message: str, obj: JSON) -> str:
+    """The server's message without any value of a Secret we sent: it ends up in status."""
+    if obj.get("kind") != "Secret":
+        return message
+    for encoded in (obj.get("data") or {}).values():
+        if not isinstance(encoded, str):
+            continue
+        try:
+            plain = base64.b64decode(encoded).decode()
+        except ValueError:
+            plain = ""
+        for value in (encoded, plain):
+            if len(value) >= 4:
+                message = message.replace(value, "[REDACTED]")
+    return message
+
+
+async def _live(kube: Kube, obj: JSON, known: Mapping[Ref, JSON | None]) -> JSON | None:
     key = ref(obj)
     if key in known:
         return known[key]

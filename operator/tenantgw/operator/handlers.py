@@ -16,13 +16,48 @@ from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.cleanup import cleanup_tenant
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.tenant import reconcile_tenant
-from tenantgw.render.labels import MANAGED_BY, TENANT_LABEL
+from tenantgw.render.labels import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    TENANT_LABEL,
+)
 from tenantgw.tenancy import Provisioner, StorageError
 
 log = logging.getLogger("tenantgw.operator")
 SETTINGS = Settings.from_env()
 TENANTS = (GROUP, VERSION, "tenants")
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+# Every kind the operator creates for a tenant, watched so that drift is reverted within
+# seconds: (group, version, plural). Each watch is filtered by the API server (see configure()),
+# so the operator never lists or caches objects it does not manage.
+OWNED: list[tuple[str, str, str]] = [
+    ("", "v1", "namespaces"),
+    ("", "v1", "serviceaccounts"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("apps", "v1", "deployments"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("monitoring.coreos.com", "v1", "prometheusrules"),
+]
+# Secrets are selected by part-of, which our own Secrets carry and which the platform puts on
+# provider credential Secrets so that a rotated or newly created credential wakes its tenant at
+# once (without the label, the next resync picks it up). A label selector cannot say "ours OR
+# referenced by a Tenant", and a cluster-wide Secret watch would cache every Secret.
+SECRETS_SELECTOR = f"{PART_OF_LABEL}={PART_OF}"
+
+
+def select_watches(settings: kopf.OperatorSettings) -> None:
+    """Have the API server filter every watch of a kind tenantgw does not define, by label."""
+    managed = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    for group, version, plural in OWNED:
+        settings.watching.label_selectors[group, version, plural] = managed
+    settings.watching.label_selectors["", "v1", "secrets"] = SECRETS_SELECTOR
 
 
 @kopf.on.startup()
@@ -36,6 +71,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    select_watches(settings)
     # No worker limit: kopf indexes every Tenant before any handler runs, and a limit below
     # the number of Tenants would stall the operator at startup.
     kube = Kube()
@@ -77,17 +113,15 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 async def _reconcile(
     kube: Kube, provisioner: Provisioner | None, cache: ReconcileCache, name: str
-) -> None:
+) -> bool:
+    """One reconcile; False asks the Waker to requeue it with backoff."""
     try:
         outcome = await reconcile_tenant(kube, name, SETTINGS, provisioner, cache)
     except KubeError as exc:
         if exc.status == 404 and await kube.get(API_VERSION, "Tenant", name) is None:
-            return  # deleted while we reconciled it
-        if exc.status in (400, 403, 422):
-            log.error("tenant %s: the API server refused a write: %s", name, exc)
-        raise kopf.TemporaryError(f"tenant {name}: {exc}", delay=10) from exc
-    if outcome.storage_failed:
-        raise kopf.TemporaryError(f"tenant {name}: storage not ready, retrying", delay=15)
+            return True  # deleted while we reconciled it
+        log.warning("tenant %s: reconcile failed, will retry: %s", name, exc)
+        return False
     if outcome.applied or outcome.pruned or outcome.status_written:
         log.info(
             "tenant %s reconciled: ready=%s applied=%s pruned=%s",
@@ -96,6 +130,9 @@ async def _reconcile(
             outcome.applied,
             outcome.pruned,
         )
+    if outcome.requeue:
+        log.info("tenant %s: not converged yet (storage, apply or namespace), requeued", name)
+    return not outcome.requeue
 
 
 @kopf.index(*TENANTS)
@@ -173,20 +210,36 @@ async def budget_policy_event(
         await memo["waker"].wake(tenant)
 
 
+@kopf.on.event("v1", "namespaces", labels=MANAGED)
+@kopf.on.event("v1", "serviceaccounts", labels=MANAGED)
+@kopf.on.event("v1", "secrets", labels=MANAGED)
+@kopf.on.event("v1", "configmaps", labels=MANAGED)
+@kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def gateway_deployment_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
+@kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED)
+@kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED)
+async def owned_object_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """An object the operator applied changed or went away: revert drift now, not at resync.
+
+    The reconcile compares before writing, so the echo of our own writes costs reads only. A
+    tenant namespace that finished terminating wakes a Tenant re-created meanwhile.
+    """
     tenant = labels.get(TENANT_LABEL)
     if tenant:
         await memo["waker"].wake(tenant)
 
 
 def _foreign_secret(labels: kopf.Labels, **_: Any) -> bool:
-    return labels.get("app.kubernetes.io/managed-by") != MANAGED_BY
+    return labels.get(MANAGED_BY_LABEL) != MANAGED_BY
 
 
 @kopf.on.event("v1", "secrets", when=_foreign_secret)
 async def provider_secret_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A provider credential Secret appeared or changed in a tenant namespace."""
+    """A provider credential Secret (labelled part-of tenantgw) changed in a tenant namespace."""
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)

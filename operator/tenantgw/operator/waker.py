@@ -1,10 +1,18 @@
-"""Coalesce wake-ups: at most one reconcile per tenant runs, and one more is queued behind it."""
+"""Coalesce wake-ups: at most one reconcile per tenant runs, and one more is queued behind it.
+
+A reconcile that did not finish its work (it raised, or said so) is tried again after a backoff
+that doubles per consecutive failure, so no wake-up is lost to a failure: kopf does not retry
+`on.event` handlers, and the next resync may be minutes away.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -13,28 +21,53 @@ class _State:
     again: bool = False
 
 
+def backoff(failures: int, first: float, cap: float) -> float:
+    """Seconds before retry number `failures` (1-based): first, 2·first, 4·first, … ≤ cap."""
+    return float(min(cap, first * 2 ** max(0, failures - 1)))
+
+
 class Waker:
     """Runs `reconcile(name)`; wake-ups that arrive while it runs fold into one more run.
 
     A burst of events (a Tenant and its five ModelAliases at startup) costs two reconciles, not
-    six, and two reconciles of one tenant never interleave.
+    six, and two reconciles of one tenant never interleave. `reconcile` returns True when the
+    tenant is where its spec wants it, False to be requeued (e.g. its namespace is still
+    terminating, or the API server refused an apply); an exception counts as False.
     """
 
-    def __init__(self, reconcile: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        reconcile: Callable[[str], Awaitable[bool]],
+        *,
+        first_retry: float = 1.0,
+        max_retry: float = 60.0,
+    ) -> None:
         self._reconcile = reconcile
+        self._first, self._cap = first_retry, max_retry
         self._states: dict[str, _State] = {}
         self._stopped: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def allow(self, name: str) -> None:
         """Let `name` be reconciled again (a Tenant of that name exists)."""
         self._stopped.discard(name)
 
     async def stop(self, name: str) -> None:
-        """Refuse new reconciles of `name` and wait for a running one to finish."""
+        """Refuse new reconciles of `name`, drop its retries, wait for a running one to end."""
         self._stopped.add(name)
+        self._forget_retry(name)
         while (state := self._states.get(name)) is not None and state.running:
             state.again = False
             await asyncio.sleep(0.05)
+
+    def pending_retry(self, name: str) -> float | None:
+        """Seconds until the queued retry of `name`, if one is queued."""
+        handle = self._retries.get(name)
+        return (
+            None if handle is None else max(0.0, handle.when() - asyncio.get_running_loop().time())
+        )
 
     async def wake(self, name: str) -> None:
         if name in self._stopped:
@@ -44,13 +77,45 @@ class Waker:
             state.again = True
             return
         state.running = True
+        done = False
         try:
             while True:
                 state.again = False
-                await self._reconcile(name)
+                done = await self._run(name)
                 if not state.again or name in self._stopped:
                     break
         finally:
             state.running = False
-            if not state.again:
-                self._states.pop(name, None)
+            self._states.pop(name, None)
+        if name in self._stopped:
+            return
+        if done:
+            self._forget_retry(name)
+        else:
+            self._retry_later(name)
+
+    async def _run(self, name: str) -> bool:
+        try:
+            return await self._reconcile(name)
+        except Exception:  # any failure is retried; the log says what it was
+            log.exception("tenant %s: reconcile failed", name)
+            return False
+
+    def _retry_later(self, name: str) -> None:
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        if name in self._retries:
+            return  # one retry queued is enough
+        delay = backoff(failures, self._first, self._cap)
+        self._retries[name] = asyncio.get_running_loop().call_later(delay, self._fire, name)
+
+    def _fire(self, name: str) -> None:
+        self._retries.pop(name, None)
+        task = asyncio.create_task(self.wake(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget_retry(self, name: str) -> None:
+        self._failures.pop(name, None)
+        handle = self._retries.pop(name, None)
+        if handle is not None:
+            handle.cancel()

@@ -71,6 +71,8 @@ class Outcome:
     pruned: list[str] = field(default_factory=list)
     status_written: bool = False
     storage_failed: bool = False
+    requeue: bool = False
+    """The tenant is not where its spec wants it for a reason that heals: try again soon."""
 
 
 async def reconcile_tenant(
@@ -110,7 +112,16 @@ async def reconcile_tenant(
         outcome.status_written = await _write_status(kube, body, old_status, conds, {}, settings)
         return outcome
     if live_ns is not None and live_ns.get("status", {}).get("phase") == "Terminating":
-        return outcome  # the namespace is going away with its Tenant: nothing to apply into
+        # Left by a deleted Tenant of the same name (Argo CD's prune-and-recreate) or deleted
+        # by hand: nothing can be created in it. Say so and come back once it is gone.
+        message = (
+            f'namespace "{ns}" is still terminating; the gateway is created again as soon as '
+            "it is gone"
+        )
+        conds = [condition("Ready", False, "NamespaceTerminating", message, generation)]
+        outcome.status_written = await _write_status(kube, body, old_status, conds, {}, settings)
+        outcome.requeue = True
+        return outcome
     adopted = ns_verdict.adopted
 
     alias_bodies = await kube.list(API_VERSION, "ModelAlias", ns) if live_ns else []
@@ -125,6 +136,7 @@ async def reconcile_tenant(
     material = await load_material(kube, tenant, grace=settings.key_grace)
     storage = await ensure_storage(provisioner, tenant, material, generation, cache)
     outcome.storage_failed = storage.failed
+    outcome.requeue = storage.failed
     inputs = RenderInputs(
         tenant=tenant,
         aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
@@ -151,6 +163,7 @@ async def reconcile_tenant(
         if cache is not None:
             cache.pruned(name, rendered)
     outcome.applied, outcome.pruned = result.applied, result.pruned
+    outcome.requeue = outcome.requeue or bool(result.failed)
 
     # A BudgetPolicy's spend fields are the budget status loop's (reconcile/budgets.py).
     for verdict, kind in [(v, "ModelAlias") for v in alias_verdicts] + [
@@ -160,8 +173,15 @@ async def reconcile_tenant(
     enforcement = await observe_enforcement(provisioner, name)
 
     missing = await _missing_credentials(kube, tenant)
-    conds = _tenant_conditions(
-        tenant, generation, alias_verdicts, missing, result, monitoring, storage
+    conds = tenant_conditions(
+        tenant,
+        generation,
+        alias_verdicts,
+        budget_verdicts,
+        missing,
+        result,
+        monitoring,
+        storage,
     )
     conds.append(enforcement_condition(tenant, enforcement, generation))
     extra = _status_fields(tenant, inputs)
@@ -215,23 +235,41 @@ async def _missing_credentials(kube: Kube, tenant: Tenant) -> list[str]:
     return missing
 
 
-def _tenant_conditions(
+def tenant_conditions(
     tenant: Tenant,
     generation: int | None,
     alias_verdicts: list[Verdict],
+    budget_verdicts: list[Verdict],
     missing: list[str],
     result: ApplyResult,
     monitoring: bool,
     storage: StorageOutcome,
 ) -> list[dict[str, Any]]:
-    rejected = [v for v in alias_verdicts if not v.accepted]
+    """Ready means the gateway serves the tenant's valid configuration.
+
+    A rejected ModelAlias or BudgetPolicy is left out of that configuration: ConfigValid says
+    which and why, and Ready stays True with reason `Degraded` (the printer column shows it)
+    while the rest keeps serving. Ready is False when nothing serves the current spec: a
+    missing credential, an apply the API server refused, storage, or a gateway not available.
+    """
+    rejected = [f"ModelAlias {v.name}: {v.message}" for v in alias_verdicts if not v.accepted]
+    rejected_budgets = [
+        f"BudgetPolicy {v.name}: {v.message}" for v in budget_verdicts if not v.accepted
+    ]
     if missing:
         config = condition(
             "ConfigValid", False, "ProviderCredentialsMissing", "; ".join(missing), generation
         )
-    elif rejected:
-        detail = "; ".join(f"ModelAlias {v.name}: {v.message}" for v in rejected)
-        config = condition("ConfigValid", False, "ModelAliasRejected", detail, generation)
+    elif rejected or rejected_budgets:
+        reason = (
+            "ResourcesRejected"
+            if rejected and rejected_budgets
+            else "ModelAliasRejected"
+            if rejected
+            else "BudgetPolicyRejected"
+        )
+        detail = "; ".join(rejected + rejected_budgets)
+        config = condition("ConfigValid", False, reason, detail, generation)
     else:
         config = condition("ConfigValid", True, "Valid", "the configuration is valid", generation)
 
@@ -273,16 +311,24 @@ def _tenant_conditions(
         )
     store = storage.condition
     store_ok = store["status"] == "True" or store["reason"] == "NotConfigured"
-    if config["status"] == "True" and available and store_ok:
-        ready = condition(
-            "Ready", True, "Ready", f"the gateway serves {service_url(tenant)}", generation
-        )
+    serves = f"the gateway serves {service_url(tenant)}"
+    if result.failed:
+        message = "the API server refused: " + "; ".join(f.describe() for f in result.failed)
+        ready = condition("Ready", False, "ApplyFailed", message, generation)
+    elif missing:
+        ready = condition("Ready", False, config["reason"], config["message"], generation)
     elif not available:
         ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
     elif not store_ok:
         ready = condition("Ready", False, store["reason"], store["message"], generation)
+    elif config["status"] == "False":
+        left_out = [f"ModelAlias {v.name}" for v in alias_verdicts if not v.accepted] + [
+            f"BudgetPolicy {v.name}" for v in budget_verdicts if not v.accepted
+        ]
+        message = f"{serves}; left out (see ConfigValid): {', '.join(left_out)}"
+        ready = condition("Ready", True, "Degraded", message, generation)
     else:
-        ready = condition("Ready", False, config["reason"], config["message"], generation)
+        ready = condition("Ready", True, "Ready", serves, generation)
     return [ready, config, gateway, store, mon]
 
 
