@@ -66,9 +66,18 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
 
 @contextlib.contextmanager
 def run_gateway(
-    workdir: Path, *, max_body_bytes: int, env: dict[str, str] | None = None
+    workdir: Path,
+    *,
+    max_body_bytes: int | None = None,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    args: tuple[str, ...] = (),
 ) -> Iterator[GatewayProcess]:
-    """A gateway for tenant `eng` with its own simulator, stopped on exit."""
+    """A gateway for tenant `eng` with its own simulator, stopped on exit.
+
+    `max_body_bytes` sets $TENANTGW_MAX_BODY_BYTES (else the gateway's default), `workers` its
+    uvicorn workers, `args` more flags of `python -m tenantgw.gateway`.
+    """
     sim_url, sim = start_simulator(api_key=PROVIDER_KEY)
     config_file, rules_file, keys_file = write_gateway_files(workdir, sim_url)
     port = _free_port()
@@ -81,10 +90,11 @@ def run_gateway(
         "TENANTGW_TENANT": TENANT,
         "TENANTGW_RULES_FILE": str(rules_file),
         "TENANTGW_KEYS_FILE": str(keys_file),
-        "TENANTGW_MAX_BODY_BYTES": str(max_body_bytes),
         "NO_PROXY": "*",
         **(env or {}),
     }
+    if max_body_bytes is not None:
+        environment["TENANTGW_MAX_BODY_BYTES"] = str(max_body_bytes)
     log = workdir / "gateway.log"
     argv = [
         sys.executable,
@@ -97,7 +107,8 @@ def run_gateway(
         "--port",
         str(port),
         "--num_workers",
-        "1",
+        str(workers),
+        *args,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(

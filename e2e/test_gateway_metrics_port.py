@@ -6,27 +6,15 @@ dashboard reads must be there: LiteLLM's series and tenantgw's, summed over ever
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
 import pytest
 
-from e2e.provider_sim import start_simulator
-from e2e.test_gateway_process import (
-    ALICE_KEY,
-    MASTER_KEY,
-    PROVIDER_ENV,
-    PROVIDER_KEY,
-    ROOT,
-    TENANT,
-    _free_port,
-    _wait_ready,
-    write_gateway_files,
-)
+from e2e.gateway_process import _free_port, run_gateway
+from e2e.test_gateway_process import ALICE_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -34,52 +22,15 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A gateway with two workers and a metrics port: (API URL, metrics URL)."""
-    sim_url, sim = start_simulator(api_key=PROVIDER_KEY)
-    workdir = tmp_path_factory.mktemp("metrics-gateway")
-    config_file, rules_file, keys_file = write_gateway_files(workdir, sim_url)
-    port, metrics_port = _free_port(), _free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(workdir),
-        "PYTHONPATH": str(ROOT / "operator"),
-        "LITELLM_MASTER_KEY": MASTER_KEY,
-        PROVIDER_ENV: PROVIDER_KEY,
-        "TENANTGW_TENANT": TENANT,
-        "TENANTGW_RULES_FILE": str(rules_file),
-        "TENANTGW_KEYS_FILE": str(keys_file),
-        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
-        "NO_PROXY": "*",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "tenantgw.gateway",
-        "--config",
-        str(config_file),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--num_workers",
-        "2",
-        "--metrics_port",
-        str(metrics_port),
-    ]
-    log = workdir / "gateway.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, url, log)
-        yield url, f"http://127.0.0.1:{metrics_port}/metrics"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        sim.stop()
+    workdir: Path = tmp_path_factory.mktemp("metrics-gateway")
+    metrics_port = _free_port()
+    with run_gateway(
+        workdir,
+        workers=2,
+        args=("--metrics_port", str(metrics_port)),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus")},
+    ) as gateway:
+        yield gateway.url, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 def _sample(text: str, name: str) -> float:
