@@ -67,6 +67,8 @@ def provider(**overrides: Any) -> dict[str, Any]:
 def spec(**overrides: Any) -> dict[str, Any]:
     return {
         "providers": [provider()],
+        # Every model of the simulator; prices and tiers are the platform's (tenantgw.api.catalog).
+        "catalog": [{"provider": "sim", "model": "*", "costTier": "medium"}],
         "keys": [{"name": "alice"}],
         "routing": {"defaultAlias": "fast-code"},
         "gateway": {"replicas": 1},
@@ -79,7 +81,6 @@ def fast_code(ns: str) -> dict[str, Any]:
         ns,
         "fast-code",
         targets=[{"provider": "sim", "model": "qwen3-coder"}],
-        costTier="medium",
     )
 
 

@@ -58,7 +58,6 @@ def fast_code(ns: str, name: str = "fast-code") -> dict[str, Any]:
         name,
         aliases=[f"{name}-model"],
         targets=[{"provider": "sim", "model": "qwen3-coder", "weight": 1}],
-        costTier="medium",
     )
 
 
@@ -73,6 +72,7 @@ def team_spec(tag: str, keys: list[dict[str, Any]]) -> dict[str, Any]:
                 "credentialsSecretRef": {"name": "sim", "key": "apiKey"},
             }
         ],
+        "catalog": [{"provider": "sim", "model": "*", "costTier": "medium"}],
         "keys": keys,
         "routing": {"defaultAlias": "fast-code"},
         "gateway": {"replicas": 1},
