@@ -111,7 +111,9 @@ def tool_turn(
     seed_home(home, [project])
     env = _onboarding_env(kube, gw)
     spent_before = _budget_spent(services, gw.tenant)
-    started = time.time() - 1
+    # The ledger's ts is the gateway's clock, this machine's: rows from here on are the turn's
+    # (no margin, or the requests of the test before would count as Claude Code's).
+    started = time.time()
     gw.simulator.reset()
     gw.simulator.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
     try:
