@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from tenantgw.api import API_VERSION
@@ -20,27 +21,34 @@ async def write_tenant_status(
     return True
 
 
-async def write_child_status(
-    kube: Kube, kind: str, namespace: str, verdict: Verdict, bodies: list[JSON]
-) -> bool:
-    """Set the Accepted condition of a ModelAlias or BudgetPolicy if it changed."""
+def child_status(
+    kind: str, verdict: Verdict, bodies: list[JSON], now: datetime | None = None
+) -> dict[str, Any] | None:
+    """The status a ModelAlias or BudgetPolicy should get for `verdict`; None: unchanged (pure)."""
     body = next(
         (b for b in bodies if b.get("kind") == kind and b["metadata"].get("name") == verdict.name),
         None,
     )
     if body is None:
-        return False
+        return None
     old = body.get("status") or {}
     accepted = condition(
         "Accepted", verdict.accepted, verdict.reason, verdict.message, verdict.generation
     )
-    conds = merge_conditions(old.get("conditions"), [accepted])
+    conds = merge_conditions(old.get("conditions"), [accepted], now)
     others = [c for c in old.get("conditions") or [] if c.get("type") != "Accepted"]
     status = {"conditions": conds + others, "observedGeneration": verdict.generation}
     if all(old.get(k) == v for k, v in status.items()):
-        return False
+        return None
+    return status
+
+
+async def write_child_status(
+    kube: Kube, kind: str, namespace: str, name: str, status: dict[str, Any]
+) -> bool:
+    """Patch a ModelAlias's or BudgetPolicy's status (see `child_status`); False if it is gone."""
     try:
-        await kube.patch_status(API_VERSION, kind, verdict.name, namespace, status)
+        await kube.patch_status(API_VERSION, kind, name, namespace, status)
     except KubeError as exc:
         if exc.status == 404:  # deleted meanwhile
             return False

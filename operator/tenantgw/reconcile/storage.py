@@ -1,4 +1,11 @@
-"""The StorageReady side of a reconcile: the tenant's own PostgreSQL role and Redis user."""
+"""The StorageReady side of a reconcile: the tenant's own PostgreSQL role and Redis user.
+
+Storage is an external resource with its own observe-then-create contract (Crossplane's): the
+provisioner reads the catalogs and the ACL, plans the missing or drifted statements
+(`tenancy.pg_plan.plan_ensure`) and runs only those, so a resync of a provisioned tenant only
+reads. The tenant reconcile runs this step between observing and planning, because what the
+plan renders (the endpoints in the gateway's Secret) is its outcome.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,6 @@ from typing import Any
 from tenantgw.api import Tenant
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.conditions import condition
-from tenantgw.reconcile.material import Material
 from tenantgw.render.inputs import StorageEndpoints
 from tenantgw.tenancy import Provisioner, StorageError, password_from
 
@@ -28,11 +34,13 @@ class StorageOutcome:
 async def ensure_storage(
     provisioner: Provisioner | None,
     tenant: Tenant,
-    material: Material,
+    stored: tuple[str | None, str | None],
     generation: int | None,
     cache: ReconcileCache | None = None,
 ) -> StorageOutcome:
     """Provision (or verify) the tenant's storage with the password its Secret already holds.
+
+    `stored` is the PostgreSQL DSN and Redis URL the gateway's Secret holds now (or None).
 
     A storage outage keeps the endpoints already in the Secret, so the gateway keeps its
     credentials; only a tenant that never had storage renders none.
@@ -50,8 +58,9 @@ async def ensure_storage(
             ),
         )
     name = tenant.metadata.name or ""
+    stored_dsn, stored_url = stored
     try:
-        password = password_from(material.postgres_dsn) if material.postgres_dsn else None
+        password = password_from(stored_dsn) if stored_dsn else None
         if cache is not None and password and cache.storage_fresh(name, password):
             storage = provisioner.storage(name, password)
         else:
@@ -61,8 +70,8 @@ async def ensure_storage(
     except StorageError as err:
         log.warning("tenant %s: storage not ready: %s", name, err)
         kept = (
-            StorageEndpoints(postgres_dsn=material.postgres_dsn, redis_url=material.redis_url)
-            if material.postgres_dsn and material.redis_url
+            StorageEndpoints(postgres_dsn=stored_dsn, redis_url=stored_url)
+            if stored_dsn and stored_url
             else None
         )
         return StorageOutcome(

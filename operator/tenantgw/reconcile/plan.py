@@ -1,0 +1,536 @@
+"""Plan: what one reconcile of a tenant should do, decided from a snapshot without any I/O.
+
+`plan_tenant(snapshot, settings, now=..., new_key=...)` parses and validates what was observed,
+judges the namespace, plans the key material (new keys and rotations come from `new_key`,
+rotation times from `now`) and renders the desired objects. Some conditions (ApplyFailed, the
+gateway Deployment's availability) are about what the apply itself answered, so the plan ends
+with `conclude(plan, result)`, equally pure: the Tenant status to write (None when nothing a
+reader would notice changed: the zero-write idle resync) and the Events to post after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from tenantgw.api import KeySpec, Tenant
+from tenantgw.kube.apply import ApplyResult, Ref
+from tenantgw.kube.client import JSON
+from tenantgw.reconcile.conditions import condition, find, merge_conditions
+from tenantgw.reconcile.enforcement import EnforcementObservation, enforcement_condition
+from tenantgw.reconcile.material import plan_material
+from tenantgw.reconcile.namespace import ADOPTED_ANNOTATION, judge_namespace
+from tenantgw.reconcile.settings import Settings
+from tenantgw.reconcile.status import child_status
+from tenantgw.reconcile.storage import StorageOutcome
+from tenantgw.reconcile.validate import (
+    Verdict,
+    describe_validation_error,
+    parse_aliases,
+    unenforceable_budgets,
+    validate_aliases,
+    validate_budgets,
+)
+from tenantgw.render.access import RBAC_API_VERSION
+from tenantgw.render.inputs import RenderInputs
+from tenantgw.render.labels import selector
+from tenantgw.render.names import key_secret_name
+from tenantgw.render.objects import render_tenant, service_url
+
+MONITORING_API = "monitoring.coreos.com/v1"
+PRUNABLE_KINDS: list[tuple[str, str]] = [
+    ("v1", "ServiceAccount"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+    (RBAC_API_VERSION, "Role"),
+    (RBAC_API_VERSION, "RoleBinding"),
+]
+MONITORING_KINDS: list[tuple[str, str]] = [
+    (MONITORING_API, "ServiceMonitor"),
+    (MONITORING_API, "PrometheusRule"),
+]
+
+
+@dataclass(frozen=True)
+class TenantSnapshot:
+    """Everything one reconcile read, read once, before deciding anything.
+
+    Only the Tenant and its namespace are read when the Tenant is invalid or may not use the
+    namespace (refused, or still terminating): nothing else would be used, and another
+    tenant's Secrets are never read. Otherwise `complete` is True and the rest is filled in.
+    """
+
+    body: JSON
+    namespace: JSON | None = None
+    complete: bool = False
+    aliases: tuple[JSON, ...] = ()
+    budgets: tuple[JSON, ...] = ()
+    monitoring: bool = False
+    secrets: Mapping[Ref, JSON | None] = field(default_factory=dict)
+    """The tenant's own Secrets (`material.material_refs`), None when missing."""
+    provider_secrets: Mapping[str, JSON | None] = field(default_factory=dict)
+    """The provider credential Secrets in the tenant's namespace, by name."""
+    enforcement: EnforcementObservation = field(
+        default_factory=lambda: EnforcementObservation(configured=False)
+    )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether the snapshot's Tenant may be reconciled in full, and if not the conditions why."""
+
+    tenant: Tenant | None
+    conditions: tuple[dict[str, Any], ...] = ()
+    requeue: bool = False
+    adopted: bool = False
+
+    @property
+    def admitted(self) -> bool:
+        return self.tenant is not None and not self.conditions
+
+
+def admit(
+    body: JSON, live_ns: JSON | None, settings: Settings, *, namespace_read: bool
+) -> Admission:
+    """Parse the Tenant and judge its namespace (pure; also what observe reads further by).
+
+    With `namespace_read` False only the parse is judged (observe has not read the namespace).
+    """
+    generation = body["metadata"].get("generation")
+    try:
+        tenant = Tenant.model_validate(body)
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+        return Admission(
+            None,
+            (
+                condition("ConfigValid", False, "InvalidSpec", message, generation),
+                condition("Ready", False, "InvalidSpec", message, generation),
+            ),
+        )
+    if not namespace_read:
+        return Admission(tenant)
+    name = tenant.metadata.name or ""
+    ns = tenant.namespace_name()
+    verdict = judge_namespace(name, ns, live_ns, settings.operator_namespace)
+    if not verdict.allowed:
+        return Admission(
+            tenant,
+            (
+                condition("ConfigValid", False, verdict.reason, verdict.message, generation),
+                condition("Ready", False, verdict.reason, verdict.message, generation),
+            ),
+        )
+    if live_ns is not None and live_ns.get("status", {}).get("phase") == "Terminating":
+        # Left by a deleted Tenant of the same name (Argo CD's prune-and-recreate) or deleted
+        # by hand: nothing can be created in it. Say so and come back once it is gone.
+        message = (
+            f'namespace "{ns}" is still terminating; the gateway is created again as soon as '
+            "it is gone"
+        )
+        return Admission(
+            tenant,
+            (condition("Ready", False, "NamespaceTerminating", message, generation),),
+            requeue=True,
+        )
+    return Admission(tenant, adopted=verdict.adopted)
+
+
+@dataclass(frozen=True)
+class ChildStatus:
+    """A status patch for one ModelAlias or BudgetPolicy (its Accepted condition)."""
+
+    kind: str
+    name: str
+    namespace: str
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the full plan found, for the conditions that also need the apply's answer."""
+
+    tenant: Tenant
+    alias_verdicts: list[Verdict]
+    budget_verdicts: list[Verdict]
+    missing: list[str]
+    monitoring: bool
+    storage: StorageOutcome
+    enforcement: dict[str, Any]
+    fields: dict[str, Any]
+    rotated: list[tuple[str, datetime | None]]
+    """Keys rotated by this plan, with the time their previous value stops working."""
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    """What to do: objects to apply, what to prune, child statuses, and the Tenant's status."""
+
+    name: str
+    body: JSON
+    now: datetime
+    objects: tuple[JSON, ...] = ()
+    known: Mapping[Ref, JSON | None] = field(default_factory=dict)
+    """Live objects the snapshot already holds, so the apply does not read them again."""
+    prune_namespace: str | None = None
+    prune_selector: str = ""
+    prune_kinds: tuple[tuple[str, str], ...] = ()
+    child_statuses: tuple[ChildStatus, ...] = ()
+    conditions: tuple[dict[str, Any], ...] = ()
+    """The Tenant's conditions when they do not depend on an apply (nothing is applied)."""
+    findings: Findings | None = None
+    requeue: bool = False
+
+    @property
+    def rendered(self) -> frozenset[tuple[str, str, str]]:
+        return frozenset((o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in self.objects)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """The Tenant status to write (None: unchanged) and the Events to post after it."""
+
+    status: dict[str, Any] | None
+    events: tuple[Event, ...]
+    ready: bool
+    requeue: bool
+
+
+def plan_tenant(
+    snapshot: TenantSnapshot,
+    settings: Settings,
+    *,
+    now: datetime,
+    new_key: Callable[[], str],
+    storage: StorageOutcome | None = None,
+) -> TenantPlan:
+    """The plan for `snapshot` (pure).
+
+    `storage` is the outcome of the storage step (see reconcile/storage.py), required for a
+    complete snapshot: the endpoints it returns are rendered into the gateway's Secret.
+    """
+    name = snapshot.body["metadata"]["name"]
+    admission = admit(snapshot.body, snapshot.namespace, settings, namespace_read=True)
+    if admission.admitted and not snapshot.complete:
+        raise ValueError(f"tenant {name}: the snapshot of an admitted Tenant is incomplete")
+    if not admission.admitted:
+        return TenantPlan(
+            name, snapshot.body, now, conditions=admission.conditions, requeue=admission.requeue
+        )
+    tenant = admission.tenant
+    if tenant is None or storage is None:
+        raise ValueError(f"tenant {name}: a complete snapshot is planned with a storage outcome")
+    generation = snapshot.body["metadata"].get("generation")
+    ns = tenant.namespace_name()
+
+    alias_bodies, budget_bodies = list(snapshot.aliases), list(snapshot.budgets)
+    aliases, rejected = parse_aliases(alias_bodies)
+    alias_verdicts = validate_aliases(tenant, aliases) + rejected
+    accepted_names = {v.name for v in alias_verdicts if v.accepted}
+    accepted = [a for a in aliases if a.metadata.name in accepted_names]
+    budgets, budget_verdicts = validate_budgets(tenant, budget_bodies, accepted)
+
+    material = plan_material(
+        tenant, snapshot.secrets, grace=settings.key_grace, now=now, generate=new_key
+    )
+    inputs = RenderInputs(
+        tenant=tenant,
+        aliases=sorted(accepted, key=lambda a: a.metadata.name or ""),
+        budgets=budgets,
+        unenforceable_budgets=unenforceable_budgets(budget_verdicts),
+        master_key=material.master_key,
+        keys=material.keys,
+        image=settings.gateway_image,
+        monitoring=snapshot.monitoring,
+        monitoring_namespace=settings.monitoring_namespace,
+        network=settings.network,
+        storage=storage.endpoints,
+        key_state=material.key_state,
+    )
+    objects = render_tenant(inputs)
+    if admission.adopted:
+        _mark_adopted(objects)
+
+    # A BudgetPolicy's spend fields are the budget status loop's (reconcile/budgets.py).
+    children = []
+    for verdict, kind in [(v, "ModelAlias") for v in alias_verdicts] + [
+        (v, "BudgetPolicy") for v in budget_verdicts
+    ]:
+        status = child_status(kind, verdict, alias_bodies + budget_bodies, now)
+        if status is not None:
+            children.append(ChildStatus(kind, verdict.name, ns, status))
+
+    findings = Findings(
+        tenant=tenant,
+        alias_verdicts=alias_verdicts,
+        budget_verdicts=budget_verdicts,
+        missing=missing_credentials(tenant, snapshot.provider_secrets),
+        monitoring=snapshot.monitoring,
+        storage=storage,
+        enforcement=enforcement_condition(tenant, snapshot.enforcement, generation),
+        fields=_status_fields(tenant, inputs),
+        rotated=[(k, material.key_state[k].previous_valid_until) for k in material.rotated],
+    )
+    return TenantPlan(
+        name,
+        snapshot.body,
+        now,
+        objects=tuple(objects),
+        known=material.live,
+        prune_namespace=ns,
+        prune_selector=selector(name),
+        prune_kinds=tuple(PRUNABLE_KINDS + (MONITORING_KINDS if snapshot.monitoring else [])),
+        child_statuses=tuple(children),
+        findings=findings,
+        requeue=storage.failed,
+    )
+
+
+def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
+    """The Tenant status and Events once the plan's objects were applied (pure)."""
+    body = plan.body
+    generation = body["metadata"].get("generation")
+    old: dict[str, Any] = body.get("status") or {}
+    found = plan.findings
+    extra: dict[str, Any] = {}
+    if found is None:
+        conds = list(plan.conditions)
+    else:
+        conds = tenant_conditions(
+            found.tenant,
+            generation,
+            found.alias_verdicts,
+            found.budget_verdicts,
+            found.missing,
+            result,
+            found.monitoring,
+            found.storage,
+        )
+        conds.append(found.enforcement)
+        extra = found.fields
+    status = {
+        "conditions": merge_conditions(old.get("conditions"), conds, plan.now),
+        "observedGeneration": generation,
+        **extra,
+    }
+    changed = not all(old.get(k) == v for k, v in status.items())
+    events: list[Event] = []
+    if changed:
+        for cond in conds:
+            before = find(old.get("conditions"), cond["type"])
+            if cond["status"] == "False" and (
+                before is None or before.get("message") != cond["message"]
+            ):
+                events.append(Event("Warning", cond["reason"], cond["message"]))
+    if found is not None:
+        for key, until in found.rotated:
+            events.append(
+                Event(
+                    "Normal",
+                    "KeyRotated",
+                    f"key {key} has a new value in Secret {key_secret_name(key)}; "
+                    f"the previous value works until {until:%Y-%m-%dT%H:%M:%SZ}",
+                )
+            )
+        if result.changed:
+            changes = ", ".join(result.applied + [f"-{p}" for p in result.pruned])
+            events.append(Event("Normal", "Applied", f"applied {changes}"))
+    ready = find(conds, "Ready")
+    return Conclusion(
+        status=status if changed else None,
+        events=tuple(events),
+        ready=bool(ready and ready["status"] == "True"),
+        requeue=plan.requeue or bool(result.failed),
+    )
+
+
+def _mark_adopted(objects: list[JSON]) -> None:
+    """A namespace the Tenant did not create is labelled but never owned (so never deleted)."""
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            obj["metadata"].pop("ownerReferences", None)
+            obj["metadata"].setdefault("annotations", {})[ADOPTED_ANNOTATION] = "true"
+
+
+def provider_secret_names(tenant: Tenant) -> list[str]:
+    """The Secrets the tenant's provider credentials reference, in its namespace."""
+    refs = [p.credentials_secret_ref for p in tenant.spec.providers]
+    return list(dict.fromkeys(r.name for r in refs if r is not None))
+
+
+def missing_credentials(tenant: Tenant, secrets: Mapping[str, JSON | None]) -> list[str]:
+    """Provider credential references whose Secret or key does not exist."""
+    ns = tenant.namespace_name()
+    missing = []
+    for i, provider in enumerate(tenant.spec.providers):
+        ref = provider.credentials_secret_ref
+        if ref is None:
+            continue
+        secret = secrets.get(ref.name)
+        if secret is None:
+            missing.append(
+                f'spec.providers[{i}].credentialsSecretRef: Secret "{ref.name}" not found in '
+                f"namespace {ns}; create it there with key {ref.key}"
+            )
+        elif ref.key not in (secret.get("data") or {}):
+            missing.append(
+                f'spec.providers[{i}].credentialsSecretRef: Secret "{ref.name}" in namespace '
+                f'{ns} has no key "{ref.key}"'
+            )
+    return missing
+
+
+def tenant_conditions(
+    tenant: Tenant,
+    generation: int | None,
+    alias_verdicts: list[Verdict],
+    budget_verdicts: list[Verdict],
+    missing: list[str],
+    result: ApplyResult,
+    monitoring: bool,
+    storage: StorageOutcome,
+) -> list[dict[str, Any]]:
+    """Ready means the gateway serves the tenant's valid configuration.
+
+    A rejected ModelAlias or BudgetPolicy is left out of that configuration: ConfigValid says
+    which and why, and Ready stays True with reason `Degraded` (the printer column shows it)
+    while the rest keeps serving. Ready is False when nothing serves the current spec: a
+    missing credential, an apply the API server refused, storage, or a gateway not available.
+    """
+    rejected = [f"ModelAlias {v.name}: {v.message}" for v in alias_verdicts if not v.accepted]
+    rejected_budgets = [
+        f"BudgetPolicy {v.name}: {v.message}" for v in budget_verdicts if not v.accepted
+    ]
+    if missing:
+        config = condition(
+            "ConfigValid", False, "ProviderCredentialsMissing", "; ".join(missing), generation
+        )
+    elif rejected or rejected_budgets:
+        reason = (
+            "ResourcesRejected"
+            if rejected and rejected_budgets
+            else "ModelAliasRejected"
+            if rejected
+            else "BudgetPolicyRejected"
+        )
+        detail = "; ".join(rejected + rejected_budgets)
+        config = condition("ConfigValid", False, reason, detail, generation)
+    else:
+        config = condition("ConfigValid", True, "Valid", "the configuration is valid", generation)
+
+    dep = result.live.get(("apps/v1", "Deployment", "gateway", tenant.namespace_name()))
+    available = _deployment_available(dep)
+    if available:
+        gateway = condition(
+            "GatewayAvailable",
+            True,
+            "DeploymentAvailable",
+            "the gateway Deployment is available",
+            generation,
+        )
+    else:
+        gateway = condition(
+            "GatewayAvailable",
+            False,
+            "DeploymentProgressing",
+            "waiting for the gateway Deployment to become available",
+            generation,
+        )
+
+    if monitoring:
+        mon = condition(
+            "MonitoringConfigured",
+            True,
+            "ServiceMonitorCreated",
+            "ServiceMonitor and PrometheusRule are applied",
+            generation,
+        )
+    else:
+        mon = condition(
+            "MonitoringConfigured",
+            False,
+            "MonitoringCRDsMissing",
+            "the monitoring.coreos.com CRDs are not installed; "
+            "no ServiceMonitor or PrometheusRule was created",
+            generation,
+        )
+    store = storage.condition
+    store_ok = store["status"] == "True" or store["reason"] == "NotConfigured"
+    serves = f"the gateway serves {service_url(tenant)}"
+    if result.failed:
+        message = "the API server refused: " + "; ".join(f.describe() for f in result.failed)
+        ready = condition("Ready", False, "ApplyFailed", message, generation)
+    elif missing:
+        ready = condition("Ready", False, config["reason"], config["message"], generation)
+    elif not available:
+        ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
+    elif not store_ok:
+        ready = condition("Ready", False, store["reason"], store["message"], generation)
+    elif config["status"] == "False":
+        left_out = [f"ModelAlias {v.name}" for v in alias_verdicts if not v.accepted] + [
+            f"BudgetPolicy {v.name}" for v in budget_verdicts if not v.accepted
+        ]
+        message = f"{serves}; left out (see ConfigValid): {', '.join(left_out)}"
+        ready = condition("Ready", True, "Degraded", message, generation)
+    else:
+        ready = condition("Ready", True, "Ready", serves, generation)
+    return [ready, config, gateway, store, mon]
+
+
+def _deployment_available(dep: JSON | None) -> bool:
+    if not dep:
+        return False
+    status = dep.get("status", {})
+    if status.get("observedGeneration", 0) < dep["metadata"].get("generation", 0):
+        return False
+    avail = find(status.get("conditions"), "Available")
+    return bool(avail and avail.get("status") == "True")
+
+
+def _status_fields(tenant: Tenant, inputs: RenderInputs) -> dict[str, Any]:
+    models: set[str] = set()
+    for alias in inputs.aliases:
+        models.add(alias.metadata.name or "")
+        models.update(n for n in alias.spec.aliases if "*" not in n)
+    return {
+        "url": service_url(tenant),
+        "models": sorted(models),
+        "keys": [_key_status(k, inputs) for k in tenant.spec.keys],
+    }
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _key_status(key: KeySpec, inputs: RenderInputs) -> dict[str, Any]:
+    state = inputs.key_state.get(key.name)
+    rotates = (
+        state.issued_at + timedelta(days=key.rotate_after_days)
+        if state and key.rotate_after_days
+        else None
+    )
+    fields = {
+        "name": key.name,
+        "secretName": key_secret_name(key.name),
+        "expiresAt": _stamp(key.expires_at),
+        "issuedAt": _stamp(state.issued_at if state else None),
+        "rotatesAt": _stamp(rotates),
+        "previousKeyValidUntil": _stamp(state.previous_valid_until if state else None),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
