@@ -540,8 +540,14 @@ def applied(cluster: Cluster, crds_installed: None) -> Iterator[str]:
     had_namespace = exists(cluster, "namespace", EXAMPLE_NS)
     if not had_namespace:
         cluster.run_kubectl("create", "namespace", EXAMPLE_NS)
+    # Forced: a demo or an end-to-end run left running owns some of the same fields.
     proc = cluster.run_kubectl(
-        "apply", "--server-side", f"--field-manager={MANAGER}", "-k", str(EXAMPLES)
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        f"--field-manager={MANAGER}",
+        "-k",
+        str(EXAMPLES),
     )
     yield proc.stdout
     # Deleting the namespace deletes the Secrets, ModelAliases and BudgetPolicy in it.
