@@ -9,7 +9,7 @@ import pytest
 
 from tenantgw.kube.apply import ApplyFailure, ApplyResult
 from tenantgw.reconcile.conditions import condition, find
-from tenantgw.reconcile.plan import tenant_conditions
+from tenantgw.reconcile.readiness import tenant_conditions
 from tenantgw.reconcile.storage import StorageOutcome
 from tenantgw.reconcile.validate import Verdict
 from tenantgw.render import RenderInputs

@@ -1,0 +1,147 @@
+"""The Tenant's conditions, from what the plan found and what the apply answered (pure).
+
+`Ready` means the gateway serves the tenant's valid configuration; see `tenant_conditions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tenantgw.api import Tenant
+from tenantgw.kube.apply import ApplyResult
+from tenantgw.kube.client import JSON
+from tenantgw.reconcile.conditions import condition, find
+from tenantgw.reconcile.storage import StorageOutcome
+from tenantgw.reconcile.validate import Verdict
+from tenantgw.render.objects import service_url
+
+
+def missing_credentials(tenant: Tenant, secrets: Mapping[str, JSON | None]) -> list[str]:
+    """Provider credential references whose Secret or key does not exist."""
+    ns = tenant.namespace_name()
+    missing = []
+    for i, provider in enumerate(tenant.spec.providers):
+        ref = provider.credentials_secret_ref
+        if ref is None:
+            continue
+        secret = secrets.get(ref.name)
+        if secret is None:
+            missing.append(
+                f'spec.providers[{i}].credentialsSecretRef: Secret "{ref.name}" not found in '
+                f"namespace {ns}; create it there with key {ref.key}"
+            )
+        elif ref.key not in (secret.get("data") or {}):
+            missing.append(
+                f'spec.providers[{i}].credentialsSecretRef: Secret "{ref.name}" in namespace '
+                f'{ns} has no key "{ref.key}"'
+            )
+    return missing
+
+
+def tenant_conditions(
+    tenant: Tenant,
+    generation: int | None,
+    alias_verdicts: list[Verdict],
+    budget_verdicts: list[Verdict],
+    missing: list[str],
+    result: ApplyResult,
+    monitoring: bool,
+    storage: StorageOutcome,
+) -> list[dict[str, Any]]:
+    """Ready means the gateway serves the tenant's valid configuration.
+
+    A rejected ModelAlias or BudgetPolicy is left out of that configuration: ConfigValid says
+    which and why, and Ready stays True with reason `Degraded` (the printer column shows it)
+    while the rest keeps serving. Ready is False when nothing serves the current spec: a
+    missing credential, an apply the API server refused, storage, or a gateway not available.
+    """
+    rejected = [f"ModelAlias {v.name}: {v.message}" for v in alias_verdicts if not v.accepted]
+    rejected_budgets = [
+        f"BudgetPolicy {v.name}: {v.message}" for v in budget_verdicts if not v.accepted
+    ]
+    if missing:
+        config = condition(
+            "ConfigValid", False, "ProviderCredentialsMissing", "; ".join(missing), generation
+        )
+    elif rejected or rejected_budgets:
+        reason = (
+            "ResourcesRejected"
+            if rejected and rejected_budgets
+            else "ModelAliasRejected"
+            if rejected
+            else "BudgetPolicyRejected"
+        )
+        detail = "; ".join(rejected + rejected_budgets)
+        config = condition("ConfigValid", False, reason, detail, generation)
+    else:
+        config = condition("ConfigValid", True, "Valid", "the configuration is valid", generation)
+
+    dep = result.live.get(("apps/v1", "Deployment", "gateway", tenant.namespace_name()))
+    available = deployment_available(dep)
+    if available:
+        gateway = condition(
+            "GatewayAvailable",
+            True,
+            "DeploymentAvailable",
+            "the gateway Deployment is available",
+            generation,
+        )
+    else:
+        gateway = condition(
+            "GatewayAvailable",
+            False,
+            "DeploymentProgressing",
+            "waiting for the gateway Deployment to become available",
+            generation,
+        )
+
+    if monitoring:
+        mon = condition(
+            "MonitoringConfigured",
+            True,
+            "ServiceMonitorCreated",
+            "ServiceMonitor and PrometheusRule are applied",
+            generation,
+        )
+    else:
+        mon = condition(
+            "MonitoringConfigured",
+            False,
+            "MonitoringCRDsMissing",
+            "the monitoring.coreos.com CRDs are not installed; "
+            "no ServiceMonitor or PrometheusRule was created",
+            generation,
+        )
+    store = storage.condition
+    store_ok = store["status"] == "True" or store["reason"] == "NotConfigured"
+    serves = f"the gateway serves {service_url(tenant)}"
+    if result.failed:
+        message = "the API server refused: " + "; ".join(f.describe() for f in result.failed)
+        ready = condition("Ready", False, "ApplyFailed", message, generation)
+    elif missing:
+        ready = condition("Ready", False, config["reason"], config["message"], generation)
+    elif not available:
+        ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
+    elif not store_ok:
+        ready = condition("Ready", False, store["reason"], store["message"], generation)
+    elif config["status"] == "False":
+        left_out = [f"ModelAlias {v.name}" for v in alias_verdicts if not v.accepted] + [
+            f"BudgetPolicy {v.name}" for v in budget_verdicts if not v.accepted
+        ]
+        message = f"{serves}; left out (see ConfigValid): {', '.join(left_out)}"
+        ready = condition("Ready", True, "Degraded", message, generation)
+    else:
+        ready = condition("Ready", True, "Ready", serves, generation)
+    return [ready, config, gateway, store, mon]
+
+
+def deployment_available(dep: JSON | None) -> bool:
+    """Whether the gateway Deployment is Available at its current generation."""
+    if not dep:
+        return False
+    status = dep.get("status", {})
+    if status.get("observedGeneration", 0) < dep["metadata"].get("generation", 0):
+        return False
+    avail = find(status.get("conditions"), "Available")
+    return bool(avail and avail.get("status") == "True")
