@@ -18,11 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +29,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anthropic
-import httpx
 import openai
 import psycopg
 import pytest
@@ -43,6 +38,7 @@ from psycopg import sql
 
 from e2e.claude import ClaudeCodeError, run_claude, seed_home
 from e2e.fixtures import Services
+from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from tenantgw.api.periods import budget_counter_key
 from tenantgw.render.litellm_config import NUM_RETRIES
@@ -58,7 +54,6 @@ KEYS = {
 }
 PROVIDER_KEY = "sk-sim-fb-" + secrets.token_hex(6)
 PROVIDER_ENV = "TENANTGW_PROVIDER_SIM_API_KEY"
-STARTUP_TIMEOUT = 120.0
 M = 1_000_000  # micro-USD per USD: the budget counters' unit
 
 # alias -> (upstream model, region, fallbacks)
@@ -77,12 +72,6 @@ BUDGETS: list[dict[str, Any]] = [
     {"name": "primary-daily", "scope": {"kind": "ModelAlias", "name": "primary"}, "limit_usd": 100},
     {"name": "spent-daily", "scope": {"kind": "Key", "name": "spent"}, "limit_usd": 1},
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_gateway_files(directory: Path, tenant: str, sim_url: str) -> Path:
@@ -276,30 +265,13 @@ class Gateway:
         return self.ledger_rows(key, since)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:]
-            pytest.fail(f"gateway exited with {proc.returncode} during start-up:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health/readiness", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"gateway not ready after {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     sim_url, sim = start_simulator(api_key=PROVIDER_KEY)
     workdir = tmp_path_factory.mktemp("fallbacks-gateway")
     with tenant_stores(services) as stores:
         config_file = write_gateway_files(workdir, stores.tenant, sim_url)
-        port = _free_port()
         env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(workdir),
-            "PYTHONPATH": str(ROOT / "operator"),
             "LITELLM_MASTER_KEY": MASTER_KEY,
             PROVIDER_ENV: PROVIDER_KEY,
             "TENANTGW_TENANT": stores.tenant,
@@ -308,28 +280,11 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "TENANTGW_REDIS_URL": stores.redis_url,
             "TENANTGW_POSTGRES_DSN": stores.postgres_dsn,
             "TENANTGW_SPOOL_DIR": str(workdir / "spool"),
-            "NO_PROXY": "*",
         }
-        log = workdir / "gateway.log"
-        argv = [
-            sys.executable, "-m", "tenantgw.gateway", "--config", str(config_file),
-            "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1",
-        ]  # fmt: skip
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
-            )
-        url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(proc, url, log)
-            yield Gateway(url=url, sim=sim, stores=stores, log=log)
+            with launch_gateway(workdir, config_file, env) as launched:
+                yield Gateway(url=launched.url, sim=sim, stores=stores, log=launched.log)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
             sim.stop()
 
 

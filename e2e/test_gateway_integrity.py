@@ -18,10 +18,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,16 +34,14 @@ import redis
 from psycopg import sql
 
 from e2e.fixtures import Services
+from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.test_gateway_process import (
     ALICE_KEY,
     MASTER_KEY,
     PROVIDER_ENV,
     PROVIDER_KEY,
-    ROOT,
     TENANT,
-    _free_port,
-    _wait_ready,
     write_gateway_files,
 )
 from e2e.throwaway_redis import ThrowawayRedis
@@ -160,11 +155,7 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
     store = ThrowawayRedis(workdir)
     store.start()
     with tenant_role(services) as dsn:
-        port = _free_port()
         env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(workdir),
-            "PYTHONPATH": str(ROOT / "operator"),
             "LITELLM_MASTER_KEY": MASTER_KEY,
             PROVIDER_ENV: PROVIDER_KEY,
             "TENANTGW_TENANT": TENANT,
@@ -173,26 +164,11 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "TENANTGW_REDIS_URL": store.url,
             "TENANTGW_POSTGRES_DSN": dsn,
             "TENANTGW_SPOOL_DIR": str(workdir / "spool"),
-            "NO_PROXY": "*",
         }
-        log = workdir / "gateway.log"
-        argv = [sys.executable, "-m", "tenantgw.gateway", "--config", str(config_file)]
-        argv += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
-            )
-        url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(proc, url, log)
-            yield Gateway(url, sim, log, store, dsn, rules_file)
+            with launch_gateway(workdir, config_file, env) as launched:
+                yield Gateway(launched.url, sim, launched.log, store, dsn, rules_file)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
             sim.stop()
             store.kill()
 

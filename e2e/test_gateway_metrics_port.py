@@ -13,7 +13,8 @@ import anthropic
 import httpx
 import pytest
 
-from e2e.gateway_process import _free_port, run_gateway
+from e2e.gateway_launch import free_port
+from e2e.gateway_process import run_gateway
 from e2e.test_gateway_process import ALICE_KEY
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.e2e
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A gateway with two workers and a metrics port: (API URL, metrics URL)."""
     workdir: Path = tmp_path_factory.mktemp("metrics-gateway")
-    metrics_port = _free_port()
+    metrics_port = free_port()
     with run_gateway(
         workdir,
         workers=2,

@@ -7,14 +7,8 @@ story it proves.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +20,7 @@ import openai
 import pytest
 import yaml
 
+from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +34,6 @@ EXPIRED_KEY = "sk-tgw-e2e-old-11aa22"
 PROVIDER_KEY = "sk-sim-provider-e2e"
 PROVIDER_ENV = "TENANTGW_PROVIDER_SIM_API_KEY"
 MAX_BODY_BYTES = 256 * 1024
-STARTUP_TIMEOUT = 120.0
 
 # alias -> (upstream model, cost tier, client names, fallbacks)
 ALIASES: dict[str, tuple[str, str, list[str], list[str]]] = {
@@ -48,12 +42,6 @@ ALIASES: dict[str, tuple[str, str, list[str], list[str]]] = {
     "documentation": ("sim-docs", "low", [], ["fast-code"]),
     "refactoring": ("sim-refactor", "high", [], ["reasoning"]),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_gateway_files(directory: Path, sim_url: str) -> tuple[Path, Path, Path]:
@@ -188,66 +176,24 @@ class Gateway:
         return request
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:]
-            pytest.fail(f"gateway exited with {proc.returncode} during start-up:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health/readiness", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-4000:]
-    pytest.fail(f"gateway not ready after {STARTUP_TIMEOUT:.0f} s:\n{tail}")
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway process for tenant `eng` in front of a provider simulator."""
     sim_url, sim = start_simulator(api_key=PROVIDER_KEY)
     workdir = tmp_path_factory.mktemp("gateway")
     config_file, rules_file, keys_file = write_gateway_files(workdir, sim_url)
-    port = _free_port()
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(workdir),
-        "PYTHONPATH": str(ROOT / "operator"),
         "LITELLM_MASTER_KEY": MASTER_KEY,
         PROVIDER_ENV: PROVIDER_KEY,
         "TENANTGW_TENANT": TENANT,
         "TENANTGW_RULES_FILE": str(rules_file),
         "TENANTGW_KEYS_FILE": str(keys_file),
         "TENANTGW_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-        "NO_PROXY": "*",
     }
-    log = workdir / "gateway.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "tenantgw.gateway",
-        "--config",
-        str(config_file),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--num_workers",
-        "1",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, url, log)
-        yield Gateway(url=url, sim=sim, log=log)
+        with launch_gateway(workdir, config_file, env) as launched:
+            yield Gateway(url=launched.url, sim=sim, log=launched.log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
         sim.stop()
 
 
