@@ -7,16 +7,22 @@ with the launcher's own message and the tail of its log, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shlex
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from kubernetes.client import ApiClient
 from kubernetes.config import new_client_from_config
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT / ".dev"
@@ -149,3 +155,28 @@ def kube(cluster: Cluster) -> Iterator[ApiClient]:
     client = new_client_from_config(config_file=str(cluster.kubeconfig))
     yield client
     client.close()
+
+
+@contextlib.contextmanager
+def tenant_role(services: Services, prefix: str) -> Iterator[tuple[str, str]]:
+    """A tenant role owning its schema, as the operator provisions it: (role, DSN); dropped
+    afterwards with its sessions."""
+    role, password = f"{prefix}_{uuid.uuid4().hex[:12]}", secrets.token_hex(16)
+    parts = urlsplit(services.postgres_dsn)
+    netloc = f"{quote(role)}:{quote(password)}@{parts.hostname}:{parts.port}"
+    ident = sql.Identifier(role)
+    with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password))
+        )
+        admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident, ident))
+        admin.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, ident))
+    try:
+        yield role, urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
+            )
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
+            admin.execute(sql.SQL("DROP ROLE {}").format(ident))

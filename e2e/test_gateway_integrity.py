@@ -15,25 +15,21 @@ in front of the provider simulator. Two keys: alice and bob.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import hashlib
 import json
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
 import redis
-from psycopg import sql
 
-from e2e.fixtures import Services
+from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.test_gateway_process import (
@@ -104,30 +100,6 @@ def eventually(check: Callable[[], bool], what: str, seconds: float = 30) -> Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@contextlib.contextmanager
-def tenant_role(services: Services) -> Iterator[str]:
-    """A tenant role owning its schema, as the operator provisions it; dropped afterwards."""
-    role, password = f"tg_e2e_{uuid.uuid4().hex[:12]}", secrets.token_hex(16)
-    parts = urlsplit(services.postgres_dsn)
-    netloc = f"{quote(role)}:{quote(password)}@{parts.hostname}:{parts.port}"
-    ident = sql.Identifier(role)
-    with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password))
-        )
-        admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident, ident))
-        admin.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, ident))
-    try:
-        yield urlunsplit(parts._replace(netloc=netloc))
-    finally:
-        with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
-            )
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
-            admin.execute(sql.SQL("DROP ROLE {}").format(ident))
-
-
 def _budget(name: str, key: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -154,7 +126,7 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
     keys_file.write_text(json.dumps(keys))
     store = ThrowawayRedis(workdir)
     store.start()
-    with tenant_role(services) as dsn:
+    with tenant_role(services, "tg_e2e") as (_, dsn):
         env = {
             "LITELLM_MASTER_KEY": MASTER_KEY,
             PROVIDER_ENV: PROVIDER_KEY,

@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
-from psycopg import sql
 
-from e2e.fixtures import Services
+from e2e.fixtures import Services, tenant_role
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
@@ -100,25 +98,8 @@ class TenantDb:
 @pytest.fixture
 def tenant_db(services: Services) -> Iterator[TenantDb]:
     """A tenant role owning its schema, as the operator provisions it; dropped afterwards."""
-    role, password = f"tg_test_{uuid.uuid4().hex[:12]}", secrets.token_hex(16)
-    parts = urlsplit(services.postgres_dsn)
-    netloc = f"{quote(role)}:{quote(password)}@{parts.hostname}:{parts.port}"
-    ident = sql.Identifier(role)
-    with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password))
-        )
-        admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident, ident))
-        admin.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, ident))
-    try:
-        yield TenantDb(role, urlunsplit(parts._replace(netloc=netloc)))
-    finally:
-        with psycopg.connect(services.postgres_dsn, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
-            )
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
-            admin.execute(sql.SQL("DROP ROLE {}").format(ident))
+    with tenant_role(services, "tg_test") as (role, dsn):
+        yield TenantDb(role, dsn)
 
 
 @asynccontextmanager
