@@ -236,7 +236,7 @@ def test_a_stream_gets_the_verdicts_in_its_final_delta_whatever_the_chunking(
         return safeguards.available({c.id: safeguards.evaluated(False) for c in calls})
 
     monkeypatch.setattr(autoreview, "judge", judge)
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"id": "m"}},
         {
             "type": "content_block_start",
