@@ -66,7 +66,12 @@ class SimConfig:
     answered with text. An agent such as Claude Code offers a dozen tools on every turn, so the
     plan says which one a scripted turn runs (``{"tool": "Read", "arguments": {"file_path":
     ...}}``). Either way, a request whose last message is a tool result is answered with
-    "Tool said: <result>".
+    "Tool said: <result>". ``[[sim:tool NAME {json}]]`` in a request's last user message is a
+    plan for that request alone.
+
+    Judges: a request for one of ``judge_models`` is answered like a safety classifier asked
+    for ``{"verdicts": {id: {"flagged", "reason"}}}`` on the tool calls its prompt lists, flagging
+    those whose input matches the regex ``judge_dangerous``; fail it with ``fail_models``.
     """
 
     latency_ms: float = 0.0
@@ -80,6 +85,8 @@ class SimConfig:
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     max_recorded: int = 1000
     tool_plan: dict[str, Any] | None = None
+    judge_models: list[str] = field(default_factory=lambda: ["sim-judge"])
+    judge_dangerous: str = r"rm\s+-rf\s+(~|\$HOME)"
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -327,7 +334,21 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     prompt_text = "\n".join(m.text for m in req.messages)
     prompt_tokens = estimate_tokens(prompt_text)
     last = req.messages[-1] if req.messages else None
+    if req.model in cfg.judge_models:
+        text = judge_reply(last.text if last is not None else "", cfg.judge_dangerous)
+        return Reply(
+            text=text,
+            tool_call=None,
+            finish_reason="stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=estimate_tokens(text),
+        )
     plan = cfg.tool_plan
+    directive = (
+        TOOL_DIRECTIVE.search(last.text) if last is not None and last.role == "user" else None
+    )
+    if directive is not None:
+        plan = {"tool": directive.group(1), "arguments": json.loads(directive.group(2))}
     offered = {t.name for t in req.tools}
     may_call = bool(req.tools) and last is not None and last.role == "user"
 
@@ -369,6 +390,36 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
         prompt_tokens=prompt_tokens,
         completion_tokens=estimate_tokens(text),
     )
+
+
+TOOL_DIRECTIVE = re.compile(r"\[\[sim:tool (\S+) (\{.*?\})\]\]", re.DOTALL)
+"""``[[sim:tool NAME {json arguments}]]`` in the user's last message: call NAME with those
+arguments on this request (a ``tool_plan`` for one request)."""
+
+
+def judge_reply(prompt: str, dangerous: str) -> str:
+    """What a judge model (``judge_models``) answers: the verdicts JSON a safety classifier is
+    asked for, for the tool calls listed in the prompt (the last JSON array of objects with an
+    ``id``), flagging those whose input matches the regex ``dangerous``."""
+    calls: list[Any] = []
+    decoder = json.JSONDecoder()
+    start = prompt.rfind("[")
+    while start >= 0:
+        try:
+            value, _ = decoder.raw_decode(prompt[start:])
+        except ValueError:
+            value = None
+        if isinstance(value, list) and all(isinstance(v, dict) and "id" in v for v in value):
+            calls = value
+            break
+        start = prompt.rfind("[", 0, start)
+    pattern = re.compile(dangerous)
+    verdicts = {}
+    for call in calls:
+        flagged = bool(pattern.search(json.dumps(call.get("input"))))
+        reason = "deletes data outside the project" if flagged else "routine"
+        verdicts[str(call["id"])] = {"flagged": flagged, "reason": reason}
+    return json.dumps({"verdicts": verdicts})
 
 
 def content_text(content: Any) -> str:

@@ -214,7 +214,7 @@ async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
     expected = rec.as_row()
     assert stored[1] == expected["ts"]
     assert list(stored[2:13]) == [expected[c] for c in list(expected)[2:13]]
-    assert stored[15:] == (850, 240, "success", 200, None, None, True)
+    assert stored[15:] == (850, 240, "success", 200, None, None, True, None, None)
     error = by_id[failed.request_id]
     assert error[14] is None
     assert error[16:21] == (None, "error", 500, "InternalServerError", "reasoning")

@@ -3,16 +3,19 @@ a rejected ModelAlias or BudgetPolicy degrades it without making it "not ready".
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from tenantgw.api import AutoMode
 from tenantgw.kube.apply import ApplyFailure, ApplyResult
 from tenantgw.reconcile.conditions import condition, find
 from tenantgw.reconcile.readiness import tenant_conditions
 from tenantgw.reconcile.storage import StorageOutcome
 from tenantgw.reconcile.validate import Verdict
 from tenantgw.render import RenderInputs
+from tenantgw.render.rules import render_rules
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +109,23 @@ def test_missing_credentials_and_an_unavailable_gateway_are_not_ready(
     got = conds(engineering_team, result=applied(engineering_team, available=False))
     assert got["Ready"]["status"] == "False"
     assert find(list(got.values()), "GatewayAvailable")["status"] == "False"  # type: ignore[index]
+
+
+def test_an_auto_mode_classifier_that_is_not_served_is_named_on_config_valid(
+    engineering_team: RenderInputs,
+) -> None:
+    spec = engineering_team.tenant.spec.model_copy(
+        update={"auto_mode": AutoMode(classifier_alias="judge")}
+    )
+    tenant = engineering_team.tenant.model_copy(update={"spec": spec})
+    inputs = dataclasses.replace(engineering_team, tenant=tenant)
+    got = conds(inputs)
+    assert (got["ConfigValid"]["status"], got["ConfigValid"]["reason"]) == (
+        "False",
+        "AutoModeClassifierNotServed",
+    )
+    assert "spec.autoMode.classifierAlias" in got["ConfigValid"]["message"]
+    assert (got["Ready"]["status"], got["Ready"]["reason"]) == ("True", "Degraded")
+    assert render_rules(inputs)["auto_mode"]["classifier_alias"] is None
+    served = conds(inputs, aliases=[Verdict("judge", True, "Accepted", "ok", 1)])
+    assert served["ConfigValid"]["status"] == "True"

@@ -296,6 +296,35 @@ class Enforcement(CamelModel):
     )
 
 
+class AutoMode(CamelModel):
+    """Claude Code's auto mode through the gateway: who judges its tool calls.
+
+    Claude Code in auto mode asks the API for a safety verdict on each tool call of a
+    response (`safeguards` in the request, `safeguard_results` in the answer). Claude served
+    on Anthropic, Bedrock or Vertex answers it itself; for any other model the gateway asks the
+    classifier alias named here, charged to the same key like any other call.
+    """
+
+    classifier_alias: ShortString | None = Field(
+        default=None,
+        description=(
+            "ModelAlias (typically a small, fast one) that judges each tool call of a "
+            "non-Claude model's response for Claude Code's auto mode. Unset: the gateway "
+            "answers no verdict and Claude Code checks tool calls with its own classifier "
+            "requests instead."
+        ),
+    )
+    timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=120,
+        description=(
+            "Seconds the gateway waits for the classifier; after that each tool call gets "
+            'the "could not check" verdict (unavailable, reason timeout), never "safe".'
+        ),
+    )
+
+
 class Access(CamelModel):
     """Who may reach the gateway Service, and who administers or views the tenant."""
 
@@ -400,6 +429,10 @@ class TenantSpec(CamelModel):
     enforcement: Enforcement = Field(
         default_factory=Enforcement,
         description="How the gateway enforces limits and budgets when their store fails.",
+    )
+    auto_mode: AutoMode = Field(
+        default_factory=AutoMode,
+        description="Claude Code auto mode: the classifier that judges tool calls.",
     )
 
     @field_validator("namespace")

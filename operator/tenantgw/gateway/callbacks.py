@@ -24,12 +24,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from tenantgw.gateway import fallbacks, files, pii, refusals, residency, routing
+from tenantgw.gateway import (
+    autoreview,
+    fallbacks,
+    files,
+    pii,
+    refusals,
+    residency,
+    routing,
+    safeguards,
+)
 from tenantgw.gateway.budget_policy import covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import (
     ContextStore,
@@ -179,13 +188,9 @@ class TenantGatewayHandler(CustomLogger):
         residency.check_residency(rules, ctx.alias)
         tracked = self.contexts.attach(data, call_type, ctx)
 
-        await self._acquire(runtime, tracked, rules)
-        try:
-            await self._check_budget(runtime, ctx, rules, data)
-        except BaseException:
-            await self._release(tracked, 0)
-            raise
+        await self.admit(runtime, tracked, rules, data)
         # Last, once the alias is final (a budget downgrade may have changed it).
+        ctx.review = autoreview.prepare(data, rules, ctx.alias)
         if not routing.alias_serves_thinking_natively(rules, ctx.alias):
             dropped = routing.adapt_thinking(data)
             if dropped:
@@ -196,6 +201,26 @@ class TenantGatewayHandler(CustomLogger):
                     ", ".join(dropped),
                 )
         return data
+
+    async def admit(
+        self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules, data: dict[str, Any]
+    ) -> None:
+        """Rate limits, then budgets, of a request whose context is attached."""
+        await self._acquire(runtime, tracked, rules)
+        try:
+            await self._check_budget(runtime, tracked.ctx, rules, data)
+        except BaseException:
+            await self._release(tracked, 0)
+            raise
+
+    async def finish_refused(self, tracked: Tracked, exc: BaseException) -> None:
+        """A call the gateway made itself ended without an answer: free, meter, forget."""
+        if tracked.finished_at is not None:
+            return
+        await self._release(tracked, 0)
+        await self._drop_reservation(tracked.ctx)
+        await self.runtime.meter.on_final_failure(tracked.ctx, exc)
+        self.contexts.finish(tracked)
 
     def _unavailable(
         self, runtime: GatewayRuntime, rules: files.Rules, exc: StoreUnavailable
@@ -279,6 +304,45 @@ class TenantGatewayHandler(CustomLogger):
             healthy_deployments,
             tracked.ctx if tracked is not None else None,
         )
+
+    async def async_pre_call_deployment_hook(
+        self, kwargs: dict[str, Any], call_type: Any
+    ) -> dict[str, Any] | None:
+        """`safeguards` reaches only a Claude-native deployment (`autoreview.for_deployment`)."""
+        try:
+            tracked = self.contexts.find_in_request(kwargs)
+            review = tracked.ctx.review if tracked is not None else None
+            if review is None and safeguards.REQUEST_FIELD not in kwargs:
+                return None
+            return autoreview.for_deployment(kwargs, review)
+        except Exception:
+            log.exception("tenantgw deployment hook failed")
+            return {k: v for k, v in kwargs.items() if k != safeguards.REQUEST_FIELD}
+
+    # ---- auto mode's verdicts on the answer (see autoreview)
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
+        tracked = self.contexts.find_in_request(data)
+        if tracked is None or not autoreview.wants_verdicts(tracked.ctx.review):
+            return response
+        try:
+            return await autoreview.stamp_message(self, tracked.ctx, response)
+        except Exception:
+            log.exception("auto-mode verdicts of %s not added", tracked.ctx.request_id)
+            return response
+
+    async def async_post_call_streaming_iterator_hook(  # type: ignore[override]
+        self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        tracked = self.contexts.find_in_request(request_data)
+        if tracked is None or not autoreview.wants_verdicts(tracked.ctx.review):
+            async for chunk in response:
+                yield chunk
+            return
+        async for chunk in autoreview.stamp_stream(self, tracked.ctx, response):
+            yield chunk
 
     # ---- after the request
 

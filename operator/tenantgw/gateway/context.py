@@ -59,6 +59,27 @@ class RequestContext:
     stream: bool = False
     pii_counts: dict[str, int] = field(default_factory=dict)
     downgraded_from: str | None = None
+    review: Review | None = None
+    """Claude Code asked for auto mode's safety check (`safeguards`): what the classifier needs."""
+    parent_request_id: str | None = None
+    """For a classifier call: the request whose tool calls it judges."""
+    judged: tuple[str, ...] | None = None
+    """For a classifier call: the tool_use ids it was asked about."""
+    verdicts: dict[str, str] | None = None
+    """For a classifier call that failed or was refused: the verdicts answered instead."""
+
+
+@dataclass
+class Review:
+    """A request's auto-mode check: the classifier alias (None: the platform chose none), the
+    agent's environment and the conversation, and whether a Claude-native deployment served
+    (then `safeguards` went upstream and the provider answers it)."""
+
+    classifier: str | None
+    timeout: float
+    environment: str
+    transcript: str
+    native: bool = False
 
 
 @dataclass

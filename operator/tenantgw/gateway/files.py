@@ -164,6 +164,13 @@ class Enforcement(_Model):
     on_store_unavailable: StoreMode = "Closed"
 
 
+class AutoMode(_Model):
+    """Tenant.spec.autoMode: the alias that judges Claude Code's tool calls (None: nobody)."""
+
+    classifier_alias: str | None = None
+    timeout_seconds: float = 30.0
+
+
 class Rules(_Model):
     """The whole rules file of a tenant."""
 
@@ -177,6 +184,7 @@ class Rules(_Model):
     compliance: Compliance = Field(default_factory=Compliance)
     budgets: tuple[Budget, ...] = ()
     enforcement: Enforcement = Field(default_factory=Enforcement)
+    auto_mode: AutoMode = Field(default_factory=AutoMode)
 
     def key(self, name: str) -> KeyRules | None:
         """Limits of key `name`, None when the rules file does not list it."""

@@ -81,6 +81,8 @@ COLUMNS: tuple[str, ...] = (
     "error_type",
     "downgraded_from",
     "stream",
+    "parent_request_id",
+    "safeguard_verdicts",
 )
 """Columns of the usage table, in the order of `usage.UsageRecord`'s fields."""
 
@@ -107,8 +109,16 @@ CREATE TABLE IF NOT EXISTS usage (
     http_status        integer,
     error_type         text,
     downgraded_from    text,
-    stream             boolean NOT NULL DEFAULT false
+    stream             boolean NOT NULL DEFAULT false,
+    parent_request_id  text,
+    safeguard_verdicts jsonb
 );
+ALTER TABLE usage ADD COLUMN IF NOT EXISTS parent_request_id text;
+ALTER TABLE usage ADD COLUMN IF NOT EXISTS safeguard_verdicts jsonb;
+COMMENT ON COLUMN usage.parent_request_id IS
+    'tenantgw: for a classifier call, the request whose tool calls it judged';
+COMMENT ON COLUMN usage.safeguard_verdicts IS
+    'tenantgw: for a classifier call, {tool_use id: not_flagged | flagged | unavailable:<reason>}';
 CREATE INDEX IF NOT EXISTS usage_ts_idx ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_key_ts_idx ON usage (key_name, ts);
 CREATE INDEX IF NOT EXISTS usage_alias_ts_idx ON usage (alias, ts);

@@ -25,7 +25,13 @@ from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.metrics import GatewayMetrics
-from tenantgw.gateway.usage import UsageRecord, record_from_kwargs, refused, status_of
+from tenantgw.gateway.usage import (
+    UsageRecord,
+    record_from_kwargs,
+    refused,
+    status_of,
+    verdicts_json,
+)
 
 __all__ = ["PENDING_TTL_SECONDS", "Meter", "UsageRecord"]
 
@@ -140,6 +146,8 @@ class Meter:
                 status = status_of(exc)
                 if status is not None and status != rec.http_status:
                     rec = dataclasses.replace(rec, http_status=status)
+                if ctx.judged is not None:  # a failed classifier call: what it answered instead
+                    rec = dataclasses.replace(rec, safeguard_verdicts=verdicts_json(ctx.verdicts))
                 self.write_row(rec)
             else:
                 rec = refused(ctx, exc)

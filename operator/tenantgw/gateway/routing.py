@@ -200,12 +200,18 @@ THINKING_ONLY_EDITS = ("clear_thinking_",)
 def serves_thinking_natively(target: AliasTarget) -> bool:
     """Whether the target takes Anthropic's `thinking` as is: Claude on Anthropic, Bedrock or
     Vertex (LiteLLM forwards `thinking` only to Claude models there)."""
-    kind = target.provider_type
+    return serves_claude_natively(target.provider_type, target.model)
+
+
+def serves_claude_natively(provider_type: str | None, model: str) -> bool:
+    """Claude on Anthropic, Bedrock or Vertex: Anthropic's own request fields (`thinking`,
+    `safeguards`) reach the model and its answers carry Anthropic's own fields."""
+    kind = provider_type
     if kind == "anthropic":
         return True
     if kind not in NATIVE_CLAUDE_PROVIDER_TYPES:
         return False
-    model = target.model.casefold()
+    model = model.casefold()
     return (
         "claude" in model
         or "anthropic" in model

@@ -27,12 +27,14 @@ the request's one ledger row.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tenantgw.gateway import safeguards
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.ledger import COLUMNS
 from tenantgw.gateway.pricing import (
@@ -72,6 +74,10 @@ class UsageRecord:
     error_type: str | None
     downgraded_from: str | None
     stream: bool
+    parent_request_id: str | None = None
+    """For a classifier call (auto mode): the request whose tool calls it judged."""
+    safeguard_verdicts: str | None = None
+    """For a classifier call: JSON {tool_use id: not_flagged | flagged | unavailable:<reason>}."""
 
     def as_row(self) -> dict[str, Any]:
         # Not dataclasses.asdict(): it deep-copies every value, and this runs per request.
@@ -221,7 +227,24 @@ def record_from_kwargs(
         else (type(exc).__name__ if exc is not None else _str(error_info.get("error_class"))),
         downgraded_from=ctx.downgraded_from,
         stream=bool(ctx.stream or slo.get("stream") or kwargs.get("stream")),
+        parent_request_id=ctx.parent_request_id,
+        safeguard_verdicts=_verdicts(ctx, response_obj if ok else None),
     )
+
+
+def _verdicts(ctx: RequestContext, response_obj: Any) -> str | None:
+    """The verdicts of a classifier call: read from its answer, else those it was given."""
+    if ctx.judged is None:
+        return None
+    verdicts = ctx.verdicts
+    if response_obj is not None:
+        judged = safeguards.parse_verdicts(safeguards.response_text(response_obj), ctx.judged)
+        verdicts = safeguards.ledger_summary(judged)
+    return verdicts_json(verdicts)
+
+
+def verdicts_json(verdicts: Mapping[str, str] | None) -> str | None:
+    return json.dumps(dict(verdicts), sort_keys=True) if verdicts is not None else None
 
 
 def refused(ctx: RequestContext, exc: BaseException) -> UsageRecord:
@@ -250,6 +273,8 @@ def refused(ctx: RequestContext, exc: BaseException) -> UsageRecord:
         error_type=type(exc).__name__,
         downgraded_from=ctx.downgraded_from,
         stream=bool(ctx.stream),
+        parent_request_id=ctx.parent_request_id,
+        safeguard_verdicts=verdicts_json(ctx.verdicts) if ctx.judged is not None else None,
     )
 
 

@@ -13,7 +13,7 @@ from tenantgw.kube.apply import ApplyResult
 from tenantgw.kube.client import JSON
 from tenantgw.reconcile.conditions import condition, find
 from tenantgw.reconcile.storage import StorageOutcome
-from tenantgw.reconcile.validate import Verdict
+from tenantgw.reconcile.validate import Verdict, auto_mode_problem
 from tenantgw.render.objects import service_url
 
 
@@ -60,9 +60,14 @@ def tenant_conditions(
     rejected_budgets = [
         f"BudgetPolicy {v.name}: {v.message}" for v in budget_verdicts if not v.accepted
     ]
+    auto_mode = auto_mode_problem(tenant, alias_verdicts)
     if missing:
         config = condition(
             "ConfigValid", False, "ProviderCredentialsMissing", "; ".join(missing), generation
+        )
+    elif auto_mode is not None and not (rejected or rejected_budgets):
+        config = condition(
+            "ConfigValid", False, "AutoModeClassifierNotServed", auto_mode, generation
         )
     elif rejected or rejected_budgets:
         reason = (
@@ -72,7 +77,7 @@ def tenant_conditions(
             if rejected
             else "BudgetPolicyRejected"
         )
-        detail = "; ".join(rejected + rejected_budgets)
+        detail = "; ".join(rejected + rejected_budgets + ([auto_mode] if auto_mode else []))
         config = condition("ConfigValid", False, reason, detail, generation)
     else:
         config = condition("ConfigValid", True, "Valid", "the configuration is valid", generation)
@@ -129,6 +134,8 @@ def tenant_conditions(
         left_out = [f"ModelAlias {v.name}" for v in alias_verdicts if not v.accepted] + [
             f"BudgetPolicy {v.name}" for v in budget_verdicts if not v.accepted
         ]
+        if auto_mode is not None:
+            left_out.append("spec.autoMode.classifierAlias")
         message = f"{serves}; left out (see ConfigValid): {', '.join(left_out)}"
         ready = condition("Ready", True, "Degraded", message, generation)
     else:

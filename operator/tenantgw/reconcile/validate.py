@@ -308,3 +308,22 @@ def unenforceable_budgets(verdicts: list[Verdict]) -> tuple[UnenforceableBudget,
     """The rejected BudgetPolicies the gateway must refuse requests for, by name."""
     found = [v.unenforceable for v in verdicts if v.unenforceable is not None]
     return tuple(sorted(found, key=lambda u: u.name))
+
+
+def auto_mode_problem(tenant: Tenant, alias_verdicts: list[Verdict]) -> str | None:
+    """Why spec.autoMode.classifierAlias cannot serve (None: unset or served)."""
+    wanted = tenant.spec.auto_mode.classifier_alias
+    if wanted is None:
+        return None
+    verdict = next((v for v in alias_verdicts if v.name == wanted), None)
+    if verdict is not None and verdict.accepted:
+        return None
+    where = f"spec.autoMode.classifierAlias: ModelAlias {wanted!r}"
+    if verdict is None:
+        why = f"{where} not found in namespace {tenant.namespace_name()}"
+    else:
+        why = f"{where} is not accepted ({verdict.message})"
+    return (
+        f"{why}; until it serves, the gateway answers Claude Code's auto mode with no verdict "
+        "and Claude Code checks tool calls with its own classifier requests"
+    )

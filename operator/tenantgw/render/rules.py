@@ -103,6 +103,18 @@ def _compliance(tenant: Tenant) -> dict[str, Any]:
     }
 
 
+def _auto_mode(inputs: RenderInputs) -> dict[str, Any]:
+    """Claude Code auto mode: the classifier alias, only when the tenant serves it (else null,
+    and the Tenant's ConfigValid condition names spec.autoMode.classifierAlias)."""
+    auto_mode = inputs.tenant.spec.auto_mode
+    served = {alias_name(alias) for alias in inputs.aliases}
+    alias = auto_mode.classifier_alias
+    return {
+        "classifier_alias": alias if alias in served else None,
+        "timeout_seconds": auto_mode.timeout_seconds,
+    }
+
+
 def render_rules(inputs: RenderInputs) -> dict[str, Any]:
     """The rules file of the tenant; json.dumps(..., sort_keys=True) makes it deterministic.
 
@@ -137,4 +149,5 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
         "compliance": _compliance(tenant),
         "enforcement": {"on_store_unavailable": spec.enforcement.on_store_unavailable},
         "budgets": sorted(budgets, key=lambda budget: str(budget["name"])),
+        "auto_mode": _auto_mode(inputs),
     }
