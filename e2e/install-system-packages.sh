@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests and the demo run: PostgreSQL, Redis, openssl, curl.
+# Install the Debian packages the tests and the demo run: PostgreSQL, Redis, openssl, curl,
+# tmux (Claude Code's interactive sessions are driven in it).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v npm >/dev/null || need+=(npm)
+command -v tmux >/dev/null || need+=(tmux)
 ((${#need[@]})) || { echo "[setup] system packages present" >&2; exit 0; }
 echo "[setup] installing ${need[*]}" >&2
 sudo=(); [[ "$(id -u)" == 0 ]] || sudo=(sudo)
