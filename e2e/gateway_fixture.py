@@ -29,6 +29,8 @@ from tenantgw.cli import devgateway
 EXAMPLE_TENANT = "engineering-team"
 EXAMPLE_NAMESPACE = "tenant-engineering-team"
 GATEWAY_STARTUP_SECONDS = 180
+EXAMPLE_JUDGE_MODEL = "gpt-4.1-nano"
+"""The model behind the example's classifier alias (safety-review): the simulator's judge."""
 
 
 @dataclass
@@ -121,7 +123,7 @@ def example_gateway(kube: ApiClient, operator: RunningOperator) -> Iterator[Exam
     k8s = K8s(kube)
     apply_examples(k8s)
     k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", timeout=60)
-    simulator_url, simulator = start_simulator()
+    simulator_url, simulator = start_simulator(judge_models=[EXAMPLE_JUDGE_MODEL])
     url, process, log_file = start_example_gateway(kube, k8s, simulator_url)
     keys = {
         name: k8s.secret_value(EXAMPLE_NAMESPACE, f"gateway-key-{name}", "apiKey")

@@ -136,6 +136,7 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None) -> None:
         self._lock = threading.Lock()
         self.config = config or SimConfig()
+        self._baseline: SimConfig | None = None
         self._requests: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=self.config.max_recorded
         )
@@ -162,10 +163,18 @@ class Simulator:
                 tool_plan=json.loads(json.dumps(plan)) if plan is not None else None,
             )
 
+    def keep_as_baseline(self) -> None:
+        """Make the current configuration the one `reset` restores (the defaults until then)."""
+        snapshot = self.config_snapshot()
+        with self._lock:
+            self._baseline = snapshot
+
     def reset(self) -> None:
-        """Forget recorded requests and restore the default configuration."""
+        """Forget recorded requests and restore the configuration the simulator started with."""
         with self._lock:
             self.config = SimConfig()
+            if self._baseline is not None:
+                self.config.update(self._baseline.to_dict())  # asdict: a deep copy
             self._requests = collections.deque(maxlen=self.config.max_recorded)
             self.last_authorization = None
 
@@ -344,9 +353,7 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
             completion_tokens=estimate_tokens(text),
         )
     plan = cfg.tool_plan
-    directive = (
-        TOOL_DIRECTIVE.search(last.text) if last is not None and last.role == "user" else None
-    )
+    directive = TOOL_DIRECTIVE.search(latest_user_turn(req.messages))
     if directive is not None:
         plan = {"tool": directive.group(1), "arguments": json.loads(directive.group(2))}
     offered = {t.name for t in req.tools}
@@ -390,6 +397,20 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
         prompt_tokens=prompt_tokens,
         completion_tokens=estimate_tokens(text),
     )
+
+
+def latest_user_turn(messages: list[Message]) -> str:
+    """Text of the user messages after the last non-user one: the turn being answered.
+
+    Claude Code sends its reminders as user messages of their own after the typed prompt, so
+    the prompt is not always the last message; once a tool answers, the turn is over.
+    """
+    turn: list[str] = []
+    for message in reversed(messages):
+        if message.role != "user":
+            break
+        turn.append(message.text)
+    return "\n".join(reversed(turn))
 
 
 TOOL_DIRECTIVE = re.compile(r"\[\[sim:tool (\S+) (\{.*?\})\]\]", re.DOTALL)
@@ -1015,6 +1036,7 @@ def start_simulator(
     sim = Simulator(config)
     if changes:
         sim.configure(**changes)
+    sim.keep_as_baseline()
     handle = SimulatorHandle(sim, host, port).start()
     return handle.url, handle
 
