@@ -21,9 +21,9 @@ the exact event sequence: ``message_start``, ``ping``, per block ``content_block
 ``input_json_delta``) / ``content_block_stop``, ``message_delta`` (stop_reason, usage), then
 ``message_stop``.
 
-Prompt caching: a request with ``cache_control`` on a block caches the prompt up to the last
-such block (when it is at least ``cache_min_tokens`` long): the first request reports it in
-``cache_creation_input_tokens``, later ones with the same prefix in ``cache_read_input_tokens``;
+Prompt caching: a request with ``cache_control`` on blocks caches the prompt up to each such
+block (when at least ``cache_min_tokens`` long): what an earlier request cached is reported in
+``cache_read_input_tokens``, what this one adds in ``cache_creation_input_tokens``;
 ``input_tokens`` is the rest.
 
 Safeguards: with ``safeguards: [{"type": "dangerous_tool_use", ...}]`` the answer carries
@@ -345,8 +345,11 @@ def dangerous_tool_use(body: Mapping[str, Any], betas: list[str]) -> Mapping[str
 # --------------------------------------------------------------------------- prompt caching
 
 
-def _cache_prefix(body: Mapping[str, Any]) -> str | None:
-    """The prompt up to and including the last block marked ``cache_control``, as text."""
+def _cache_prefixes(body: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(key text, tokens) of the prompt up to each block marked ``cache_control``.
+
+    Tokens are counted as the engine counts the prompt (the text of system and messages).
+    """
     parts: list[Any] = [*(body.get("tools") or [])]
     system = body.get("system")
     parts.extend(_blocks(system) if system else [])
@@ -354,26 +357,32 @@ def _cache_prefix(body: Mapping[str, Any]) -> str | None:
         if isinstance(message, Mapping):
             parts.extend(_blocks(message.get("content")))
     marked = [i for i, p in enumerate(parts) if isinstance(p, Mapping) and p.get("cache_control")]
-    last = marked[-1] if marked else None
-    if last is None:
-        return None
-    return json.dumps(parts[: last + 1], sort_keys=True)
+    return [
+        (json.dumps(parts[: i + 1], sort_keys=True), estimate_tokens(content_text(parts[: i + 1])))
+        for i in marked
+    ]
 
 
 def cache_usage(sim: Simulator, body: Mapping[str, Any], prompt_tokens: int) -> tuple[int, int]:
-    """(cache_creation_input_tokens, cache_read_input_tokens) of a request; remembers it."""
-    prefix = _cache_prefix(body)
-    if prefix is None:
-        return 0, 0
-    tokens = min(estimate_tokens(prefix), prompt_tokens)
-    if tokens < sim.config.cache_min_tokens:
-        return 0, 0
+    """(cache_creation_input_tokens, cache_read_input_tokens) of a request; remembers it.
+
+    As Anthropic does: the longest prefix ending at a breakpoint that an earlier request cached
+    is read; the prompt from there up to the last breakpoint is written.
+    """
     cache: dict[str, int] = sim.state.setdefault("anthropic_prompt_cache", {})
-    key = hashlib.sha256(f"{body.get('model')}\n{prefix}".encode()).hexdigest()
-    if key in cache:
-        return 0, tokens
-    cache[key] = tokens
-    return tokens, 0
+    read = written = 0
+    for prefix, counted in _cache_prefixes(body):
+        tokens = min(counted, prompt_tokens)
+        if tokens < sim.config.cache_min_tokens:
+            continue
+        key = hashlib.sha256(f"{body.get('model')}\n{prefix}".encode()).hexdigest()
+        if key in cache:
+            read = tokens
+            written = 0
+        else:
+            cache[key] = tokens
+            written = tokens - read
+    return written, read
 
 
 # --------------------------------------------------------------------------- rendering

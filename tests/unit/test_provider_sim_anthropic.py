@@ -324,3 +324,28 @@ def test_count_tokens(client: anthropic.Anthropic, sim: SimulatorHandle) -> None
     )
     assert 0 < small.input_tokens < large.input_tokens
     assert sim.requests()[-1]["path"] == "/v1/messages/count_tokens"
+
+
+def test_prompt_cache_reads_the_longest_cached_breakpoint(client: anthropic.Anthropic) -> None:
+    """Claude Code moves its last breakpoint each turn: the system prefix is still read."""
+    system: Any = [
+        {"type": "text", "text": "Rules. " * 800, "cache_control": {"type": "ephemeral"}}
+    ]
+    tail: Any = {"type": "text", "text": "turn", "cache_control": {"type": "ephemeral"}}
+    first = client.messages.create(
+        **hello(system=system, messages=[{"role": "user", "content": [tail]}])
+    )
+    second = client.messages.create(
+        **hello(
+            system=system,
+            messages=[
+                {"role": "user", "content": "turn"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": [{**tail, "text": "next turn"}]},
+            ],
+        )
+    )
+    assert first.usage.cache_read_input_tokens == 0
+    assert second.usage.cache_read_input_tokens
+    assert second.usage.cache_read_input_tokens > 1000
+    assert second.usage.cache_creation_input_tokens
