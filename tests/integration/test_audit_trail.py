@@ -10,6 +10,7 @@ is the real `AuditTrail` writer with the tenant's own DSN; tampering is done wit
 own credentials where the grants allow anything, else with the admin's (a compromised database).
 """
 
+# ruff: noqa: S608  (SQL names the throwaway tenant's audit schema)
 from __future__ import annotations
 
 import asyncio
@@ -175,9 +176,8 @@ async def test_tenant_role_can_append_but_never_edit_delete_truncate_or_drop(
     ]
     with psycopg.connect(world.storage.postgres_dsn, autocommit=True) as conn:
         for attack in attacks:
-            with pytest.raises(pgerr.InsufficientPrivilege):
+            with pytest.raises(pgerr.InsufficientPrivilege, match=r"denied|must be owner"):
                 conn.execute(attack.encode())
-                pytest.fail(f"the tenant role could run: {attack}")
         # What the role may do: read its trail and the names of its data keys.
         assert conn.execute(f"SELECT count(*) FROM {s}.records".encode()).fetchone() == (2,)
         conn.execute(f"SELECT key_id, key_name FROM {s}.data_keys".encode())
@@ -194,9 +194,11 @@ async def test_provisioning_is_idempotent_and_repairs_a_widened_grant(
         role = f"tgw_{world.name.replace('-', '_')}"
         world.sql_admin(f"GRANT DELETE ON {world.schema}.records TO {role}")
         assert await provisioner.audit.ensure(world.name) is True
-        with psycopg.connect(world.storage.postgres_dsn, autocommit=True) as conn:
-            with pytest.raises(pgerr.InsufficientPrivilege):
-                conn.execute(f"DELETE FROM {world.schema}.records".encode())
+        with (
+            psycopg.connect(world.storage.postgres_dsn, autocommit=True) as conn,
+            pytest.raises(pgerr.InsufficientPrivilege),
+        ):
+            conn.execute(f"DELETE FROM {world.schema}.records".encode())
         # The tenant's own provisioning leaves the audit schema usable by the role.
         await provisioner.ensure(world.name, _password(world.storage))
         assert await provisioner.audit.ensure(world.name) is False
@@ -258,27 +260,33 @@ async def test_records_of_admitted_refused_redacted_downgraded_and_fallback_requ
     by_id = {r["request_id"]: r for r in world.records()}
     assert len(by_id) == 7
     ok = by_id[plain.request_id]
-    assert ok["decision"] == "admitted" and ok["outcome"] == "success"
+    assert ok["decision"] == "admitted"
+    assert ok["outcome"] == "success"
     assert (ok["provider"], ok["region"], ok["served_alias"]) == ("sim", "us-east-1", "fast-code")
-    assert ok["tokens"]["input"] == 120 and ok["cost_usd"] == pytest.approx(0.0012)
-    assert len(ok["request_digest"]) == 64 and ok["body"] == "redacted"
+    assert ok["tokens"]["input"] == 120
+    assert ok["cost_usd"] == pytest.approx(0.0012)
+    assert len(ok["request_digest"]) == 64
+    assert ok["body"] == "redacted"
     assert by_id[redacted.request_id]["pii"] == {"EMAIL": 1, "CREDIT_CARD": 1}
     assert by_id[down.request_id]["downgraded_from"] == "reasoning"
     assert by_id[fell.request_id]["fallback_from"] == "fast-code"
     assert by_id[fell.request_id]["served_alias"] == "reasoning"
     refused = {r["reason"]: r for r in by_id.values() if r["decision"] == "refused"}
     assert set(refused) == {"rate_limit", "residency", "budget"}
-    assert refused["rate_limit"]["status"] == 429 and refused["budget"]["status"] == 402
-    assert refused["residency"]["key"] == "bob" and "data residency" in refused["residency"][
-        "message"
-    ]
+    assert refused["rate_limit"]["status"] == 429
+    assert refused["budget"]["status"] == 402
+    assert refused["residency"]["key"] == "bob"
+    assert "data residency" in refused["residency"]["message"]
     # Bodies: encrypted at rest, redacted inside, never LiteLLM's metadata.
     raw = world.sql_admin(f"SELECT body FROM {world.schema}.records WHERE body IS NOT NULL")
-    assert raw and all(EMAIL.encode() not in bytes(b) for (b,) in raw)
+    assert raw
+    assert all(EMAIL.encode() not in bytes(b) for (b,) in raw)
     out = io.StringIO()
     await cli.export(world.admin, world.name, out, bodies=True)
     exported = out.getvalue()
-    assert EMAIL not in exported and CARD not in exported and "sk-secret" not in exported
+    assert EMAIL not in exported
+    assert CARD not in exported
+    assert "sk-secret" not in exported
     assert "[REDACTED_EMAIL]" in exported
     assert (await world.verify()).ok
 
@@ -328,14 +336,18 @@ async def test_verify_names_an_edited_record(world: World, tmp_path: Path) -> No
         " WHERE seq = 3"
     )
     verdict = await world.verify()
-    assert not verdict.ok and verdict.first_bad == 3 and "edited" in verdict.problem
+    assert not verdict.ok
+    assert verdict.first_bad == 3
+    assert "edited" in verdict.problem
 
 
 async def test_verify_names_a_deleted_record(world: World, tmp_path: Path) -> None:
     await _signed(world, tmp_path)
     world.sql_admin(f"DELETE FROM {world.schema}.records WHERE seq = 4")
     verdict = await world.verify()
-    assert not verdict.ok and verdict.first_bad == 4 and "missing" in verdict.problem
+    assert not verdict.ok
+    assert verdict.first_bad == 4
+    assert "missing" in verdict.problem
 
 
 async def test_verify_names_reordered_records(world: World, tmp_path: Path) -> None:
@@ -346,14 +358,18 @@ async def test_verify_names_reordered_records(world: World, tmp_path: Path) -> N
         f"UPDATE {s}.records SET seq = CASE seq WHEN 1002 THEN 5 ELSE 2 END WHERE seq > 1000"
     )
     verdict = await world.verify()
-    assert not verdict.ok and verdict.first_bad == 2 and "reordered" in verdict.problem
+    assert not verdict.ok
+    assert verdict.first_bad == 2
+    assert "reordered" in verdict.problem
 
 
 async def test_verify_names_truncation_after_a_checkpoint(world: World, tmp_path: Path) -> None:
     await _signed(world, tmp_path)
     world.sql_admin(f"DELETE FROM {world.schema}.records WHERE seq >= 5")
     verdict = await world.verify()
-    assert not verdict.ok and verdict.first_bad == 5 and "truncated" in verdict.problem
+    assert not verdict.ok
+    assert verdict.first_bad == 5
+    assert "truncated" in verdict.problem
 
 
 async def test_verify_catches_a_rewritten_chain_by_its_checkpoint(
@@ -380,7 +396,9 @@ async def test_verify_catches_a_rewritten_chain_by_its_checkpoint(
         )
         prev = h
     verdict = await world.verify()
-    assert not verdict.ok and verdict.first_bad == 1 and "checkpoint" in verdict.problem
+    assert not verdict.ok
+    assert verdict.first_bad == 1
+    assert "checkpoint" in verdict.problem
     # A checkpoint forged with another key is refused too.
     world.sql_admin(f"DELETE FROM {s}.checkpoints")
     other, _ = generate_signing_key()
@@ -410,9 +428,7 @@ async def test_export_round_trips_as_jsonl_and_csv(world: World, tmp_path: Path)
 # ----------------------------------------------------------------------------- retention
 
 
-async def test_retention_prunes_and_the_chain_still_verifies(
-    world: World, tmp_path: Path
-) -> None:
+async def test_retention_prunes_and_the_chain_still_verifies(world: World, tmp_path: Path) -> None:
     await _signed(world, tmp_path, 6)
     old = datetime.now(UTC) - timedelta(days=40)
     world.sql_admin(f"UPDATE {world.schema}.records SET ts = %s WHERE seq <= 4", old)
@@ -420,7 +436,8 @@ async def test_retention_prunes_and_the_chain_still_verifies(
     assert [r["seq"] for r in world.records()] == [5, 6]
     verdict = await world.verify()
     assert verdict.ok, verdict.problem
-    assert verdict.first_seq == 5 and "pruned" in verdict.notes[0]
+    assert verdict.first_seq == 5
+    assert "pruned" in verdict.notes[0]
     assert await world.admin.prune(world.name, 30, world.private) == 0  # nothing older: no write
     # The trail keeps growing on top of the cut.
     trail = await _populate(world, tmp_path, 2)
@@ -447,7 +464,8 @@ async def test_erase_destroys_a_keys_bodies_and_the_chain_still_verifies(
     out = io.StringIO()
     await cli.export(world.admin, world.name, out, bodies=True)
     bodies = {r["key"]: r["body"] for r in map(json.loads, out.getvalue().splitlines())}
-    assert bodies["alice"] == "erased" and "bob plan" in json.dumps(bodies["bob"])
+    assert bodies["alice"] == "erased"
+    assert "bob plan" in json.dumps(bodies["bob"])
     assert (await world.verify()).ok
     # Alice's next request gets a new data key: readable, and the old one stays gone.
     await _serve(trail, _ctx(world.name, key="alice"), "after erasure")
@@ -455,5 +473,6 @@ async def test_erase_destroys_a_keys_bodies_and_the_chain_still_verifies(
     await trail.stop()
     out = io.StringIO()
     await cli.export(world.admin, world.name, out, bodies=True)
-    assert "after erasure" in out.getvalue() and "alice secret plan" not in out.getvalue()
+    assert "after erasure" in out.getvalue()
+    assert "alice secret plan" not in out.getvalue()
     assert (await world.verify()).ok
