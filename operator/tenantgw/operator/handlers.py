@@ -105,16 +105,26 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
             name="budget-status",
         )
         audit: kopf.Index[str, Audit] = kwargs["tenant_audit"]
-        key = await load_signing_key(kube, SETTINGS.operator_namespace)
-        memo["audit_loop"] = asyncio.create_task(
-            run_audit_loop(
-                provisioner,
-                key,
-                lambda: {name: a for name in list(audit) for a in audit.get(name, [])},
-                AUDIT_INTERVAL,
-            ),
-            name="audit-checkpoints",
-        )
+        try:
+            key = await load_signing_key(kube, SETTINGS.operator_namespace)
+        except KubeError as exc:
+            # Tenants are still served and audited; only checkpoints and retention wait.
+            log.error(
+                "audit signing key not available in namespace %s (%s): no checkpoints or "
+                "retention until the operator restarts with it",
+                SETTINGS.operator_namespace,
+                exc,
+            )
+        else:
+            memo["audit_loop"] = asyncio.create_task(
+                run_audit_loop(
+                    provisioner,
+                    key,
+                    lambda: {name: a for name in list(audit) for a in audit.get(name, [])},
+                    AUDIT_INTERVAL,
+                ),
+                name="audit-checkpoints",
+            )
 
 
 @kopf.on.cleanup()
