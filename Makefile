@@ -89,6 +89,7 @@ demo-down: ## Stop the demo's gateway, simulator and operator, then the services
 
 bench: venv ## Measure the design's numbers into docs/benchmarks.md: the gateway's, then the operator's
 	$(BIN)/python -m e2e.bench.gateway_bench
+	$(BIN)/python -m e2e.bench.audit_cpu
 	if [ -f e2e/bench/operator_bench.py ]; then \
 	  $(BIN)/python -m e2e.bench.operator_bench --tenants 20 --scale 20 --wait-for-other 120; \
 	fi

@@ -10,8 +10,9 @@ The simulator is split in three layers so that further provider protocols (Anthr
   a tool call, an echo of a tool result, or the configured text. It knows no wire format.
 * A protocol module parses its wire format into a ``ChatRequest``, renders the ``Reply``
   (non-streaming and streaming) and its own error shape. A module is any callable
-  ``(Simulator) -> list[web.RouteDef]`` listed in ``PROTOCOLS``; ``openai_routes`` below is the
-  first one (OpenAI, OpenRouter-style and Azure-style paths).
+  ``(Simulator) -> list[web.RouteDef]`` listed in ``PROTOCOLS``: ``openai_routes`` below (OpenAI,
+  OpenRouter-style and Azure-style paths) and ``anthropic_routes`` (Anthropic Messages, in
+  ``e2e/provider_sim/anthropic.py``).
 
 Control endpoints (not recorded, no auth): ``GET/POST /_sim/config``, ``GET /_sim/requests``,
 ``POST /_sim/reset``, ``GET /_sim/health``.
@@ -42,6 +43,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ProtocolModule = Callable[["Simulator"], list[web.RouteDef]]
 
 DEFAULT_MODELS = ("sim-fast", "sim-reasoning", "gpt-4o-mini", "qwen/qwen3-coder")
+# What the dangerous_tool_use safeguard flags by default: deleting a home or root directory.
+DEFAULT_DANGEROUS_PATTERN = (
+    r"rm\s+-[a-zA-Z]*[rf][a-zA-Z]*\s+(~|/|\$HOME)"  # deleting the home or root directory
+    r"|(curl|wget)\b[^|]*\|\s*(ba|z)?sh\b"  # running a downloaded script
+)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -71,7 +77,13 @@ class SimConfig:
 
     Judges: a request for one of ``judge_models`` is answered like a safety classifier asked
     for ``{"verdicts": {id: {"flagged", "reason"}}}`` on the tool calls its prompt lists, flagging
-    those whose input matches the regex ``judge_dangerous``; fail it with ``fail_models``.
+    those whose input matches the regex ``dangerous_pattern``; fail it with ``fail_models``.
+
+    Anthropic (``anthropic.py``): ``anthropic_betas`` lists the ``anthropic-beta`` values the
+    API accepts (None: the real API's list, ``anthropic.KNOWN_BETAS``); any other value is
+    refused with 400, as the real API does. The ``dangerous_tool_use`` safeguard flags a tool
+    call whose input matches ``dangerous_pattern``, as the judges do. ``cache_min_tokens`` is
+    the shortest prefix prompt caching stores.
     """
 
     latency_ms: float = 0.0
@@ -86,7 +98,9 @@ class SimConfig:
     max_recorded: int = 1000
     tool_plan: dict[str, Any] | None = None
     judge_models: list[str] = field(default_factory=lambda: ["sim-judge"])
-    judge_dangerous: str = r"rm\s+-rf\s+(~|\$HOME)"
+    anthropic_betas: list[str] | None = None
+    dangerous_pattern: str = DEFAULT_DANGEROUS_PATTERN
+    cache_min_tokens: int = 1024
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -102,8 +116,13 @@ class SimConfig:
                 value = {str(k): str(v) for k, v in (value or {}).items()}
             elif key in {"latency_ms", "ttft_ms", "token_delay_ms", "timeout_s"}:
                 value = float(value)
-            elif key == "max_recorded":
+            elif key in {"max_recorded", "cache_min_tokens"}:
                 value = int(value)
+            elif key == "anthropic_betas":
+                value = None if value is None else [str(v) for v in value]
+            elif key == "dangerous_pattern":
+                re.compile(str(value))  # a bad pattern is refused here, not mid-request
+                value = str(value)
             setattr(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +160,8 @@ class Simulator:
             maxlen=self.config.max_recorded
         )
         self.last_authorization: str | None = None
+        # What protocol modules remember between requests (e.g. Anthropic's prompt cache).
+        self.state: dict[str, Any] = {}
         # Set by the server loop when it shuts down, so that "timeout" faults stop hanging.
         self.stopping: asyncio.Event | None = None
 
@@ -161,6 +182,11 @@ class Simulator:
                 fail_models=dict(self.config.fail_models),
                 models=list(self.config.models),
                 tool_plan=json.loads(json.dumps(plan)) if plan is not None else None,
+                anthropic_betas=(
+                    list(self.config.anthropic_betas)
+                    if self.config.anthropic_betas is not None
+                    else None
+                ),
             )
 
     def keep_as_baseline(self) -> None:
@@ -177,6 +203,7 @@ class Simulator:
                 self.config.update(self._baseline.to_dict())  # asdict: a deep copy
             self._requests = collections.deque(maxlen=self.config.max_recorded)
             self.last_authorization = None
+            self.state = {}
 
     # ---- faults
     def take_fault(self, model: str) -> str | None:
@@ -204,7 +231,11 @@ class Simulator:
         with self._lock:
             entry["id"] = (self._requests[-1]["id"] + 1) if self._requests else 0
             self._requests.append(entry)
-            auth = request.headers.get("Authorization") or request.headers.get("api-key")
+            auth = (
+                request.headers.get("Authorization")
+                or request.headers.get("api-key")
+                or request.headers.get("x-api-key")
+            )
             if auth is not None:
                 self.last_authorization = auth
         return entry
@@ -344,7 +375,7 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     prompt_tokens = estimate_tokens(prompt_text)
     last = req.messages[-1] if req.messages else None
     if req.model in cfg.judge_models:
-        text = judge_reply(last.text if last is not None else "", cfg.judge_dangerous)
+        text = judge_reply(last.text if last is not None else "", cfg.dangerous_pattern)
         return Reply(
             text=text,
             tool_call=None,
@@ -567,13 +598,16 @@ def sse(payload: Mapping[str, Any] | str, event: str | None = None) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
-async def start_sse(request: web.Request) -> web.StreamResponse:
+async def start_sse(
+    request: web.Request, headers: Mapping[str, str] | None = None
+) -> web.StreamResponse:
     resp = web.StreamResponse(
         status=200,
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
+            **(headers or {}),
         },
     )
     await resp.prepare(request)
@@ -868,8 +902,16 @@ def openai_routes(sim: Simulator) -> list[web.RouteDef]:
 
 # --------------------------------------------------------------------------- application
 
-#: Route modules served by every simulator. Add e.g. ``anthropic_routes`` here.
-PROTOCOLS: list[ProtocolModule] = [openai_routes]
+
+def anthropic_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Anthropic Messages (e2e/provider_sim/anthropic.py), imported here to avoid a cycle."""
+    from e2e.provider_sim.anthropic import anthropic_routes as routes
+
+    return routes(sim)
+
+
+#: Route modules served by every simulator.
+PROTOCOLS: list[ProtocolModule] = [openai_routes, anthropic_routes]
 
 
 def control_routes(sim: Simulator) -> list[web.RouteDef]:

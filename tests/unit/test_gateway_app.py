@@ -207,3 +207,28 @@ def test_metadata_key_by_route() -> None:
     data: dict[str, Any] = {"metadata": "not a dict"}
     request_metadata(data, "acompletion")["x"] = 1
     assert data["metadata"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        (
+            [(b"x-litellm-api-key", b"k"), (b"Authorization", b"Bearer sk-ant-oat01-x")],
+            [(b"x-litellm-api-key", b"k")],
+        ),
+        (
+            [(b"x-litellm-api-key", b"k"), (b"x-api-key", b"p"), (b"api-key", b"a")],
+            [(b"x-litellm-api-key", b"k")],
+        ),
+        (
+            [(b"authorization", b"Bearer k"), (b"anthropic-beta", b"b")],
+            [(b"authorization", b"Bearer k"), (b"anthropic-beta", b"b")],
+        ),
+    ],
+)
+def test_a_client_authenticated_by_litellm_key_header_keeps_no_other_credential(
+    headers: list[tuple[bytes, bytes]], kept: list[tuple[bytes, bytes]]
+) -> None:
+    scope: dict[str, Any] = {"headers": headers}
+    gateway_app.drop_client_credentials(scope)
+    assert scope["headers"] == kept

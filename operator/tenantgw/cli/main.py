@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubernetes.config import new_client_from_config
 
-from tenantgw.cli import devgateway
+from tenantgw.cli import audit, devgateway
 from tenantgw.cli.onboard import onboard
 
 
@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ob.add_argument("--format", choices=["env", "settings"], default="env")
     ob.add_argument("--url", default=None, help="gateway URL to print instead of status.url")
 
+    audit.add_parser(sub)
+
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        return audit.run(args, lambda: new_client_from_config(config_file=args.kubeconfig))
     api = new_client_from_config(config_file=args.kubeconfig)
     if args.command == "onboard":
         info = onboard(api, args.tenant, args.key, args.url)

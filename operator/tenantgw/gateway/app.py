@@ -10,6 +10,11 @@ through untouched) and does what LiteLLM does not:
 * checks the JSON body of the model routes before LiteLLM sees it (`bodies`): malformed JSON,
   a body that is not an object, JSON nested too deep or too large to walk, a missing or
   mistyped `model` / `messages` get a 400 naming the problem;
+* keeps provider credentials the platform's: a client that authenticates with
+  `x-litellm-api-key` has its `authorization` / `x-api-key` / `api-key` / `x-goog-api-key`
+  headers removed, because LiteLLM would forward them (an Anthropic OAuth token in
+  `Authorization` replaces the provider key of an anthropic target) — no client credential
+  reaches a provider, and a bad one cannot put the tenant's deployment into cooldown;
 * answers `/v1/messages/count_tokens` itself (`tokencount`): the prompt never leaves the pod;
 * rewrites every 4xx/5xx error body into the client's shape: Anthropic's on `/v1/messages`
   and its sub-paths, OpenAI's elsewhere. LiteLLM renders authentication errors OpenAI-shaped
@@ -68,6 +73,27 @@ def max_body_bytes_from_env() -> int:
     return value if value > 0 else DEFAULT_MAX_BODY_BYTES
 
 
+LITELLM_KEY_HEADER = b"x-litellm-api-key"
+CLIENT_CREDENTIAL_HEADERS = frozenset(
+    {b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key"}
+)
+"""Headers LiteLLM forwards to a provider as its credential when the proxy key came in
+`x-litellm-api-key` (LiteLLM 1.106.12: `clean_headers`, `add_provider_specific_headers_to_request`).
+"""
+
+
+def drop_client_credentials(scope: Scope) -> None:
+    """With `x-litellm-api-key`, remove every other credential header (see the module doc)."""
+    headers = list(scope.get("headers") or ())
+    if not any(bytes(key).lower() == LITELLM_KEY_HEADER for key, _ in headers):
+        return
+    scope["headers"] = [
+        (key, value)
+        for key, value in headers
+        if bytes(key).lower() not in CLIENT_CREDENTIAL_HEADERS
+    ]
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:
@@ -103,6 +129,7 @@ class GatewayMiddleware:
         if door is None:
             await _send_error(send, family, 404, _not_served(method, path), "not_found_error")
             return
+        drop_client_credentials(scope)
         declared = _header(scope, b"content-length")
         size = int(declared) if declared is not None and declared.strip().isdigit() else None
         if size is not None and size > self.max_body_bytes:

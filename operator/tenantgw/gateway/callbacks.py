@@ -39,6 +39,7 @@ from tenantgw.gateway import (
     routing,
     safeguards,
 )
+from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.budget_policy import covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import (
     ContextStore,
@@ -132,17 +133,49 @@ class TenantGatewayHandler(CustomLogger):
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
         name = _call_type_name(call_type)
+        audit = self._runtime.audit if self._runtime is not None else None
+        original = audit.capture(data) if audit is not None else None
         try:
-            return await self.pre_call(user_api_key_dict, data, name)
+            result = await self.pre_call(user_api_key_dict, data, name)
         except GatewayError as exc:
+            self._audit_refused(audit, exc, user_api_key_dict, data, name)
             raise proxy_exception(_in_family(exc, name)) from None
         except Exception as exc:
             if _is_client_error(exc):
                 raise
             log.exception("tenantgw pre-call step failed")
-            raise proxy_exception(
-                InternalError("internal error in the gateway's request checks: try again")
-            ) from None
+            error = InternalError("internal error in the gateway's request checks: try again")
+            self._audit_refused(audit, error, user_api_key_dict, data, name)
+            raise proxy_exception(error) from None
+        if audit is not None:
+            tracked = self.contexts.find_in_request(data)
+            if tracked is not None:
+                audit.admitted(tracked.ctx, data, original)
+        return result
+
+    def _audit_refused(
+        self,
+        audit: AuditTrail | None,
+        exc: BaseException,
+        user_api_key_dict: Any,
+        data: dict[str, Any],
+        call_type: str,
+    ) -> None:
+        """The audit record of a refused request (never fails the refusal itself)."""
+        if audit is None:
+            return
+        try:
+            tracked = self.contexts.find_in_request(data)
+            key_name = getattr(user_api_key_dict, "user_id", None)
+            audit.refused(
+                tracked.ctx if tracked is not None else None,
+                exc,
+                key_name=key_name if isinstance(key_name, str) else None,
+                call_type=call_type,
+                data=data,
+            )
+        except Exception:
+            log.exception("audit record of a refused request failed")
 
     async def pre_call(
         self, user_api_key_dict: Any, data: dict[str, Any], call_type: str
@@ -378,6 +411,8 @@ class TenantGatewayHandler(CustomLogger):
             usage = await self.runtime.meter.on_success(
                 tracked.ctx, kwargs, response_obj, start_time, end_time
             )
+            if self.runtime.audit is not None:
+                self.runtime.audit.finished(tracked.ctx, usage, response_obj)
             tokens = usage.total_tokens if usage is not None else None
             if not isinstance(tokens, int):
                 tokens = _usage_tokens(kwargs, response_obj)
@@ -414,7 +449,9 @@ class TenantGatewayHandler(CustomLogger):
                 return
             await self._release(tracked, 0)
             await self._drop_reservation(tracked.ctx)
-            await self.runtime.meter.on_final_failure(tracked.ctx, original_exception)
+            usage = await self.runtime.meter.on_final_failure(tracked.ctx, original_exception)
+            if self.runtime.audit is not None:
+                self.runtime.audit.finished(tracked.ctx, usage, None)
             self.contexts.finish(tracked)
         except Exception:
             log.exception("tenantgw post-call failure hook failed")

@@ -25,6 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from tenantgw.gateway import files
+from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.files import Rules, StoreMode
 from tenantgw.gateway.ledger import Ledger
@@ -115,6 +116,7 @@ class GatewayRuntime:
     budgets: BudgetGuard | None = None
     rules: Callable[[], Rules] = files.current_rules
     owns_redis: bool = False
+    audit: AuditTrail | None = None
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings | None = None) -> GatewayRuntime:
@@ -136,7 +138,20 @@ class GatewayRuntime:
             if settings.postgres_dsn
             else None
         )
-        return cls.assemble(settings.tenant, redis=redis, ledger=ledger, owns_redis=True)
+        audit = (
+            AuditTrail(
+                settings.postgres_dsn,
+                settings.tenant,
+                files.current_rules,
+                settings.spool_dir,
+                redis=redis,
+            )
+            if settings.postgres_dsn
+            else None
+        )
+        return cls.assemble(
+            settings.tenant, redis=redis, ledger=ledger, owns_redis=True, audit=audit
+        )
 
     @classmethod
     def assemble(
@@ -151,6 +166,7 @@ class GatewayRuntime:
         store: StoreHealth | None = None,
         limiter: RateLimiter | None = None,
         budgets: BudgetGuard | None = None,
+        audit: AuditTrail | None = None,
     ) -> GatewayRuntime:
         """A runtime from its parts; those not given are built from `redis` and `ledger`."""
         metrics = metrics or GatewayMetrics.registered()
@@ -174,12 +190,15 @@ class GatewayRuntime:
             budgets=budgets,
             rules=rules,
             owns_redis=owns_redis,
+            audit=audit,
         )
 
     async def start(self) -> None:
         """Start the ledger writer (on the serving event loop)."""
         if self.ledger is not None:
             await self.ledger.start()
+        if self.audit is not None:
+            await self.audit.start()
 
     async def aclose(self) -> None:
         """Run LiteLLM's pending callbacks, deliver pending Redis writes, flush the ledger (to
@@ -190,6 +209,8 @@ class GatewayRuntime:
         await self.store.aclose()
         if self.ledger is not None:
             await stop_ledger(self.ledger)
+        if self.audit is not None:
+            await self.audit.stop()
         if self.redis is not None and self.owns_redis:
             await self.redis.aclose()
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
 
-from tenantgw.api import API_VERSION, GROUP, VERSION, Tenant
+from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
 from tenantgw.kube.client import Kube, KubeError
 from tenantgw.operator.waker import Waker
+from tenantgw.reconcile.audit import load_signing_key, run_audit_loop
 from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.cleanup import cleanup_tenant
@@ -50,6 +52,8 @@ OWNED: list[tuple[str, str, str]] = [
 # once (without the label, the next resync picks it up). A label selector cannot say "ours OR
 # referenced by a Tenant", and a cluster-wide Secret watch would cache every Secret.
 SECRETS_SELECTOR = f"{PART_OF_LABEL}={PART_OF}"
+AUDIT_INTERVAL = float(os.environ.get("TENANTGW_AUDIT_CHECKPOINT_SECONDS", "60"))
+"""Seconds between signed checkpoints (and retention passes) of the tenants' audit trails."""
 
 
 def select_watches(settings: kopf.OperatorSettings) -> None:
@@ -100,13 +104,35 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
             ),
             name="budget-status",
         )
+        audit: kopf.Index[str, Audit] = kwargs["tenant_audit"]
+        try:
+            key = await load_signing_key(kube, SETTINGS.operator_namespace)
+        except KubeError as exc:
+            # Tenants are still served and audited; only checkpoints and retention wait.
+            log.error(
+                "audit signing key not available in namespace %s (%s): no checkpoints or "
+                "retention until the operator restarts with it",
+                SETTINGS.operator_namespace,
+                exc,
+            )
+        else:
+            memo["audit_loop"] = asyncio.create_task(
+                run_audit_loop(
+                    provisioner,
+                    key,
+                    lambda: {name: a for name in list(audit) for a in audit.get(name, [])},
+                    AUDIT_INTERVAL,
+                ),
+                name="audit-checkpoints",
+            )
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("budget_loop")
-    if task is not None:
-        task.cancel()
+    for loop in ("budget_loop", "audit_loop"):
+        task = memo.get(loop)
+        if task is not None:
+            task.cancel()
     if memo.get("provisioner") is not None:
         await memo["provisioner"].close()
 
@@ -133,6 +159,16 @@ async def _reconcile(
     if outcome.requeue:
         log.info("tenant %s: not converged yet (storage, apply or namespace), requeued", name)
     return not outcome.requeue
+
+
+@kopf.index(*TENANTS)
+def tenant_audit(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Audit]:
+    """Each Tenant's audit settings, for the checkpoint and retention loop."""
+    try:
+        audit = Audit.model_validate((spec.get("compliance") or {}).get("audit") or {})
+    except ValueError:
+        return {}  # an invalid Tenant: its reconcile reports it
+    return {name: audit}
 
 
 @kopf.index(*TENANTS)

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from tenantgw.api import API_VERSION
 from tenantgw.kube.apply import ApplyResult, apply_objects, prune
 from tenantgw.kube.client import Kube
+from tenantgw.reconcile.audit import change_record, record_change
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.enforcement import observe_enforcement
 from tenantgw.reconcile.events import post_event
@@ -69,6 +71,8 @@ class Outcome:
     storage_failed: bool = False
     requeue: bool = False
     """The tenant is not where its spec wants it for a reason that heals: try again soon."""
+    status: dict[str, Any] | None = None
+    """The Tenant status this pass concluded (for the control-plane audit record)."""
 
 
 async def reconcile_tenant(
@@ -87,6 +91,15 @@ async def reconcile_tenant(
     plan = plan_tenant(snapshot, settings, now=now, new_key=new_key, storage=storage)
     outcome = await act_on_plan(kube, settings, plan, cache)
     outcome.storage_failed = bool(storage and storage.failed)
+    if (outcome.applied or outcome.pruned) and storage is not None and not storage.failed:
+        # Only a pass that changed something leaves a control-plane record: an idle resync
+        # writes nothing.
+        tenant = admit(snapshot.body, snapshot.namespace, settings, namespace_read=True).tenant
+        if tenant is not None and tenant.spec.compliance.audit.enabled:
+            content = change_record(
+                snapshot.body, plan.objects, outcome.applied, outcome.pruned, outcome.status
+            )
+            await record_change(provisioner, name, content)
     return outcome
 
 
@@ -161,6 +174,7 @@ async def act_on_plan(
 
     done = conclude(plan, result or ApplyResult())
     outcome.ready, outcome.requeue = done.ready, done.requeue
+    outcome.status = done.status
     if done.status is not None:
         outcome.status_written = await write_tenant_status(
             kube, plan.body, plan.body.get("status") or {}, done.status

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from tenantgw.api.audit_trail import audit_schema
 from tenantgw.tenancy.errors import StorageError
 from tenantgw.tenancy.naming import SCHEMA_PREFIX, role_name, schema_name
 from tenantgw.tenancy.pg_plan import DefaultAcl, PgState, RoleState
@@ -140,10 +141,12 @@ SELECT pg_get_userbyid(n.nspowner),
 FROM pg_namespace n WHERE n.nspname = %(schema)s
 """
 
-# Schemas of other tenants (and any other non-system schema) that the role could use.
+# Schemas of other tenants (and any other non-system schema) that the role could use; its own
+# audit trail's schema (tenancy/audit.py: USAGE and INSERT/SELECT only) is not foreign.
 _FOREIGN_SQL = r"""
 SELECT n.nspname FROM pg_namespace n
-WHERE n.nspname NOT LIKE 'pg\_%%' AND n.nspname NOT IN ('information_schema', 'public', %(schema)s)
+WHERE n.nspname NOT LIKE 'pg\_%%'
+  AND n.nspname NOT IN ('information_schema', 'public', %(schema)s, %(audit)s)
   AND (has_schema_privilege('public', n.oid, 'USAGE')
        OR has_schema_privilege('public', n.oid, 'CREATE')
        OR coalesce(has_schema_privilege(%(oid)s::oid, n.oid, 'USAGE'), false)
@@ -209,7 +212,9 @@ async def read_state(
             default_acl=default_acl,
         )
     schema_row = await one(conn, _SCHEMA_SQL, {"schema": schema})
-    cur = await conn.execute(_FOREIGN_SQL, {"schema": schema, "oid": oid})
+    cur = await conn.execute(
+        _FOREIGN_SQL, {"schema": schema, "audit": audit_schema(tenant_name), "oid": oid}
+    )
     foreign = tuple(name for (name,) in await cur.fetchall())
     return PgState(
         database=database,

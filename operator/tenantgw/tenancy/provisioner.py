@@ -7,6 +7,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import psycopg
+
+from tenantgw.tenancy.audit import AuditAdmin
 from tenantgw.tenancy.errors import StorageError
 from tenantgw.tenancy.naming import (
     check_password,
@@ -93,6 +96,8 @@ class Provisioner:
             note=self._note,
             max_connections=max_connections,
         )
+        self.audit = AuditAdmin(self._postgres.pool.connection, self._note)
+        """The tenants' audit trails (schema, checkpoints, retention, erasure)."""
         self._redis = RedisAdmin(admin_redis_url, connect_timeout=connect_timeout, note=self._note)
         self._pg_host = postgres_host_override or self._postgres.host
         self._pg_port = _port(postgres_port_override, "the PostgreSQL port") or self._postgres.port
@@ -170,6 +175,13 @@ class Provisioner:
         password = generate_password() if password is None else password
         storage = self.storage(tenant_name, password)
         await self._postgres.ensure(tenant_name, password)
+        try:
+            await self.audit.ensure(tenant_name)
+        except psycopg.Error as err:
+            raise StorageError(
+                f"PostgreSQL at {self._postgres.endpoint} failed to provision the audit trail "
+                f"of tenant {tenant_name}: {err}"
+            ) from err
         await self._redis.ensure(tenant_name, password)
         return storage
 
@@ -193,4 +205,6 @@ class Provisioner:
         """
         validate_tenant_name(tenant_name)
         await self._postgres.remove(tenant_name, keep_data=keep_data)
+        if not keep_data:
+            await self.audit.remove(tenant_name)
         await self._redis.remove(tenant_name)
