@@ -469,7 +469,7 @@ def judge_reply(prompt: str, dangerous: str) -> str:
     verdicts = {}
     for call in calls:
         flagged = bool(pattern.search(json.dumps(call.get("input"))))
-        reason = "deletes data outside the project" if flagged else "routine"
+        reason = "matches a destructive or remote-code pattern" if flagged else "routine"
         verdicts[str(call["id"])] = {"flagged": flagged, "reason": reason}
     return json.dumps({"verdicts": verdicts})
 
