@@ -8,6 +8,7 @@ compiled once at import; each detector has a cheap substring pre-check.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import string
@@ -144,6 +145,16 @@ def _card_lengths(digits: str) -> range | tuple[int, ...]:
     return ()
 
 
+def _jwt(match: re.Match[str]) -> Span | None:
+    """A JSON Web Token: its header is base64url JSON naming an algorithm ("alg")."""
+    header = match.group(0).split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+    except ValueError:
+        return None
+    return _jwt_bounds(match) if b'"alg"' in decoded else None
+
+
 def _iban(match: re.Match[str]) -> Span | None:
     text, start = match.string, match.start()
     if not _free_before(text, start, _ALNUM):
@@ -223,6 +234,7 @@ _WORD_PLUS = _WORD | {"+"}
 _WORD_COLON = _WORD | {":"}
 _TOKEN_CHARS = _ALNUM | {"_", "-"}
 _LOCAL = _ALNUM | set("._%+-")
+_jwt_bounds = _bounded(_TOKEN_CHARS, _TOKEN_CHARS)
 
 # Names of credential fields, lower case; found in the lower-cased text, then the assignment
 # after the name is matched in the original text.
@@ -329,6 +341,13 @@ _PHONE_AFTER = re.compile(
     r"\s{0,2}[-(/,]?\s{0,2}(?:office|fax|mobile|cell|home|work|tel|phone|direct|desk|landline)"
 )
 _CONTEXT_CHARS = 48
+
+
+def _long_groups(groups: list[str]) -> bool:
+    """Groups of two digits or more (single digits are lists, matrices, counters)."""
+    return all(len(group) >= 2 for group in groups)
+
+
 _DIGIT_RUN = re.compile(r"\d+")
 _NEXT_GROUP = re.compile(r"[^\d+(]+")
 _ESCAPE = re.compile(r"\\[ntr]")
@@ -386,13 +405,15 @@ class _PhoneDetector(Detector):
         if not tail and core[:2] == "00" and core[2] != "0":
             return digits >= 8  # 0044 20 7946 0958: an international call prefix
         if not tail and not (dotted and len(groups) <= 4):  # versions, decimals
-            if _NANP(core) or (core[0] == "(" and digits >= 7):
-                return True  # (555) 555-0134, (020) 7946 0958, (73) 4746-3459
+            if _NANP(core):
+                return True  # (555) 555-0134
+            if core[0] == "(" and core.count("(") == 1 and digits >= 7 and _long_groups(groups[1:]):
+                return True  # an area code: (020) 7946 0958, (73) 4746-3459
             if (
                 core[0] == "0"
                 and core[1] != "0"
                 and len(groups) >= 2
-                and all(len(g) >= 2 for g in groups)
+                and _long_groups(groups)
                 and 9 <= digits <= 12
             ):
                 return True  # a trunk prefix: 07700 900 123, 06-12345678, 05.06.52.16.25
@@ -445,7 +466,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(  # a JSON Web Token anywhere: header and claims are base64url JSON objects
         "SECRET",
         re.compile(r"eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{4,8192}\.[A-Za-z0-9_-]{0,2048}"),
-        _bounded(_TOKEN_CHARS, _TOKEN_CHARS),
+        _jwt,
         needles=("eyJ",),
     ),
     Detector(
@@ -493,7 +514,7 @@ DETECTORS: tuple[Detector, ...] = (
         "IP_ADDRESS",
         re.compile(
             r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:(?:[0-9A-Fa-f]{0,4}:){0,5}"
-            r"(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+            r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
         ),
         _ipv6,
         needles=(":",),
