@@ -402,7 +402,7 @@ class _PhoneDetector(Detector):
         # the tail of a longer run of numbers (an IBAN, a table row): only with a phone word
         tail = start >= 2 and text[start - 1] in " ./-" and text[start - 2].isdigit()
         dotted = "." in core and not any(c in core for c in " -/()")
-        if not tail and core[:2] == "00" and core[2] != "0":
+        if not tail and core[:2] == "00" and core[2:3].isdigit() and core[2] != "0":
             return digits >= 8  # 0044 20 7946 0958: an international call prefix
         if not tail and not (dotted and len(groups) <= 4):  # versions, decimals
             if _NANP(core):
