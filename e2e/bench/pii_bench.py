@@ -35,7 +35,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import string
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -334,7 +337,21 @@ def cost(texts: Sequence[str], repeat: int = 3) -> float:
     return best * 1e6 / size
 
 
-def cost_rows(samples: Sequence[Sample]) -> list[tuple[str, str]]:
+def baseline_costs(args: argparse.Namespace) -> list[str]:
+    """The same CPU costs measured with the tenantgw of `args.baseline` (an operator/ dir)."""
+    env = {**os.environ, "PYTHONPATH": f"{args.baseline.resolve()}:{report.ROOT}"}
+    command = [sys.executable, "-m", "e2e.bench.pii_bench", "--cost-only", "--seed"]
+    out = subprocess.run(
+        [*command, str(args.seed), "--sentences", str(args.sentences)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [cell for _, cell in json.loads(out.strip().splitlines()[-1])]
+
+
+def cost_rows(samples: Sequence[Sample]) -> list[tuple[str, ...]]:
     sentences = [s.text for s in samples]
     # a prompt of the size Claude Code sends: the corpus joined into 16 KB texts
     joined = "\n".join(sentences)
@@ -358,7 +375,7 @@ def render(
     samples: Sequence[Sample],
     ours: dict[str, Score],
     theirs: dict[str, Score],
-    costs: list[tuple[str, str]],
+    costs: list[tuple[str, ...]],
     args: argparse.Namespace,
     presidio_version: str,
 ) -> str:
@@ -397,6 +414,7 @@ def render(
     command = (
         f"python -m e2e.bench.pii_bench --sentences {args.sentences} "
         f"--secret-sentences {args.secret_sentences} --seed {args.seed}"
+        + (f" --baseline {args.baseline}" if args.baseline else "")
     )
     head = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
@@ -441,14 +459,35 @@ def render(
         "structured types above only; names, street addresses, places, organisations and "
         "dates in a prompt reach the model unchanged.",
         "",
+        "The detectors were tuned on this generator's sentences with another seed (1); the "
+        "table is seed 42's. Both seeds draw from the same ~200 templates, so the words around "
+        "a phone number that tell it is one (call, mobile, fax, office...) are not held out: "
+        "expect lower phone recall on prose this generator does not write. Without such a "
+        "word, a national number counts only in a phone-like shape (a trunk prefix 0, an area "
+        "code in parentheses, North American groups); a bare 10-digit number does not.",
+        "",
         "What tenantgw still misses or over-matches in this run:",
         "",
         *(misses or ["- nothing"]),
         "",
-        "CPU cost of the scan (`time.process_time`, best of 3, every entity type, a fresh "
-        "scanner so nothing comes from its cache):",
+        "In scope and out of scope for a tenant's user who tries to get a value past the "
+        "redactor (tests: tests/unit/test_gateway_pii_evasion.py): within one text (a "
+        "message, a system prompt, one string of a tool input) any separators between digits "
+        "(spaces, dashes, dots, slashes, two at a time, mixed), zero-width and other invisible "
+        "characters, full-width forms and other scripts' digits, no-break and thin spaces, "
+        "Unicode dashes are redacted. Not in scope: a value split across two texts (two "
+        "messages, two JSON strings, two tool calls), spelled out (four one one one), written "
+        "with look-alike letters (O for 0), or encoded (base64, hex, reversed). The redactor "
+        "keeps personal data from reaching a provider by accident; it is not a data-loss "
+        "barrier against a user who means to send it.",
         "",
-        report.markdown_table(["Text", "tenantgw"], costs),
+        "CPU cost of the scan (`time.process_time`, best of 3, every entity type, a fresh "
+        "scanner so nothing comes from its cache; the scan runs once per request on the text "
+        "the scanner has not seen before):",
+        "",
+        report.markdown_table(
+            ["Text", "tenantgw", *([f"before ({args.baseline})"] if args.baseline else [])], costs
+        ),
     ]
     return "\n".join(head)
 
@@ -460,13 +499,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=report.DOC, help="results page (Markdown)")
     parser.add_argument("--cost-only", action="store_true", help="print the CPU cost only")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout's operator/ to compare the CPU cost with"
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not write the page")
     args = parser.parse_args()
     samples = corpus(args.sentences, args.secret_sentences, args.seed)
     costs = cost_rows([s for s in samples if s.corpus == "presidio-evaluator"])
     if args.cost_only:
-        print(report.markdown_table(["Text", "tenantgw"], costs))
+        print(json.dumps(costs))
         return
+    if args.baseline:
+        costs = [(*row, before) for row, before in zip(costs, baseline_costs(args), strict=True)]
     ours_detect = tenantgw_detector()
     theirs_detect, presidio_version = presidio_detector()
     ours = score(samples, [ours_detect(s.text) for s in samples], TYPES)
