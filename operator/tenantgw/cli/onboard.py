@@ -26,6 +26,7 @@ from tenantgw.api import (
 )
 from tenantgw.render.names import API_KEY_FIELD, key_secret_name
 
+WINDOW_ENV = "CLAUDE_CODE_MAX_CONTEXT_TOKENS"
 DEFAULT_CONTEXT_WINDOW = 128_000
 """What the gateway assumes of a model nobody knows the window of (gateway.models)."""
 
@@ -85,13 +86,21 @@ class Onboarding:
                 env[f"ANTHROPIC_DEFAULT_{family}_MODEL_DESCRIPTION"] = info.description
         # The aliases' real window: no "isn't recognized" warning, compaction before the
         # upstream's limit (Claude Code otherwise assumes 1M tokens).
-        env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(self.context_window())
+        env[WINDOW_ENV] = str(self.context_window())
         # The picker's "From gateway" rows: GET /v1/models at start-up.
         env["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] = "1"
         return env
 
     def shell(self) -> str:
-        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.env().items())
+        """Exports, and `claude` with the window in its settings.
+
+        Claude Code 2.1.332 reads CLAUDE_CODE_MAX_CONTEXT_TOKENS from the `env` of its settings
+        only (settings.json, `--settings`), never from the process environment.
+        """
+        exports = [f"export {k}={shlex.quote(v)}" for k, v in self.env().items()]
+        window = json.dumps({"env": {WINDOW_ENV: str(self.context_window())}})
+        command = f"claude --settings {shlex.quote(window)}"
+        return "\n".join([*exports, f"alias claude={shlex.quote(command)}"])
 
     def settings_json(self) -> str:
         """A `~/.claude/settings.json` with the same environment."""
