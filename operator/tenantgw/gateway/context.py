@@ -45,7 +45,8 @@ class RequestContext:
 
     `requested_model` is what the client sent, `alias` the ModelAlias the routing chose (after a
     budget downgrade: the alias actually called, and `downgraded_from` the one routing chose).
-    `started_at` is `time.monotonic()` when the pre-call hook ran.
+    `started_at` is `time.monotonic()` when the pre-call hook ran. `session_id` is the
+    client's own label, validated; it never selects the key charged or the policies' scopes.
     """
 
     tenant: str
@@ -59,6 +60,8 @@ class RequestContext:
     stream: bool = False
     pii_counts: dict[str, int] = field(default_factory=dict)
     downgraded_from: str | None = None
+    session_id: str | None = None
+    """The client's Claude Code session (`sessions.py`, validated): a label under the key."""
 
 
 @dataclass

@@ -72,6 +72,8 @@ class UsageRecord:
     error_type: str | None
     downgraded_from: str | None
     stream: bool
+    session_id: str | None = None
+    """The client's well-formed `X-Claude-Code-Session-Id` (`sessions.py`), else None."""
 
     def as_row(self) -> dict[str, Any]:
         # Not dataclasses.asdict(): it deep-copies every value, and this runs per request.
@@ -221,6 +223,7 @@ def record_from_kwargs(
         else (type(exc).__name__ if exc is not None else _str(error_info.get("error_class"))),
         downgraded_from=ctx.downgraded_from,
         stream=bool(ctx.stream or slo.get("stream") or kwargs.get("stream")),
+        session_id=ctx.session_id,
     )
 
 
@@ -250,6 +253,7 @@ def refused(ctx: RequestContext, exc: BaseException) -> UsageRecord:
         error_type=type(exc).__name__,
         downgraded_from=ctx.downgraded_from,
         stream=bool(ctx.stream),
+        session_id=ctx.session_id,
     )
 
 
