@@ -1,4 +1,16 @@
-"""What a developer pastes to use Claude Code through their tenant's gateway."""
+"""What a developer pastes, or an administrator distributes, to use Claude Code through a
+tenant's gateway.
+
+Formats: `env` (shell exports), `settings` (a developer's `~/.claude/settings.json`) and
+`managed-settings`: the `managed-settings.json` an administrator installs on every machine of a
+fleet (Claude Code's LLM gateway rollout guide), at `/etc/claude-code/managed-settings.json` on
+Linux and WSL, `/Library/Application Support/ClaudeCode/managed-settings.json` on macOS. It
+holds the gateway URL, the model names, nonessential traffic off, and an `apiKeyHelper`: a
+command Claude Code runs (with /bin/sh, as the developer) that prints the key, by default
+`cat "$HOME/.config/tenantgw/<tenant>.key"`, so the machine-wide file carries no secret and each
+developer's own key stays in their home. The key goes inline (`ANTHROPIC_AUTH_TOKEN`) only when
+asked for (`--inline-key`).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +50,30 @@ class ModelInfo:
     display_name: str | None = None
     description: str | None = None
     context_window: int | None = None
+
+
+MANAGED_SETTINGS_PATHS = {
+    "linux": "/etc/claude-code/managed-settings.json",
+    "macos": "/Library/Application Support/ClaudeCode/managed-settings.json",
+}
+"""Where Claude Code reads an administrator's managed settings (they override the user's)."""
+KEY_HELPER_TTL_MS = 3_600_000
+"""How often Claude Code re-runs the apiKeyHelper: a rotated key is picked up within an hour
+(CLAUDE_CODE_API_KEY_HELPER_TTL_MS; it also re-runs it after a 401)."""
+
+
+def default_key_file(tenant: str) -> str:
+    """Where the default apiKeyHelper reads a developer's key: in their own home."""
+    return f"$HOME/.config/tenantgw/{tenant}.key"
+
+
+def key_helper(path: str) -> str:
+    """A /bin/sh command printing the key stored in `path` (a leading $HOME is expanded)."""
+    if path.startswith("$HOME/"):
+        rest = path.removeprefix("$HOME/")
+        if all(c.isalnum() or c in "._-/" for c in rest):
+            return f'cat "$HOME/{rest}"'
+    return f"cat {shlex.quote(path)}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +141,28 @@ class Onboarding:
     def settings_json(self) -> str:
         """A `~/.claude/settings.json` with the same environment."""
         return json.dumps({"env": self.env()}, indent=2)
+
+    def managed_settings(
+        self, tenant: str, *, key_file: str | None = None, inline_key: bool = False
+    ) -> dict[str, object]:
+        """The `managed-settings.json` of a fleet: the key through an apiKeyHelper reading
+        `key_file` (default `default_key_file(tenant)`), or inline with `inline_key`."""
+        env = {k: v for k, v in self.env().items() if k != "ANTHROPIC_AUTH_TOKEN"}
+        env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+        settings: dict[str, object] = {}
+        if inline_key:
+            env["ANTHROPIC_AUTH_TOKEN"] = self.token
+        else:
+            settings["apiKeyHelper"] = key_helper(key_file or default_key_file(tenant))
+            env["CLAUDE_CODE_API_KEY_HELPER_TTL_MS"] = str(KEY_HELPER_TTL_MS)
+        settings["env"] = env
+        return settings
+
+    def managed_settings_json(
+        self, tenant: str, *, key_file: str | None = None, inline_key: bool = False
+    ) -> str:
+        body = self.managed_settings(tenant, key_file=key_file, inline_key=inline_key)
+        return json.dumps(body, indent=2)
 
 
 def pick_models(tenant: Tenant, aliases: list[ModelAlias]) -> dict[str, str]:
@@ -223,4 +281,12 @@ def onboard(
     return Onboarding(base_url=url, token=token, models=model_infos(aliases, served), **models)
 
 
-__all__ = ["API_VERSION", "Onboarding", "onboard", "pick_models"]
+__all__ = [
+    "API_VERSION",
+    "MANAGED_SETTINGS_PATHS",
+    "Onboarding",
+    "default_key_file",
+    "key_helper",
+    "onboard",
+    "pick_models",
+]

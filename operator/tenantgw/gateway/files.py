@@ -135,7 +135,7 @@ class Compliance(_Model):
 
 
 class BudgetScope(_Model):
-    kind: Literal["Tenant", "Key", "ModelAlias"] = "Tenant"
+    kind: Literal["Tenant", "Key", "ModelAlias", "Session"] = "Tenant"
     name: str | None = None
 
 
