@@ -215,7 +215,16 @@ async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
     assert stored[1] == expected["ts"]
     assert list(stored[2:13]) == [expected[c] for c in list(expected)[2:13]]
     assert stored[15:] == (
-        850, 240, "success", 200, None, None, True, None, None, "5b1f7e2a-claude-session"
+        850,
+        240,
+        "success",
+        200,
+        None,
+        None,
+        True,
+        None,
+        None,
+        "5b1f7e2a-claude-session",
     )
     error = by_id[failed.request_id]
     assert error[14] is None

@@ -34,6 +34,10 @@ def test_the_managed_settings_carry_no_key_and_read_it_with_an_api_key_helper() 
             "ANTHROPIC_DEFAULT_OPUS_MODEL": "reasoning",
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": "documentation",
             "CLAUDE_CODE_SUBAGENT_MODEL": "fast-code",
+            # The one place Claude Code reads the window from: settings (no models listed
+            # here, so the gateway's conservative default).
+            "CLAUDE_CODE_MAX_CONTEXT_TOKENS": "128000",
+            "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "3600000",
         },
