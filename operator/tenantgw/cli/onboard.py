@@ -134,9 +134,12 @@ class Onboarding:
         only (settings.json, `--settings`), never from the process environment.
         """
         exports = [f"export {k}={shlex.quote(v)}" for k, v in self.env().items()]
-        window = json.dumps({"env": {WINDOW_ENV: str(self.context_window())}})
-        command = f"claude --settings {shlex.quote(window)}"
+        command = shlex.join(["claude", *self.claude_args()])
         return "\n".join([*exports, f"alias claude={shlex.quote(command)}"])
+
+    def claude_args(self) -> list[str]:
+        """Arguments of `claude` that hand it the window (`--settings` with its `env`)."""
+        return ["--settings", json.dumps({"env": {WINDOW_ENV: str(self.context_window())}})]
 
     def settings_json(self) -> str:
         """A `~/.claude/settings.json` with the same environment."""
