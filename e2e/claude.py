@@ -149,11 +149,14 @@ def run_claude(
     max_turns: int = 6,
     max_retries: int | None = None,
     timeout: float = 240,
+    settings: Path | None = None,
 ) -> ClaudeRun:
     """`claude -p PROMPT --output-format json` in `project`, as the user of `home`.
 
     `max_retries` sets CLAUDE_CODE_MAX_RETRIES: Claude Code retries even a 401 about ten
-    times with backoff (minutes) unless told otherwise.
+    times with backoff (minutes) unless told otherwise. `settings` is a settings file loaded
+    with `--settings` (above the user's and project's; the pinned CLI reads managed settings
+    only from the system path, /etc/claude-code, which a test must not write).
     """
     argv = [
         str(claude_binary()),
@@ -168,6 +171,8 @@ def run_claude(
         "--allowedTools",
         ",".join(allowed_tools),
     ]
+    if settings is not None:
+        argv += ["--settings", str(settings)]
     env = claude_env(home, gateway_env)
     if max_retries is not None:
         env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)

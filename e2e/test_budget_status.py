@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 import redis
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
 from e2e.fixtures import Services
 from e2e.helpers import K8s, eventually
 from e2e.operator_fixture import RunningOperator, audit_events
 from e2e.test_operator import fast_code, make_tenant
-from tenantgw.api.periods import budget_counter_key
+from tenantgw.api.periods import budget_counter_key, session_spend_key
 
 pytestmark = pytest.mark.e2e
 
@@ -228,5 +229,40 @@ def test_each_threshold_fires_one_event_per_period(
         assert by_threshold[100].type == "Warning"
         assert by_threshold[50].type == "Normal"
         assert "65.0% of 10 USD spent this day" in by_threshold[50].message
+    finally:
+        k8s.delete(f"{GROUP}/{VERSION}", "Tenant", name)
+
+
+def test_a_session_policys_status_shows_its_top_session_and_sessions_over_the_limit(
+    k8s: K8s, operator: RunningOperator, spend: redis.Redis
+) -> None:
+    """Session caps: the manager sees the session that spent most and how many hit the cap."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    ns = make_tenant(k8s, name)
+    try:
+        k8s.apply(fast_code(ns))
+        body = budget_body(ns, limit=2)
+        body["spec"]["scope"] = {"kind": "Session", "name": "nobody"}
+        with pytest.raises(ApiException) as refused:  # CEL: a Session scope takes no name
+            k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "budgetpolicies", body)
+        assert refused.value.status == 422
+        assert "omitted for Tenant and Session" in str(refused.value.body)
+        body["spec"]["scope"] = {"kind": "Session"}
+        k8s.apply(body)
+        k8s.wait_condition(lambda: get_budget(k8s, ns), "Accepted", "True")
+        sessions = session_spend_key(counter(name))
+        # What gateways add after requests of three sessions (micro-USD per session).
+        spend.zincrby(sessions, 500_000, "s-small")
+        spend.zincrby(sessions, 2_500_000, "s-runaway")
+        spend.zincrby(sessions, 1_700_000, "s-busy")
+        status = wait_spent(k8s, ns, 2.5)
+        assert status["topSession"] == "s-runaway"
+        assert (status["sessions"], status["sessionsOverLimit"]) == (3, 1)
+        assert (status["utilization"], status["state"]) == (125.0, "Exceeded")
+
+        def event_names_the_session() -> list[Any]:
+            return [e for e in threshold_events(k8s, ns) if "by session s-runaway" in e.message]
+
+        eventually(event_names_the_session, 30, "a threshold Event naming the session")
     finally:
         k8s.delete(f"{GROUP}/{VERSION}", "Tenant", name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +74,7 @@ def _usage_rows(gw: ExampleGateway, since: float) -> list[dict[str, Any]]:
     with psycopg.connect(gw.postgres_dsn, connect_timeout=5) as conn:
         cur = conn.execute(
             "select request_id, key_name, requested_model, alias, provider, status,"
-            " input_tokens, output_tokens, cost_usd, stream"
+            " input_tokens, output_tokens, cost_usd, stream, session_id, ts"
             " from usage where ts >= to_timestamp(%s) order by ts",
             (since,),
         )
@@ -93,6 +94,7 @@ class ToolTurn:
     notes: Path
     started: float
     spent_before: int
+    ended: float
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,14 @@ def tool_turn(
         run = _claude("What is the release codename in notes.txt?", project, home, env)
     finally:
         gw.simulator.reset()
-    return ToolTurn(run=run, token=token, notes=notes, started=started, spent_before=spent_before)
+    return ToolTurn(
+        run=run,
+        token=token,
+        notes=notes,
+        started=started,
+        spent_before=spent_before,
+        ended=time.time(),
+    )
 
 
 def test_claude_code_runs_a_tool_and_answers_from_its_output(tool_turn: ToolTurn) -> None:
@@ -169,6 +178,100 @@ def test_claude_codes_calls_are_metered_for_alice_and_counted_in_the_budget(
     assert spent - tool_turn.spent_before >= sum(
         int(row["cost_usd"] * 1_000_000) for row in claude_rows[:1]
     )
+
+
+def _session_of(rows: list[dict[str, Any]]) -> str:
+    """The one session id of a `claude -p` run's rows (a UUID); fails if they differ."""
+    sessions = {r["session_id"] for r in rows}
+    assert len(sessions) == 1, f"one run, several sessions: {sessions}"
+    (session,) = sessions
+    assert isinstance(session, str)
+    assert str(uuid.UUID(session)) == session.lower()
+    return session
+
+
+def test_claude_codes_session_id_is_on_every_row_of_its_run(
+    tool_turn: ToolTurn, example_gateway: ExampleGateway
+) -> None:
+    """Usage by session: the CLI's X-Claude-Code-Session-Id is each of its ledger rows'."""
+    assert tool_turn.run.returncode == 0, tool_turn.run.describe()
+
+    def claude_rows() -> list[dict[str, Any]]:
+        rows = [
+            r
+            for r in _usage_rows(example_gateway, tool_turn.started)
+            if r["requested_model"] == "fast-code" and r["ts"].timestamp() <= tool_turn.ended
+        ]
+        return rows if len(rows) >= 2 else []
+
+    rows = eventually(claude_rows, 30, "usage rows of Claude Code's calls")
+    _session_of(rows)
+
+
+# --------------------------------------------------------------------------- a fleet machine
+
+
+def test_a_fleet_machines_managed_settings_reach_the_gateway_through_the_key_helper(
+    tool_turn: ToolTurn, example_gateway: ExampleGateway, kube: ApiClient, tmp_path: Path
+) -> None:
+    """Fleet rollout: `tenantctl onboard --format managed-settings` is all a machine needs.
+
+    The settings file carries the gateway URL and the models; the key is only in the
+    developer's own key file, printed by the apiKeyHelper. Nothing in the environment points
+    Claude Code at the gateway. The pinned CLI reads managed settings only from the system
+    path (/etc/claude-code), which a test on a shared machine must not write, so the same file
+    is given with `--settings`.
+    """
+    gw = example_gateway
+    info = onboard(kube, gw.tenant, "alice", base_url=gw.url)
+    settings = tmp_path / "managed-settings.json"
+    settings.write_text(info.managed_settings_json(gw.tenant))
+    assert info.token not in settings.read_text()
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    seed_home(home, [project])
+    key_file = home / ".config" / "tenantgw" / f"{gw.tenant}.key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(info.token + "\n")
+    key_file.chmod(0o600)
+    token = f"tgw-{secrets.token_hex(6)}"
+    notes = project / "notes.txt"
+    notes.write_text(f"The fleet codename is {token}.\n")
+    # The simulated model reads the file (else it would call the first tool offered: Agent).
+    gw.simulator.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
+    started = time.time()
+    try:
+        run = run_claude(
+            "What is the fleet codename in notes.txt?",
+            project=project,
+            home=home,
+            gateway_env={},
+            model="fast-code",
+            settings=settings,
+            max_retries=0,
+        )
+    except ClaudeCodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    finally:
+        gw.simulator.reset()
+    assert run.returncode == 0, run.describe()
+    assert run.result["is_error"] is False, run.describe()
+    assert token in run.result["result"], run.describe()
+
+    def fleet_rows() -> list[dict[str, Any]]:
+        rows = [r for r in _usage_rows(gw, started) if r["requested_model"] == "fast-code"]
+        return rows if rows else []
+
+    rows = eventually(fleet_rows, 30, "usage rows of the fleet machine's run")
+    assert {r["key_name"] for r in rows} == {"alice"}
+    assert {r["status"] for r in rows} == {"success"}
+    # Another `claude` run is another session.
+    tool_rows = [
+        r
+        for r in _usage_rows(gw, tool_turn.started)
+        if r["requested_model"] == "fast-code" and r["ts"].timestamp() <= tool_turn.ended
+    ]
+    assert _session_of(rows) != _session_of(tool_rows)
 
 
 # --------------------------------------------------------------------------- the other endpoints

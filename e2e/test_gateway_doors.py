@@ -92,8 +92,9 @@ def test_every_route_litellm_registers_is_closed_or_a_door_with_our_checks(
                     assert response.status_code in (403, 404), f"websocket {path}"
                     continue
                 for method in sorted(route.methods or {"GET", "POST"}):
-                    if routes.door_for(method, path) is not None:
-                        doors.add(f"{method} {path}")
+                    door = routes.door_for(method, path)
+                    if door is not None:
+                        doors.add(f"{method} {door.path}")
                         continue
                     for key in (ALICE_KEY, MASTER_KEY):
                         response = client.request(
@@ -108,6 +109,7 @@ def test_every_route_litellm_registers_is_closed_or_a_door_with_our_checks(
         "POST /chat/completions",
         "GET /v1/models",
         "GET /models",
+        "GET /v1/models/{model_id}",
         "GET /health/liveliness",
         "GET /health/readiness",
     }

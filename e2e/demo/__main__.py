@@ -230,6 +230,27 @@ def onboarding(cluster: Cluster) -> tuple[str, dict[str, str]]:
     return proc.stdout.strip(), env
 
 
+def managed_settings(cluster: Cluster) -> tuple[str, str]:
+    """`tenantctl onboard --format managed-settings`: (the file, where it goes)."""
+    argv = [
+        str(BIN / "tenantctl"),
+        "onboard",
+        EXAMPLE_TENANT,
+        "--key",
+        KEY,
+        "--url",
+        GATEWAY_URL,
+        "--format",
+        "managed-settings",
+    ]
+    proc = subprocess.run(
+        argv, env=cluster.env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise DemoError(f"tenantctl onboard --format managed-settings failed:\n{proc.stderr}")
+    return proc.stdout.strip(), proc.stderr.strip()
+
+
 def _simulator_config(changes: dict[str, Any]) -> None:
     request = urllib.request.Request(  # noqa: S310 (loopback)
         f"{SIMULATOR_URL}/_sim/config",
@@ -273,7 +294,7 @@ def usage_rows(dsn: str, since: float) -> list[tuple[Any, ...]]:
     """The request's rows in the tenant's ledger (metering writes them just after the reply)."""
     query = (
         "select ts, key_name, requested_model, alias, provider, provider_model, input_tokens,"
-        " output_tokens, cost_usd, latency_ms, status from usage"
+        " output_tokens, cost_usd, latency_ms, status, session_id from usage"
         " where ts >= to_timestamp(%s) and key_name = %s order by ts"
     )
     deadline = time.monotonic() + 30
@@ -320,6 +341,7 @@ def up() -> None:
     tenant = ensure_tenant(k8s)
     ensure_gateway(k8s, cluster)
     shell, env = onboarding(cluster)
+    fleet, fleet_note = managed_settings(cluster)
     prompt, result, started = claude_request(env)
     dsn = k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn")
     rows = usage_rows(dsn, started)
@@ -338,6 +360,13 @@ def up() -> None:
     print()
     print(f"Onboarding: tenantctl onboard {EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL}")
     print(shell)
+    print()
+    print(
+        f"For a fleet: tenantctl onboard {EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL} "
+        "--format managed-settings"
+    )
+    print(fleet)
+    print(fleet_note)
     print()
     print(f"Claude Code: {prompt!r} -> {answer!r}")
     print(
@@ -359,6 +388,7 @@ def up() -> None:
                 "cost USD",
                 "latency",
                 "status",
+                "session",
             ],
             [
                 [
@@ -372,6 +402,7 @@ def up() -> None:
                     f"{r[8]:.6f}",
                     f"{r[9]} ms" if r[9] is not None else "-",
                     r[10],
+                    r[11] or "-",
                 ]
                 for r in rows
             ],

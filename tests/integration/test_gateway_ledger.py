@@ -191,7 +191,7 @@ async def test_one_row_per_record_written_in_batches(db: TenantDb, tmp_path: Pat
 
 
 async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
-    rec = usage(1)
+    rec = UsageRecord(**{**usage(1).as_row(), "session_id": "5b1f7e2a-claude-session"})
     failed = UsageRecord(
         **{
             **rec.as_row(),
@@ -214,7 +214,18 @@ async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
     expected = rec.as_row()
     assert stored[1] == expected["ts"]
     assert list(stored[2:13]) == [expected[c] for c in list(expected)[2:13]]
-    assert stored[15:] == (850, 240, "success", 200, None, None, True, None, None)
+    assert stored[15:] == (
+        850,
+        240,
+        "success",
+        200,
+        None,
+        None,
+        True,
+        None,
+        None,
+        "5b1f7e2a-claude-session",
+    )
     error = by_id[failed.request_id]
     assert error[14] is None
     assert error[16:21] == (None, "error", 500, "InternalServerError", "reasoning")

@@ -60,6 +60,7 @@ spec:
       model: qwen/qwen3-coder
       costTier: medium
       pricing: {inputPerMillion: 0.30, outputPerMillion: 1.20}
+      contextWindow: 262144
     - {provider: openrouter, model: "anthropic/*", costTier: high}
     - {provider: openai, model: gpt-4o-mini, costTier: low}
     - {provider: azure-east, model: o4-mini, costTier: medium}
@@ -100,8 +101,13 @@ spec:
 """
 
 ENGINEERING_ALIASES = """
-- metadata: {name: fast-code, namespace: tenant-engineering-team}
+- metadata:
+    name: fast-code
+    namespace: tenant-engineering-team
+    creationTimestamp: "2025-06-01T09:30:00Z"
   spec:
+    displayName: Fast code
+    description: Everyday coding, Qwen3-Coder and GPT-4o-mini
     aliases: ["claude-sonnet-4-5", "claude-sonnet-4-5-*"]
     targets:
       - provider: openrouter

@@ -277,6 +277,10 @@ def test_rules_file_carries_policy_but_no_keys(engineering_team: RenderInputs) -
         "region": "us-west-2",
         "weight": 1,
         "max_tokens": None,
+        "litellm_model": "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "context_window": None,
     }
+    assert rules["aliases"]["fast-code"]["targets"][0]["context_window"] == 262144
+    assert rules["aliases"]["fast-code"]["display_name"] == "Fast code"
     text = json.dumps(rules)
     assert not [v for v in secret_values(engineering_team) if v in text]

@@ -1,4 +1,4 @@
-"""The BudgetPolicy resource (namespaced): a spending limit on a tenant, key or alias."""
+"""The BudgetPolicy resource (namespaced): a spending limit on a tenant, key, alias or session."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ BudgetState = Literal["Ok", "Warning", "Exceeded"]
 Period = Literal["daily", "weekly", "monthly"]
 
 SCOPE_NAME_MESSAGE = (
-    "scope.name is required when scope.kind is Key or ModelAlias and must be omitted for Tenant"
+    "scope.name is required when scope.kind is Key or ModelAlias and must be omitted for "
+    "Tenant and Session"
 )
+UNNAMED_KINDS = ("Tenant", "Session")
 TO_COST_TIER_MESSAGE = (
     "onExceeded.toCostTier is required when action is downgrade and allowed only then"
 )
@@ -37,24 +39,32 @@ DEFAULT_THRESHOLDS = (50, 80, 100)
 
 
 class BudgetScope(CamelModel):
-    """What the budget counts: the whole tenant, one key or one ModelAlias."""
+    """What the budget counts: the whole tenant, one key, one ModelAlias, or each session."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel("(self.kind == 'Tenant') != has(self.name)", SCOPE_NAME_MESSAGE)
+            cel(
+                "(self.kind == 'Tenant' || self.kind == 'Session') != has(self.name)",
+                SCOPE_NAME_MESSAGE,
+            )
         )
     )
 
-    kind: Literal["Tenant", "Key", "ModelAlias"] = Field(
-        description="Tenant (all spend in the namespace), Key or ModelAlias."
+    kind: Literal["Tenant", "Key", "ModelAlias", "Session"] = Field(
+        description=(
+            "Tenant (all spend in the namespace), Key, ModelAlias, or Session: each Claude Code "
+            "session (X-Claude-Code-Session-Id) may spend at most limitUSD per period; requests "
+            "without a session id are not counted by Session policies."
+        )
     )
     name: ShortString | None = Field(
-        default=None, description="Name of the key or ModelAlias; omitted for Tenant."
+        default=None,
+        description="Name of the key or ModelAlias; omitted for Tenant and Session.",
     )
 
     @model_validator(mode="after")
     def _name_matches_kind(self) -> BudgetScope:
-        if (self.kind == "Tenant") == (self.name is not None):
+        if (self.kind in UNNAMED_KINDS) == (self.name is not None):
             raise ValueError(SCOPE_NAME_MESSAGE)
         return self
 
@@ -132,13 +142,33 @@ class BudgetPolicyStatus(StatusModel):
 
     period_start: datetime | None = Field(default=None, description="Start of the current period.")
     spent_usd: float | None = Field(
-        default=None, alias="spentUSD", description="USD spent in the current period."
+        default=None,
+        alias="spentUSD",
+        description=(
+            "USD spent in the current period; for a Session policy, by the session that spent "
+            "most (topSession)."
+        ),
     )
     utilization: float | None = Field(
         default=None, description="spentUSD as a percentage of limitUSD, e.g. 82.5."
     )
     state: BudgetState | None = Field(
         default=None, description="Ok, Warning (a threshold fired) or Exceeded."
+    )
+    sessions: int | None = Field(
+        default=None,
+        description="Session policies: sessions that spent in the current period.",
+        ge=0,
+    )
+    sessions_over_limit: int | None = Field(
+        default=None,
+        description="Session policies: sessions that reached limitUSD in the current period.",
+        ge=0,
+    )
+    top_session: str | None = Field(
+        default=None,
+        description="Session policies: the session id that spent most in the current period.",
+        max_length=64,
     )
     fired_thresholds: list[int] = Field(
         default_factory=list, description="Thresholds that fired in the current period."

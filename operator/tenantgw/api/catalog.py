@@ -27,6 +27,8 @@ CostTier = Literal["low", "medium", "high"]
 TIERS: tuple[CostTier, ...] = ("low", "medium", "high")
 """Cost tiers from cheapest to dearest."""
 TIER_ORDER: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS)}
+MIN_CONTEXT_WINDOW = 1_024
+MAX_CONTEXT_WINDOW = 100_000_000
 
 
 class Pricing(CamelModel):
@@ -57,6 +59,16 @@ class CatalogModel(CamelModel):
             "What the gateway charges per token for this model; LiteLLM's list price when "
             "omitted (none for a model LiteLLM does not know, e.g. a local one)."
         ),
+    )
+    context_window: int | None = Field(
+        default=None,
+        description=(
+            "Input tokens the model accepts (its context window). LiteLLM's model map "
+            "(max_input_tokens) when omitted; set it for a model LiteLLM does not know or "
+            "gets wrong. An alias's window is the smallest among its targets and fallbacks."
+        ),
+        ge=MIN_CONTEXT_WINDOW,
+        le=MAX_CONTEXT_WINDOW,
     )
 
 

@@ -52,9 +52,28 @@ class Target(CamelModel):
     )
 
 
+DISPLAY_NAME_MAX = 64
+DESCRIPTION_MAX = 256
+
+
 class ModelAliasSpec(CamelModel):
     """Desired state of a ModelAlias."""
 
+    display_name: str | None = Field(
+        default=None,
+        description=(
+            "Name developers see in model pickers (GET /v1/models, Claude Code's /model); "
+            "the alias's name when omitted."
+        ),
+        min_length=1,
+        max_length=DISPLAY_NAME_MAX,
+    )
+    description: str | None = Field(
+        default=None,
+        description="One line on what the alias is for, shown beside its name in model pickers.",
+        min_length=1,
+        max_length=DESCRIPTION_MAX,
+    )
     aliases: list[ShortString] = Field(
         default_factory=list,
         description="Extra client-facing names; globs like claude-sonnet-4-5-* are allowed.",

@@ -66,3 +66,12 @@ def budget_counter_key(tenant: str, policy: str, period: str, when: datetime) ->
     The gateway increments it; the operator reads it for the BudgetPolicy's status.
     """
     return f"t:{tenant}:budget:{policy}:{period_label(period, when)}"
+
+
+def session_spend_key(counter_key: str) -> str:
+    """`<counter key>:sessions`: the sorted set of a Session policy's spend per session.
+
+    Members are session ids, scores micro-USD. The gateway adds to it; the operator reads its
+    top member and how many reach the limit for the BudgetPolicy's status.
+    """
+    return f"{counter_key}:sessions"

@@ -11,7 +11,7 @@ from pathlib import Path
 from kubernetes.config import new_client_from_config
 
 from tenantgw.cli import audit, devgateway
-from tenantgw.cli.onboard import onboard
+from tenantgw.cli.onboard import MANAGED_SETTINGS_PATHS, default_key_file, onboard
 
 
 def _upstreams(values: list[str]) -> dict[str, str]:
@@ -49,8 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     ob = sub.add_parser("onboard", help="print what a developer needs to use Claude Code")
     ob.add_argument("tenant")
     ob.add_argument("--key", required=True)
-    ob.add_argument("--format", choices=["env", "settings"], default="env")
+    ob.add_argument(
+        "--format",
+        choices=["env", "settings", "managed-settings"],
+        default="env",
+        help="env: shell exports; settings: ~/.claude/settings.json; managed-settings: the "
+        "managed-settings.json an administrator distributes to a fleet (key via apiKeyHelper)",
+    )
     ob.add_argument("--url", default=None, help="gateway URL to print instead of status.url")
+    ob.add_argument(
+        "--key-file",
+        default=None,
+        help="managed-settings: the file the apiKeyHelper reads the key from "
+        "(default: $HOME/.config/tenantgw/<tenant>.key)",
+    )
+    ob.add_argument(
+        "--inline-key",
+        action="store_true",
+        help="managed-settings: put the key itself in the file (ANTHROPIC_AUTH_TOKEN) instead "
+        "of an apiKeyHelper",
+    )
 
     audit.add_parser(sub)
 
@@ -60,7 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     api = new_client_from_config(config_file=args.kubeconfig)
     if args.command == "onboard":
         info = onboard(api, args.tenant, args.key, args.url)
-        print(info.shell() if args.format == "env" else info.settings_json())
+        if args.format == "managed-settings":
+            print(
+                info.managed_settings_json(
+                    args.tenant, key_file=args.key_file, inline_key=args.inline_key
+                )
+            )
+            where = " or ".join(MANAGED_SETTINGS_PATHS.values())
+            print(f"# install as {where}", file=sys.stderr)
+            if not args.inline_key:
+                key_file = args.key_file or default_key_file(args.tenant)
+                print(f"# each developer's key goes in {key_file} (mode 0600)", file=sys.stderr)
+        else:
+            print(info.shell() if args.format == "env" else info.settings_json())
         return 0
 
     workdir = args.workdir or Path(".dev/gateways") / args.tenant

@@ -1,4 +1,16 @@
-"""What a developer pastes to use Claude Code through their tenant's gateway."""
+"""What a developer pastes, or an administrator distributes, to use Claude Code through a
+tenant's gateway.
+
+Formats: `env` (shell exports), `settings` (a developer's `~/.claude/settings.json`) and
+`managed-settings`: the `managed-settings.json` an administrator installs on every machine of a
+fleet (Claude Code's LLM gateway rollout guide), at `/etc/claude-code/managed-settings.json` on
+Linux and WSL, `/Library/Application Support/ClaudeCode/managed-settings.json` on macOS. It
+holds the gateway URL, the model names, nonessential traffic off, and an `apiKeyHelper`: a
+command Claude Code runs (with /bin/sh, as the developer) that prints the key, by default
+`cat "$HOME/.config/tenantgw/<tenant>.key"`, so the machine-wide file carries no secret and each
+developer's own key stays in their home. The key goes inline (`ANTHROPIC_AUTH_TOKEN`) only when
+asked for (`--inline-key`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +18,11 @@ import base64
 import fnmatch
 import json
 import shlex
-from dataclasses import dataclass
+import sys
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client import ApiClient
@@ -22,6 +38,43 @@ from tenantgw.api import (
 )
 from tenantgw.render.names import API_KEY_FIELD, key_secret_name
 
+WINDOW_ENV = "CLAUDE_CODE_MAX_CONTEXT_TOKENS"
+DEFAULT_CONTEXT_WINDOW = 128_000
+"""What the gateway assumes of a model nobody knows the window of (gateway.models)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """How Claude Code should show one alias, and the context window it can trust."""
+
+    display_name: str | None = None
+    description: str | None = None
+    context_window: int | None = None
+
+
+MANAGED_SETTINGS_PATHS = {
+    "linux": "/etc/claude-code/managed-settings.json",
+    "macos": "/Library/Application Support/ClaudeCode/managed-settings.json",
+}
+"""Where Claude Code reads an administrator's managed settings (they override the user's)."""
+KEY_HELPER_TTL_MS = 3_600_000
+"""How often Claude Code re-runs the apiKeyHelper: a rotated key is picked up within an hour
+(CLAUDE_CODE_API_KEY_HELPER_TTL_MS; it also re-runs it after a 401)."""
+
+
+def default_key_file(tenant: str) -> str:
+    """Where the default apiKeyHelper reads a developer's key: in their own home."""
+    return f"$HOME/.config/tenantgw/{tenant}.key"
+
+
+def key_helper(path: str) -> str:
+    """A /bin/sh command printing the key stored in `path` (a leading $HOME is expanded)."""
+    if path.startswith("$HOME/"):
+        rest = path.removeprefix("$HOME/")
+        if all(c.isalnum() or c in "._-/" for c in rest):
+            return f'cat "$HOME/{rest}"'
+    return f"cat {shlex.quote(path)}"
+
 
 @dataclass(frozen=True)
 class Onboarding:
@@ -33,9 +86,25 @@ class Onboarding:
     sonnet: str
     opus: str
     haiku: str
+    models: Mapping[str, ModelInfo] = field(default_factory=dict)
+    """What the gateway's GET /v1/models says of the aliases above."""
+
+    def context_window(self) -> int:
+        """The smallest window among the aliases Claude Code will use.
+
+        Claude Code 2.1.332 takes one window for every model it does not know
+        (CLAUDE_CODE_MAX_CONTEXT_TOKENS): the smallest keeps every one of them within its own.
+        """
+        names = {self.model, self.sonnet, self.opus, self.haiku}
+        windows = [
+            info.context_window
+            for name, info in self.models.items()
+            if name in names and info.context_window is not None
+        ]
+        return min(windows, default=DEFAULT_CONTEXT_WINDOW)
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "ANTHROPIC_BASE_URL": self.base_url,
             "ANTHROPIC_AUTH_TOKEN": self.token,
             "ANTHROPIC_MODEL": self.model,
@@ -44,13 +113,59 @@ class Onboarding:
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": self.haiku,
             "CLAUDE_CODE_SUBAGENT_MODEL": self.sonnet,
         }
+        # The /model picker shows these names for the three families' rows.
+        for family, alias in (("SONNET", self.sonnet), ("OPUS", self.opus), ("HAIKU", self.haiku)):
+            info = self.models.get(alias)
+            if info is not None and info.display_name:
+                env[f"ANTHROPIC_DEFAULT_{family}_MODEL_NAME"] = info.display_name
+            if info is not None and info.description:
+                env[f"ANTHROPIC_DEFAULT_{family}_MODEL_DESCRIPTION"] = info.description
+        # The aliases' real window: no "isn't recognized" warning, compaction before the
+        # upstream's limit (Claude Code otherwise assumes 1M tokens).
+        env[WINDOW_ENV] = str(self.context_window())
+        # The picker's "From gateway" rows: GET /v1/models at start-up.
+        env["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] = "1"
+        return env
 
     def shell(self) -> str:
-        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.env().items())
+        """Exports, and `claude` with the window in its settings.
+
+        Claude Code 2.1.332 reads CLAUDE_CODE_MAX_CONTEXT_TOKENS from the `env` of its settings
+        only (settings.json, `--settings`), never from the process environment.
+        """
+        exports = [f"export {k}={shlex.quote(v)}" for k, v in self.env().items()]
+        command = shlex.join(["claude", *self.claude_args()])
+        return "\n".join([*exports, f"alias claude={shlex.quote(command)}"])
+
+    def claude_args(self) -> list[str]:
+        """Arguments of `claude` that hand it the window (`--settings` with its `env`)."""
+        return ["--settings", json.dumps({"env": {WINDOW_ENV: str(self.context_window())}})]
 
     def settings_json(self) -> str:
         """A `~/.claude/settings.json` with the same environment."""
         return json.dumps({"env": self.env()}, indent=2)
+
+    def managed_settings(
+        self, tenant: str, *, key_file: str | None = None, inline_key: bool = False
+    ) -> dict[str, object]:
+        """The `managed-settings.json` of a fleet: the key through an apiKeyHelper reading
+        `key_file` (default `default_key_file(tenant)`), or inline with `inline_key`."""
+        env = {k: v for k, v in self.env().items() if k != "ANTHROPIC_AUTH_TOKEN"}
+        env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+        settings: dict[str, object] = {}
+        if inline_key:
+            env["ANTHROPIC_AUTH_TOKEN"] = self.token
+        else:
+            settings["apiKeyHelper"] = key_helper(key_file or default_key_file(tenant))
+            env["CLAUDE_CODE_API_KEY_HELPER_TTL_MS"] = str(KEY_HELPER_TTL_MS)
+        settings["env"] = env
+        return settings
+
+    def managed_settings_json(
+        self, tenant: str, *, key_file: str | None = None, inline_key: bool = False
+    ) -> str:
+        body = self.managed_settings(tenant, key_file=key_file, inline_key=inline_key)
+        return json.dumps(body, indent=2)
 
 
 def pick_models(tenant: Tenant, aliases: list[ModelAlias]) -> dict[str, str]:
@@ -90,7 +205,49 @@ def pick_models(tenant: Tenant, aliases: list[ModelAlias]) -> dict[str, str]:
     }
 
 
-def onboard(api: ApiClient, tenant_name: str, key: str, base_url: str | None = None) -> Onboarding:
+def gateway_models(base_url: str, token: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The gateway's GET /v1/models, by model id; raises OSError or ValueError."""
+    request = urllib.request.Request(  # noqa: S310 - the tenant's own gateway URL
+        f"{base_url.rstrip('/')}/v1/models?limit=1000",
+        headers={"x-api-key": token, "anthropic-version": "2023-06-01"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        payload = json.loads(response.read())
+    return {entry["id"]: entry for entry in payload["data"]}
+
+
+def model_infos(
+    aliases: list[ModelAlias], served: Mapping[str, Any] | None
+) -> dict[str, ModelInfo]:
+    """Each alias's display name and description (its spec) and window (the gateway's)."""
+    infos = {}
+    for alias in aliases:
+        name = alias.metadata.name or ""
+        entry = (served or {}).get(name) or {}
+        window = entry.get("context_window")
+        infos[name] = ModelInfo(
+            display_name=alias.spec.display_name,
+            description=alias.spec.description,
+            context_window=window if isinstance(window, int) else None,
+        )
+    return infos
+
+
+Fetch = Callable[[str, str], Mapping[str, Any]]
+
+
+def onboard(
+    api: ApiClient,
+    tenant_name: str,
+    key: str,
+    base_url: str | None = None,
+    fetch: Fetch = gateway_models,
+) -> Onboarding:
+    """What a developer needs; the context windows come from the gateway itself (`fetch`).
+
+    A gateway that does not answer leaves the windows unknown: the conservative default is
+    printed and stderr says so.
+    """
     custom = client.CustomObjectsApi(api)
     tenant = Tenant.model_validate(
         custom.get_cluster_custom_object(GROUP, VERSION, "tenants", tenant_name)
@@ -114,7 +271,25 @@ def onboard(api: ApiClient, tenant_name: str, key: str, base_url: str | None = N
     url = base_url or (tenant.status.url if tenant.status and tenant.status.url else None)
     if not url:
         raise SystemExit(f"Tenant {tenant_name} has no status.url yet: is the operator running?")
-    return Onboarding(base_url=url, token=token, **models)
+    served: Mapping[str, Any] | None
+    try:
+        served = fetch(url, token)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(
+            f"warning: could not list the models of {url} ({exc}): context windows unknown, "
+            f"CLAUDE_CODE_MAX_CONTEXT_TOKENS set to {DEFAULT_CONTEXT_WINDOW}",
+            file=sys.stderr,
+        )
+        served = None
+    return Onboarding(base_url=url, token=token, models=model_infos(aliases, served), **models)
 
 
-__all__ = ["API_VERSION", "Onboarding", "onboard", "pick_models"]
+__all__ = [
+    "API_VERSION",
+    "MANAGED_SETTINGS_PATHS",
+    "Onboarding",
+    "default_key_file",
+    "key_helper",
+    "onboard",
+    "pick_models",
+]

@@ -16,6 +16,9 @@ through untouched) and does what LiteLLM does not:
   `Authorization` replaces the provider key of an anthropic target) — no client credential
   reaches a provider, and a bad one cannot put the tenant's deployment into cooldown;
 * answers `/v1/messages/count_tokens` itself (`tokencount`): the prompt never leaves the pod;
+* answers `GET /v1/models` (and `/models`, `/v1/models/<id>`) itself (`models`): the tenant's
+  aliases, never LiteLLM's deployment list; errors there are Anthropic-shaped when the client
+  sends `anthropic-version` (Anthropic's SDK, Claude Code), else OpenAI-shaped;
 * rewrites every 4xx/5xx error body into the client's shape: Anthropic's on `/v1/messages`
   and its sub-paths, OpenAI's elsewhere. LiteLLM renders authentication errors OpenAI-shaped
   even on `/v1/messages`. Headers such as `retry-after` are kept.
@@ -31,8 +34,9 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
-from tenantgw.gateway import bodies, routes, tokencount
+from tenantgw.gateway import bodies, models, routes, tokencount
 from tenantgw.gateway.errors import (
     Family,
     GatewayError,
@@ -137,6 +141,9 @@ class GatewayMiddleware:
             return
         if door.fields is not None:
             await self._checked(scope, receive, send, family, door)
+            return
+        if door.purpose == "models":
+            await _list_models(scope, send)
             return
         await self._guarded(scope, receive, send, family)
 
@@ -278,7 +285,31 @@ async def _count_tokens(scope: Scope, send: Send, family: Family, payload: Any) 
         log.exception("count_tokens failed in the gateway")
         await _send_error(send, family, 500, "internal error while counting tokens", "api_error")
         return
-    body = json.dumps({"input_tokens": tokens}).encode()
+    await _send_json(send, {"input_tokens": tokens})
+
+
+async def _list_models(scope: Scope, send: Send) -> None:
+    """Answer `GET /v1/models[/<id>]` in the gateway (see `models`)."""
+    family: Family = "anthropic" if _header(scope, b"anthropic-version") else "openai"
+    raw_query = bytes(scope.get("query_string") or b"").decode("latin-1")
+    query = dict(parse_qsl(raw_query, keep_blank_values=True))
+    try:
+        payload = models.answer(_api_key(scope), str(scope.get("path") or ""), query)
+    except GatewayError as exc:
+        headers = None
+        if exc.retry_after is not None:
+            headers = [(b"retry-after", retry_after_value(exc.retry_after).encode())]
+        await _send_error(send, family, exc.status, exc.message, exc.type_, exc.param, headers)
+        return
+    except Exception:
+        log.exception("listing models failed in the gateway")
+        await _send_error(send, family, 500, "internal error while listing models", "api_error")
+        return
+    await _send_json(send, payload)
+
+
+async def _send_json(send: Send, payload: Any) -> None:
+    body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",

@@ -2,6 +2,11 @@
 
 No I/O here. `budgets.BudgetGuard` reads and reserves spend in Redis and asks `decide()`.
 Everything works on the typed rules file (`files.Rules`).
+
+A Session-scoped policy caps each Claude Code session (`X-Claude-Code-Session-Id`, validated
+in `sessions.py`) at its limit per period: it covers every request that carries a session, and
+its spend is that session's. A request without a (well-formed) session id is not covered by
+Session policies; Tenant and Key policies are what bound a key holder who omits or rotates it.
 """
 
 from __future__ import annotations
@@ -58,21 +63,30 @@ class Policy:
     def limit_micro(self) -> int:
         return round(self.limit_usd * MICRO)
 
-    def matches(self, key_name: str, alias: str) -> bool:
+    @property
+    def per_session(self) -> bool:
+        """Spend is counted per session: one counter per session id, each with the limit."""
+        return self.kind == "Session"
+
+    def matches(self, key_name: str, alias: str, session_id: str | None = None) -> bool:
         if self.kind == "Tenant":
             return True
         if self.kind == "Key":
             return self.scope_name == key_name
+        if self.kind == "Session":
+            return session_id is not None
         return self.kind == "ModelAlias" and self.scope_name == alias
 
     def scope(self) -> dict[str, str | None]:
         return {"kind": self.kind, "name": self.scope_name}
 
-    def describe(self) -> str:
+    def describe(self, session_id: str | None = None) -> str:
         if self.kind == "Key":
             return f"key {self.scope_name}"
         if self.kind == "ModelAlias":
             return f"model alias {self.scope_name}"
+        if self.kind == "Session":
+            return f"session {session_id}" if session_id else "each session"
         return "tenant"
 
 
@@ -83,6 +97,8 @@ class Spend:
     policy: str
     spent_usd: float
     limit_usd: float
+    session_id: str | None = None
+    """For a Session policy: the session whose spend this is."""
 
     @property
     def utilization_percent(self) -> float:
@@ -128,9 +144,11 @@ def policies(rules: Rules) -> list[Policy]:
     return parsed
 
 
-def covering(rules: Rules, key_name: str, alias: str) -> list[Policy]:
-    """The policies (by name) that cover a request of key `key_name` to `alias`."""
-    return [p for p in policies(rules) if p.matches(key_name, alias)]
+def covering(
+    rules: Rules, key_name: str, alias: str, session_id: str | None = None
+) -> list[Policy]:
+    """The policies (by name) that cover a request of key `key_name` to `alias`, in a session."""
+    return [p for p in policies(rules) if p.matches(key_name, alias, session_id)]
 
 
 def alias_tier(rules: Rules, alias: str) -> str | None:
@@ -155,9 +173,11 @@ def _usd(micro: int) -> str:
     return f"${micro / MICRO:,.2f}"
 
 
-def _block(policy: Policy, spent: int, reserved: int, now: datetime) -> Decision:
+def _block(
+    policy: Policy, spent: int, reserved: int, now: datetime, session_id: str | None = None
+) -> Decision:
     resets_at = period_end(policy.period, now)
-    head = f"budget {policy.name} ({policy.describe()})"
+    head = f"budget {policy.name} ({policy.describe(session_id)})"
     limit = _usd(policy.limit_micro)
     if spent >= policy.limit_micro:
         message = (
@@ -179,12 +199,14 @@ def _block(policy: Policy, spent: int, reserved: int, now: datetime) -> Decision
     )
 
 
-def refuse_unenforceable(covering: Sequence[Policy]) -> Decision | None:
+def refuse_unenforceable(
+    covering: Sequence[Policy], session_id: str | None = None
+) -> Decision | None:
     """A block for the first covering policy the operator could not apply (fail closed)."""
     for policy in covering:
         if policy.unenforceable is not None:
             message = (
-                f"budget {policy.name} ({policy.describe()}) cannot be enforced "
+                f"budget {policy.name} ({policy.describe(session_id)}) cannot be enforced "
                 f"({policy.unenforceable}); requests in its scope are refused until the "
                 "BudgetPolicy is fixed"
             )
@@ -199,6 +221,7 @@ def decide(
     alias: str,
     tier: str | None,
     now: datetime,
+    session_id: str | None = None,
 ) -> Decision:
     """The decision for a request to `alias` (cost tier `tier`), given its covering policies.
 
@@ -207,15 +230,16 @@ def decide(
     first by name). Otherwise downgrade policies at their limit whose `to_cost_tier` is cheaper
     than `tier` downgrade to the first alias (by name) of the cheapest such tier; when the
     tenant has no alias of that tier, the request is blocked. A covering policy marked
-    unenforceable blocks whatever the spend.
+    unenforceable blocks whatever the spend. For a Session policy, `state` holds the spend of
+    the request's session `session_id`, which the refusal names.
     """
-    refused = refuse_unenforceable(covering)
+    refused = refuse_unenforceable(covering, session_id)
     if refused is not None:
         return refused
     for policy in covering:
         spent, reserved = state.get(policy.name, (0, 0))
         if policy.action == "block" and spent + reserved >= policy.limit_micro:
-            return _block(policy, spent, reserved, now)
+            return _block(policy, spent, reserved, now, session_id)
     over = [
         p
         for p in covering
@@ -231,8 +255,8 @@ def decide(
     to_alias = downgrade_alias(rules, target_tier, exclude=alias)
     resets_at = period_end(policy.period, now)
     head = (
-        f"budget {policy.name} ({policy.describe()}) has reached its {policy.period} limit "
-        f"of {_usd(policy.limit_micro)} ({_usd(state[policy.name][0])} spent)"
+        f"budget {policy.name} ({policy.describe(session_id)}) has reached its "
+        f"{policy.period} limit of {_usd(policy.limit_micro)} ({_usd(state[policy.name][0])} spent)"
     )
     if to_alias is None:
         return Decision(

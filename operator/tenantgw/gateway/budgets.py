@@ -17,6 +17,17 @@ admitted; a replica that dies mid-request loses its reservation after a lease, n
 Redis is a cache of spend, the ledger (Postgres) its record: `reconcile_from_ledger()` raises
 each counter to the ledger's sum for the period, every 60 s once a check has run, so a Redis
 restart or flush does not forgive spend.
+
+Session policies (`scope: {kind: Session}`) count each session apart: one sorted set per policy
+and period, `t:<tenant>:budget:<policy>:<period start>:sessions`, scores are a session's
+micro-USD (ZINCRBY), members its validated id. It expires with the period like the other
+counters, and holds at most `MAX_SESSIONS` members: past that, the session that spent least is
+dropped to make room (a client rotating ids per request, to bloat it, only forgets the
+cheapest sessions; its key and tenant policies still count everything). Reservations of a
+session's requests in progress go in `<that key>:session:<id>:resv` (and `:resv:exp`), which
+live no longer than the lease. Reconciliation raises the top `RECONCILED_SESSIONS` sessions of
+the ledger. The operator reads the sorted set for the policy's status (top session, sessions
+over the limit).
 """
 
 from __future__ import annotations
@@ -50,7 +61,12 @@ from tenantgw.gateway.budget_policy import (
 )
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
-from tenantgw.gateway.periods import budget_counter_key, period_end, period_start
+from tenantgw.gateway.periods import (
+    budget_counter_key,
+    period_end,
+    period_start,
+    session_spend_key,
+)
 from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
 
 __all__ = [
@@ -83,12 +99,20 @@ LEASE_SECONDS = 660
 RECONCILE_INTERVAL = 60.0
 COUNTER_GRACE = timedelta(days=7)
 """How long a counter outlives its period (for reports of the period just ended)."""
+MAX_SESSIONS = 100_000
+"""Sessions one Session policy counts per period; past it, the cheapest is dropped."""
+RECONCILED_SESSIONS = 1000
+"""Sessions (the top spenders of the ledger) that reconciliation raises per Session policy."""
 
 
 class LedgerReader(Protocol):
     """What reconciliation needs from the ledger."""
 
     async def spent_since(self, period_start: datetime, scope: Mapping[str, Any]) -> float: ...
+
+    async def session_spend_since(
+        self, period_start: datetime, limit: int = ...
+    ) -> list[tuple[str, float]]: ...
 
 
 _CHECK = """
@@ -99,13 +123,19 @@ local est = tonumber(redis.call('GET', KEYS[3 * n + 1]) or ARGV[4])
 local out = {0, est}
 for i = 1, n do
   local spent_key, resv_key, exp_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local limit, block = tonumber(ARGV[3 + 2 * i]), ARGV[4 + 2 * i] == '1'
+  local limit, block = tonumber(ARGV[2 + 3 * i]), ARGV[3 + 3 * i] == '1'
+  local member = ARGV[4 + 3 * i]
   local expired = redis.call('ZRANGEBYSCORE', exp_key, '-inf', now)
   if #expired > 0 then
     redis.call('HDEL', resv_key, unpack(expired))
     redis.call('ZREM', exp_key, unpack(expired))
   end
-  local spent = tonumber(redis.call('GET', spent_key) or '0')
+  local spent
+  if member == '' then
+    spent = tonumber(redis.call('GET', spent_key) or '0')
+  else
+    spent = math.floor(tonumber(redis.call('ZSCORE', spent_key, member) or '0'))
+  end
   local reserved = 0
   for _, v in ipairs(redis.call('HVALS', resv_key)) do reserved = reserved + tonumber(v) end
   reserved = reserved - tonumber(redis.call('HGET', resv_key, rid) or '0')
@@ -135,10 +165,20 @@ return 0
 _ADD_SPEND = """
 local rid, cost = ARGV[1], tonumber(ARGV[2])
 local ns, nr = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_sessions = tonumber(ARGV[5 + 2 * ns + 1])
 local out = {}
 for i = 1, ns do
-  out[i] = redis.call('INCRBY', KEYS[i], cost)
-  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[5 + i]))
+  local member = ARGV[5 + 2 * i]
+  if member == '' then
+    out[i] = redis.call('INCRBY', KEYS[i], cost)
+  else
+    if not redis.call('ZSCORE', KEYS[i], member)
+        and redis.call('ZCARD', KEYS[i]) >= max_sessions then
+      redis.call('ZPOPMIN', KEYS[i])
+    end
+    out[i] = math.floor(tonumber(redis.call('ZINCRBY', KEYS[i], cost, member)))
+  end
+  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[4 + 2 * i]))
 end
 for j = 1, nr do
   redis.call('HDEL', KEYS[ns + 2 * j - 1], rid)
@@ -164,6 +204,20 @@ if cur < want then
   return 1
 end
 return 0
+"""
+
+_RAISE_SESSIONS = """
+local raised = 0
+for j = 2, #ARGV, 2 do
+  local member, want = ARGV[j], tonumber(ARGV[j + 1])
+  local cur = tonumber(redis.call('ZSCORE', KEYS[1], member) or '-1')
+  if cur < want then
+    redis.call('ZADD', KEYS[1], want, member)
+    raised = raised + 1
+  end
+end
+if raised > 0 then redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[1])) end
+return raised
 """
 
 
@@ -212,6 +266,7 @@ class BudgetGuard:
         self._unreserve = redis.register_script(_UNRESERVE)
         self._add_spend = redis.register_script(_ADD_SPEND)
         self._raise = redis.register_script(_RAISE)
+        self._raise_sessions = redis.register_script(_RAISE_SESSIONS)
         self._held: dict[str, _Held] = {}
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -224,11 +279,23 @@ class BudgetGuard:
         """
         return budget_counter_key(self.tenant, policy, period, when)
 
-    def _reservation_keys(self, covering: Sequence[Policy], now: datetime) -> list[str]:
+    def spend_key(self, policy: Policy, when: datetime) -> str:
+        """Where a policy's spend is: its counter, or for a Session policy the sorted set of
+        its sessions' spend (`<counter>:sessions`, read by the operator too)."""
+        counter = self.counter_key(policy.name, when, policy.period)
+        return session_spend_key(counter) if policy.per_session else counter
+
+    def _reservation_base(self, policy: Policy, when: datetime, session_id: str | None) -> str:
+        counter = self.counter_key(policy.name, when, policy.period)
+        return f"{counter}:session:{session_id}" if policy.per_session else counter
+
+    def _reservation_keys(
+        self, covering: Sequence[Policy], now: datetime, session_id: str | None = None
+    ) -> list[str]:
         keys: list[str] = []
         for policy in covering:
-            counter = self.counter_key(policy.name, now, policy.period)
-            keys += [f"{counter}:resv", f"{counter}:resv:exp"]
+            base = self._reservation_base(policy, now, session_id)
+            keys += [f"{base}:resv", f"{base}:resv:exp"]
         return keys
 
     def estimate_key(self, alias: str) -> str:
@@ -250,7 +317,10 @@ class BudgetGuard:
         if not every:
             return ALLOW
         # Needs no counter, so it holds while Redis is unavailable too.
-        refused = refuse_unenforceable([p for p in every if p.matches(ctx.key_name, ctx.alias)])
+        refused = refuse_unenforceable(
+            [p for p in every if p.matches(ctx.key_name, ctx.alias, ctx.session_id)],
+            ctx.session_id,
+        )
         if refused is not None:
             return refused
         self.store.check(STEP)
@@ -262,8 +332,10 @@ class BudgetGuard:
             # A timeout may hide a reservation the script did make: drop it once Redis answers.
             self._held.pop(ctx.request_id, None)
             aliases = {ctx.alias, *(a for a in rules.aliases if a != ctx.alias)}
-            applying = [p for p in every if any(p.matches(ctx.key_name, a) for a in aliases)]
-            keys = self._reservation_keys(applying, now)
+            applying = [
+                p for p in every if any(p.matches(ctx.key_name, a, ctx.session_id) for a in aliases)
+            ]
+            keys = self._reservation_keys(applying, now, ctx.session_id)
             if keys:
                 unreserve = functools.partial(self._unreserve, keys=keys, args=[ctx.request_id])
                 self.store.defer(f"reservation of {ctx.request_id}", unreserve)
@@ -274,10 +346,11 @@ class BudgetGuard:
     async def _decide(
         self, ctx: RequestContext, rules: Rules, every: list[Policy], now: datetime
     ) -> Decision:
-        applying = [p for p in every if p.matches(ctx.key_name, ctx.alias)]
-        state = await self._reserve(ctx.request_id, applying, ctx.alias, now)
+        session = ctx.session_id
+        applying = [p for p in every if p.matches(ctx.key_name, ctx.alias, session)]
+        state = await self._reserve(ctx.request_id, applying, ctx.alias, now, session)
         tier = alias_tier(rules, ctx.alias) or ctx.cost_tier
-        decision = decide(rules, applying, state, ctx.alias, tier, now)
+        decision = decide(rules, applying, state, ctx.alias, tier, now, session)
         if decision.action == "allow":
             return decision
         await self._drop(ctx.request_id)
@@ -286,16 +359,21 @@ class BudgetGuard:
         # Re-check as the cheaper alias, whose own alias-scoped policies may block it. The
         # downgrade policies that sent it there are satisfied by its tier.
         to_alias = decision.to_alias
-        applying = [p for p in every if p.matches(ctx.key_name, to_alias)]
-        state = await self._reserve(ctx.request_id, applying, to_alias, now)
-        again = decide(rules, applying, state, to_alias, alias_tier(rules, to_alias), now)
+        applying = [p for p in every if p.matches(ctx.key_name, to_alias, session)]
+        state = await self._reserve(ctx.request_id, applying, to_alias, now, session)
+        again = decide(rules, applying, state, to_alias, alias_tier(rules, to_alias), now, session)
         if again.action == "block":
             await self._drop(ctx.request_id)
             return again
         return decision
 
     async def _reserve(
-        self, request_id: str, covering: Sequence[Policy], alias: str, now: datetime
+        self,
+        request_id: str,
+        covering: Sequence[Policy],
+        alias: str,
+        now: datetime,
+        session_id: str | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Reserve the alias's cost estimate under every covering policy, unless one blocks.
 
@@ -312,9 +390,10 @@ class BudgetGuard:
             round(self.default_estimate_usd * MICRO),
         ]
         for policy in covering:
-            counter = self.counter_key(policy.name, now, policy.period)
-            keys += [counter, f"{counter}:resv", f"{counter}:resv:exp"]
-            args += [policy.limit_micro, 1 if policy.action == "block" else 0]
+            base = self._reservation_base(policy, now, session_id)
+            keys += [self.spend_key(policy, now), f"{base}:resv", f"{base}:resv:exp"]
+            member = (session_id or "") if policy.per_session else ""
+            args += [policy.limit_micro, 1 if policy.action == "block" else 0, member]
         keys.append(self.estimate_key(alias))
         result = [int(x) for x in await self._check(keys=keys, args=args)]
         state = {
@@ -366,14 +445,15 @@ class BudgetGuard:
         if rules is None:
             return []
         now = self._now()
-        covering = [p for p in policies(rules) if p.matches(ctx.key_name, ctx.alias)]
+        session = ctx.session_id
+        covering = [p for p in policies(rules) if p.matches(ctx.key_name, ctx.alias, session)]
         held = self._held.pop(ctx.request_id, None)
         # Without a local record (another guard instance checked it, or this process
         # restarted), drop whatever reservation the request holds under the covering policies.
-        resv = held.keys if held is not None else self._reservation_keys(covering, now)
+        resv = held.keys if held is not None else self._reservation_keys(covering, now, session)
         # Rounded up, so the counter never trails the ledger it is reconciled with.
         cost = max(math.ceil(cost_usd * MICRO - 1e-6), 0)
-        keys = [self.counter_key(p.name, now, p.period) for p in covering] + resv
+        keys = [self.spend_key(p, now) for p in covering] + resv
         args: list[Any] = [
             ctx.request_id,
             cost,
@@ -381,7 +461,9 @@ class BudgetGuard:
             len(resv) // 2,
             ESTIMATE_WEIGHT if update_estimate else "",
         ]
-        args += [self._expires_at(p, now) for p in covering]
+        for p in covering:
+            args += [self._expires_at(p, now), (session or "") if p.per_session else ""]
+        args.append(MAX_SESSIONS)
         if update_estimate:
             keys.append(self.estimate_key(ctx.alias))
         if not keys:
@@ -392,17 +474,30 @@ class BudgetGuard:
             return []
         totals = [int(x) for x in result]
         return [
-            Spend(policy=p.name, spent_usd=total / MICRO, limit_usd=p.limit_usd)
+            Spend(
+                policy=p.name,
+                spent_usd=total / MICRO,
+                limit_usd=p.limit_usd,
+                session_id=session if p.per_session else None,
+            )
             for p, total in zip(covering, totals, strict=True)
         ]
 
-    async def spent(self, policy: str, rules: Rules | None = None) -> float:
-        """USD the policy's counter holds for the current period (0 when it has none)."""
+    async def spent(
+        self, policy: str, rules: Rules | None = None, session_id: str | None = None
+    ) -> float:
+        """USD the policy's counter holds for the current period (0 when it has none); for a
+        Session policy, what session `session_id` spent under it."""
         rules = rules if rules is not None else self.rules
         found = {p.name: p for p in policies(rules)} if rules is not None else {}
         if policy not in found:
             raise KeyError(f"no BudgetPolicy {policy!r} in the rules")
-        value = await self.redis.get(self.counter_key(policy, self._now(), found[policy].period))
+        entry = found[policy]
+        key = self.spend_key(entry, self._now())
+        if entry.per_session:
+            score = await self.redis.zscore(key, session_id or "") if session_id else None
+            return int(score or 0) / MICRO
+        value = await self.redis.get(key)
         return int(value or 0) / MICRO
 
     # ------------------------------------------------------------------ reconciliation
@@ -420,8 +515,15 @@ class BudgetGuard:
         raised = 0
         for policy in policies(rules):
             start = period_start(policy.period, now)
+            key = self.spend_key(policy, now)
+            if policy.per_session:
+                top = await self.ledger_reader.session_spend_since(start, RECONCILED_SESSIONS)
+                if top:
+                    pairs = [v for sid, usd in top for v in (sid, round(usd * MICRO))]
+                    args = [self._expires_at(policy, now), *pairs]
+                    raised += int(await self._raise_sessions(keys=[key], args=args))
+                continue
             spent = await self.ledger_reader.spent_since(start, policy.scope())
-            key = self.counter_key(policy.name, now, policy.period)
             args = [round(spent * MICRO), self._expires_at(policy, now)]
             raised += int(await self._raise(keys=[key], args=args))
         if raised:

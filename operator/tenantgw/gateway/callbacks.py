@@ -11,7 +11,9 @@ The `RequestContext` of a request is built from the authenticated key only and k
 process (`context.ContextStore`); the request metadata carries nothing but a ticket the server
 drew, so no client-sent field decides which key is charged or which slot is freed. The success
 and failure callbacks find the context by that ticket, meter the request and free its
-rate-limit slot.
+rate-limit slot. The client's `X-Claude-Code-Session-Id`, when well-formed, is kept in the
+context as a label under the key (`sessions.py`): the ledger row records it and Session-scoped
+BudgetPolicies count it; a malformed one is dropped and counted, never an error.
 
 The parts (rate limiter, budget guard, meter) come from one `runtime.GatewayRuntime`, attached
 to `handler` by `app.create_app()`. When Redis, which limits and budgets need, is unavailable
@@ -60,6 +62,7 @@ from tenantgw.gateway.errors import (
 )
 from tenantgw.gateway.ratelimit import RateLimited, has_limits
 from tenantgw.gateway.runtime import GatewayRuntime
+from tenantgw.gateway.sessions import session_from_request
 from tenantgw.gateway.storehealth import SKIP_AFTER_ERROR, StoreUnavailable
 
 log = logging.getLogger("tenantgw.gateway")
@@ -202,6 +205,9 @@ class TenantGatewayHandler(CustomLogger):
         if dropped:
             log.info("client-sent %s dropped: fallbacks come from the ModelAliases", dropped)
         alias = rules.aliases[route.alias]
+        session = session_from_request(data)
+        if session.rejected is not None:
+            runtime.metrics.session_rejected(runtime.tenant, session.rejected)
         ctx = RequestContext(
             tenant=runtime.tenant,
             key_name=key_name,
@@ -211,6 +217,7 @@ class TenantGatewayHandler(CustomLogger):
             cost_tier=alias.cost_tier,
             call_type=call_type,
             stream=bool(data.get("stream")),
+            session_id=session.session_id,
         )
         redaction = rules.compliance.pii_redaction
         if redaction.mode != "off":
@@ -289,7 +296,7 @@ class TenantGatewayHandler(CustomLogger):
         if not policies(rules):
             return
         # A policy the operator could not apply refuses, Redis or not (it needs no counter).
-        refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias))
+        refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias, ctx.session_id))
         if refused is not None:
             raise refusals.budget_refusal(refused, ctx.tenant)
         guard = runtime.budgets

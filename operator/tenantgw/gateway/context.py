@@ -45,7 +45,8 @@ class RequestContext:
 
     `requested_model` is what the client sent, `alias` the ModelAlias the routing chose (after a
     budget downgrade: the alias actually called, and `downgraded_from` the one routing chose).
-    `started_at` is `time.monotonic()` when the pre-call hook ran.
+    `started_at` is `time.monotonic()` when the pre-call hook ran. `session_id` is the
+    client's own label, validated; it never selects the key charged or the policies' scopes.
     """
 
     tenant: str
@@ -67,6 +68,8 @@ class RequestContext:
     """For a classifier call: the tool_use ids it was asked about."""
     verdicts: dict[str, str] | None = None
     """For a classifier call that failed or was refused: the verdicts answered instead."""
+    session_id: str | None = None
+    """The client's Claude Code session (`sessions.py`, validated): a label under the key."""
 
 
 @dataclass

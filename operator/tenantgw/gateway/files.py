@@ -78,11 +78,19 @@ class AliasTarget(_Model):
     region: str | None = None
     weight: int = 1
     max_tokens: int | None = None
+    litellm_model: str | None = None
+    """The model as LiteLLM names it (`openrouter/qwen/qwen3-coder`), for its model map."""
+    context_window: int | None = None
+    """The platform's catalog window of this model; None: LiteLLM's model map decides."""
 
 
 class AliasRules(_Model):
     """A ModelAlias as the gateway sees it."""
 
+    display_name: str | None = None
+    description: str | None = None
+    created_at: str | None = None
+    """When the ModelAlias was created (RFC 3339), for model listings."""
     cost_tier: str | None = None
     client_names: tuple[str, ...] = ()
     fallbacks: tuple[str, ...] = ()
@@ -127,7 +135,7 @@ class Compliance(_Model):
 
 
 class BudgetScope(_Model):
-    kind: Literal["Tenant", "Key", "ModelAlias"] = "Tenant"
+    kind: Literal["Tenant", "Key", "ModelAlias", "Session"] = "Tenant"
     name: str | None = None
 
 

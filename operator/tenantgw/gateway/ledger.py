@@ -27,7 +27,8 @@ synchronously. After either, `record()` spools each row at once: stream first, d
 SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
 
 The table lives in the connection's default schema (the tenant role's own schema, first on its
-search_path) and is created at start if absent.
+search_path) and is created at start if absent; columns added since the first release
+(`session_id`) are added to an existing table at start too (`SCHEMA_SQL`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ COLUMNS: tuple[str, ...] = (
     "stream",
     "parent_request_id",
     "safeguard_verdicts",
+    "session_id",
 )
 """Columns of the usage table, in the order of `usage.UsageRecord`'s fields."""
 
@@ -113,16 +115,40 @@ CREATE TABLE IF NOT EXISTS usage (
     parent_request_id  text,
     safeguard_verdicts jsonb
 );
-ALTER TABLE usage ADD COLUMN IF NOT EXISTS parent_request_id text;
-ALTER TABLE usage ADD COLUMN IF NOT EXISTS safeguard_verdicts jsonb;
-COMMENT ON COLUMN usage.parent_request_id IS
-    'tenantgw: for a classifier call, the request whose tool calls it judged';
-COMMENT ON COLUMN usage.safeguard_verdicts IS
-    'tenantgw: for a classifier call, {tool_use id: not_flagged | flagged | unavailable:<reason>}';
 CREATE INDEX IF NOT EXISTS usage_ts_idx ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_key_ts_idx ON usage (key_name, ts);
 CREATE INDEX IF NOT EXISTS usage_alias_ts_idx ON usage (alias, ts);
 COMMENT ON TABLE usage IS 'tenantgw: one row per gateway request (tokens, cost, latency)';
+DO $$
+BEGIN
+    -- Added after the first release: tables of existing tenants get them here. Looked up
+    -- first, so that a start does not take ALTER TABLE's exclusive lock for nothing.
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'usage'
+          AND column_name = 'safeguard_verdicts'
+    ) THEN
+        ALTER TABLE usage ADD COLUMN IF NOT EXISTS parent_request_id text;
+        ALTER TABLE usage ADD COLUMN IF NOT EXISTS safeguard_verdicts jsonb;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'usage'
+          AND column_name = 'session_id'
+    ) THEN
+        ALTER TABLE usage ADD COLUMN IF NOT EXISTS session_id text
+            CONSTRAINT usage_session_id_check CHECK (session_id ~ '^[A-Za-z0-9._:-]{1,64}$');
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS usage_session_ts_idx ON usage (session_id, ts)
+    WHERE session_id IS NOT NULL;
+COMMENT ON COLUMN usage.session_id IS
+    'tenantgw: the client''s X-Claude-Code-Session-Id when well-formed, else NULL';
+COMMENT ON COLUMN usage.parent_request_id IS
+    'tenantgw: for a classifier call, the request whose tool calls it judged';
+COMMENT ON COLUMN usage.safeguard_verdicts IS
+    'tenantgw: for a classifier call, {tool_use id: not_flagged | flagged | unavailable:<reason>}';
 """
 
 # Identifiers are constants, values are parameters.
@@ -393,6 +419,29 @@ class Ledger:
         elif kind == "ModelAlias":
             sql += " AND alias = %s"
             params.append(name)
+        elif kind == "Session":
+            sql += " AND session_id = %s"
+            params.append(name)
+        rows = await self._read(sql, params)
+        return float(rows[0][0]) if rows else 0.0
+
+    async def session_spend_since(
+        self, period_start: datetime, limit: int = 1000
+    ) -> list[tuple[str, float]]:
+        """The `limit` sessions that spent most since `period_start`: (session id, USD).
+
+        Raises psycopg errors when Postgres cannot be read (the caller retries later).
+        """
+        sql = (
+            f"SELECT session_id, sum(cost_usd) AS spent FROM {TABLE}"  # noqa: S608
+            " WHERE ts >= %s AND session_id IS NOT NULL"
+            " GROUP BY session_id ORDER BY spent DESC LIMIT %s"
+        )
+        rows = await self._read(sql, [period_start, limit])
+        return [(str(row[0]), float(row[1])) for row in rows]
+
+    async def _read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one query on the reading connection ([] before the table exists)."""
         async with self._read_lock:
             if self._read_conn is None or self._read_conn.closed:
                 self._read_conn = await self._open()
@@ -400,15 +449,14 @@ class Ledger:
                 cur = await asyncio.wait_for(
                     self._read_conn.execute(sql.encode(), params), self.statement_timeout
                 )
-                row = await cur.fetchone()
-            except psycopg.errors.UndefinedTable:
-                return 0.0  # the writer has not created the table yet: nothing recorded
+                return list(await cur.fetchall())
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+                return []  # the writer has not created (or upgraded) the table yet
             except (psycopg.Error, OSError, TimeoutError):
                 with contextlib.suppress(psycopg.Error, OSError):
                     await self._read_conn.close()
                 self._read_conn = None
                 raise
-        return float(row[0]) if row is not None else 0.0
 
     # ------------------------------------------------------------------ the writer
 

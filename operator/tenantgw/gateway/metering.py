@@ -83,6 +83,10 @@ class Meter:
             dataclasses.replace(ctx, alias=rec.alias), rec.cost_usd, rules, update_estimate=ok
         )
         for spend in spends:
+            if spend.session_id is not None:
+                # One session's spend is not the policy's; a session label would be unbounded.
+                # The BudgetPolicy's status shows the top session.
+                continue
             self.metrics.budget_utilization.labels(rec.tenant, spend.policy).set(
                 spend.utilization_percent
             )

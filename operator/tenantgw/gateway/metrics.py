@@ -27,6 +27,7 @@ class GatewayMetrics:
     tokens: Counter
     budget_utilization: Gauge
     enforcement_skipped: Counter
+    session_ids_rejected: Counter
 
     @classmethod
     def registered(cls) -> GatewayMetrics:
@@ -68,6 +69,14 @@ class GatewayMetrics:
                 "was refused (onStoreUnavailable: Closed) or admitted unchecked (Open).",
                 ["tenant", "step", "reason", "action"],
             ),
+            session_ids_rejected=_collector(
+                Counter,
+                "tenantgw_session_ids_rejected",
+                "Requests whose X-Claude-Code-Session-Id was malformed (reason: empty, "
+                "too_long, invalid_characters) and so not recorded; the request is served "
+                "without a session.",
+                ["tenant", "reason"],
+            ),
         )
 
     def observe(self, rec: UsageRecord) -> None:
@@ -85,6 +94,10 @@ class GatewayMetrics:
         ):
             if count:
                 self.tokens.labels(rec.tenant, rec.alias, direction).inc(count)
+
+    def session_rejected(self, tenant: str, reason: str) -> None:
+        """Count one request whose session header was dropped (`sessions.REJECT_REASONS`)."""
+        self.session_ids_rejected.labels(tenant, reason).inc()
 
     def skipped(self, tenant: str, step: str, reason: str, action: str) -> None:
         """Count one request whose `step` (ratelimit | budget) could not run."""

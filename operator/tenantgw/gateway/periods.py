@@ -9,6 +9,7 @@ from tenantgw.api.periods import (
     period_end,
     period_label,
     period_start,
+    session_spend_key,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "period_end",
     "period_label",
     "period_start",
+    "session_spend_key",
 ]

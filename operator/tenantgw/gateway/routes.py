@@ -12,7 +12,8 @@ and `acompletion` call types, which `/v1/messages` and `/chat/completions` produ
 the provider simulator proves metered end to end. LiteLLM's completions, embeddings and
 responses routes are metered by the same hook on paper, but nothing proves it end to end
 (the simulator speaks neither protocol), so they stay closed until a test does.
-`/v1/messages/count_tokens` is answered by the gateway itself (`tokencount`), never upstream.
+`/v1/messages/count_tokens` is answered by the gateway itself (`tokencount`), never upstream,
+and so are `/v1/models`, `/models` and `/v1/models/<id>` (`models`): the tenant's aliases.
 
 `registered_routes` lists every route LiteLLM's app registers, mounted apps and lazily
 registered feature routers included, for the test that walks them all.
@@ -58,6 +59,9 @@ DOORS: tuple[Door, ...] = (
 )
 
 _BY_PATH: dict[str, Door] = {door.path: door for door in DOORS}
+MODEL_DOOR = Door("/v1/models/{model_id}", _GET, "models")
+"""One model by id (the Anthropic and OpenAI SDKs' `models.retrieve`)."""
+_MODEL_PREFIXES = ("/v1/models/", "/models/")
 
 
 def door_for(method: str | None, path: str) -> Door | None:
@@ -66,6 +70,10 @@ def door_for(method: str | None, path: str) -> Door | None:
     Paths match exactly, as LiteLLM's router sees them (no trailing slash, no prefix forms).
     """
     door = _BY_PATH.get(path)
+    if door is None and any(
+        path.startswith(p) and "/" not in path[len(p) :] and path[len(p) :] for p in _MODEL_PREFIXES
+    ):
+        door = MODEL_DOOR
     if door is None or (method or "").upper() not in door.methods:
         return None
     return door
@@ -75,7 +83,7 @@ def served_summary() -> str:
     """The routes a client may use, for the 404 message."""
     model = [d.path for d in DOORS if d.purpose in ("model", "count_tokens")]
     models = [d.path for d in DOORS if d.purpose == "models"]
-    return f"{', '.join(model)}, GET {' and '.join(models)}, health and metrics"
+    return f"{', '.join(model)}, GET {', '.join(models)} and /v1/models/<id>, health and metrics"
 
 
 # --------------------------------------------------------------------------- LiteLLM's routes

@@ -78,6 +78,8 @@ class UsageRecord:
     """For a classifier call (auto mode): the request whose tool calls it judged."""
     safeguard_verdicts: str | None = None
     """For a classifier call: JSON {tool_use id: not_flagged | flagged | unavailable:<reason>}."""
+    session_id: str | None = None
+    """The client's well-formed `X-Claude-Code-Session-Id` (`sessions.py`), else None."""
 
     def as_row(self) -> dict[str, Any]:
         # Not dataclasses.asdict(): it deep-copies every value, and this runs per request.
@@ -229,6 +231,7 @@ def record_from_kwargs(
         stream=bool(ctx.stream or slo.get("stream") or kwargs.get("stream")),
         parent_request_id=ctx.parent_request_id,
         safeguard_verdicts=_verdicts(ctx, response_obj if ok else None),
+        session_id=ctx.session_id,
     )
 
 
@@ -275,6 +278,7 @@ def refused(ctx: RequestContext, exc: BaseException) -> UsageRecord:
         stream=bool(ctx.stream),
         parent_request_id=ctx.parent_request_id,
         safeguard_verdicts=verdicts_json(ctx.verdicts) if ctx.judged is not None else None,
+        session_id=ctx.session_id,
     )
 
 

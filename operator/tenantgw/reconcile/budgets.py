@@ -11,6 +11,12 @@ server-side applies only the spend fields under its own field manager, only when
 changed. The tenant reconcile owns `conditions` (Accepted) and `observedGeneration`.
 Spend that only grew is written at most once per `refresh` seconds per policy; a new state,
 a fired threshold or a new period is written at the next pass.
+
+A Session policy caps each session, so its spend is per session (a sorted set per period,
+`<counter>:sessions`, scores in micro-USD): its status describes the session that spent most
+(`spentUSD`, `utilization`, `state` and thresholds are that session's, `topSession` its id),
+with `sessions` (how many spent this period) and `sessionsOverLimit`. Still one write per
+policy, never one per session.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tenantgw.api import API_VERSION, BudgetPolicy
-from tenantgw.api.periods import budget_counter_key, period_start
+from tenantgw.api.periods import budget_counter_key, period_start, session_spend_key
 from tenantgw.kube.client import JSON, Kube, KubeError
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.settings import Settings
@@ -37,8 +43,11 @@ log = logging.getLogger(__name__)
 MICRO = 1_000_000
 BUDGET_FIELD_MANAGER = "tenantgw-budget-status"
 SPEND_FIELDS = ("periodStart", "spentUSD", "utilization", "state", "firedThresholds")
+SESSION_FIELDS = ("sessions", "sessionsOverLimit", "topSession")
+"""Status fields of Session policies only."""
+STATUS_FIELDS = SPEND_FIELDS + SESSION_FIELDS
 # Changes a reader must see at the next pass; spend alone waits for the refresh period.
-PROMPT_FIELDS = ("periodStart", "state", "firedThresholds")
+PROMPT_FIELDS = ("periodStart", "state", "firedThresholds", "sessionsOverLimit")
 MGET_BATCH = 500
 PERIOD_NOUN = {"daily": "day", "weekly": "week", "monthly": "month"}
 
@@ -54,7 +63,9 @@ class PolicyEntry:
     limit_usd: float
     thresholds: tuple[int, ...]
     accepted: bool
-    spend: tuple[tuple[str, Any], ...]  # the live SPEND_FIELDS, as (field, value)
+    spend: tuple[tuple[str, Any], ...]  # the live STATUS_FIELDS, as (field, value)
+    per_session: bool = False
+    """scope.kind Session: the limit applies to each session's spend."""
 
     @classmethod
     def from_body(cls, body: JSON) -> PolicyEntry | None:
@@ -77,17 +88,38 @@ class PolicyEntry:
             limit_usd=policy.spec.limit_usd,
             thresholds=tuple(policy.spec.alert_thresholds),
             accepted=accepted,
-            spend=tuple((k, status[k]) for k in SPEND_FIELDS if k in status),
+            spend=tuple((k, status[k]) for k in STATUS_FIELDS if k in status),
+            per_session=policy.spec.scope.kind == "Session",
         )
 
     def live(self) -> dict[str, Any]:
         return dict(self.spend)
 
 
+@dataclass(frozen=True)
+class SessionSpend:
+    """What a Session policy's sorted set says for the current period."""
+
+    top_session: str | None
+    top_micro: int
+    sessions: int
+    over_limit: int
+
+
 def budget_status(
-    period: str, limit_usd: float, thresholds: Iterable[int], spent_micro: int, now: datetime
+    period: str,
+    limit_usd: float,
+    thresholds: Iterable[int],
+    spent_micro: int,
+    now: datetime,
+    sessions: SessionSpend | None = None,
 ) -> dict[str, Any]:
-    """The spend fields of one policy for the period containing `now` (pure)."""
+    """The spend fields of one policy for the period containing `now` (pure).
+
+    With `sessions` (a Session policy), the spend is that of the top session.
+    """
+    if sessions is not None:
+        spent_micro = sessions.top_micro
     start = period_start(period, now).strftime("%Y-%m-%dT%H:%M:%SZ")
     spent = spent_micro / MICRO
     utilization = round(100.0 * spent / limit_usd, 2) if limit_usd > 0 else 100.0
@@ -98,13 +130,18 @@ def budget_status(
         state = "Warning"
     else:
         state = "Ok"
-    return {
+    status: dict[str, Any] = {
         "periodStart": start,
         "spentUSD": round(spent, 6),
         "utilization": utilization,
         "state": state,
         "firedThresholds": fired,
     }
+    if sessions is not None:
+        status["sessions"] = sessions.sessions
+        status["sessionsOverLimit"] = sessions.over_limit
+        status["topSession"] = sessions.top_session
+    return status
 
 
 def newly_fired(old: dict[str, Any], new: dict[str, Any]) -> list[int]:
@@ -115,7 +152,7 @@ def newly_fired(old: dict[str, Any], new: dict[str, Any]) -> list[int]:
 
 
 def differs(old: dict[str, Any], new: dict[str, Any], fields: Iterable[str]) -> bool:
-    return any(old.get(k) != new[k] for k in fields)
+    return any(old.get(k) != new.get(k) for k in fields)
 
 
 def needs_write(
@@ -123,7 +160,7 @@ def needs_write(
 ) -> bool:
     """Whether to write `new` now: a state, threshold or period change at once; spend that only
     moved when our last write of this policy is `refresh` seconds old (or unknown)."""
-    if not differs(old, new, SPEND_FIELDS):
+    if not differs(old, new, STATUS_FIELDS):
         return False
     if not old or differs(old, new, PROMPT_FIELDS):
         return True
@@ -179,34 +216,54 @@ class BudgetStatusSync:
         """One pass over `entries`; `tenant_of(namespace)` names the tenant of a namespace."""
         now = now or datetime.now(UTC)
         work: list[tuple[PolicyEntry, str]] = []
+        session_work: list[tuple[PolicyEntry, str]] = []
         for entry in entries:
             tenant = tenant_of(entry.namespace)
             if entry.accepted and tenant:
                 key = budget_counter_key(tenant, entry.name, entry.period, now)
-                work.append((entry, key))
-        result = SyncResult(policies=len(work))
+                if entry.per_session:
+                    session_work.append((entry, session_spend_key(key)))
+                else:
+                    work.append((entry, key))
+        result = SyncResult(policies=len(work) + len(session_work))
         try:
             counters: list[int] = []
             for i in range(0, len(work), MGET_BATCH):
                 batch = [key for _, key in work[i : i + MGET_BATCH]]
                 counters += await self._provisioner.read_counters(batch)
+            session_sets: list[tuple[str | None, int, int, int]] = []
+            for i in range(0, len(session_work), MGET_BATCH):
+                sets = [
+                    (key, round(entry.limit_usd * MICRO))
+                    for entry, key in session_work[i : i + MGET_BATCH]
+                ]
+                session_sets += await self._provisioner.read_session_spend(sets)
         except StorageError as err:
             result.failed = str(err)  # StorageReady says what is wrong; spend waits a pass
             return result
-        present = {entry.uid for entry, _ in work}
+        present = {entry.uid for entry, _ in work + session_work}
         for uid in [u for u in self._written if u not in present]:
             del self._written[uid]
         for (entry, _), spent in zip(work, counters, strict=True):
             await self._one(entry, spent, now, result)
+        for (entry, _), found in zip(session_work, session_sets, strict=True):
+            await self._one(entry, 0, now, result, SessionSpend(*found))
         return result
 
-    async def _one(self, entry: PolicyEntry, spent: int, now: datetime, result: SyncResult) -> None:
+    async def _one(
+        self,
+        entry: PolicyEntry,
+        spent: int,
+        now: datetime,
+        result: SyncResult,
+        sessions: SessionSpend | None = None,
+    ) -> None:
         old = self._current(entry)
-        new = budget_status(entry.period, entry.limit_usd, entry.thresholds, spent, now)
+        new = budget_status(entry.period, entry.limit_usd, entry.thresholds, spent, now, sessions)
         mine = self._written.get(entry.uid)
         since = time.monotonic() - mine.at if mine is not None else None
         if not needs_write(old, new, since, self._refresh):
-            if differs(old, new, SPEND_FIELDS):
+            if differs(old, new, STATUS_FIELDS):
                 result.deferred += 1
             return
         body = {
@@ -223,6 +280,7 @@ class BudgetStatusSync:
             raise
         self._written[entry.uid] = _Written(seen=entry.live(), wrote=new, at=time.monotonic())
         result.written.append(f"{entry.namespace}/{entry.name}")
+        who = f" by session {sessions.top_session}" if sessions is not None else ""
         for threshold in newly_fired(old, new):
             result.events += 1
             await post_event(
@@ -232,7 +290,7 @@ class BudgetStatusSync:
                 "Warning" if threshold >= 100 else "Normal",
                 "BudgetThresholdCrossed",
                 f"{entry.name}: {new['utilization']:.1f}% of {entry.limit_usd:g} USD "
-                f"spent this {PERIOD_NOUN.get(entry.period, entry.period)} "
+                f"spent{who} this {PERIOD_NOUN.get(entry.period, entry.period)} "
                 f"(threshold {threshold}%, period from {new['periodStart']})",
             )
 

@@ -299,7 +299,12 @@ def _unenforceable(
         reason=reason,
         message=message,
     )
-    scope = "the whole tenant" if kind == "Tenant" else f"{kind} {scope_name}"
+    if kind == "Tenant":
+        scope = "the whole tenant"
+    elif kind == "Session":
+        scope = "every request with a session id"
+    else:
+        scope = f"{kind} {scope_name}"
     full = message + UNENFORCEABLE_SUFFIX.format(scope=scope)
     return Verdict(name, False, reason, full, generation, unenforceable=refused)
 

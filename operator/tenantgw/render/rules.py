@@ -11,15 +11,17 @@ from typing import Any
 
 from tenantgw.api import (
     BudgetPolicy,
+    CatalogModel,
     CostTier,
     ModelAlias,
     Provider,
     RoutingRule,
     Tenant,
     alias_cost_tiers,
+    catalog_entry,
 )
 from tenantgw.render.inputs import RenderInputs, UnenforceableBudget, alias_name
-from tenantgw.render.litellm_config import deployment_id
+from tenantgw.render.litellm_config import PROVIDER_PREFIX, deployment_id
 from tenantgw.render.names import tenant_name
 
 
@@ -31,11 +33,17 @@ def _rule(rule: RoutingRule) -> dict[str, Any]:
     }
 
 
-def _alias(alias: ModelAlias, providers: dict[str, Provider], tier: CostTier) -> dict[str, Any]:
+def _alias(
+    alias: ModelAlias,
+    providers: dict[str, Provider],
+    catalog: list[CatalogModel],
+    tier: CostTier,
+) -> dict[str, Any]:
     name = alias_name(alias)
     targets = []
     for index, target in enumerate(alias.spec.targets):
         provider = providers.get(target.provider)
+        entry = catalog_entry(catalog, target.provider, target.model)
         targets.append(
             {
                 "id": deployment_id(name, index),
@@ -45,9 +53,20 @@ def _alias(alias: ModelAlias, providers: dict[str, Provider], tier: CostTier) ->
                 "region": provider.region if provider is not None else None,
                 "weight": target.weight,
                 "max_tokens": target.max_tokens,
+                # The gateway looks the window up in LiteLLM's model map under this name
+                # unless the platform's catalog sets it.
+                "litellm_model": (
+                    f"{PROVIDER_PREFIX[provider.type]}/{target.model}"
+                    if provider is not None
+                    else None
+                ),
+                "context_window": entry.context_window if entry is not None else None,
             }
         )
     return {
+        "display_name": alias.spec.display_name,
+        "description": alias.spec.description,
+        "created_at": (alias.metadata.model_extra or {}).get("creationTimestamp"),
         "cost_tier": tier,
         "client_names": list(alias.spec.aliases),
         "fallbacks": list(alias.spec.fallbacks),
@@ -134,7 +153,7 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
         "default_alias": spec.routing.default_alias,
         "rules": [_rule(rule) for rule in spec.routing.rules],
         "aliases": {
-            alias_name(alias): _alias(alias, providers, tiers[alias_name(alias)])
+            alias_name(alias): _alias(alias, providers, spec.catalog, tiers[alias_name(alias)])
             for alias in inputs.sorted_aliases()
         },
         "keys": [

@@ -189,6 +189,12 @@ class Provisioner:
         """Integer counters under tenants' key prefixes (budget spend), 0 when missing."""
         return await self._redis.read_counters(keys)
 
+    async def read_session_spend(
+        self, keys: list[tuple[str, int]]
+    ) -> list[tuple[str | None, int, int, int]]:
+        """Session policies' spend sets: (top session, its micro-USD, sessions, over limit)."""
+        return await self._redis.read_session_spend(keys)
+
     async def read_text(self, key: str) -> str | None:
         """A string under a tenant's key prefix (a gateway's marker), None when missing."""
         return await self._redis.read_text(key)

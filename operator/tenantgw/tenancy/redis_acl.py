@@ -233,6 +233,30 @@ class RedisAdmin:
                 raise StorageError(f"could not read budget counters from Redis: {err}") from err
         return [int(v) if v not in (None, "") else 0 for v in values]
 
+    async def read_session_spend(
+        self, keys: list[tuple[str, int]]
+    ) -> list[tuple[str | None, int, int, int]]:
+        """For each (sorted set of a Session policy, limit in micro-USD): the top session, its
+        spend, how many sessions spent, how many reached the limit. One round trip."""
+        if not keys:
+            return []
+        async with self._connect() as client:
+            try:
+                pipe = client.pipeline(transaction=False)
+                for key, limit in keys:
+                    pipe.zrevrange(key, 0, 0, withscores=True)
+                    pipe.zcard(key)
+                    pipe.zcount(key, limit, "+inf")
+                values = await pipe.execute()
+            except (rexc.RedisError, OSError) as err:
+                raise StorageError(f"could not read session spend from Redis: {err}") from err
+        out: list[tuple[str | None, int, int, int]] = []
+        for i in range(len(keys)):
+            top, count, over = values[3 * i : 3 * i + 3]
+            top_id, top_spend = (str(top[0][0]), int(top[0][1])) if top else (None, 0)
+            out.append((top_id, top_spend, int(count), int(over)))
+        return out
+
     async def read_text(self, key: str) -> str | None:
         """One string value (None when missing), read with the admin user: gateway markers."""
         async with self._connect() as client:

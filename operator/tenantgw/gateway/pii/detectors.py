@@ -8,6 +8,7 @@ compiled once at import; each detector has a cheap substring pre-check.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import string
@@ -53,7 +54,10 @@ _WORD = _ALNUM | {"_"}
 
 
 def _free_before(text: str, start: int, forbidden: frozenset[str]) -> bool:
-    return start == 0 or text[start - 1] not in forbidden
+    if start == 0 or text[start - 1] not in forbidden:
+        return True
+    # "\n", "\t", "\r" written out, as in JSON strings and code quoted in a prompt
+    return start >= 2 and text[start - 2] == "\\" and text[start - 1] in "ntr"
 
 
 def _free_after(text: str, end: int, forbidden: frozenset[str]) -> bool:
@@ -104,31 +108,51 @@ def _bounded(before: frozenset[str], after: frozenset[str], group: int | str = 0
 
 
 def _card(match: re.Match[str]) -> Span | None:
-    text, (start, end) = match.string, match.span()
-    if not _free_before(text, start, _DIGIT_DOT_DASH) or not _free_after(text, end, _DIGITS):
+    """A Luhn-valid number of an issuer's length; the longest one when the match runs on."""
+    text, start = match.string, match.start()
+    if not _free_before(text, start, _DIGIT_DOT_DASH):
         return None
     raw = match.group(0)
-    digits = raw.replace(" ", "").replace("-", "")
-    separators = {c for c in raw if c in " -"}
-    if len(separators) > 1 or len(digits) not in _card_lengths(digits):
-        return None
-    return match.span() if luhn_ok(digits) else None
+    positions = [i for i, c in enumerate(raw) if c in _DIGITS]
+    digits = "".join(raw[i] for i in positions)
+    for length in sorted(_card_lengths(digits), reverse=True):
+        if length <= len(digits) and luhn_ok(digits[:length]):
+            end = start + positions[length - 1] + 1
+            return (start, end) if _free_after(text, end, _DIGITS) else None
+    return None
+
+
+_MAESTRO_SHORT = ("5018", "5020", "5038", "5893", "6304", "6390", "6759", "6761", "6762", "6763")
 
 
 def _card_lengths(digits: str) -> range | tuple[int, ...]:
     """Lengths card numbers starting with these digits have (by issuer prefix)."""
-    first, two = digits[0], digits[:2]
+    first, two, four = digits[0], digits[:2], digits[:4]
     if first == "4":  # Visa
         return (13, 16, 19)
-    if "51" <= two <= "55" or "22" <= two <= "27":  # Mastercard
-        return (16,)
+    if four.startswith(_MAESTRO_SHORT) or two in ("56", "57", "58") or four == "0604":
+        return range(12, 20)  # Maestro
+    if "51" <= two <= "55" or "22" <= two <= "27":  # Mastercard, Mir (2200-2204)
+        return (16,) if two != "22" or four > "2204" else range(16, 20)
     if two in ("34", "37"):  # American Express
+        return (15,)
+    if four in ("2131", "1800"):  # JCB, 15 digits
         return (15,)
     if two == "35" or first == "6":  # JCB, Discover, UnionPay, Maestro
         return range(16, 20)
     if two in ("30", "36", "38", "39"):  # Diners Club
         return range(14, 20)
     return ()
+
+
+def _jwt(match: re.Match[str]) -> Span | None:
+    """A JSON Web Token: its header is base64url JSON naming an algorithm ("alg")."""
+    header = match.group(0).split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+    except ValueError:
+        return None
+    return _jwt_bounds(match) if b'"alg"' in decoded else None
 
 
 def _iban(match: re.Match[str]) -> Span | None:
@@ -157,23 +181,29 @@ def _ssn(match: re.Match[str]) -> Span | None:
     return match.span()
 
 
-def _phone(match: re.Match[str]) -> Span | None:
-    text, (start, end) = match.string, match.span()
-    if not _free_before(text, start, _WORD_PLUS) or not _free_after(text, end, _WORD):
-        return None
-    digits = sum(c.isdigit() for c in match.group(0))
-    return match.span() if 7 <= digits <= 15 else None
-
-
 def _ipv4(match: re.Match[str]) -> Span | None:
     text, (start, end) = match.string, match.span()
     if not _free_before(text, start, _DIGIT_DOT) or not _free_after(text, end, _DIGITS):
         return None
     if end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
         return None  # 1.2.3.4.5 is not an address
-    if any((len(part) > 1 and part[0] == "0") or int(part) > 255 for part in match.groups()):
+    parts = match.groups()
+    if any((len(part) > 1 and part[0] == "0") or int(part) > 255 for part in parts):
         return None
+    if parts[0] in ("127", "0") or _is_netmask(parts):
+        return None  # loopback, "this network" (0.0.0.0), netmasks and broadcast: not a person's
     return match.span()
+
+
+def _is_netmask(parts: tuple[str, ...]) -> bool:
+    """255.255.255.0 and the like: ones then zeros, starting with 255."""
+    if parts[0] != "255":
+        return False
+    value = 0
+    for part in parts:
+        value = value << 8 | int(part)
+    inverted = ~value & 0xFFFFFFFF
+    return inverted & (inverted + 1) == 0
 
 
 def _ipv6(match: re.Match[str]) -> Span | None:
@@ -182,8 +212,11 @@ def _ipv6(match: re.Match[str]) -> Span | None:
         return None
     candidate = match.group(0)
     try:
-        ipaddress.IPv6Address(candidate)
+        address = ipaddress.IPv6Address(candidate)
     except ValueError:
+        return None
+    mapped = address.ipv4_mapped
+    if address.is_loopback or address.is_unspecified or (mapped and mapped.is_loopback):
         return None
     if "::" in candidate:
         groups = [g for g in re.split(r"[:.]", candidate) if g]
@@ -201,6 +234,7 @@ _WORD_PLUS = _WORD | {"+"}
 _WORD_COLON = _WORD | {":"}
 _TOKEN_CHARS = _ALNUM | {"_", "-"}
 _LOCAL = _ALNUM | set("._%+-")
+_jwt_bounds = _bounded(_TOKEN_CHARS, _TOKEN_CHARS)
 
 # Names of credential fields, lower case; found in the lower-cased text, then the assignment
 # after the name is matched in the original text.
@@ -280,6 +314,116 @@ class _EmailDetector(Detector):
                 yield local.start(), end
 
 
+# --------------------------------------------------------------------------- phone numbers
+
+# Digit groups, some in parentheses, joined by up to two of " .-/" (or nothing), with an
+# optional extension: every way the numbers of the world are written, and many numbers that
+# are not phone numbers; `_PhoneDetector` decides which are.
+_PHONE = re.compile(
+    r"(?=[+(\d][\d ()./+-]{5})\+?(?:\(\d{1,5}\)|\d{1,8})(?:[ ./-]{0,2}(?:\(\d{1,5}\)|\d{1,8})){0,7}"
+    r"(?P<ext> ?(?:x|ext\.?|#) ?\d{1,6})?"
+)
+_PHONE_BEFORE = _WORD | {"+", ".", "-", "/", "(", ")"}
+_DATE = re.compile(
+    r"(?:\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2(?:\d{4}|\d{2}))"
+    r"(?: \d{1,2}(?:[.]\d{2}){0,2})?"
+).fullmatch
+_SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}").fullmatch
+_NANP = re.compile(r"(?:\(\d{3}\) ?|\d{3}([-. ]))\d{3}(?(1)\1|[-. ])\d{4}").fullmatch
+# Words that say the next number is a phone number (searched in the lower-cased 48 characters
+# before it), or after it ("555 0134 office").
+_PHONE_CONTEXT = re.compile(
+    r"phone|\btel\b|\btel\.|\btelefon|\bmobile?\b|\bmob\.|\bcell|\bfax|\bcall(?:s|ed|ing)?\b|\bring\b|"
+    r"\bdial|\bsms\b|\btext|messag|whatsapp|signal|contact|\breach|answer|\boffice\b|\bdesk\b|"
+    r"landline|hotline|voicemail|\bph\b|\bph\.|\btlf|\bt:|\bm:"
+)
+_PHONE_AFTER = re.compile(
+    r"\s{0,2}[-(/,]?\s{0,2}(?:office|fax|mobile|cell|home|work|tel|phone|direct|desk|landline)"
+)
+_CONTEXT_CHARS = 48
+
+
+def _long_groups(groups: list[str]) -> bool:
+    """Groups of two digits or more (single digits are lists, matrices, counters)."""
+    return all(len(group) >= 2 for group in groups)
+
+
+_DIGIT_RUN = re.compile(r"\d+")
+_NEXT_GROUP = re.compile(r"[^\d+(]+")
+_ESCAPE = re.compile(r"\\[ntr]")
+
+
+class _PhoneDetector(Detector):
+    """Phone numbers, international (+ or 00 and a country code) and national.
+
+    Without a word that says "phone" near it, a number must look like one: international
+    form, a North American (555) 555-0134, an area code in parentheses, or a trunk prefix 0
+    followed by groups of two or more digits (07700 900 123, 06-12345678, 05.06.52.16.25).
+    With such a word (phone, tel, mobile, fax, call, text, contact...) in the 48 characters
+    before it or "office"/"fax"/"mobile" right after, any run of 6 to 15 digits is one.
+    Dates, US SSN shapes and version-like dotted numbers never are.
+    """
+
+    def spans(self, text: str) -> Iterable[Span]:
+        search, position, rejected = self.regex.search, 0, 0
+        while (match := search(text, position)) is not None:
+            start, end = match.span()
+            if end - start < 6 or not self._bounded(text, start, end):
+                verdict = False
+            else:
+                verdict = self._is_phone(match, text)
+            if verdict:
+                yield start, end
+                position = end
+                continue
+            # A phone number starts at a group, not inside one: go on from the next group.
+            rejected += 1
+            group = _NEXT_GROUP.search(text, start, end) if rejected <= MAX_RETRIES else None
+            position = group.end() if group is not None else end
+
+    @staticmethod
+    def _bounded(text: str, start: int, end: int) -> bool:
+        if not _free_before(text, start, _PHONE_BEFORE) or not _free_after(text, end, _WORD):
+            return False
+        # 1.2.3.4.5 or 1-2-3: a match that stopped in the middle of a longer run of numbers
+        return not (end + 1 < len(text) and text[end] in ".-/" and text[end + 1].isdigit())
+
+    @staticmethod
+    def _is_phone(match: re.Match[str], text: str) -> bool:
+        start, end = match.span()
+        core_end = match.start("ext") if match.group("ext") else end
+        core = text[start:core_end]
+        groups = _DIGIT_RUN.findall(core)
+        digits = sum(map(len, groups))
+        if not 6 <= digits <= 15 or _DATE(core) or _SSN_SHAPE(core):
+            return False
+        if core[0] == "+":
+            return digits >= 8
+        # the tail of a longer run of numbers (an IBAN, a table row): only with a phone word
+        tail = start >= 2 and text[start - 1] in " ./-" and text[start - 2].isdigit()
+        dotted = "." in core and not any(c in core for c in " -/()")
+        if not tail and core[:2] == "00" and core[2:3].isdigit() and core[2] != "0":
+            return digits >= 8  # 0044 20 7946 0958: an international call prefix
+        if not tail and not (dotted and len(groups) <= 4):  # versions, decimals
+            if _NANP(core):
+                return True  # (555) 555-0134
+            if core[0] == "(" and core.count("(") == 1 and digits >= 7 and _long_groups(groups[1:]):
+                return True  # an area code: (020) 7946 0958, (73) 4746-3459
+            if (
+                core[0] == "0"
+                and core[1] != "0"
+                and len(groups) >= 2
+                and _long_groups(groups)
+                and 9 <= digits <= 12
+            ):
+                return True  # a trunk prefix: 07700 900 123, 06-12345678, 05.06.52.16.25
+        before = text[max(0, start - _CONTEXT_CHARS) : start].lower()
+        after = text[end : end + _CONTEXT_CHARS // 2].lower()
+        if "\\" in before or "\\" in after:  # "\n" written out: a line break, not a letter n
+            before, after = _ESCAPE.sub("  ", before), _ESCAPE.sub("  ", after)
+        return bool(_PHONE_CONTEXT.search(before) or _PHONE_AFTER.match(after))
+
+
 DETECTORS: tuple[Detector, ...] = (
     Detector(
         "SECRET",
@@ -305,7 +449,25 @@ DETECTORS: tuple[Detector, ...] = (
         "SECRET",
         re.compile(r"gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255}"),
         _bounded(_ALNUM, frozenset()),
-        needles=("gh",),
+        needles=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    Detector(  # Stripe secret and restricted keys, webhook secrets (not publishable pk_ keys)
+        "SECRET",
+        re.compile(r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,255}|whsec_[A-Za-z0-9+/=]{24,255}"),
+        _bounded(_ALNUM, frozenset()),
+        needles=("k_live_", "k_test_", "whsec_"),
+    ),
+    Detector(  # GitLab personal, deploy and runner tokens
+        "SECRET",
+        re.compile(r"gl(?:pat|dt|rt|ptt)-[A-Za-z0-9_-]{20,255}"),
+        _bounded(_ALNUM, frozenset()),
+        needles=("glpat-", "gldt-", "glrt-", "glptt-"),
+    ),
+    Detector(  # a JSON Web Token anywhere: header and claims are base64url JSON objects
+        "SECRET",
+        re.compile(r"eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{4,8192}\.[A-Za-z0-9_-]{0,2048}"),
+        _jwt,
+        needles=("eyJ",),
     ),
     Detector(
         "SECRET",
@@ -334,7 +496,7 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "CREDIT_CARD",
-        re.compile(r"\d(?:[ -]?\d){12,18}"),
+        re.compile(r"\d(?:[ ./-]{0,2}\d){11,18}"),
         _card,
     ),
     Detector(
@@ -352,20 +514,10 @@ DETECTORS: tuple[Detector, ...] = (
         "IP_ADDRESS",
         re.compile(
             r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:(?:[0-9A-Fa-f]{0,4}:){0,5}"
-            r"(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+            r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
         ),
         _ipv6,
         needles=(":",),
     ),
-    Detector(
-        "PHONE",
-        re.compile(r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"),
-        _phone,
-        needles=("+",),
-    ),
-    Detector(
-        "PHONE",
-        re.compile(r"(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}"),
-        _phone,
-    ),
+    _PhoneDetector("PHONE", _PHONE),
 )

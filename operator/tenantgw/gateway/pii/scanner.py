@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tenantgw.gateway.pii.detectors import ALL_ENTITIES, DETECTORS, PRIORITY, placeholder
+from tenantgw.gateway.pii.normalize import Normalized
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,15 @@ class Scanner:
         self._lock = threading.Lock()
 
     def find(self, text: str) -> list[Finding]:
-        """Non-overlapping findings in `text`, in order; overlaps go to the stronger entity."""
+        """Non-overlapping findings in `text`, in order; overlaps go to the stronger entity.
+
+        The detectors read the text normalized (see `normalize`); the spans are the original's.
+        """
+        normalized = Normalized(text)
         found: list[tuple[int, int, int, str]] = []
         for detector in self.detectors:
-            for start, end in detector.spans(text):
+            for span in detector.spans(normalized.text):
+                start, end = normalized.span(*span)
                 found.append((start, -(end - start), PRIORITY[detector.entity], detector.entity))
         if not found:
             return []
