@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
 from e2e.fixtures import DEV, ROOT
 from e2e.helpers import K8s, eventually
@@ -65,11 +66,19 @@ def apply_examples(k8s: K8s) -> None:
     docs = load_examples()
 
     def not_terminating() -> bool:
+        # An earlier run's Tenant being deleted takes its namespace with it, maybe only after
+        # this check: wait for the Tenant to go first, then for its namespace.
+        try:
+            if k8s.tenant(EXAMPLE_TENANT)["metadata"].get("deletionTimestamp"):
+                return False
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
         if not k8s.namespace_exists(EXAMPLE_NAMESPACE):
             return True
         return k8s.core.read_namespace(EXAMPLE_NAMESPACE).status.phase != "Terminating"
 
-    eventually(not_terminating, 90, "an earlier example tenant's namespace to finish terminating")
+    eventually(not_terminating, 120, "an earlier example tenant and its namespace to go")
     for obj in docs["tenant"]:
         k8s.apply(obj)
     eventually(

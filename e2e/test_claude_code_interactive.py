@@ -53,6 +53,9 @@ class Session:
     harmless: str
     dangerous: str
     status: str
+    picker: str
+    context: str
+    window: int
     session_id: str
     started: float
     transcript: Path
@@ -87,14 +90,20 @@ def session(
     project = tmp_path_factory.mktemp("project")
     home = tmp_path_factory.mktemp("home")
     seed_home(home, [project])
-    env = onboard(kube, gw.tenant, "alice", base_url=gw.url).env()
+    onboarding = onboard(kube, gw.tenant, "alice", base_url=gw.url)
     transcript = DEV / "logs" / "claude-interactive.txt"
     transcript.parent.mkdir(parents=True, exist_ok=True)
     transcript.write_text("")
     gw.simulator.reset()
     started = time.time()
+    # What `eval "$(tenantctl onboard ...)"` gives a developer: the environment, and `claude`
+    # aliased to pass the aliases' context window in its settings.
     with ClaudeSession(
-        project=project, home=home, gateway_env=env, transcript=transcript
+        project=project,
+        home=home,
+        gateway_env=onboarding.env(),
+        args=tuple(onboarding.claude_args()),
+        transcript=transcript,
     ) as claude:
         start = claude.wait_for(r"auto mode on", timeout=60, label="start-up screen")
 
@@ -112,6 +121,15 @@ def session(
         claude.type("/status")
         status = claude.wait_for(r"Auto mode server:.*\n", timeout=30, label="/status")
         claude.press("Escape")
+        claude.wait_idle(timeout=30, label="status closed")
+
+        claude.type("/model")
+        picker = claude.wait_for(r"Select model", timeout=30, label="/model picker")
+        claude.press("Escape")
+        claude.wait_idle(timeout=30, label="picker closed")
+
+        claude.type("/context")
+        context = claude.wait_for(r"tokens", timeout=30, label="/context")
         found = re.search(r"Session ID:\s+([0-9a-f-]{36})", status)
         assert found, f"/status shows no session id:\n{status}"
         yield Session(
@@ -119,6 +137,9 @@ def session(
             harmless=harmless,
             dangerous=dangerous,
             status=status,
+            picker=picker,
+            context=context,
+            window=onboarding.context_window(),
             session_id=found.group(1),
             started=started,
             transcript=transcript,
@@ -150,6 +171,20 @@ def test_status_shows_the_server_check_on(session: Session) -> None:
     """`/status` after two reviewed turns: the server check reaches the session."""
     line = next(ln for ln in session.status.splitlines() if "Auto mode server:" in ln)
     assert re.search(r"Auto mode server:\s+Enabled", line), line
+
+
+def test_picker_shows_the_aliases_by_their_display_names(session: Session) -> None:
+    """`/model` lists the tenant's aliases under the names and descriptions of their
+    ModelAliases (spec.displayName, spec.description), not bare deployment ids."""
+    assert "Fast code" in session.picker, session.picker
+    assert "Everyday coding" in session.picker, session.picker
+
+
+def test_context_window_is_the_aliases_own(session: Session) -> None:
+    """`/context` counts against the window `tenantctl onboard` found, not an assumed 1M."""
+    shown = f"{session.window / 1000:.1f}k".replace(".0k", "k")
+    assert shown in session.context, (shown, session.context)
+    assert "1m" not in session.context.lower().replace("1m tokens", "")
 
 
 def test_ledger_holds_the_session_and_the_verdicts(
