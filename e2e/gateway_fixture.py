@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
 from e2e.fixtures import DEV, ROOT
 from e2e.helpers import K8s, eventually
@@ -29,6 +30,8 @@ from tenantgw.cli import devgateway
 EXAMPLE_TENANT = "engineering-team"
 EXAMPLE_NAMESPACE = "tenant-engineering-team"
 GATEWAY_STARTUP_SECONDS = 180
+EXAMPLE_JUDGE_MODEL = "gpt-4.1-nano"
+"""The model behind the example's classifier alias (safety-review): the simulator's judge."""
 
 
 @dataclass
@@ -63,11 +66,19 @@ def apply_examples(k8s: K8s) -> None:
     docs = load_examples()
 
     def not_terminating() -> bool:
+        # An earlier run's Tenant being deleted takes its namespace with it, maybe only after
+        # this check: wait for the Tenant to go first, then for its namespace.
+        try:
+            if k8s.tenant(EXAMPLE_TENANT)["metadata"].get("deletionTimestamp"):
+                return False
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
         if not k8s.namespace_exists(EXAMPLE_NAMESPACE):
             return True
         return k8s.core.read_namespace(EXAMPLE_NAMESPACE).status.phase != "Terminating"
 
-    eventually(not_terminating, 90, "an earlier example tenant's namespace to finish terminating")
+    eventually(not_terminating, 120, "an earlier example tenant and its namespace to go")
     for obj in docs["tenant"]:
         k8s.apply(obj)
     eventually(
@@ -121,7 +132,7 @@ def example_gateway(kube: ApiClient, operator: RunningOperator) -> Iterator[Exam
     k8s = K8s(kube)
     apply_examples(k8s)
     k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", timeout=60)
-    simulator_url, simulator = start_simulator()
+    simulator_url, simulator = start_simulator(judge_models=[EXAMPLE_JUDGE_MODEL])
     url, process, log_file = start_example_gateway(kube, k8s, simulator_url)
     keys = {
         name: k8s.secret_value(EXAMPLE_NAMESPACE, f"gateway-key-{name}", "apiKey")

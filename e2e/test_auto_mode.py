@@ -49,6 +49,7 @@ BASH = {
         "required": ["command"],
     },
 }
+SESSION = "0d7c5f1e-auto-mode-" + secrets.token_hex(4)
 SAFEGUARDS = [
     {
         "type": "dangerous_tool_use",
@@ -149,7 +150,7 @@ class Gateway:
                 try:
                     rows = conn.execute(
                         "SELECT request_id, alias, status, cost_usd, parent_request_id, "
-                        "safeguard_verdicts FROM usage WHERE ts >= %s ORDER BY ts",
+                        "safeguard_verdicts, session_id FROM usage WHERE ts >= %s ORDER BY ts",
                         [since],
                     ).fetchall()
                 except psycopg.errors.UndefinedTable:
@@ -197,7 +198,7 @@ def _request(command: str) -> dict[str, Any]:
         "tools": [BASH],
         "messages": [{"role": "user", "content": f"please run it [[sim:tool Bash {directive}]]"}],
         "extra_body": {"safeguards": SAFEGUARDS},
-        "extra_headers": {"anthropic-beta": BETA},
+        "extra_headers": {"anthropic-beta": BETA, "X-Claude-Code-Session-Id": SESSION},
     }
 
 
@@ -262,6 +263,8 @@ def test_a_harmless_tool_call_is_not_flagged_and_safeguards_never_reach_the_open
     assert classifier["safeguard_verdicts"] == {call_id: "not_flagged"}
     assert classifier["status"] == "success"
     assert classifier["cost_usd"] > 0
+    # The check belongs to the session it protects (its budgets, its ledger rows).
+    assert classifier["session_id"] == main["session_id"] == SESSION
 
 
 def test_deleting_the_home_directory_is_flagged(gateway: Gateway) -> None:

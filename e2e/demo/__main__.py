@@ -50,7 +50,12 @@ from e2e.demo.processes import (
     wait_http,
 )
 from e2e.fixtures import DEV, ROOT, Cluster, _read_env
-from e2e.gateway_fixture import EXAMPLE_NAMESPACE, EXAMPLE_TENANT, apply_examples
+from e2e.gateway_fixture import (
+    EXAMPLE_JUDGE_MODEL,
+    EXAMPLE_NAMESPACE,
+    EXAMPLE_TENANT,
+    apply_examples,
+)
 from e2e.helpers import K8s
 from e2e.operator_fixture import install_crds_and_rbac, service_account_kubeconfig
 from tenantgw.api.periods import budget_counter_key
@@ -132,7 +137,15 @@ def ensure_simulator() -> None:
         raise DemoError(f"port {SIMULATOR_PORT} is taken by another process: stop it first")
     pid, log_file = start_background(
         "simulator",
-        [sys.executable, "-m", MARKERS["simulator"], "--port", str(SIMULATOR_PORT)],
+        [
+            sys.executable,
+            "-m",
+            MARKERS["simulator"],
+            "--port",
+            str(SIMULATOR_PORT),
+            "--judge-models",
+            EXAMPLE_JUDGE_MODEL,
+        ],
     )
     wait_http("provider simulator", f"{SIMULATOR_URL}/_sim/health", pid, log_file, 30)
     say(

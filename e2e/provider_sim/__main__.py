@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="JSON",
         help='call only this tool: {"tool": "Read", "arguments": {"file_path": "/x"}}',
     )
+    p.add_argument(
+        "--judge-models",
+        default=None,
+        help="comma-separated models answered as a safety classifier (default sim-judge)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -52,6 +57,8 @@ async def main(argv: list[str] | None = None) -> None:
     )
     if args.models:
         config.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.judge_models:
+        config.judge_models = [m.strip() for m in args.judge_models.split(",") if m.strip()]
     if args.tool_plan:
         config.update({"tool_plan": json.loads(args.tool_plan)})
     stop = asyncio.Event()

@@ -155,6 +155,7 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None) -> None:
         self._lock = threading.Lock()
         self.config = config or SimConfig()
+        self._baseline: SimConfig | None = None
         self._requests: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=self.config.max_recorded
         )
@@ -188,10 +189,18 @@ class Simulator:
                 ),
             )
 
+    def keep_as_baseline(self) -> None:
+        """Make the current configuration the one `reset` restores (the defaults until then)."""
+        snapshot = self.config_snapshot()
+        with self._lock:
+            self._baseline = snapshot
+
     def reset(self) -> None:
-        """Forget recorded requests and restore the default configuration."""
+        """Forget recorded requests and restore the configuration the simulator started with."""
         with self._lock:
             self.config = SimConfig()
+            if self._baseline is not None:
+                self.config.update(self._baseline.to_dict())  # asdict: a deep copy
             self._requests = collections.deque(maxlen=self.config.max_recorded)
             self.last_authorization = None
             self.state = {}
@@ -375,9 +384,7 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
             completion_tokens=estimate_tokens(text),
         )
     plan = cfg.tool_plan
-    directive = (
-        TOOL_DIRECTIVE.search(last.text) if last is not None and last.role == "user" else None
-    )
+    directive = TOOL_DIRECTIVE.search(latest_user_turn(req.messages))
     if directive is not None:
         plan = {"tool": directive.group(1), "arguments": json.loads(directive.group(2))}
     offered = {t.name for t in req.tools}
@@ -423,6 +430,20 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     )
 
 
+def latest_user_turn(messages: list[Message]) -> str:
+    """Text of the user messages after the last non-user one: the turn being answered.
+
+    Claude Code sends its reminders as user messages of their own after the typed prompt, so
+    the prompt is not always the last message; once a tool answers, the turn is over.
+    """
+    turn: list[str] = []
+    for message in reversed(messages):
+        if message.role != "user":
+            break
+        turn.append(message.text)
+    return "\n".join(reversed(turn))
+
+
 TOOL_DIRECTIVE = re.compile(r"\[\[sim:tool (\S+) (\{.*?\})\]\]", re.DOTALL)
 """``[[sim:tool NAME {json arguments}]]`` in the user's last message: call NAME with those
 arguments on this request (a ``tool_plan`` for one request)."""
@@ -448,7 +469,7 @@ def judge_reply(prompt: str, dangerous: str) -> str:
     verdicts = {}
     for call in calls:
         flagged = bool(pattern.search(json.dumps(call.get("input"))))
-        reason = "deletes data outside the project" if flagged else "routine"
+        reason = "matches a destructive or remote-code pattern" if flagged else "routine"
         verdicts[str(call["id"])] = {"flagged": flagged, "reason": reason}
     return json.dumps({"verdicts": verdicts})
 
@@ -1057,6 +1078,7 @@ def start_simulator(
     sim = Simulator(config)
     if changes:
         sim.configure(**changes)
+    sim.keep_as_baseline()
     handle = SimulatorHandle(sim, host, port).start()
     return handle.url, handle
 

@@ -73,6 +73,12 @@ def test_routing_rules_point_at_aliases_that_exist() -> None:
     assert {r.alias for r in t.spec.routing.rules} <= names
 
 
+def test_auto_mode_is_judged_by_a_low_tier_alias_of_the_example() -> None:
+    t, names = tenant(), set(aliases())
+    assert t.spec.auto_mode.classifier_alias == "safety-review"
+    assert t.spec.auto_mode.classifier_alias in names
+
+
 def test_every_provider_credential_has_its_secret() -> None:
     secrets = {s["metadata"]["name"]: s for s in load("provider-secrets.yaml")}
     assert all(s["metadata"]["namespace"] == NAMESPACE for s in secrets.values())

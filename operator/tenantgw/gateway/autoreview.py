@@ -142,6 +142,9 @@ async def judge(
         call_type=CALL_TYPE,
         parent_request_id=parent.request_id,
         judged=tuple(call.id for call in to_judge),
+        # The check is part of the session it protects: its cost counts against the
+        # session's budgets and its row carries the session, like the request's own.
+        session_id=parent.session_id,
     )
     data: dict[str, Any] = {
         "model": alias,
