@@ -2,8 +2,8 @@
 
 Before a request goes upstream (`async_pre_call_hook`), in this order: routing picks the
 ModelAlias, PII is redacted (or the request refused), the residency of the alias is checked,
-then the rate limits and the budget are enforced; last, Anthropic's `thinking` is taken out
-of requests for aliases whose providers do not serve Claude natively
+then the rate limits and the budget are enforced (`admission`); last, Anthropic's `thinking`
+is taken out of requests for aliases whose providers do not serve Claude natively
 (`routing.adapt_thinking`). Call types the gateway does not meter are refused here, so no
 route reaches a provider past these checks.
 
@@ -14,10 +14,7 @@ and failure callbacks find the context by that ticket, meter the request and fre
 rate-limit slot.
 
 The parts (rate limiter, budget guard, meter) come from one `runtime.GatewayRuntime`, attached
-to `handler` by `app.create_app()`. When Redis, which limits and budgets need, is unavailable
-or not configured, the Tenant's `spec.enforcement.onStoreUnavailable` decides: Closed refuses
-with 503 and `retry-after`, Open admits; both are counted in
-`tenantgw_enforcement_skipped_total`.
+to `handler` by `app.create_app()`.
 """
 
 from __future__ import annotations
@@ -30,17 +27,16 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from tenantgw.gateway import (
+    admission,
     autoreview,
     fallbacks,
     files,
     pii,
-    refusals,
     residency,
     routing,
     safeguards,
 )
 from tenantgw.gateway.audit import AuditTrail
-from tenantgw.gateway.budget_policy import covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import (
     ContextStore,
     RequestContext,
@@ -54,13 +50,10 @@ from tenantgw.gateway.errors import (
     GatewayError,
     InternalError,
     ModelNotFoundError,
-    RateLimitError,
     ServiceUnavailableError,
     proxy_exception,
 )
-from tenantgw.gateway.ratelimit import RateLimited, has_limits
 from tenantgw.gateway.runtime import GatewayRuntime
-from tenantgw.gateway.storehealth import SKIP_AFTER_ERROR, StoreUnavailable
 
 log = logging.getLogger("tenantgw.gateway")
 
@@ -79,7 +72,6 @@ ROUTED_CALL_TYPES = frozenset(
 )
 """Call types that name a model and carry a prompt: the ones tenantgw meters. Others are
 refused in the pre-call hook."""
-_STEP_NAMES = {"ratelimit": "rate limits", "budget": "budgets"}
 
 
 def _usage_tokens(kwargs: Mapping[str, Any], response_obj: Any) -> int:
@@ -239,9 +231,9 @@ class TenantGatewayHandler(CustomLogger):
         self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules, data: dict[str, Any]
     ) -> None:
         """Rate limits, then budgets, of a request whose context is attached."""
-        await self._acquire(runtime, tracked, rules)
+        await admission.acquire(runtime, tracked, rules)
         try:
-            await self._check_budget(runtime, tracked.ctx, rules, data)
+            await admission.check_budget(runtime, tracked.ctx, rules, data)
         except BaseException:
             await self._release(tracked, 0)
             raise
@@ -254,69 +246,6 @@ class TenantGatewayHandler(CustomLogger):
         await self._drop_reservation(tracked.ctx)
         await self.runtime.meter.on_final_failure(tracked.ctx, exc)
         self.contexts.finish(tracked)
-
-    def _unavailable(
-        self, runtime: GatewayRuntime, rules: files.Rules, exc: StoreUnavailable
-    ) -> None:
-        """Apply onStoreUnavailable to a step that could not run: refuse (Closed) or admit."""
-        closed = rules.enforcement.on_store_unavailable == "Closed"
-        runtime.store.skipped(exc, refused=closed)
-        if closed:
-            what = _STEP_NAMES.get(exc.step, exc.step)
-            raise ServiceUnavailableError(
-                f"tenant {runtime.tenant}'s {what} cannot be checked right now (their store is "
-                "unavailable), so the gateway does not serve requests: retry shortly",
-                retry_after=max(exc.retry_after, 1.0),
-            )
-
-    async def _acquire(self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules) -> None:
-        ctx = tracked.ctx
-        if not has_limits(rules, ctx.key_name):
-            return
-        if runtime.limiter is None:
-            self._unavailable(runtime, rules, _not_configured("ratelimit"))
-            return
-        try:
-            tracked.holds_slot = await runtime.limiter.acquire(ctx, rules)
-        except RateLimited as exc:
-            raise RateLimitError(exc.message, retry_after=float(exc.retry_after)) from None
-        except StoreUnavailable as exc:
-            self._unavailable(runtime, rules, exc)
-
-    async def _check_budget(
-        self, runtime: GatewayRuntime, ctx: RequestContext, rules: files.Rules, data: dict[str, Any]
-    ) -> None:
-        if not policies(rules):
-            return
-        # A policy the operator could not apply refuses, Redis or not (it needs no counter).
-        refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias))
-        if refused is not None:
-            raise refusals.budget_refusal(refused, ctx.tenant)
-        guard = runtime.budgets
-        if guard is None:
-            self._unavailable(runtime, rules, _not_configured("budget"))
-            return
-        try:
-            decision = await guard.check(ctx, rules)
-        except StoreUnavailable as exc:
-            self._unavailable(runtime, rules, exc)
-            return
-        if decision.action == "block":
-            raise refusals.budget_refusal(decision, ctx.tenant)
-        if decision.action != "downgrade":
-            return
-        target = decision.to_alias
-        if not target or target == ctx.alias:
-            return
-        if target not in rules.aliases:
-            log.error("budget downgrade of %s to unknown alias %r ignored", ctx.alias, target)
-            return
-        residency.check_residency(rules, target)
-        ctx.downgraded_from, ctx.alias = ctx.alias, target
-        ctx.cost_tier = rules.aliases[target].cost_tier
-        data["model"] = target
-        if decision.message:
-            log.info("request %s downgraded: %s", ctx.request_id, decision.message)
 
     # ---- each model group the router picks deployments of (the alias, then each fallback)
 
@@ -468,12 +397,6 @@ def _in_family(exc: GatewayError, call_type: str) -> GatewayError:
         return exc
     body = {"type": "error", "error": {"type": exc.type_, "message": exc.message}}
     return type(exc)(json.dumps(body), param=exc.param, retry_after=exc.retry_after)
-
-
-def _not_configured(step: str) -> StoreUnavailable:
-    return StoreUnavailable(
-        step, "not_configured", "TENANTGW_REDIS_URL is not set", retry_after=SKIP_AFTER_ERROR
-    )
 
 
 def _is_client_error(exc: BaseException) -> bool:
