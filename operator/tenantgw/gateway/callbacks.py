@@ -32,6 +32,7 @@ from tenantgw.gateway import (
     fallbacks,
     files,
     pii,
+    pii_response,
     residency,
     routing,
     safeguards,
@@ -210,6 +211,8 @@ class TenantGatewayHandler(CustomLogger):
             ctx.pii_counts = await pii.apply_pii_policy_async(
                 data, redaction.mode, redaction.entities, tenant=rules.tenant
             )
+            if redaction.mode == "redact":
+                self._count_pii(ctx, "request")
         residency.check_residency(rules, ctx.alias)
         tracked = self.contexts.attach(data, call_type, ctx)
 
@@ -281,30 +284,69 @@ class TenantGatewayHandler(CustomLogger):
             log.exception("tenantgw deployment hook failed")
             return {k: v for k, v in kwargs.items() if k != safeguards.REQUEST_FIELD}
 
-    # ---- auto mode's verdicts on the answer (see autoreview)
+    # ---- the answer: PII policy (see pii_response), then auto mode's verdicts (autoreview)
 
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
     ) -> Any:
         tracked = self.contexts.find_in_request(data)
-        if tracked is None or not autoreview.wants_verdicts(tracked.ctx.review):
+        if tracked is None:
+            return response
+        ctx = tracked.ctx
+        rules = self._answer_rules()
+        if rules is not None and pii_response.active(rules):
+            try:
+                response = pii_response.redact_response(ctx, rules, response)
+            except GatewayError as exc:
+                raise proxy_exception(_in_family(exc, ctx.call_type)) from None
+            except Exception:
+                log.exception("PII scan of the answer to %s failed: withheld", ctx.request_id)
+                raise proxy_exception(_withheld_on_error(ctx)) from None
+            finally:
+                self._count_pii(ctx, "response")
+        if not autoreview.wants_verdicts(ctx.review):
             return response
         try:
-            return await autoreview.stamp_message(self, tracked.ctx, response)
+            return await autoreview.stamp_message(self, ctx, response)
         except Exception:
-            log.exception("auto-mode verdicts of %s not added", tracked.ctx.request_id)
+            log.exception("auto-mode verdicts of %s not added", ctx.request_id)
             return response
 
     async def async_post_call_streaming_iterator_hook(  # type: ignore[override]
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
     ) -> AsyncIterator[Any]:
         tracked = self.contexts.find_in_request(request_data)
-        if tracked is None or not autoreview.wants_verdicts(tracked.ctx.review):
-            async for chunk in response:
+        stream: AsyncIterator[Any] = response
+        if tracked is not None:
+            ctx = tracked.ctx
+            rules = self._answer_rules()
+            if rules is not None and pii_response.active(rules):
+                stream = pii_response.redact_stream(ctx, rules, stream)
+            if autoreview.wants_verdicts(ctx.review):
+                stream = autoreview.stamp_stream(self, ctx, stream)
+        try:
+            async for chunk in stream:
                 yield chunk
+        except GatewayError as exc:
+            raise proxy_exception(
+                _in_family(exc, tracked.ctx.call_type if tracked else "")
+            ) from None
+        finally:
+            if tracked is not None:
+                self._count_pii(tracked.ctx, "response")
+
+    def _answer_rules(self) -> files.Rules | None:
+        try:
+            return self.runtime.rules()
+        except Exception:  # no rules: the pre-call hook refused the request already
+            return None
+
+    def _count_pii(self, ctx: RequestContext, direction: str) -> None:
+        counts = ctx.pii_counts if direction == "request" else ctx.response_pii_counts
+        if not counts or self._runtime is None:
             return
-        async for chunk in autoreview.stamp_stream(self, tracked.ctx, response):
-            yield chunk
+        action = "blocked" if direction == "response" and ctx.response_withheld else "redacted"
+        self._runtime.metrics.pii(ctx.tenant, direction, action, counts)
 
     # ---- after the request
 
@@ -376,6 +418,8 @@ class TenantGatewayHandler(CustomLogger):
             tracked = self.contexts.find_in_request(request_data)
             if tracked is None or tracked.finished_at is not None:
                 return
+            if tracked.ctx.response_withheld:
+                return  # the provider answered: the success event meters it
             await self._release(tracked, 0)
             await self._drop_reservation(tracked.ctx)
             usage = await self.runtime.meter.on_final_failure(tracked.ctx, original_exception)
@@ -397,6 +441,14 @@ def _in_family(exc: GatewayError, call_type: str) -> GatewayError:
         return exc
     body = {"type": "error", "error": {"type": exc.type_, "message": exc.message}}
     return type(exc)(json.dumps(body), param=exc.param, retry_after=exc.retry_after)
+
+
+def _withheld_on_error(ctx: RequestContext) -> GatewayError:
+    """A failed scan of the answer withholds it: what was not scanned is never sent."""
+    return _in_family(
+        InternalError("the gateway could not check the model's answer for personal data: retry"),
+        ctx.call_type,
+    )
 
 
 def _is_client_error(exc: BaseException) -> bool:

@@ -67,6 +67,12 @@ class RequestContext:
     """For a classifier call: the tool_use ids it was asked about."""
     verdicts: dict[str, str] | None = None
     """For a classifier call that failed or was refused: the verdicts answered instead."""
+    response_pii_counts: dict[str, int] = field(default_factory=dict)
+    """PII entities found in the answer (redacted, or the reason it was withheld)."""
+    response_pii_texts: dict[str, str] = field(default_factory=dict)
+    """Texts of the answer the PII policy scanned: as received -> as sent (for the audit)."""
+    response_withheld: bool = False
+    """The answer was withheld by the PII policy's block mode (the client got an error)."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ class GatewayMetrics:
     tokens: Counter
     budget_utilization: Gauge
     enforcement_skipped: Counter
+    pii_entities: Counter
 
     @classmethod
     def registered(cls) -> GatewayMetrics:
@@ -68,6 +69,14 @@ class GatewayMetrics:
                 "was refused (onStoreUnavailable: Closed) or admitted unchecked (Open).",
                 ["tenant", "step", "reason", "action"],
             ),
+            pii_entities=_collector(
+                Counter,
+                "tenantgw_pii_entities",
+                "PII entities found by the tenant's redaction policy, by direction (request: "
+                "the prompt, response: the answer) and action (redacted, or blocked: the "
+                "answer was withheld).",
+                ["tenant", "direction", "entity", "action"],
+            ),
         )
 
     def observe(self, rec: UsageRecord) -> None:
@@ -85,6 +94,12 @@ class GatewayMetrics:
         ):
             if count:
                 self.tokens.labels(rec.tenant, rec.alias, direction).inc(count)
+
+    def pii(self, tenant: str, direction: str, action: str, counts: dict[str, int]) -> None:
+        """Count the PII entities one request's prompt or answer held."""
+        for entity, count in counts.items():
+            if count:
+                self.pii_entities.labels(tenant, direction, entity, action).inc(count)
 
     def skipped(self, tenant: str, step: str, reason: str, action: str) -> None:
         """Count one request whose `step` (ratelimit | budget) could not run."""
