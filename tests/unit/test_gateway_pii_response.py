@@ -361,3 +361,29 @@ def test_block_mode_ends_a_stream_before_the_entity_and_reads_the_rest() -> None
     sent = asyncio.run(collect())
     assert "jane.doe" not in json.dumps(sent)
     assert len(read) == len(events)  # the rest of the answer was read (and is metered)
+
+
+# --------------------------------------------------------------------------- the audit's copy
+
+
+def test_the_audit_copy_reuses_what_the_policy_scanned_and_scans_the_rest() -> None:
+    from tenantgw.gateway.audit import BodyRedactor, covers_everything
+
+    redactor = BodyRedactor()
+    # A text the policy rewrote is taken as the policy left it (it is not scanned again).
+    known = {f"mail {EMAIL}": "mail [REDACTED_EMAIL]"}
+    assert redactor.value({"text": f"mail {EMAIL}"}, known) == {"text": "mail [REDACTED_EMAIL]"}
+    # Anything the policy did not scan is scanned: values, and keys too.
+    body = {"tools": [{"description": f"card {CARD}"}], EMAIL: "x"}
+    assert redactor.value(body, {}) == {
+        "tools": [{"description": "card [REDACTED_CREDIT_CARD]"}],
+        "[REDACTED_EMAIL]": "x",
+    }
+    # Short texts found clean are remembered; a remembered clean text stays clean.
+    assert redactor.value(["object", "object"], {}) == ["object", "object"]
+    assert covers_everything(rules("redact"))
+    assert not covers_everything(rules("off"))
+    narrow = Rules.model_validate(
+        {"tenant": "t", "compliance": {"pii_redaction": {"mode": "redact", "entities": ["EMAIL"]}}}
+    )
+    assert not covers_everything(narrow)
