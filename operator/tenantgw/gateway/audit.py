@@ -93,15 +93,57 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _redact(value: Any) -> Any:
-    """Every string in a JSON value with every PII entity type replaced by its placeholder."""
-    if isinstance(value, str):
-        return pii.redact_text(value)
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact(v) for k, v in value.items()}
-    return value
+CLEAN_MEMO_CHARS = 4 * 1024 * 1024
+"""Characters of short texts (tool names and descriptions, schema words, roles) the audit
+remembers were scanned with nothing found, so the stored copy does not scan them again."""
+
+
+class BodyRedactor:
+    """Redacts a stored body with every PII entity type the scanner knows.
+
+    Texts the tenant's own policy already scanned with every entity type are not scanned
+    again (`known`: text -> text as redacted): the request's texts after its redaction, and the
+    answer's texts the response policy rewrote. Short texts found clean are remembered
+    (`CLEAN_MEMO_CHARS`; long ones are in the scanner's own cache).
+    """
+
+    def __init__(self) -> None:
+        self._clean: OrderedDict[str, None] = OrderedDict()
+        self._clean_chars = 0
+
+    def text(self, text: str, known: Mapping[str, str]) -> str:
+        hit = known.get(text)
+        if hit is not None:
+            return hit
+        if text in self._clean:
+            return text
+        scanner = pii.scanner_for(pii.ALL_ENTITIES)
+        redacted, counts = scanner.redact(text)
+        if not counts and len(text) < scanner.CACHE_MIN_CHARS:
+            self._clean[text] = None
+            self._clean_chars += len(text)
+            while self._clean_chars > CLEAN_MEMO_CHARS:
+                old, _ = self._clean.popitem(last=False)
+                self._clean_chars -= len(old)
+        return redacted
+
+    def value(self, value: Any, known: Mapping[str, str]) -> Any:
+        """Every string in a JSON value (keys too) redacted."""
+        if isinstance(value, str):
+            return self.text(value, known)
+        if isinstance(value, list):
+            return [self.value(v, known) for v in value]
+        if isinstance(value, dict):
+            return {self.text(k, known): self.value(v, known) for k, v in value.items()}
+        return value
+
+
+def covers_everything(rules: Rules) -> bool:
+    """Whether the tenant's PII policy scans for every entity type the audit redacts."""
+    policy = rules.compliance.pii_redaction
+    if policy.mode == "off":
+        return False
+    return not policy.entities or set(pii.ALL_ENTITIES) <= {e.upper() for e in policy.entities}
 
 
 def refusal_reason(exc: BaseException) -> str:
@@ -174,6 +216,7 @@ class AuditTrail:
         self._idle.set()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._deks: dict[str, tuple[str, bytes]] = {}
+        self._redactor = BodyRedactor()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
@@ -210,7 +253,11 @@ class AuditTrail:
         if bodies == "full":
             body = original if original is not None else sent
         elif bodies == "redacted":
-            body = _redact(json.loads(json.dumps(sent, default=str)))
+            # What the tenant's policy scanned went upstream redacted: only the rest is scanned.
+            known: dict[str, str] = {}
+            if covers_everything(self.rules()):
+                known = {text: text for text in pii.request_texts(dict(sent))}
+            body = self._redactor.value(json.loads(json.dumps(sent, default=str)), known)
         self._pending[ctx.request_id] = _Pending(digest_, body)
         while len(self._pending) > PENDING_MAX:  # requests that never reported an end
             self._pending.popitem(last=False)
@@ -282,6 +329,8 @@ class AuditTrail:
             "outcome": "success" if ok else "error",
             "error_type": rec.error_type if rec else None,
             "pii": dict(ctx.pii_counts),
+            "pii_response": dict(ctx.response_pii_counts),
+            "response_withheld": ctx.response_withheld,
             "downgraded_from": ctx.downgraded_from,
             "fallback_from": ctx.alias if served and served != ctx.alias else None,
             "tokens": (
@@ -302,7 +351,8 @@ class AuditTrail:
         if pending.body is not None:
             answer = _jsonable(response) if ok else None
             if bodies == "redacted" and answer is not None:
-                answer = _redact(answer)
+                known = ctx.response_pii_texts if covers_everything(self.rules()) else {}
+                answer = self._redactor.value(answer, known)
             body = {"request": pending.body, "response": answer}
         self._queue_record(content, body)
 

@@ -2,8 +2,8 @@
 
 Before a request goes upstream (`async_pre_call_hook`), in this order: routing picks the
 ModelAlias, PII is redacted (or the request refused), the residency of the alias is checked,
-then the rate limits and the budget are enforced; last, Anthropic's `thinking` is taken out
-of requests for aliases whose providers do not serve Claude natively
+then the rate limits and the budget are enforced (`admission`); last, Anthropic's `thinking`
+is taken out of requests for aliases whose providers do not serve Claude natively
 (`routing.adapt_thinking`). Call types the gateway does not meter are refused here, so no
 route reaches a provider past these checks.
 
@@ -16,10 +16,7 @@ context as a label under the key (`sessions.py`): the ledger row records it and 
 BudgetPolicies count it; a malformed one is dropped and counted, never an error.
 
 The parts (rate limiter, budget guard, meter) come from one `runtime.GatewayRuntime`, attached
-to `handler` by `app.create_app()`. When Redis, which limits and budgets need, is unavailable
-or not configured, the Tenant's `spec.enforcement.onStoreUnavailable` decides: Closed refuses
-with 503 and `retry-after`, Open admits; both are counted in
-`tenantgw_enforcement_skipped_total`.
+to `handler` by `app.create_app()`.
 """
 
 from __future__ import annotations
@@ -32,17 +29,17 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from tenantgw.gateway import (
+    admission,
     autoreview,
     fallbacks,
     files,
     pii,
-    refusals,
+    pii_response,
     residency,
     routing,
     safeguards,
 )
 from tenantgw.gateway.audit import AuditTrail
-from tenantgw.gateway.budget_policy import covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import (
     ContextStore,
     RequestContext,
@@ -56,14 +53,11 @@ from tenantgw.gateway.errors import (
     GatewayError,
     InternalError,
     ModelNotFoundError,
-    RateLimitError,
     ServiceUnavailableError,
     proxy_exception,
 )
-from tenantgw.gateway.ratelimit import RateLimited, has_limits
 from tenantgw.gateway.runtime import GatewayRuntime
 from tenantgw.gateway.sessions import session_from_request
-from tenantgw.gateway.storehealth import SKIP_AFTER_ERROR, StoreUnavailable
 
 log = logging.getLogger("tenantgw.gateway")
 
@@ -82,7 +76,6 @@ ROUTED_CALL_TYPES = frozenset(
 )
 """Call types that name a model and carry a prompt: the ones tenantgw meters. Others are
 refused in the pre-call hook."""
-_STEP_NAMES = {"ratelimit": "rate limits", "budget": "budgets"}
 
 
 def _usage_tokens(kwargs: Mapping[str, Any], response_obj: Any) -> int:
@@ -225,6 +218,8 @@ class TenantGatewayHandler(CustomLogger):
             ctx.pii_counts = await pii.apply_pii_policy_async(
                 data, redaction.mode, redaction.entities, tenant=rules.tenant
             )
+            if redaction.mode == "redact":
+                self._count_pii(ctx, "request")
         residency.check_residency(rules, ctx.alias)
         tracked = self.contexts.attach(data, call_type, ctx)
 
@@ -246,9 +241,9 @@ class TenantGatewayHandler(CustomLogger):
         self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules, data: dict[str, Any]
     ) -> None:
         """Rate limits, then budgets, of a request whose context is attached."""
-        await self._acquire(runtime, tracked, rules)
+        await admission.acquire(runtime, tracked, rules)
         try:
-            await self._check_budget(runtime, tracked.ctx, rules, data)
+            await admission.check_budget(runtime, tracked.ctx, rules, data)
         except BaseException:
             await self._release(tracked, 0)
             raise
@@ -261,69 +256,6 @@ class TenantGatewayHandler(CustomLogger):
         await self._drop_reservation(tracked.ctx)
         await self.runtime.meter.on_final_failure(tracked.ctx, exc)
         self.contexts.finish(tracked)
-
-    def _unavailable(
-        self, runtime: GatewayRuntime, rules: files.Rules, exc: StoreUnavailable
-    ) -> None:
-        """Apply onStoreUnavailable to a step that could not run: refuse (Closed) or admit."""
-        closed = rules.enforcement.on_store_unavailable == "Closed"
-        runtime.store.skipped(exc, refused=closed)
-        if closed:
-            what = _STEP_NAMES.get(exc.step, exc.step)
-            raise ServiceUnavailableError(
-                f"tenant {runtime.tenant}'s {what} cannot be checked right now (their store is "
-                "unavailable), so the gateway does not serve requests: retry shortly",
-                retry_after=max(exc.retry_after, 1.0),
-            )
-
-    async def _acquire(self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules) -> None:
-        ctx = tracked.ctx
-        if not has_limits(rules, ctx.key_name):
-            return
-        if runtime.limiter is None:
-            self._unavailable(runtime, rules, _not_configured("ratelimit"))
-            return
-        try:
-            tracked.holds_slot = await runtime.limiter.acquire(ctx, rules)
-        except RateLimited as exc:
-            raise RateLimitError(exc.message, retry_after=float(exc.retry_after)) from None
-        except StoreUnavailable as exc:
-            self._unavailable(runtime, rules, exc)
-
-    async def _check_budget(
-        self, runtime: GatewayRuntime, ctx: RequestContext, rules: files.Rules, data: dict[str, Any]
-    ) -> None:
-        if not policies(rules):
-            return
-        # A policy the operator could not apply refuses, Redis or not (it needs no counter).
-        refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias, ctx.session_id))
-        if refused is not None:
-            raise refusals.budget_refusal(refused, ctx.tenant)
-        guard = runtime.budgets
-        if guard is None:
-            self._unavailable(runtime, rules, _not_configured("budget"))
-            return
-        try:
-            decision = await guard.check(ctx, rules)
-        except StoreUnavailable as exc:
-            self._unavailable(runtime, rules, exc)
-            return
-        if decision.action == "block":
-            raise refusals.budget_refusal(decision, ctx.tenant)
-        if decision.action != "downgrade":
-            return
-        target = decision.to_alias
-        if not target or target == ctx.alias:
-            return
-        if target not in rules.aliases:
-            log.error("budget downgrade of %s to unknown alias %r ignored", ctx.alias, target)
-            return
-        residency.check_residency(rules, target)
-        ctx.downgraded_from, ctx.alias = ctx.alias, target
-        ctx.cost_tier = rules.aliases[target].cost_tier
-        data["model"] = target
-        if decision.message:
-            log.info("request %s downgraded: %s", ctx.request_id, decision.message)
 
     # ---- each model group the router picks deployments of (the alias, then each fallback)
 
@@ -359,30 +291,69 @@ class TenantGatewayHandler(CustomLogger):
             log.exception("tenantgw deployment hook failed")
             return {k: v for k, v in kwargs.items() if k != safeguards.REQUEST_FIELD}
 
-    # ---- auto mode's verdicts on the answer (see autoreview)
+    # ---- the answer: PII policy (see pii_response), then auto mode's verdicts (autoreview)
 
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
     ) -> Any:
         tracked = self.contexts.find_in_request(data)
-        if tracked is None or not autoreview.wants_verdicts(tracked.ctx.review):
+        if tracked is None:
+            return response
+        ctx = tracked.ctx
+        rules = self._answer_rules()
+        if rules is not None and pii_response.active(rules):
+            try:
+                response = pii_response.redact_response(ctx, rules, response)
+            except GatewayError as exc:
+                raise proxy_exception(_in_family(exc, ctx.call_type)) from None
+            except Exception:
+                log.exception("PII scan of the answer to %s failed: withheld", ctx.request_id)
+                raise proxy_exception(_withheld_on_error(ctx)) from None
+            finally:
+                self._count_pii(ctx, "response")
+        if not autoreview.wants_verdicts(ctx.review):
             return response
         try:
-            return await autoreview.stamp_message(self, tracked.ctx, response)
+            return await autoreview.stamp_message(self, ctx, response)
         except Exception:
-            log.exception("auto-mode verdicts of %s not added", tracked.ctx.request_id)
+            log.exception("auto-mode verdicts of %s not added", ctx.request_id)
             return response
 
     async def async_post_call_streaming_iterator_hook(  # type: ignore[override]
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
     ) -> AsyncIterator[Any]:
         tracked = self.contexts.find_in_request(request_data)
-        if tracked is None or not autoreview.wants_verdicts(tracked.ctx.review):
-            async for chunk in response:
+        stream: AsyncIterator[Any] = response
+        if tracked is not None:
+            ctx = tracked.ctx
+            rules = self._answer_rules()
+            if rules is not None and pii_response.active(rules):
+                stream = pii_response.redact_stream(ctx, rules, stream)
+            if autoreview.wants_verdicts(ctx.review):
+                stream = autoreview.stamp_stream(self, ctx, stream)
+        try:
+            async for chunk in stream:
                 yield chunk
+        except GatewayError as exc:
+            raise proxy_exception(
+                _in_family(exc, tracked.ctx.call_type if tracked else "")
+            ) from None
+        finally:
+            if tracked is not None:
+                self._count_pii(tracked.ctx, "response")
+
+    def _answer_rules(self) -> files.Rules | None:
+        try:
+            return self.runtime.rules()
+        except Exception:  # no rules: the pre-call hook refused the request already
+            return None
+
+    def _count_pii(self, ctx: RequestContext, direction: str) -> None:
+        counts = ctx.pii_counts if direction == "request" else ctx.response_pii_counts
+        if not counts or self._runtime is None:
             return
-        async for chunk in autoreview.stamp_stream(self, tracked.ctx, response):
-            yield chunk
+        action = "blocked" if direction == "response" and ctx.response_withheld else "redacted"
+        self._runtime.metrics.pii(ctx.tenant, direction, action, counts)
 
     # ---- after the request
 
@@ -454,6 +425,8 @@ class TenantGatewayHandler(CustomLogger):
             tracked = self.contexts.find_in_request(request_data)
             if tracked is None or tracked.finished_at is not None:
                 return
+            if tracked.ctx.response_withheld:
+                return  # the provider answered: the success event meters it
             await self._release(tracked, 0)
             await self._drop_reservation(tracked.ctx)
             usage = await self.runtime.meter.on_final_failure(tracked.ctx, original_exception)
@@ -477,9 +450,11 @@ def _in_family(exc: GatewayError, call_type: str) -> GatewayError:
     return type(exc)(json.dumps(body), param=exc.param, retry_after=exc.retry_after)
 
 
-def _not_configured(step: str) -> StoreUnavailable:
-    return StoreUnavailable(
-        step, "not_configured", "TENANTGW_REDIS_URL is not set", retry_after=SKIP_AFTER_ERROR
+def _withheld_on_error(ctx: RequestContext) -> GatewayError:
+    """A failed scan of the answer withholds it: what was not scanned is never sent."""
+    return _in_family(
+        InternalError("the gateway could not check the model's answer for personal data: retry"),
+        ctx.call_type,
     )
 
 

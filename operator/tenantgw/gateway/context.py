@@ -70,6 +70,12 @@ class RequestContext:
     """For a classifier call that failed or was refused: the verdicts answered instead."""
     session_id: str | None = None
     """The client's Claude Code session (`sessions.py`, validated): a label under the key."""
+    response_pii_counts: dict[str, int] = field(default_factory=dict)
+    """PII entities found in the answer (redacted, or the reason it was withheld)."""
+    response_pii_texts: dict[str, str] = field(default_factory=dict)
+    """Texts of the answer the PII policy scanned: as received -> as sent (for the audit)."""
+    response_withheld: bool = False
+    """The answer was withheld by the PII policy's block mode (the client got an error)."""
 
 
 @dataclass

@@ -28,6 +28,7 @@ class GatewayMetrics:
     budget_utilization: Gauge
     enforcement_skipped: Counter
     session_ids_rejected: Counter
+    pii_entities: Counter
 
     @classmethod
     def registered(cls) -> GatewayMetrics:
@@ -77,6 +78,14 @@ class GatewayMetrics:
                 "without a session.",
                 ["tenant", "reason"],
             ),
+            pii_entities=_collector(
+                Counter,
+                "tenantgw_pii_entities",
+                "PII entities found by the tenant's redaction policy, by direction (request: "
+                "the prompt, response: the answer) and action (redacted, or blocked: the "
+                "answer was withheld).",
+                ["tenant", "direction", "entity", "action"],
+            ),
         )
 
     def observe(self, rec: UsageRecord) -> None:
@@ -98,6 +107,12 @@ class GatewayMetrics:
     def session_rejected(self, tenant: str, reason: str) -> None:
         """Count one request whose session header was dropped (`sessions.REJECT_REASONS`)."""
         self.session_ids_rejected.labels(tenant, reason).inc()
+
+    def pii(self, tenant: str, direction: str, action: str, counts: dict[str, int]) -> None:
+        """Count the PII entities one request's prompt or answer held."""
+        for entity, count in counts.items():
+            if count:
+                self.pii_entities.labels(tenant, direction, entity, action).inc(count)
 
     def skipped(self, tenant: str, step: str, reason: str, action: str) -> None:
         """Count one request whose `step` (ratelimit | budget) could not run."""
