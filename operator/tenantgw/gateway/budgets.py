@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from tenantgw.gateway import tasks
 from tenantgw.gateway.budget_policy import (
     ALLOW,
     MICRO,
@@ -546,11 +547,11 @@ class BudgetGuard:
                 raise
             except Exception:  # keep reconciling after a Redis or Postgres hiccup
                 log.exception("budget reconciliation of %s failed", self.tenant)
+            if tasks.cancel_requested():
+                raise asyncio.CancelledError
             await asyncio.sleep(self.reconcile_interval)
 
     async def aclose(self) -> None:
         """Stop the reconciliation timer."""
         task, self._reconciler = self._reconciler, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await tasks.stop(task)

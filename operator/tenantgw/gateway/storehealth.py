@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tenantgw.api.markers import enforcement_marker_key
+from tenantgw.gateway import tasks
 from tenantgw.gateway.files import StoreMode
 from tenantgw.gateway.metrics import GatewayMetrics
 
@@ -321,7 +322,5 @@ class StoreHealth:
         if self._background:  # the outage summary being written: let it finish
             await asyncio.wait(set(self._background), timeout=grace)
         for task in (self._flusher, *self._background):
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await tasks.stop(task)
         self._flusher = None
