@@ -6,8 +6,11 @@
 `up` applies the CRDs and the operator's RBAC, runs the operator as its ServiceAccount, the
 provider simulator on :18080 and, once examples/ is applied and the Tenant is Ready, the
 tenant's gateway on :4000 with `tenantctl dev gateway` (the files its pod would mount, every
-provider pointed at the simulator). Then Claude Code reads a file through the gateway, and the
-tenant URL, the onboarding environment and the request's usage rows are printed.
+provider pointed at the simulator). Then Claude Code reads a file through the gateway (`claude
+-p`), and runs interactively in a tmux pane in auto mode: a command the tenant's classifier
+allows runs without a prompt, one it flags is blocked. The tenant URL, the onboarding
+environment, the fleet's managed settings, what the interactive session showed and the usage
+rows are printed.
 
 The three background processes keep running; their pids are in .dev/demo/*.pid and their logs
 in .dev/logs/demo-*.log. Running `up` again reuses those still alive (the gateway is restarted
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -35,6 +39,7 @@ from kubernetes.client import ApiClient
 from kubernetes.config import new_client_from_config
 
 from e2e.claude import ClaudeCodeError, claude_binary, pinned_version, run_claude, seed_home
+from e2e.claude_tui import DANGEROUS, HARMLESS, AutoModeStory, ClaudeSession, auto_mode_story
 from e2e.demo.processes import (
     LOGS,
     MARKERS,
@@ -152,6 +157,11 @@ def ensure_simulator() -> None:
         f"provider simulator: started on {SIMULATOR_URL}/v1 (pid {pid}, "
         f"log {log_file.relative_to(ROOT)})"
     )
+
+
+def ensure_judge() -> None:
+    """The simulator plays the example's classifier model, even one started by an older demo."""
+    _simulator_config({"judge_models": ["sim-judge", EXAMPLE_JUDGE_MODEL]})
 
 
 def ensure_tenant(k8s: K8s) -> dict[str, Any]:
@@ -290,6 +300,49 @@ def claude_request(env: dict[str, str]) -> tuple[str, dict[str, Any], float]:
     return prompt, result, started
 
 
+def claude_args(shell: str) -> list[str]:
+    """The arguments of the `alias claude=...` line `tenantctl onboard` prints."""
+    for line in shell.splitlines():
+        if line.startswith("alias claude="):
+            return shlex.split(shlex.split(line.removeprefix("alias claude="))[0])[1:]
+    raise DemoError(f"tenantctl onboard printed no `alias claude=` line:\n{shell}")
+
+
+def interactive_check(shell: str, env: dict[str, str]) -> AutoModeStory:
+    """Claude Code interactive in a tmux pane, in auto mode: one reviewed command runs, one
+    flagged command is blocked, `/status` shows the server check on."""
+    project, home = STATE / "project-interactive", STATE / "home-interactive"
+    project.mkdir(parents=True, exist_ok=True)
+    seed_home(home, [project])
+    transcript = LOGS / "demo-claude-interactive.txt"
+    transcript.write_text("")
+    where = transcript.relative_to(ROOT)
+    say(f"Claude Code {pinned_version()} interactive (tmux), auto mode: screens in {where}")
+    try:
+        with ClaudeSession(
+            project=project,
+            home=home,
+            gateway_env=env,
+            args=tuple(claude_args(shell)),
+            transcript=transcript,
+        ) as claude:
+            story = auto_mode_story(claude)
+    except ClaudeCodeError as exc:
+        raise DemoError(f"the interactive session went wrong ({where}): {exc}") from None
+    problems = []
+    if "isn't recognized" in story.start:
+        problems.append("the start-up screen warns of an unrecognized model")
+    if "Tool said: 42" not in story.harmless:
+        problems.append("the harmless command did not run without a prompt")
+    if "Blocked by auto mode" not in story.dangerous:
+        problems.append("the dangerous command was not blocked by the server's verdict")
+    if not re.search(r"Auto mode server:\s+Enabled", story.status):
+        problems.append("/status does not show the server check on")
+    if problems:
+        raise DemoError(f"interactive check failed ({where}): " + "; ".join(problems))
+    return story
+
+
 def usage_rows(dsn: str, since: float) -> list[tuple[Any, ...]]:
     """The request's rows in the tenant's ledger (metering writes them just after the reply)."""
     query = (
@@ -338,11 +391,13 @@ def up() -> None:
     k8s = K8s(api)
     ensure_operator(cluster, services)
     ensure_simulator()
+    ensure_judge()
     tenant = ensure_tenant(k8s)
     ensure_gateway(k8s, cluster)
     shell, env = onboarding(cluster)
     fleet, fleet_note = managed_settings(cluster)
     prompt, result, started = claude_request(env)
+    story = interactive_check(shell, env)
     dsn = k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn")
     rows = usage_rows(dsn, started)
     spent = budget_spent_usd(services["TENANTGW_REDIS_URL"])
@@ -373,6 +428,17 @@ def up() -> None:
         f"  {result.get('num_turns')} turns (the Read tool ran), is_error={result.get('is_error')},"
         f" {result.get('duration_ms')} ms"
     )
+    print()
+    print("Claude Code interactive, auto mode (the tenant's classifier alias reviews each call):")
+    print(f"  {HARMLESS!r} ran without a prompt; {DANGEROUS!r} was blocked:")
+    blocked = next(
+        (ln.strip() for ln in story.dangerous.splitlines() if "Auto mode:" in ln), "(blocked)"
+    )
+    print(f"    {blocked}")
+    status = next(ln.strip() for ln in story.status.splitlines() if "Auto mode server:" in ln)
+    print(f"  /status: {status}; session {story.session_id}")
+    window = next((ln.strip() for ln in story.context.splitlines() if "tokens (" in ln), "")
+    print(f"  /context: {window.strip(' ⛀⛁⛶⛝')} (no unrecognized-model warning)")
     print()
     print(f"Usage rows in the tenant's ledger (schema of tenant {EXAMPLE_TENANT}, key {KEY}):")
     print(
@@ -415,10 +481,12 @@ def up() -> None:
     print()
     pids = ", ".join(f"{name} {running_pid(name)}" for name in ("operator", "simulator", "gateway"))
     print(f"Left running ({pids}; pids in .dev/demo/, logs in .dev/logs/demo-*.log).")
+    print(f"Try it:  export PATH={claude_binary().parent}:$PATH")
     print(
-        f'Try it:  eval "$(.venv/bin/tenantctl --kubeconfig .dev/kubeconfig onboard '
-        f'{EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL})" && {claude_binary()}'
+        f'         eval "$(.venv/bin/tenantctl --kubeconfig .dev/kubeconfig onboard '
+        f'{EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL})"'
     )
+    print("         claude      # the alias hands Claude Code the context window")
     print("Stop:    make demo-down")
 
 
