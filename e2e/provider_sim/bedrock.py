@@ -27,8 +27,8 @@ Authentication, checked on every runtime request as Bedrock does:
   credentials this STS issued, which also need their ``x-amz-security-token`` (signed). A
   request older than 15 minutes, a tampered body or header, an unknown key: 403 in Bedrock's
   shape (``UnrecognizedClientException``, ``InvalidSignatureException``, ...).
-* Bedrock API keys: ``Authorization: Bearer <key>``, one of ``SimConfig.bedrock_api_keys`` or
-  the simulator's ``api_key`` (any non-empty key when neither is set).
+* Bedrock API keys: ``Authorization: Bearer <key>``, one of ``SimConfig.bedrock_api_keys`` (when
+  set; else the simulator's ``api_key``; any non-empty key when neither is set).
 
 Errors have Bedrock's shape: ``{"message": ...}`` with the type in ``x-amzn-ErrorType``.
 Faults (``fail_next`` / ``fail_models``, by model id): "429" ``ThrottlingException``, "408"
@@ -379,7 +379,7 @@ def authenticate(request: web.Request, body: bytes, cfg: SimConfig) -> dict[str,
         raise BedrockError(
             403, "MissingAuthenticationTokenException", "Missing Authentication Token"
         )
-    allowed = set(cfg.bedrock_api_keys) | ({cfg.api_key} if cfg.api_key else set())
+    allowed = set(cfg.bedrock_api_keys) or ({cfg.api_key} if cfg.api_key else set())
     if allowed and key not in allowed:
         raise BedrockError(
             403,
