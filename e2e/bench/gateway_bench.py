@@ -426,11 +426,14 @@ def materialize(
     objects: list[dict[str, Any]],
     provider_secrets: dict[str, dict[str, str]],
     workdir: Path,
+    service_account_tokens: dict[str, str] | None = None,
 ) -> GatewayFiles:
     """Mount the rendered ConfigMap and Secrets as the kubelet would, resolve the env.
 
     The same steps as `tenantctl dev gateway` (tenantgw.cli.devgateway), from the rendered
     objects instead of the API server; the pod's /tmp emptyDir is a directory here too.
+    A projected ServiceAccount token (workload identity) is `service_account_tokens[audience]`,
+    the token the kubelet would request for that audience.
     """
     secrets_by_name = {
         o["metadata"]["name"]: {k: _b64(v) for k, v in o.get("data", {}).items()}
@@ -458,6 +461,10 @@ def materialize(
         elif "secret" in volume:
             data = dict(secrets_by_name[volume["secret"]["secretName"]])
             items = volume["secret"].get("items")
+        elif "projected" in volume:
+            for source in volume["projected"]["sources"]:
+                token = source["serviceAccountToken"]
+                data[token["path"]] = (service_account_tokens or {})[token["audience"]]
         if items:
             data = {item["path"]: data[item["key"]] for item in items}
         for file_name, content in data.items():

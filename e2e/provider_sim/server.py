@@ -11,8 +11,10 @@ The simulator is split in three layers so that further provider protocols (Anthr
 * A protocol module parses its wire format into a ``ChatRequest``, renders the ``Reply``
   (non-streaming and streaming) and its own error shape. A module is any callable
   ``(Simulator) -> list[web.RouteDef]`` listed in ``PROTOCOLS``: ``openai_routes`` below (OpenAI,
-  OpenRouter-style and Azure-style paths) and ``anthropic_routes`` (Anthropic Messages, in
-  ``e2e/provider_sim/anthropic.py``).
+  OpenRouter-style and Azure's v1 paths), ``anthropic_routes`` (Anthropic Messages, in
+  ``e2e/provider_sim/anthropic.py``), ``azure_routes`` (Azure OpenAI deployments and Entra ID,
+  ``azure.py``) and ``bedrock_routes`` (Bedrock Converse / InvokeModel and AWS STS,
+  ``bedrock.py``; workload identity tokens in ``identity.py``).
 
 Control endpoints (not recorded, no auth): ``GET/POST /_sim/config``, ``GET /_sim/requests``,
 ``POST /_sim/reset``, ``GET /_sim/health``.
@@ -84,6 +86,14 @@ class SimConfig:
     refused with 400, as the real API does. The ``dangerous_tool_use`` safeguard flags a tool
     call whose input matches ``dangerous_pattern``, as the judges do. ``cache_min_tokens`` is
     the shortest prefix prompt caching stores.
+
+    Clouds (``bedrock.py``, ``azure.py``): ``aws_region`` is the region SigV4 signatures must be
+    scoped to; ``aws_access_keys`` the static key pairs (id -> secret); ``bedrock_api_keys`` the
+    Bedrock API keys accepted as bearer tokens; ``aws_roles`` the IAM roles STS lets a web
+    identity assume (role ARN -> the ServiceAccount subject its trust policy names).
+    ``azure_api_versions`` the ``api-version`` values Azure accepts (None: ``azure.API_VERSIONS``),
+    ``azure_deployments`` its deployments (None: any), ``entra_apps`` the Entra ID apps with a
+    federated credential (client id -> {"tenant": tenant id, "subject": ServiceAccount subject}).
     """
 
     latency_ms: float = 0.0
@@ -101,6 +111,13 @@ class SimConfig:
     anthropic_betas: list[str] | None = None
     dangerous_pattern: str = DEFAULT_DANGEROUS_PATTERN
     cache_min_tokens: int = 1024
+    aws_region: str = "us-east-1"
+    aws_access_keys: dict[str, str] = field(default_factory=dict)
+    bedrock_api_keys: list[str] = field(default_factory=list)
+    aws_roles: dict[str, str] = field(default_factory=dict)
+    azure_api_versions: list[str] | None = None
+    azure_deployments: list[str] | None = None
+    entra_apps: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -624,18 +641,6 @@ def openai_error(fault: ProviderError) -> web.Response:
     return web.json_response(body, status=fault.status)
 
 
-def azure_error(fault: ProviderError) -> web.Response:
-    body = {
-        "error": {
-            "code": fault.code or str(fault.status),
-            "message": fault.message,
-            "type": fault.type,
-            "param": None,
-        }
-    }
-    return web.json_response(body, status=fault.status)
-
-
 def parse_openai_chat(body: Mapping[str, Any], default_model: str | None = None) -> ChatRequest:
     if not isinstance(body, Mapping):
         raise ProviderError(
@@ -686,7 +691,7 @@ OPENAI_FINISH = {"stop": "stop", "length": "length", "tool_use": "tool_calls"}
 
 
 class OpenAIChat:
-    """OpenAI chat completions; also serves OpenRouter-style and Azure-style paths."""
+    """OpenAI chat completions; also serves OpenRouter-style and Azure v1 paths."""
 
     protocol = "openai"
 
@@ -694,13 +699,12 @@ class OpenAIChat:
         self.sim = sim
 
     def routes(self) -> list[web.RouteDef]:
-        chat, azure, models = self.chat_completions, self.azure_chat_completions, self.models
+        chat, models = self.chat_completions, self.models
         return [
             web.post("/v1/chat/completions", chat),
             web.post("/chat/completions", chat),
             web.post("/api/v1/chat/completions", chat),  # OpenRouter base .../api/v1
             web.post("/openai/v1/chat/completions", chat),  # Azure OpenAI v1 API
-            web.post("/openai/deployments/{deployment}/chat/completions", azure),
             web.get("/v1/models", models),
             web.get("/models", models),
             web.get("/api/v1/models", models),
@@ -722,36 +726,32 @@ class OpenAIChat:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._chat(request, render_error=openai_error)
 
-    async def azure_chat_completions(self, request: web.Request) -> web.StreamResponse:
-        if "api-version" not in request.query:
-            return web.json_response(
-                {"error": {"code": "404", "message": "Resource not found"}}, status=404
-            )
-        return await self._chat(
-            request,
-            render_error=azure_error,
-            deployment=request.match_info["deployment"],
-            key=request.headers.get("api-key") or bearer_token(request),
-        )
-
     async def _chat(
         self,
         request: web.Request,
         *,
         render_error: Callable[[ProviderError], web.Response],
         deployment: str | None = None,
-        key: str | None = None,
+        authenticate: Callable[[], dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
-        extra = {"deployment": deployment} if deployment else {}
+        """``authenticate`` checks the credential (default: a bearer key, ``check_key``) and
+        returns what to add to the recorded request."""
+        extra = {**(extra or {}), **({"deployment": deployment} if deployment else {})}
         try:
             body = await read_json(request)
         except ProviderError as f:
             self.sim.record(request, None, protocol=self.protocol, model=deployment, **extra)
             return render_error(f)
         model = body.get("model") if isinstance(body, Mapping) else None
-        self.sim.record(request, body, protocol=self.protocol, model=model or deployment, **extra)
+        entry = self.sim.record(
+            request, body, protocol=self.protocol, model=model or deployment, **extra
+        )
         try:
-            check_key(self.sim, key if deployment else bearer_token(request))
+            if authenticate is None:
+                check_key(self.sim, bearer_token(request))
+            else:
+                entry.update(authenticate())
             req = parse_openai_chat(body, default_model=deployment)
             cfg = self.sim.config_snapshot()
             await self.sim.sleep(cfg.latency_ms)
@@ -910,8 +910,22 @@ def anthropic_routes(sim: Simulator) -> list[web.RouteDef]:
     return routes(sim)
 
 
+def azure_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Azure OpenAI and Entra ID (e2e/provider_sim/azure.py)."""
+    from e2e.provider_sim.azure import azure_routes as routes
+
+    return routes(sim)
+
+
+def bedrock_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Bedrock runtime and AWS STS (e2e/provider_sim/bedrock.py)."""
+    from e2e.provider_sim.bedrock import bedrock_routes as routes
+
+    return routes(sim)
+
+
 #: Route modules served by every simulator.
-PROTOCOLS: list[ProtocolModule] = [openai_routes, anthropic_routes]
+PROTOCOLS: list[ProtocolModule] = [openai_routes, anthropic_routes, azure_routes, bedrock_routes]
 
 
 def control_routes(sim: Simulator) -> list[web.RouteDef]:

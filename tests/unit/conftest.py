@@ -191,6 +191,50 @@ MINIMAL_SECRETS = {"master_key": "sk-tgw-MASTER-solo-0000", "keys": {"dev": "sk-
 
 IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
 
+CLOUD_IDENTITY_TENANT = """
+apiVersion: tenantgw.io/v1alpha1
+kind: Tenant
+metadata:
+  name: clouds
+  uid: 0d6b4b1e-0000-4000-8000-000000000003
+spec:
+  providers:
+    - name: bedrock
+      type: bedrock
+      region: eu-central-1
+      workloadIdentity:
+        aws:
+          roleArn: arn:aws:iam::123456789012:role/tenantgw-clouds-bedrock
+          stsEndpoint: https://sts.eu-central-1.amazonaws.com
+    - name: azure
+      type: azure
+      apiBase: https://clouds.openai.azure.com
+      apiVersion: "2024-10-21"
+      region: westeurope
+      workloadIdentity:
+        azure:
+          clientId: 6f1c2a4e-3b5d-4c7e-9f01-23456789abcd
+          tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47
+  catalog:
+    - {provider: bedrock, model: "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", costTier: high}
+    - {provider: azure, model: gpt-4o, costTier: medium}
+  keys:
+    - {name: dev}
+  routing: {defaultAlias: claude}
+"""
+
+CLOUD_IDENTITY_ALIASES = """
+- metadata: {name: claude, namespace: tenant-clouds}
+  spec:
+    targets:
+      - {provider: bedrock, model: "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"}
+    fallbacks: [gpt]
+- metadata: {name: gpt, namespace: tenant-clouds}
+  spec:
+    targets:
+      - {provider: azure, model: gpt-4o}
+"""
+
 
 def _engineering() -> RenderInputs:
     # Imported here: a broken render package must not break the other unit tests.
@@ -246,6 +290,29 @@ def _minimal() -> RenderInputs:
 def engineering_team() -> RenderInputs:
     """RenderInputs of the design's engineering-team tenant: five providers, four aliases."""
     return _engineering()
+
+
+def _cloud_identity() -> RenderInputs:
+    from tenantgw.api import ModelAlias, Tenant
+    from tenantgw.render import RenderInputs
+
+    return RenderInputs(
+        tenant=Tenant.model_validate(yaml.safe_load(CLOUD_IDENTITY_TENANT)),
+        aliases=[
+            ModelAlias.model_validate(body) for body in yaml.safe_load(CLOUD_IDENTITY_ALIASES)
+        ],
+        budgets=[],
+        master_key="sk-tgw-MASTER-clouds-0000",
+        keys={"dev": "sk-tgw-DEV-0003"},
+        image=IMAGE,
+        monitoring=False,
+    )
+
+
+@pytest.fixture
+def cloud_identity_tenant() -> RenderInputs:
+    """RenderInputs of a tenant whose Bedrock and Azure providers use workload identity."""
+    return _cloud_identity()
 
 
 @pytest.fixture

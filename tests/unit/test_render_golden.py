@@ -19,7 +19,11 @@ from tenantgw.render import RenderInputs, render_litellm_config, render_rules, r
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-CASES = {"engineering-team": "engineering_team", "minimal": "minimal_tenant"}
+CASES = {
+    "cloud-identity": "cloud_identity_tenant",
+    "engineering-team": "engineering_team",
+    "minimal": "minimal_tenant",
+}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -49,6 +49,8 @@ from tenantgw.api.tenant import (
     Access,
     Audit,
     AutoMode,
+    AwsWorkloadIdentity,
+    AzureWorkloadIdentity,
     Compliance,
     DataResidency,
     Enforcement,
@@ -67,6 +69,7 @@ from tenantgw.api.tenant import (
     Tenant,
     TenantSpec,
     TenantStatus,
+    WorkloadIdentity,
 )
 
 __all__ = [
@@ -82,6 +85,8 @@ __all__ = [
     "Access",
     "Audit",
     "AutoMode",
+    "AwsWorkloadIdentity",
+    "AzureWorkloadIdentity",
     "BudgetPolicy",
     "BudgetPolicySpec",
     "BudgetPolicyStatus",
@@ -122,6 +127,7 @@ __all__ = [
     "Tenant",
     "TenantSpec",
     "TenantStatus",
+    "WorkloadIdentity",
     "alias_cost_tiers",
     "catalog_entry",
 ]

@@ -57,6 +57,17 @@ NAMESPACE_RESERVED_MESSAGE = (
 NAMESPACE_FIXED_MESSAGE = "spec.namespace cannot be added or removed after creation"
 API_BASE_REQUIRED_TYPES = ("azure", "openai-compatible")
 API_BASE_MESSAGE = "apiBase is required for providers of type azure and openai-compatible"
+CREDENTIALS_MESSAGE = "credentialsSecretRef and workloadIdentity are exclusive: set one"
+IDENTITY_ONE_MESSAGE = "workloadIdentity needs exactly one of aws or azure"
+IDENTITY_AWS_MESSAGE = "workloadIdentity.aws is for providers of type bedrock"
+IDENTITY_AZURE_MESSAGE = "workloadIdentity.azure is for providers of type azure"
+IDENTITY_SHARED_MESSAGE = (
+    "spec.providers: every workloadIdentity of one cloud must be the same identity "
+    "(the gateway's ServiceAccount has one AWS role and one Entra ID app)"
+)
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+HTTPS_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 MATCH_MESSAGE = "match needs at least one of model, promptPrefix or task"
 CATALOG_PROVIDER_MESSAGE = "spec.catalog: every entry's provider must be in spec.providers"
 
@@ -98,6 +109,73 @@ class PiiEntity(StrEnum):
     SECRET = "SECRET"  # noqa: S105 (the entity type)
 
 
+class AwsWorkloadIdentity(CamelModel):
+    """IRSA / EKS Pod Identity: the gateway assumes an IAM role with its ServiceAccount token."""
+
+    role_arn: str = Field(
+        description=(
+            "IAM role the gateway assumes (sts:AssumeRoleWithWebIdentity). Its trust policy "
+            "must name the cluster's OIDC issuer and the subject "
+            "system:serviceaccount:<tenant namespace>:gateway."
+        ),
+        pattern=ROLE_ARN_PATTERN,
+        max_length=600,
+    )
+    sts_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "STS endpoint, e.g. a regional or VPC endpoint (https://sts.us-east-1.amazonaws.com);"
+            " the SDK's default when omitted."
+        ),
+        pattern=HTTPS_URL_PATTERN,
+        max_length=URL_MAX,
+    )
+
+
+class AzureWorkloadIdentity(CamelModel):
+    """Microsoft Entra Workload ID: the gateway's ServiceAccount token is federated to an app."""
+
+    client_id: str = Field(
+        description="Client ID of the app (or user-assigned managed identity) with the "
+        "federated credential for system:serviceaccount:<tenant namespace>:gateway.",
+        pattern=GUID_PATTERN,
+        max_length=36,
+    )
+    tenant_id: str = Field(
+        description="Entra ID tenant (directory) ID.", pattern=GUID_PATTERN, max_length=36
+    )
+    authority_host: str | None = Field(
+        default=None,
+        description=(
+            "Entra ID authority, e.g. https://login.microsoftonline.us for a sovereign cloud; "
+            "https://login.microsoftonline.com when omitted."
+        ),
+        pattern=HTTPS_URL_PATTERN,
+        max_length=URL_MAX,
+    )
+
+
+class WorkloadIdentity(CamelModel):
+    """A provider credential the gateway obtains from its own ServiceAccount, no Secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel("has(self.aws) != has(self.azure)", IDENTITY_ONE_MESSAGE))
+    )
+
+    aws: AwsWorkloadIdentity | None = Field(
+        default=None, description="AWS IAM role (Bedrock providers)."
+    )
+    azure: AzureWorkloadIdentity | None = Field(
+        default=None, description="Microsoft Entra ID app (Azure OpenAI providers)."
+    )
+
+    @model_validator(mode="after")
+    def _one_cloud(self) -> WorkloadIdentity:
+        if (self.aws is None) == (self.azure is None):
+            raise ValueError(IDENTITY_ONE_MESSAGE)
+        return self
+
+
 class Provider(CamelModel):
     """An LLM provider account the tenant's gateway may call."""
 
@@ -106,7 +184,21 @@ class Provider(CamelModel):
             cel(
                 "!(self.type in ['azure', 'openai-compatible']) || has(self.apiBase)",
                 API_BASE_MESSAGE,
-            )
+            ),
+            cel(
+                "!(has(self.credentialsSecretRef) && has(self.workloadIdentity))",
+                CREDENTIALS_MESSAGE,
+            ),
+            cel(
+                "!has(self.workloadIdentity) || !has(self.workloadIdentity.aws)"
+                " || self.type == 'bedrock'",
+                IDENTITY_AWS_MESSAGE,
+            ),
+            cel(
+                "!has(self.workloadIdentity) || !has(self.workloadIdentity.azure)"
+                " || self.type == 'azure'",
+                IDENTITY_AZURE_MESSAGE,
+            ),
         )
     )
 
@@ -127,13 +219,33 @@ class Provider(CamelModel):
     )
     credentials_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Secret key holding the API key, in the tenant namespace; none for ollama.",
+        description=(
+            "Secret key holding the API key, in the tenant namespace; none for ollama or with "
+            "workloadIdentity."
+        ),
+    )
+    workload_identity: WorkloadIdentity | None = Field(
+        default=None,
+        description=(
+            "Credentials from the gateway's ServiceAccount instead of a Secret: an AWS IAM "
+            "role (bedrock) or an Entra ID app (azure). The operator annotates the "
+            "ServiceAccount and projects its token into the gateway pod."
+        ),
     )
 
     @model_validator(mode="after")
     def _api_base_required(self) -> Provider:
         if self.type in API_BASE_REQUIRED_TYPES and self.api_base is None:
             raise ValueError(API_BASE_MESSAGE)
+        identity = self.workload_identity
+        if identity is None:
+            return self
+        if self.credentials_secret_ref is not None:
+            raise ValueError(CREDENTIALS_MESSAGE)
+        if identity.aws is not None and self.type is not ProviderType.BEDROCK:
+            raise ValueError(IDENTITY_AWS_MESSAGE)
+        if identity.azure is not None and self.type is not ProviderType.AZURE:
+            raise ValueError(IDENTITY_AZURE_MESSAGE)
         return self
 
 
@@ -365,6 +477,14 @@ class TenantSpec(CamelModel):
                 CATALOG_PROVIDER_MESSAGE,
                 ".catalog",
             ),
+            cel(
+                "!has(self.providers) || self.providers.all(p, self.providers.all(q,"
+                " !has(p.workloadIdentity) || !has(q.workloadIdentity)"
+                " || (has(p.workloadIdentity.aws) != has(q.workloadIdentity.aws))"
+                " || p.workloadIdentity == q.workloadIdentity))",
+                IDENTITY_SHARED_MESSAGE,
+                ".providers",
+            ),
         )
     )
 
@@ -449,6 +569,29 @@ class TenantSpec(CamelModel):
         if dups:
             raise ValueError(f"duplicate name {dups[0]!r}")
         return items
+
+    @model_validator(mode="after")
+    def _one_identity_per_cloud(self) -> TenantSpec:
+        seen: dict[str, tuple[str, WorkloadIdentity]] = {}
+        for provider in self.providers:
+            identity = provider.workload_identity
+            if identity is None:
+                continue
+            cloud = "aws" if identity.aws is not None else "azure"
+            first = seen.setdefault(cloud, (provider.name, identity))
+            if first[1] != identity:
+                raise ValueError(
+                    f"{IDENTITY_SHARED_MESSAGE}; {first[0]} and {provider.name} differ"
+                )
+        return self
+
+    def workload_identity(self, cloud: Literal["aws", "azure"]) -> WorkloadIdentity | None:
+        """The tenant's workload identity for `cloud` (validation makes it one per cloud)."""
+        for provider in self.providers:
+            identity = provider.workload_identity
+            if identity is not None and getattr(identity, cloud) is not None:
+                return identity
+        return None
 
     @model_validator(mode="after")
     def _catalog_of_known_providers(self) -> TenantSpec:

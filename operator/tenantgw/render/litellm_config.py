@@ -20,6 +20,7 @@ from tenantgw.api import (
     alias_cost_tiers,
     catalog_entry,
 )
+from tenantgw.render.identity import AZURE_AD_TOKEN
 from tenantgw.render.inputs import RenderInputs, alias_name, exact_client_names
 
 # Plugin entry points in the gateway image; tenantgw.gateway must provide exactly these.
@@ -97,6 +98,12 @@ def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
         # Bedrock a bearer API key, which LiteLLM sends instead of SigV4).
         field = "vertex_credentials" if provider.type is ProviderType.VERTEX else "api_key"
         params[field] = env_ref(provider_env(provider.name))
+    identity = provider.workload_identity
+    if identity is not None and identity.azure is not None:
+        # An Entra ID token from the projected ServiceAccount token (render.identity); a
+        # Bedrock provider with an AWS role needs nothing here: with no key, LiteLLM signs
+        # with boto3's default credentials, the web identity of AWS_ROLE_ARN.
+        params["azure_ad_token"] = AZURE_AD_TOKEN
     if provider.type is ProviderType.AZURE and provider.api_version:
         params["api_version"] = provider.api_version
     if provider.region:

@@ -4,7 +4,8 @@ Ingress: the API port from the tenant's namespace and spec.access.allowedNamespa
 metrics port (only) from the monitoring namespace.
 
 Egress is derived from what the gateway is meant to reach, host by host:
-- a provider's apiBase, the Postgres DSN and the Redis URL each name a host. An IP literal
+- a provider's apiBase, a workload identity's token endpoint (STS, Entra ID) when not the
+  cloud's public default, the Postgres DSN and the Redis URL each name a host. An IP literal
   becomes that one address; an in-cluster Service name (`<service>.<namespace>.svc[...]`)
   becomes that namespace; any other name is "the internet": every address except the
   platform's cluster CIDRs (pods, Services, nodes and so the API server) and the link-local
@@ -22,6 +23,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from tenantgw.render.identity import identity_endpoints
 from tenantgw.render.inputs import NetworkSettings, Peer, RenderInputs
 from tenantgw.render.labels import gateway_selector, object_meta
 from tenantgw.render.names import GATEWAY_NAME, GATEWAY_PORT, METRICS_PORT, tenant_name
@@ -116,6 +118,7 @@ def egress_endpoints(inputs: RenderInputs) -> dict[Peer, set[int]]:
     for provider in inputs.tenant.spec.providers:
         if provider.api_base:
             endpoints.append(url_endpoint(provider.api_base, HTTPS_PORT))
+    endpoints += [url_endpoint(url, HTTPS_PORT) for url in identity_endpoints(inputs)]
     storage = inputs.storage
     if storage is not None and storage.postgres_dsn:
         endpoints.append(postgres_endpoint(storage.postgres_dsn))

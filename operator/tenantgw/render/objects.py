@@ -16,6 +16,7 @@ from tenantgw.render.config import (
     render_gateway_secret,
     render_key_secrets,
 )
+from tenantgw.render.identity import service_account_annotations
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import labels, object_meta, owner_reference
 from tenantgw.render.monitoring import render_prometheus_rule, render_service_monitor
@@ -71,11 +72,16 @@ def render_namespace(inputs: RenderInputs) -> dict[str, Any]:
 
 
 def render_service_account(inputs: RenderInputs) -> dict[str, Any]:
-    """ServiceAccount `gateway`: an identity with no token and no RBAC."""
+    """ServiceAccount `gateway`: an identity with no token and no RBAC; with workload identity,
+    annotated with the AWS role / Entra ID app it stands for (render.identity)."""
+    metadata = object_meta(inputs.tenant, GATEWAY_NAME)
+    annotations = service_account_annotations(inputs)
+    if annotations:
+        metadata["annotations"] = {**metadata.get("annotations", {}), **annotations}
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": object_meta(inputs.tenant, GATEWAY_NAME),
+        "metadata": metadata,
         "automountServiceAccountToken": False,
     }
 

@@ -2,7 +2,8 @@
 
 The pod meets the `restricted` Pod Security Standard: non-root, no privilege escalation, no
 capabilities, read-only root filesystem (only /tmp is writable), RuntimeDefault seccomp and no
-ServiceAccount token (the gateway never talks to the Kubernetes API).
+ServiceAccount token for the Kubernetes API (the gateway never talks to it); a provider with
+workload identity gets a token projected for its cloud's audience only (render.identity).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tenantgw.render.config import config_hash, configmap_data
+from tenantgw.render.identity import identity_env, identity_mounts, identity_volumes
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import gateway_labels, gateway_selector, object_meta
 from tenantgw.render.litellm_config import MASTER_KEY_ENV, provider_env
@@ -76,6 +78,7 @@ def container_env(inputs: RenderInputs) -> list[dict[str, Any]]:
     return [
         _secret_env(MASTER_KEY_ENV, GATEWAY_NAME, MASTER_KEY_FIELD),
         *provider_env_list(inputs),
+        *identity_env(inputs),
         # No outbound fetches of LiteLLM's cost map and Anthropic beta headers: the
         # NetworkPolicy would block them anyway, and start-up must not wait on them.
         {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
@@ -151,6 +154,7 @@ def _container(inputs: RenderInputs) -> dict[str, Any]:
             {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
             {"name": "secret", "mountPath": SECRET_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir)
+            *identity_mounts(inputs),
         ],
     }
 
@@ -217,6 +221,7 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
                             },
                         },
                         {"name": "tmp", "emptyDir": {}},
+                        *identity_volumes(inputs),
                     ],
                 },
             },

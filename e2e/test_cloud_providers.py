@@ -1,0 +1,522 @@
+"""Tenant providers of type `bedrock` and `azure`, with keys and with workload identity.
+
+The gateway process runs from exactly what the operator renders for a Tenant (render_tenant,
+mounted as the kubelet would, the projected ServiceAccount tokens included) with its own tenant
+role in the shared PostgreSQL and a throwaway redis-server. Its providers all point at the
+provider simulator, which checks the credential each request carries as the cloud would:
+
+- `bedrock-key`: a Bedrock API key (bearer), the example tenant's way;
+- `bedrock-wi`: IRSA; boto3 trades the projected token at the simulator's STS for temporary
+  credentials and LiteLLM signs with them (SigV4 + session token, verified by the simulator);
+- `azure-key`: Azure OpenAI with an `api-key`;
+- `azure-wi`: Entra Workload ID; LiteLLM trades the projected token at the simulator's Entra
+  token endpoint and sends the access token as a bearer.
+
+LiteLLM 1.106.12 serves `bedrock/<claude>` on /v1/messages with InvokeModel (Anthropic's body)
+and on /v1/chat/completions with Converse; `azure/<deployment>` with chat completions.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import psycopg
+import pytest
+
+from e2e.bench.gateway_bench import materialize
+from e2e.claude import ClaudeCodeError, run_claude, seed_home
+from e2e.fixtures import Services, tenant_role
+from e2e.gateway_launch import launch_gateway
+from e2e.provider_sim import SimulatorHandle, start_simulator
+from e2e.provider_sim.identity import (
+    AWS_AUDIENCE,
+    AZURE_AUDIENCE,
+    service_account_subject,
+    service_account_token,
+)
+from e2e.throwaway_redis import ThrowawayRedis
+from tenantgw.api import ModelAlias, Tenant
+from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+
+pytestmark = pytest.mark.e2e
+
+TENANT = "clouds-" + secrets.token_hex(3)
+NAMESPACE = f"tenant-{TENANT}"
+SUBJECT = service_account_subject(NAMESPACE, "gateway")
+REGION = "us-east-1"
+CLAUDE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+DEPLOYMENT = "gpt-4o"
+BEDROCK_KEY = "ABSK" + secrets.token_hex(16)
+AZURE_KEY = "azure-" + secrets.token_hex(12)
+ROLE = "arn:aws:iam::123456789012:role/tenantgw-" + TENANT
+ENTRA_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ENTRA_CLIENT = "6f1c2a4e-3b5d-4c7e-9f01-" + secrets.token_hex(6)
+PRICES = {"bedrock": (3.0, 15.0), "azure": (2.5, 10.0)}
+ALIASES = {  # alias -> (provider, model)
+    "claude-key": ("bedrock-key", CLAUDE),
+    "claude-wi": ("bedrock-wi", CLAUDE),
+    "gpt-key": ("azure-key", DEPLOYMENT),
+    "gpt-wi": ("azure-wi", DEPLOYMENT),
+}
+READ_TOOL: dict[str, Any] = {
+    "name": "Read",
+    "description": "Read a file",
+    "input_schema": {
+        "type": "object",
+        "properties": {"file_path": {"type": "string"}},
+        "required": ["file_path"],
+    },
+}
+
+
+def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> RenderInputs:
+    providers = [
+        {
+            "name": "bedrock-key",
+            "type": "bedrock",
+            "apiBase": sim.root_url,
+            "region": REGION,
+            "credentialsSecretRef": {"name": "bedrock", "key": "apiKey"},
+        },
+        {
+            "name": "bedrock-wi",
+            "type": "bedrock",
+            "apiBase": sim.root_url,
+            "region": REGION,
+            "workloadIdentity": {"aws": {"roleArn": ROLE, "stsEndpoint": sim.root_url}},
+        },
+        {
+            "name": "azure-key",
+            "type": "azure",
+            "apiBase": sim.root_url,
+            "apiVersion": "2024-10-21",
+            "region": "eastus",
+            "credentialsSecretRef": {"name": "azure", "key": "apiKey"},
+        },
+        {
+            "name": "azure-wi",
+            "type": "azure",
+            "apiBase": sim.root_url,
+            "apiVersion": "2024-10-21",
+            "region": "eastus",
+            "workloadIdentity": {
+                "azure": {
+                    "clientId": ENTRA_CLIENT,
+                    "tenantId": ENTRA_TENANT,
+                    "authorityHost": sim.root_url,
+                }
+            },
+        },
+    ]
+    catalog = []
+    for name, (provider, model) in ALIASES.items():
+        del name
+        price_in, price_out = PRICES[provider.split("-")[0]]
+        catalog.append(
+            {
+                "provider": provider,
+                "model": model,
+                "costTier": "high",
+                "pricing": {"inputPerMillion": price_in, "outputPerMillion": price_out},
+            }
+        )
+    tenant = Tenant.model_validate(
+        {
+            "apiVersion": "tenantgw.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000c0001"},
+            "spec": {
+                "providers": providers,
+                "catalog": catalog,
+                "keys": [{"name": "alice"}],
+                "routing": {"defaultAlias": "claude-key"},
+                "compliance": {"piiRedaction": {"mode": "off"}},
+                "gateway": {"replicas": 1},
+            },
+        }
+    )
+    aliases = [
+        ModelAlias.model_validate(
+            {
+                "apiVersion": "tenantgw.io/v1alpha1",
+                "kind": "ModelAlias",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"targets": [{"provider": provider, "model": model}]},
+            }
+        )
+        for name, (provider, model) in ALIASES.items()
+    ]
+    return RenderInputs(
+        tenant=tenant,
+        aliases=aliases,
+        budgets=[],
+        master_key="sk-tgw-master-" + secrets.token_hex(8),
+        keys={"alice": key},
+        image="tenantgw/gateway:e2e",
+        monitoring=False,
+        storage=storage,
+    )
+
+
+def configure(sim: SimulatorHandle) -> None:
+    sim.reset()
+    sim.configure(
+        api_key=AZURE_KEY,
+        aws_region=REGION,
+        bedrock_api_keys=[BEDROCK_KEY],
+        aws_roles={ROLE: SUBJECT},
+        azure_deployments=[DEPLOYMENT],
+        entra_apps={ENTRA_CLIENT: {"tenant": ENTRA_TENANT, "subject": SUBJECT}},
+    )
+
+
+@dataclass
+class Gateway:
+    url: str
+    sim: SimulatorHandle
+    key: str
+    dsn: str
+    log: Path
+
+    def anthropic(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=self.key, max_retries=0, timeout=60)
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0)
+
+    def upstream(self, marker: str) -> dict[str, Any]:
+        found = [r for r in self.sim.requests() if marker in json.dumps(r.get("body"))]
+        assert found, f"the provider received no request containing {marker!r}"
+        request: dict[str, Any] = found[-1]
+        return request
+
+    def rows(self, since: float) -> list[dict[str, Any]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT key_name, alias, provider, provider_model, status, input_tokens,"
+                " output_tokens, cost_usd, stream FROM usage"
+                " WHERE ts >= to_timestamp(%s) ORDER BY ts",
+                [since],
+            )
+            columns = [c.name for c in cur.description or ()]
+            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def eventually(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("cloud-providers")
+    _, sim = start_simulator()
+    configure(sim)
+    sim.sim.keep_as_baseline()
+    store = ThrowawayRedis(workdir)
+    store.start()
+    key = "sk-tgw-" + secrets.token_hex(20)
+    try:
+        with tenant_role(services, "tg_clouds") as (_, dsn):
+            inputs = tenant_inputs(
+                sim, StorageEndpoints(postgres_dsn=dsn, redis_url=store.url), key
+            )
+            files = materialize(
+                render_tenant(inputs),
+                {"bedrock": {"apiKey": BEDROCK_KEY}, "azure": {"apiKey": AZURE_KEY}},
+                workdir / "pod",
+                # What the kubelet projects for the gateway ServiceAccount, per audience.
+                {
+                    AWS_AUDIENCE: service_account_token(SUBJECT, AWS_AUDIENCE),
+                    AZURE_AUDIENCE: service_account_token(SUBJECT, AZURE_AUDIENCE),
+                },
+            )
+            with launch_gateway(files.workdir, files.config, files.env) as launched:
+                yield Gateway(launched.url, sim, key, dsn, launched.log)
+    finally:
+        sim.stop()
+        store.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_simulator(gateway: Gateway) -> None:
+    configure(gateway.sim)
+
+
+def expected_identity(alias: str) -> dict[str, Any]:
+    """What the simulator must have verified for a request of `alias`."""
+    provider = ALIASES[alias][0]
+    if provider == "bedrock-key":
+        return {"kind": "api-key"}
+    if provider == "azure-key":
+        return {"kind": "api-key"}
+    if provider == "azure-wi":
+        return {"kind": "entra", "client_id": ENTRA_CLIENT, "tenant_id": ENTRA_TENANT}
+    return {"kind": "sts", "role_arn": ROLE}
+
+
+def check_upstream(gateway: Gateway, marker: str, alias: str, operation: str) -> None:
+    upstream = gateway.upstream(marker)
+    provider = ALIASES[alias][0]
+    expected = expected_identity(alias)
+    if provider.startswith("bedrock"):
+        assert upstream["protocol"] == "bedrock"
+        assert upstream["operation"] == operation
+        assert upstream["model"] == CLAUDE
+        identity = upstream["aws_identity"]
+    else:
+        assert upstream["protocol"] == "azure"
+        assert upstream["deployment"] == DEPLOYMENT
+        assert upstream["api_version"] == "2024-10-21"
+        identity = upstream["azure_identity"]
+    assert {k: identity.get(k) for k in expected} == expected, identity
+    seen = json.dumps(upstream["headers"]) + json.dumps(upstream["body"])
+    assert gateway.key not in seen, "the tenant key reached the provider"
+
+
+def check_row(
+    gateway: Gateway, since: float, alias: str, stream: bool, usage: tuple[int, int]
+) -> None:
+    (row,) = eventually(lambda: gateway.rows(since), "the ledger row")
+    provider, _ = ALIASES[alias]
+    assert row["key_name"] == "alice"
+    assert row["alias"] == alias
+    assert row["provider"] == provider
+    assert row["provider_model"] == ALIASES[alias][1]
+    assert row["status"] == "success"
+    assert row["stream"] is stream
+    assert (row["input_tokens"], row["output_tokens"]) == usage
+    price_in, price_out = PRICES[provider.split("-")[0]]
+    expected = (usage[0] * price_in + usage[1] * price_out) / 1e6
+    assert float(row["cost_usd"]) == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- anthropic SDK
+
+INVOKE = {False: "InvokeModel", True: "InvokeModelWithResponseStream"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_anthropic_sdk_through_each_cloud_provider(
+    gateway: Gateway, alias: str, stream: bool
+) -> None:
+    since = time.time()
+    marker = f"msg-{alias}-{stream}-{secrets.token_hex(4)}"
+    client = gateway.anthropic()
+    body = {
+        "model": alias,
+        "max_tokens": 512,
+        "messages": [{"role": "user", "content": marker}],
+    }
+    if stream:
+        with client.messages.stream(**body) as events:  # type: ignore[arg-type]
+            kinds = [event.type for event in events]
+            msg = events.get_final_message()
+        assert kinds[0] == "message_start"
+        assert "text" in kinds
+    else:
+        msg = client.messages.create(**body)  # type: ignore[call-overload]
+    assert msg.content[0].type == "text"
+    model = ALIASES[alias][1]
+    assert msg.content[0].text == f"Hello from {model}"
+    assert msg.stop_reason == "end_turn"
+    operation = INVOKE[stream] if alias.startswith("claude") else ""
+    check_upstream(gateway, marker, alias, operation)
+    check_row(gateway, since, alias, stream, (msg.usage.input_tokens, msg.usage.output_tokens))
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_anthropic_tool_round_trip_through_each_cloud_provider(
+    gateway: Gateway, alias: str
+) -> None:
+    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": "/tmp/x.txt"}})
+    client = gateway.anthropic()
+    prompt = "read it " + secrets.token_hex(3)
+    with client.messages.stream(
+        model=alias,
+        max_tokens=512,
+        tools=[READ_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": prompt}],
+    ) as events:
+        kinds = [event.type for event in events]
+        first = events.get_final_message()
+    assert "input_json" in kinds
+    (use,) = [block for block in first.content if block.type == "tool_use"]
+    assert use.name == "Read"
+    assert use.input == {"file_path": "/tmp/x.txt"}
+    assert first.stop_reason == "tool_use"
+    marker = "contents-" + secrets.token_hex(4)
+    answer = client.messages.create(
+        model=alias,
+        max_tokens=512,
+        tools=[READ_TOOL],  # type: ignore[list-item]
+        messages=[
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": first.content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": marker}],
+            },
+        ],
+    )
+    assert answer.content[0].type == "text"
+    assert answer.content[0].text == f"Tool said: {marker}"
+    check_upstream(gateway, marker, alias, "InvokeModel")
+
+
+# --------------------------------------------------------------------------- openai SDK
+
+CONVERSE = {False: "Converse", True: "ConverseStream"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_openai_sdk_through_each_cloud_provider(gateway: Gateway, alias: str, stream: bool) -> None:
+    since = time.time()
+    marker = f"chat-{alias}-{stream}-{secrets.token_hex(4)}"
+    client = gateway.openai()
+    messages: Any = [{"role": "user", "content": marker}]
+    model = ALIASES[alias][1]
+    usage: Any
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model=alias, messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = next(c.usage for c in reversed(chunks) if c.usage)
+    else:
+        out = client.chat.completions.create(model=alias, messages=messages)
+        text = out.choices[0].message.content or ""
+        usage = out.usage
+    assert text == f"Hello from {model}"
+    assert usage is not None
+    check_upstream(gateway, marker, alias, CONVERSE[stream])
+    check_row(gateway, since, alias, stream, (usage.prompt_tokens, usage.completion_tokens))
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_openai_tools_through_each_cloud_provider(gateway: Gateway, alias: str) -> None:
+    gateway.sim.configure(tool_plan={"tool": "get_weather", "arguments": {"city": "Oslo"}})
+    client = gateway.openai()
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    prompt = "weather " + secrets.token_hex(3)
+    messages: Any = [{"role": "user", "content": prompt}]
+    out = client.chat.completions.create(model=alias, messages=messages, tools=tools)
+    (call,) = out.choices[0].message.tool_calls or []
+    assert out.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}  # type: ignore[union-attr]
+    marker = "sunny-" + secrets.token_hex(4)
+    messages += [
+        out.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": marker},
+    ]
+    answer = client.chat.completions.create(model=alias, messages=messages, tools=tools)
+    assert answer.choices[0].message.content == f"Tool said: {marker}"
+    check_upstream(gateway, marker, alias, "Converse")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_a_bedrock_throttle_is_retried_and_a_persistent_one_is_a_clean_429(
+    gateway: Gateway,
+) -> None:
+    """ThrottlingException once: the gateway's retry serves the request. Always: the client
+    gets a 429 in its own shape, never a 500."""
+    gateway.sim.fail_next("429")
+    client = gateway.anthropic()
+    body: Any = {
+        "model": "claude-key",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    assert client.messages.create(**body).content[0].type == "text"
+    gateway.sim.configure(fail_models={CLAUDE: "429"})
+    with pytest.raises(anthropic.RateLimitError) as err:
+        client.messages.create(**body)
+    assert err.value.body["type"] == "error"  # type: ignore[index]
+
+
+def test_an_azure_content_filter_refusal_reaches_the_client_as_a_400(gateway: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        gateway.openai().chat.completions.create(
+            model="gpt-key", messages=[{"role": "user", "content": "[[sim:content-filter]]"}]
+        )
+    assert "content management policy" in str(err.value)
+
+
+# --------------------------------------------------------------------------- Claude Code
+
+
+@pytest.mark.parametrize("alias", ["claude-wi", "gpt-wi"])
+def test_claude_code_runs_a_tool_through_each_cloud_provider(
+    gateway: Gateway, alias: str, tmp_path: Path
+) -> None:
+    """US-001 on Bedrock and Azure with workload identity: `claude -p` runs Read and answers."""
+    project = tmp_path / "project"
+    project.mkdir()
+    token = "tgw-" + secrets.token_hex(6)
+    notes = project / "notes.txt"
+    notes.write_text(f"The release codename is {token}.\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    seed_home(home, [project])
+    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
+    since = time.time()
+    env = {
+        "ANTHROPIC_BASE_URL": gateway.url,
+        "ANTHROPIC_AUTH_TOKEN": gateway.key,
+        "ANTHROPIC_MODEL": alias,
+        "ANTHROPIC_SMALL_FAST_MODEL": alias,
+    }
+    try:
+        run = run_claude(
+            "What is the release codename in notes.txt?",
+            project=project,
+            home=home,
+            gateway_env=env,
+            model=alias,
+            max_retries=0,
+        )
+    except ClaudeCodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert run.returncode == 0, run.describe()
+    assert run.result["is_error"] is False, run.describe()
+    assert run.result["num_turns"] >= 2, "no tool turn happened"
+    assert token in run.result["result"], run.describe()
+    calls = [r for r in gateway.sim.requests() if r["protocol"] in ("bedrock", "azure")]
+    assert calls
+    rows = eventually(
+        lambda: [r for r in [gateway.rows(since)] if len(r) >= len(calls)], "a row per call"
+    )[0]
+    assert {r["provider"] for r in rows} == {ALIASES[alias][0]}
+    assert all(r["status"] == "success" and r["cost_usd"] > 0 for r in rows)

@@ -1,0 +1,135 @@
+"""Workload identity of a tenant's gateway: provider credentials from its ServiceAccount.
+
+A provider with `workloadIdentity` has no Secret. The gateway's ServiceAccount carries the
+cloud's annotations, and the Deployment projects a ServiceAccount token with the cloud's
+audience into the pod (never the API server's: the token opens no door to Kubernetes, and
+`automountServiceAccountToken` stays false). The SDKs trade it for short-lived credentials:
+
+* AWS (IRSA): `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`; boto3's default credential chain,
+  which LiteLLM uses when a Bedrock deployment names no key, calls STS
+  AssumeRoleWithWebIdentity and refreshes before expiry. The volume name and path are those
+  the EKS pod identity webhook uses, so the pod is the same with or without the webhook.
+* Azure (Entra Workload ID): `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+  `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`; LiteLLM's `azure_ad_token:
+  oidc/azure/...` reads the file on each exchange and posts it to
+  `<authority>/<tenant>/oauth2/v2.0/token` as a client assertion. The pod does not carry the
+  `azure.workload.identity/use` label: the operator projects the token itself, so the
+  webhook's mutation (which would add a second volume of the same name) is not wanted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantgw.api import AwsWorkloadIdentity, AzureWorkloadIdentity
+from tenantgw.render.inputs import RenderInputs
+from tenantgw.render.names import tenant_name
+
+AWS_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+AWS_AUDIENCE = "sts.amazonaws.com"
+AWS_TOKEN_VOLUME = "aws-iam-token"  # noqa: S105 (names and paths, not secrets)
+AWS_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"  # noqa: S105
+AWS_TOKEN_SECONDS = 86400
+AZURE_CLIENT_ANNOTATION = "azure.workload.identity/client-id"
+AZURE_TENANT_ANNOTATION = "azure.workload.identity/tenant-id"
+AZURE_AUDIENCE = "api://AzureADTokenExchange"
+AZURE_TOKEN_VOLUME = "azure-identity-token"  # noqa: S105
+AZURE_TOKEN_DIR = "/var/run/secrets/azure/tokens"  # noqa: S105
+AZURE_TOKEN_SECONDS = 3600
+AZURE_AUTHORITY = "https://login.microsoftonline.com"
+AZURE_AD_TOKEN = f"oidc/azure/{AZURE_AUDIENCE}"
+"""LiteLLM's `azure_ad_token` value for a federated token read from AZURE_FEDERATED_TOKEN_FILE."""
+TOKEN_FILE = "token"  # noqa: S105
+
+
+def aws_identity(inputs: RenderInputs) -> AwsWorkloadIdentity | None:
+    identity = inputs.tenant.spec.workload_identity("aws")
+    return identity.aws if identity is not None else None
+
+
+def azure_identity(inputs: RenderInputs) -> AzureWorkloadIdentity | None:
+    identity = inputs.tenant.spec.workload_identity("azure")
+    return identity.azure if identity is not None else None
+
+
+def service_account_annotations(inputs: RenderInputs) -> dict[str, str]:
+    """What the clouds' trust configuration and webhooks read on the gateway ServiceAccount."""
+    annotations: dict[str, str] = {}
+    aws = aws_identity(inputs)
+    if aws is not None:
+        annotations[AWS_ROLE_ANNOTATION] = aws.role_arn
+    azure = azure_identity(inputs)
+    if azure is not None:
+        annotations[AZURE_CLIENT_ANNOTATION] = azure.client_id
+        annotations[AZURE_TENANT_ANNOTATION] = azure.tenant_id
+    return annotations
+
+
+def identity_env(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """Environment the clouds' SDKs read: role or app, and where the projected token is."""
+    env: list[dict[str, Any]] = []
+    aws = aws_identity(inputs)
+    if aws is not None:
+        env += [
+            {"name": "AWS_ROLE_ARN", "value": aws.role_arn},
+            {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": f"{AWS_TOKEN_DIR}/{TOKEN_FILE}"},
+            # CloudTrail shows which tenant's gateway assumed the role.
+            {"name": "AWS_ROLE_SESSION_NAME", "value": f"tenantgw-{tenant_name(inputs.tenant)}"},
+            {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
+        ]
+        if aws.sts_endpoint:
+            env.append({"name": "AWS_ENDPOINT_URL_STS", "value": aws.sts_endpoint})
+    azure = azure_identity(inputs)
+    if azure is not None:
+        env += [
+            {"name": "AZURE_CLIENT_ID", "value": azure.client_id},
+            {"name": "AZURE_TENANT_ID", "value": azure.tenant_id},
+            {
+                "name": "AZURE_FEDERATED_TOKEN_FILE",
+                "value": f"{AZURE_TOKEN_DIR}/{AZURE_TOKEN_VOLUME}",
+            },
+            # LiteLLM appends "/<tenant>/oauth2/v2.0/token": no trailing slash.
+            {
+                "name": "AZURE_AUTHORITY_HOST",
+                "value": (azure.authority_host or AZURE_AUTHORITY).rstrip("/"),
+            },
+        ]
+    return env
+
+
+def _projected(name: str, audience: str, seconds: int, path: str) -> dict[str, Any]:
+    token = {"audience": audience, "expirationSeconds": seconds, "path": path}
+    return {"name": name, "projected": {"sources": [{"serviceAccountToken": token}]}}
+
+
+def identity_volumes(inputs: RenderInputs) -> list[dict[str, Any]]:
+    """Projected ServiceAccount tokens, one per cloud, with that cloud's audience."""
+    volumes = []
+    if aws_identity(inputs) is not None:
+        volumes.append(_projected(AWS_TOKEN_VOLUME, AWS_AUDIENCE, AWS_TOKEN_SECONDS, TOKEN_FILE))
+    if azure_identity(inputs) is not None:
+        volumes.append(
+            _projected(AZURE_TOKEN_VOLUME, AZURE_AUDIENCE, AZURE_TOKEN_SECONDS, AZURE_TOKEN_VOLUME)
+        )
+    return volumes
+
+
+def identity_mounts(inputs: RenderInputs) -> list[dict[str, Any]]:
+    mounts = []
+    if aws_identity(inputs) is not None:
+        mounts.append({"name": AWS_TOKEN_VOLUME, "mountPath": AWS_TOKEN_DIR, "readOnly": True})
+    if azure_identity(inputs) is not None:
+        mounts.append({"name": AZURE_TOKEN_VOLUME, "mountPath": AZURE_TOKEN_DIR, "readOnly": True})
+    return mounts
+
+
+def identity_endpoints(inputs: RenderInputs) -> list[str]:
+    """URLs the gateway exchanges its token at, when not the clouds' public defaults."""
+    urls = []
+    aws = aws_identity(inputs)
+    if aws is not None and aws.sts_endpoint:
+        urls.append(aws.sts_endpoint)
+    azure = azure_identity(inputs)
+    if azure is not None and azure.authority_host:
+        urls.append(azure.authority_host)
+    return urls
