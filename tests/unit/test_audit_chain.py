@@ -138,3 +138,14 @@ def test_a_control_record_names_changes_and_keys_never_secrets() -> None:
     assert record["keys_retired"] == ["bob"]
     assert record["config_digest"]
     assert "c2VjcmV0" not in json.dumps(record)
+
+
+def test_a_control_record_names_a_rotated_key() -> None:
+    """A rotation keeps the key's Secret and issues a new value: a new issuedAt in status."""
+    key = {"name": "alice", "secretName": "gateway-key-alice", "issuedAt": "2025-01-01T00:00:00Z"}
+    body = {"metadata": {"generation": 2}, "spec": {}, "status": {"keys": [key]}}
+    same = change_record(body, [], ["Secret/gateway-key-alice"], [], {"keys": [key]})
+    assert (same["keys_issued"], same["keys_rotated"], same["keys_retired"]) == ([], [], [])
+    rotated = {**key, "issuedAt": "2025-02-01T00:00:00Z"}
+    record = change_record(body, [], ["Secret/gateway-key-alice"], [], {"keys": [rotated]})
+    assert (record["keys_issued"], record["keys_rotated"]) == ([], ["alice"])
