@@ -110,6 +110,8 @@ def start_operator(
         "TENANTGW_RESYNC_SECONDS": str(resync_seconds),
         "TENANTGW_BUDGET_SYNC_SECONDS": str(min(resync_seconds, 30)),
         "TENANTGW_BUDGET_REFRESH_SECONDS": str(min(resync_seconds, 60)),
+        # Audit checkpoints and retention on the resync's pace (production: 60 s).
+        "TENANTGW_AUDIT_CHECKPOINT_SECONDS": str(min(resync_seconds, 60)),
         **(extra_env or {}),
     }
     kopf = Path(sys.executable).parent / "kopf"
@@ -161,7 +163,8 @@ def stop_operator(op: RunningOperator) -> None:
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, services: Services) -> Iterator[RunningOperator]:
-    """The tenantgw operator, as its ServiceAccount, with storage admin rights and a 5 s resync."""
+    """The tenantgw operator, as its ServiceAccount, with storage admin rights, a 5 s resync and
+    audit checkpoints every 5 s."""
     op = start_operator(
         cluster,
         resync_seconds=5,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from tenantgw.api.audit_trail import (
     GENESIS,
     ChainRow,
     Checkpoint,
+    TrailVerifier,
     audit_schema,
     canonical,
     checkpoint_message,
@@ -69,6 +71,31 @@ def test_a_clean_chain_verifies_and_each_tampering_names_its_record() -> None:
     assert "bad signature" in verify_trail(T, rows, [forged], keys).problem
 
 
+def test_verification_reads_records_one_at_a_time_and_stops_at_the_first_bad_one() -> None:
+    """Verify holds no records: it consumes a stream, and stops reading where the trail breaks."""
+    private, public = generate_signing_key()
+    keys = {key_id(public): public}
+    rows = _chain(50)
+    read: list[int] = []
+
+    def stream(rows: list[ChainRow]) -> Iterator[ChainRow]:
+        for row in rows:
+            read.append(row.seq)
+            yield row
+
+    verdict = verify_trail(T, stream(rows), [_checkpoint(private, public, rows[-1])], keys)
+    assert (verdict.ok, verdict.records, read[-1]) == (True, 50, 50)
+    read.clear()
+    edited = [*rows[:9], dataclasses.replace(rows[9], content=canonical({"seq": 10})), *rows[10:]]
+    assert verify_trail(T, stream(edited), [], keys).first_bad == 10
+    assert read == list(range(1, 11))
+    # The incremental form gives the same verdicts, record by record.
+    verifier = TrailVerifier(T, [_checkpoint(private, public, rows[-1])], keys)
+    assert all(verifier.add(row) for row in rows[:40])
+    truncated = verifier.finish()
+    assert (truncated.first_bad, "truncated" in truncated.problem) == (41, True)
+
+
 def test_an_anchor_lets_pruned_records_go() -> None:
     private, public = generate_signing_key()
     rows = _chain(6)
@@ -111,3 +138,14 @@ def test_a_control_record_names_changes_and_keys_never_secrets() -> None:
     assert record["keys_retired"] == ["bob"]
     assert record["config_digest"]
     assert "c2VjcmV0" not in json.dumps(record)
+
+
+def test_a_control_record_names_a_rotated_key() -> None:
+    """A rotation keeps the key's Secret and issues a new value: a new issuedAt in status."""
+    key = {"name": "alice", "secretName": "gateway-key-alice", "issuedAt": "2025-01-01T00:00:00Z"}
+    body = {"metadata": {"generation": 2}, "spec": {}, "status": {"keys": [key]}}
+    same = change_record(body, [], ["Secret/gateway-key-alice"], [], {"keys": [key]})
+    assert (same["keys_issued"], same["keys_rotated"], same["keys_retired"]) == ([], [], [])
+    rotated = {**key, "issuedAt": "2025-02-01T00:00:00Z"}
+    record = change_record(body, [], ["Secret/gateway-key-alice"], [], {"keys": [rotated]})
+    assert (record["keys_issued"], record["keys_rotated"]) == ([], ["alice"])

@@ -93,6 +93,30 @@ def test_lookalikes_are_left_alone(text: str) -> None:
     assert pii.redact_text(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # An address inside a file name: the address goes, the extension stays.
+        ("/home/jane.doe@example.com.txt/notes", "/home/[REDACTED_EMAIL].txt/notes"),
+        ("attached jane.doe@example.com.txt", "attached [REDACTED_EMAIL].txt"),
+        ("backup/jane@example.com.tar.gz ok", "backup/[REDACTED_EMAIL].tar.gz ok"),
+        ("JANE@EXAMPLE.COM.PDF", "[REDACTED_EMAIL].PDF"),
+        # A domain that would be shorter than two labels keeps its last label: it is the TLD.
+        ("mail jane@example.zip", "mail [REDACTED_EMAIL]"),
+        ("mail jane@example.py", "mail [REDACTED_EMAIL]"),
+        # Real TLDs and multi-label domains are never cut.
+        ("mail jane@mail.example.co.uk now", "mail [REDACTED_EMAIL] now"),
+        ("mail jane@example.com.au", "mail [REDACTED_EMAIL]"),
+        ("mail jane@example.com.", "mail [REDACTED_EMAIL]."),
+    ],
+)
+def test_an_address_in_a_file_name_is_redacted_without_the_extension(
+    text: str, redacted: str
+) -> None:
+    assert pii.redact_text(text, ["EMAIL"]) == redacted
+    assert pii.scan_text(text) == {"EMAIL": 1}
+
+
 def test_only_the_configured_entities_are_redacted() -> None:
     text = "mail a@b.io from 10.0.0.1"
     assert pii.redact_text(text, ["EMAIL"]) == "mail [REDACTED_EMAIL] from 10.0.0.1"

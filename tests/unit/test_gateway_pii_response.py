@@ -333,6 +333,7 @@ def test_block_mode_withholds_an_answer_that_contains_an_entity() -> None:
     assert "EMAIL" in caught.value.message
     assert EMAIL not in caught.value.message
     assert caught.value.status == 400
+    assert ctx.response_withheld  # the audit record says the answer was withheld
 
 
 def test_block_mode_ends_a_stream_before_the_entity_and_reads_the_rest() -> None:

@@ -240,6 +240,101 @@ def _checkpoints_ok(
     return good
 
 
+class TrailVerifier:
+    """Checks a chain one record at a time, in constant memory (what `verify_trail` does for
+    an iterable; `tenantctl audit verify` feeds it from a server-side cursor).
+
+    `add(row)` for each record in seq order while it returns True (False: the first bad record
+    is found, stop reading), then `finish()` for the verdict. Only the checkpoints are held.
+    """
+
+    def __init__(
+        self, tenant: str, checkpoints: Iterable[Checkpoint], public_keys: Mapping[str, bytes]
+    ) -> None:
+        v = self.verdict = Verdict()
+        signed = _checkpoints_ok(tenant, checkpoints, public_keys, v)
+        v.checkpoints = len(signed)
+        anchors = [cp for cp in signed if cp.kind == "anchor"]
+        anchor = max(anchors, key=lambda cp: cp.seq) if anchors else None
+        self._expected = anchor.seq + 1 if anchor else 1
+        self._prev = anchor.hash if anchor else GENESIS
+        self._heads = {cp.seq: cp for cp in signed if cp.kind == "checkpoint"}
+        if anchor is not None:
+            v.notes.append(
+                f"records up to seq {anchor.seq} were pruned by retention (signed anchor)"
+            )
+        self._last_good_checkpoint = anchor.seq if anchor else 0
+        self._done = not v.ok
+
+    def _fail(self, seq: int | None, problem: str) -> bool:
+        self.verdict.fail(seq, problem)
+        self._done = True
+        return False
+
+    def add(self, row: ChainRow) -> bool:
+        """Check the next record; False once the trail is known to be bad."""
+        if self._done:
+            return False
+        expected, prev = self._expected, self._prev
+        if row.seq < expected:
+            return self._fail(row.seq, f"record {row.seq} is out of order (expected {expected})")
+        if row.seq > expected:
+            missing = (
+                f"record {expected} is missing"
+                if row.seq == expected + 1
+                else f"records {expected}..{row.seq - 1} are missing"
+            )
+            return self._fail(expected, f"{missing} (deleted); the trail resumes at {row.seq}")
+        try:
+            named = json.loads(row.content).get("seq")
+        except ValueError:
+            return self._fail(row.seq, f"record {row.seq}: content is not JSON (edited)")
+        if named != row.seq:
+            return self._fail(
+                row.seq, f"record {row.seq} holds the content of record {named} (reordered)"
+            )
+        if row.prev_hash != prev:
+            return self._fail(
+                row.seq,
+                f"record {row.seq} does not link to record {row.seq - 1} "
+                "(the record before it was edited, deleted or reordered)",
+            )
+        computed = chain_hash(prev, row.content, row.body_sha256)
+        if computed != row.hash:
+            return self._fail(row.seq, f"record {row.seq} was edited (its hash does not match)")
+        head = self._heads.get(row.seq)
+        if head is not None:
+            if head.hash != computed:
+                return self._fail(
+                    self._last_good_checkpoint + 1,
+                    f"the chain up to record {row.seq} differs from the checkpoint signed at "
+                    f"{head.ts.isoformat()}: a record after {self._last_good_checkpoint} was "
+                    "rewritten and the chain recomputed",
+                )
+            self._last_good_checkpoint = row.seq
+        v = self.verdict
+        v.records += 1
+        v.first_seq = row.seq if v.first_seq is None else v.first_seq
+        v.last_seq = row.seq
+        self._prev, self._expected = computed, row.seq + 1
+        return True
+
+    def finish(self) -> Verdict:
+        """The verdict, once every record was added (or `add` returned False)."""
+        if self._done:
+            return self.verdict
+        self._done = True
+        beyond = [cp for cp in self._heads.values() if cp.seq >= self._expected]
+        if beyond:
+            cp = max(beyond, key=lambda c: c.seq)
+            self.verdict.fail(
+                self._expected,
+                f"the trail ends at record {self._expected - 1} but a checkpoint signed at "
+                f"{cp.ts.isoformat()} attests {cp.seq} records: truncated",
+            )
+        return self.verdict
+
+
 def verify_trail(
     tenant: str,
     rows: Iterable[ChainRow],
@@ -253,67 +348,11 @@ def verify_trail(
     (the trail ends before a signed head), or rewritten with recomputed hashes (the chain holds
     but disagrees with a signed checkpoint).
     """
-    v = Verdict()
-    signed = _checkpoints_ok(tenant, checkpoints, public_keys, v)
-    v.checkpoints = len(signed)
-    anchors = [cp for cp in signed if cp.kind == "anchor"]
-    anchor = max(anchors, key=lambda cp: cp.seq) if anchors else None
-    expected_seq = anchor.seq + 1 if anchor else 1
-    prev = anchor.hash if anchor else GENESIS
-    heads = {cp.seq: cp for cp in signed if cp.kind == "checkpoint"}
-    if anchor is not None:
-        v.notes.append(f"records up to seq {anchor.seq} were pruned by retention (signed anchor)")
-    last_good_checkpoint = anchor.seq if anchor else 0
+    verifier = TrailVerifier(tenant, checkpoints, public_keys)
     for row in rows:
-        if row.seq < expected_seq:
-            return v.fail(row.seq, f"record {row.seq} is out of order (expected {expected_seq})")
-        if row.seq > expected_seq:
-            missing = (
-                f"record {expected_seq} is missing"
-                if row.seq == expected_seq + 1
-                else f"records {expected_seq}..{row.seq - 1} are missing"
-            )
-            return v.fail(expected_seq, f"{missing} (deleted); the trail resumes at {row.seq}")
-        try:
-            named = json.loads(row.content).get("seq")
-        except ValueError:
-            return v.fail(row.seq, f"record {row.seq}: content is not JSON (edited)")
-        if named != row.seq:
-            return v.fail(
-                row.seq, f"record {row.seq} holds the content of record {named} (reordered)"
-            )
-        if row.prev_hash != prev:
-            return v.fail(
-                row.seq,
-                f"record {row.seq} does not link to record {row.seq - 1} "
-                "(the record before it was edited, deleted or reordered)",
-            )
-        computed = chain_hash(prev, row.content, row.body_sha256)
-        if computed != row.hash:
-            return v.fail(row.seq, f"record {row.seq} was edited (its hash does not match)")
-        head = heads.get(row.seq)
-        if head is not None:
-            if head.hash != computed:
-                return v.fail(
-                    last_good_checkpoint + 1,
-                    f"the chain up to record {row.seq} differs from the checkpoint signed at "
-                    f"{head.ts.isoformat()}: a record after {last_good_checkpoint} was "
-                    "rewritten and the chain recomputed",
-                )
-            last_good_checkpoint = row.seq
-        v.records += 1
-        v.first_seq = row.seq if v.first_seq is None else v.first_seq
-        v.last_seq = row.seq
-        prev, expected_seq = computed, row.seq + 1
-    beyond = [cp for cp in heads.values() if cp.seq >= expected_seq]
-    if beyond:
-        cp = max(beyond, key=lambda c: c.seq)
-        return v.fail(
-            expected_seq,
-            f"the trail ends at record {expected_seq - 1} but a checkpoint signed at "
-            f"{cp.ts.isoformat()} attests {cp.seq} records: truncated",
-        )
-    return v
+        if not verifier.add(row):
+            break
+    return verifier.finish()
 
 
 CHAIN_COLUMNS = "seq, content, sha256(coalesce(body, ''::bytea)), prev_hash, hash"

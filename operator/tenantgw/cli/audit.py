@@ -22,11 +22,11 @@ import psycopg
 from tenantgw.api.audit_trail import (
     PUBLIC_KEY_FIELD,
     SIGNING_PUBLIC,
+    TrailVerifier,
     Verdict,
     decrypt_body,
     key_id,
     unb64,
-    verify_trail,
 )
 from tenantgw.tenancy.audit import AuditAdmin
 
@@ -69,10 +69,14 @@ def public_key_from_cluster(api: Any, namespace: str) -> dict[str, bytes]:
 
 
 async def verify(admin: AuditAdmin, tenant: str, public_keys: Mapping[str, bytes]) -> Verdict:
-    """Check the whole chain (streamed) against the signed checkpoints."""
-    checkpoints = await admin.checkpoints(tenant)
-    rows = [row async for row in admin.chain(tenant)]
-    return verify_trail(tenant, rows, checkpoints, public_keys)
+    """Check the whole chain against the signed checkpoints, in constant memory: records come
+    from a server-side cursor in batches and only the checkpoints are held."""
+    verifier = TrailVerifier(tenant, await admin.checkpoints(tenant), public_keys)
+    async with contextlib.aclosing(admin.chain(tenant)) as rows:
+        async for row in rows:
+            if not verifier.add(row):
+                break
+    return verifier.finish()
 
 
 async def export(

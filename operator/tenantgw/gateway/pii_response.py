@@ -79,6 +79,7 @@ def redact_response(ctx: RequestContext, rules: Rules, response: Any) -> Any:
                 _redact_chat_message(message, scanner, redaction)
     _record(ctx, redaction)
     if policy.mode == "block" and redaction.counts:
+        ctx.response_withheld = True
         raise withheld(redaction.counts, rules.tenant)
     return response
 

@@ -113,8 +113,11 @@ async def run_audit_loop(
 
 
 def _keys(status: Mapping[str, Any] | None) -> dict[str, str]:
+    """Key name → what identifies its current value (a rotation issues it again: new issuedAt)."""
     return {
-        k.get("name", ""): str(k.get("secretName", "")) + "@" + str(k.get("expiresAt", ""))
+        k.get("name", ""): "@".join(
+            str(k.get(f, "")) for f in ("secretName", "issuedAt", "expiresAt")
+        )
         for k in (status or {}).get("keys") or []
         if isinstance(k, Mapping)
     }

@@ -9,7 +9,7 @@ when everything is in place; `checkpoint()` writes only when the chain head move
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -276,7 +276,7 @@ class AuditAdmin:
                 for kind, seq, h, ts, kid, sig in await cur.fetchall()
             ]
 
-    async def chain(self, tenant: str, batch: int = 2000) -> AsyncIterator[ChainRow]:
+    async def chain(self, tenant: str, batch: int = 2000) -> AsyncGenerator[ChainRow, None]:
         """Every record in seq order, streamed (a server-side cursor)."""
         s = audit_schema(validate_tenant_name(tenant))
         async with self._connect() as conn, conn.transaction():

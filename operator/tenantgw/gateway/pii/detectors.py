@@ -293,6 +293,30 @@ class _AssignmentDetector(Detector):
                     last_end = match.end(group)
 
 
+# File name extensions that end a domain only when the address is part of a file name
+# (`jane.doe@example.com.txt`): such a label is dropped while the domain still has two labels
+# without it, so the address is redacted and the extension kept. `jane@example.zip` keeps its
+# one-label domain whole: `.zip` is a real TLD and the domain cannot be shorter.
+_FILE_EXTENSIONS = frozenset((
+    "txt", "md", "rst", "pdf", "json", "jsonl", "csv", "tsv", "log", "py", "js", "ts", "tsx",
+    "jsx", "html", "htm", "xml", "yaml", "yml", "toml", "ini", "cfg", "conf", "env", "doc",
+    "docx", "odt", "rtf", "xls", "xlsx", "ods", "ppt", "pptx", "png", "jpg", "jpeg", "gif",
+    "svg", "webp", "bmp", "tif", "tiff", "mp3", "mp4", "wav", "zip", "gz", "tgz", "tar", "bz2",
+    "xz", "rar", "eml", "msg", "mbox", "vcf", "ics", "bak", "tmp", "old", "orig", "swp", "sh",
+    "bash", "rs", "go", "java", "kt", "rb", "php", "sql", "db", "sqlite", "key", "pem", "crt",
+    "cer", "asc", "gpg", "sig", "lock", "out", "err", "pub",
+))  # fmt: skip
+
+
+def _strip_file_extensions(text: str, at: int, end: int) -> int:
+    """The end of the address in `text[at:end]` ("@domain") once file extensions are dropped."""
+    while True:
+        dot = text.rfind(".", at, end)
+        if text[dot + 1 : end].lower() not in _FILE_EXTENSIONS or text.count(".", at, dot) < 1:
+            return end
+        end = dot
+
+
 class _EmailDetector(Detector):
     """E-mail addresses: the regex finds "@domain.tld", then the local part is matched backwards."""
 
@@ -311,7 +335,7 @@ class _EmailDetector(Detector):
             local = self._local.search(text, max(last_end, at - 64), at)
             if local is not None:
                 last_end = end
-                yield local.start(), end
+                yield local.start(), _strip_file_extensions(text, at, end)
 
 
 # --------------------------------------------------------------------------- phone numbers
