@@ -76,6 +76,20 @@ COHERE_STREAM_BUG = pytest.mark.xfail(
 )
 
 
+GEMINI_CACHE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="LiteLLM 1.106.12 turns Claude Code's cache_control into Gemini context caching and, "
+    "with a custom api_base, lists caches with a GET on {api_base}/models/{m}:cachedContents "
+    "(vertex_ai_context_caching.py), a path Google does not serve (405); docs/providers.md",
+)
+
+
+def claude_cases() -> list[Any]:
+    """The cases of the Claude Code turn: Cohere's stream and Gemini's caching fail in LiteLLM."""
+    marks = {"cohere": COHERE_STREAM_BUG, "gemini": GEMINI_CACHE_BUG}
+    return [pytest.param(c, id=c.alias, marks=marks.get(c.provider, ())) for c in CASES]
+
+
 def streamed() -> list[Any]:
     """The cases of a streamed test; Cohere's fails on LiteLLM's stream parser."""
     return [
@@ -98,6 +112,8 @@ def both() -> list[Any]:
     ]
 
 
+# The OpenAI-compatible family: LiteLLM's own prefix per type, all on chat completions.
+COMPAT_TYPES = ["openrouter", "mistral", "groq", "deepseek", "together", "fireworks"]
 SIM_MODELS = ["gemini-2.5-flash", "qwen2.5-coder:14b", "command-a-03-2025", "sim-fast"]
 
 READ_TOOL: dict[str, Any] = {
@@ -120,6 +136,14 @@ READ_FUNCTION: Any = {
 
 
 def provider_spec(sim: SimulatorHandle, name: str) -> dict[str, Any]:
+    if name in COMPAT_TYPES:
+        return {
+            "name": name,
+            "type": name,
+            "apiBase": sim.url,
+            "region": "us-east-1",
+            "credentialsSecretRef": {"name": name, "key": "apiKey"},
+        }
     base = {
         "gemini": sim.root_url + "/v1beta",
         "ollama": sim.root_url,
@@ -133,7 +157,7 @@ def provider_spec(sim: SimulatorHandle, name: str) -> dict[str, Any]:
 
 
 def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> RenderInputs:
-    providers = ["gemini", "ollama", "cohere", "openai"]
+    providers = ["gemini", "ollama", "cohere", "openai", *COMPAT_TYPES]
     tenant = Tenant.model_validate(
         {
             "apiVersion": "tenantgw.io/v1alpha1",
@@ -150,6 +174,15 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
                         "contextWindow": 131072,
                     }
                     for c in CASES
+                ]
+                + [
+                    {
+                        "provider": t,
+                        "model": "sim-fast",
+                        "costTier": "low",
+                        "pricing": {"inputPerMillion": 1.0, "outputPerMillion": 2.0},
+                    }
+                    for t in COMPAT_TYPES
                 ],
                 "keys": [{"name": "alice"}],
                 "routing": {"defaultAlias": "gem"},
@@ -168,6 +201,16 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
             }
         )
         for c in CASES
+    ] + [
+        ModelAlias.model_validate(
+            {
+                "apiVersion": "tenantgw.io/v1alpha1",
+                "kind": "ModelAlias",
+                "metadata": {"name": f"via-{t}", "namespace": NAMESPACE},
+                "spec": {"targets": [{"provider": t, "model": "sim-fast"}]},
+            }
+        )
+        for t in COMPAT_TYPES
     ]
     return RenderInputs(
         tenant=tenant,
@@ -235,7 +278,9 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
             inputs = tenant_inputs(
                 sim, StorageEndpoints(postgres_dsn=dsn, redis_url=store.url), key
             )
-            provider_secrets = {p: {"apiKey": PROVIDER_KEY} for p in ("gemini", "cohere", "openai")}
+            provider_secrets = {
+                p: {"apiKey": PROVIDER_KEY} for p in ("gemini", "cohere", "openai", *COMPAT_TYPES)
+            }
             files = materialize(render_tenant(inputs), provider_secrets, workdir / "pod")
             with launch_gateway(files.workdir, files.config, files.env) as launched:
                 yield Gateway(launched.url, sim, key, dsn, launched.log)
@@ -425,10 +470,43 @@ def test_openai_sdk_tools(gateway: Gateway, case: Case, stream: bool) -> None:
     assert answer.choices[0].message.content == f"Tool said: {result}"
 
 
+# --------------------------------------------------------------------------- OpenAI-compatible
+
+
+@pytest.mark.parametrize("kind", COMPAT_TYPES)
+def test_openai_compatible_types_render_to_a_working_config(gateway: Gateway, kind: str) -> None:
+    """Each OpenAI-compatible provider type's rendered LiteLLM prefix reaches its provider with
+    the platform's key, for both client protocols, and is metered under its provider."""
+    since = time.time()
+    marker = f"compat-{kind}-{secrets.token_hex(4)}"
+    msg = gateway.anthropic().messages.create(**message(f"via-{kind}", marker))
+    (block,) = [b for b in msg.content if b.type == "text"]
+    assert block.text.startswith("Hello from ")
+    assert block.text.endswith("sim-fast")
+    upstream = gateway.upstream(marker)
+    headers = upstream["headers"]
+    if kind == "deepseek":  # LiteLLM sends /v1/messages to DeepSeek's Anthropic API
+        assert upstream["protocol"] == "anthropic"
+        assert upstream["path"] == "/anthropic/v1/messages"
+        assert PROVIDER_KEY in (headers.get("x-api-key"), headers.get("Authorization"))
+    else:
+        assert upstream["protocol"] == "openai"
+        assert upstream["path"].endswith("/chat/completions")
+        assert headers.get("Authorization") == f"Bearer {PROVIDER_KEY}"
+    assert gateway.key not in json.dumps(headers)
+    chat = gateway.openai().chat.completions.create(
+        model=f"via-{kind}", messages=[{"role": "user", "content": marker + "-chat"}]
+    )
+    assert (chat.choices[0].message.content or "").endswith("sim-fast")
+    rows = eventually(lambda: [r for r in [gateway.rows(since)] if len(r) >= 2], "two rows")[0]
+    assert {r["provider"] for r in rows} == {kind}
+    assert all(r["status"] == "success" and float(r["cost_usd"]) > 0 for r in rows)
+
+
 # --------------------------------------------------------------------------- Claude Code
 
 
-@pytest.mark.parametrize("case", streamed())
+@pytest.mark.parametrize("case", claude_cases())
 def test_claude_code_runs_a_tool_through_the_provider(
     gateway: Gateway, case: Case, tmp_path: Path
 ) -> None:

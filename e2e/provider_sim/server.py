@@ -948,6 +948,13 @@ def responses_routes(sim: Simulator) -> list[web.RouteDef]:
     return routes(sim)
 
 
+def compat_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Non-OpenAI paths of the OpenAI-compatible family (e2e/provider_sim/compat.py)."""
+    from e2e.provider_sim.compat import compat_routes as routes
+
+    return routes(sim)
+
+
 #: Route modules served by every simulator.
 PROTOCOLS: list[ProtocolModule] = [
     openai_routes,
@@ -956,6 +963,7 @@ PROTOCOLS: list[ProtocolModule] = [
     ollama_routes,
     cohere_routes,
     responses_routes,
+    compat_routes,
 ]
 
 
