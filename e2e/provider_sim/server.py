@@ -753,6 +753,9 @@ class OpenAIChat:
             else:
                 entry.update(authenticate())
             req = parse_openai_chat(body, default_model=deployment)
+            refusal = responses_only_refusal(req.model)
+            if refusal is not None:
+                raise refusal
             cfg = self.sim.config_snapshot()
             await self.sim.sleep(cfg.latency_ms)
             action = await apply_fault(self.sim, self.sim.take_fault(req.model))
@@ -896,6 +899,13 @@ class OpenAIChat:
         return resp
 
 
+def responses_only_refusal(model: str) -> ProviderError | None:
+    """OpenAI's 404 for a Responses-only model on chat completions (responses.py)."""
+    from e2e.provider_sim.responses import chat_refusal
+
+    return chat_refusal(model)
+
+
 def openai_routes(sim: Simulator) -> list[web.RouteDef]:
     return OpenAIChat(sim).routes()
 
@@ -917,6 +927,13 @@ def azure_routes(sim: Simulator) -> list[web.RouteDef]:
     return routes(sim)
 
 
+def gemini_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Gemini and Vertex AI (e2e/provider_sim/gemini.py)."""
+    from e2e.provider_sim.gemini import gemini_routes as routes
+
+    return routes(sim)
+
+
 def bedrock_routes(sim: Simulator) -> list[web.RouteDef]:
     """Bedrock runtime and AWS STS (e2e/provider_sim/bedrock.py)."""
     from e2e.provider_sim.bedrock import bedrock_routes as routes
@@ -924,8 +941,46 @@ def bedrock_routes(sim: Simulator) -> list[web.RouteDef]:
     return routes(sim)
 
 
+def ollama_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Ollama's native API (e2e/provider_sim/ollama.py)."""
+    from e2e.provider_sim.ollama import ollama_routes as routes
+
+    return routes(sim)
+
+
+def cohere_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Cohere v2 chat (e2e/provider_sim/cohere.py)."""
+    from e2e.provider_sim.cohere import cohere_routes as routes
+
+    return routes(sim)
+
+
+def responses_routes(sim: Simulator) -> list[web.RouteDef]:
+    """OpenAI's Responses API (e2e/provider_sim/responses.py)."""
+    from e2e.provider_sim.responses import responses_routes as routes
+
+    return routes(sim)
+
+
+def compat_routes(sim: Simulator) -> list[web.RouteDef]:
+    """Non-OpenAI paths of the OpenAI-compatible family (e2e/provider_sim/compat.py)."""
+    from e2e.provider_sim.compat import compat_routes as routes
+
+    return routes(sim)
+
+
 #: Route modules served by every simulator.
-PROTOCOLS: list[ProtocolModule] = [openai_routes, anthropic_routes, azure_routes, bedrock_routes]
+PROTOCOLS: list[ProtocolModule] = [
+    openai_routes,
+    anthropic_routes,
+    azure_routes,
+    bedrock_routes,
+    gemini_routes,
+    ollama_routes,
+    cohere_routes,
+    responses_routes,
+    compat_routes,
+]
 
 
 def control_routes(sim: Simulator) -> list[web.RouteDef]:

@@ -89,10 +89,26 @@ def _provider_of(providers: dict[str, Provider], alias: str, target: Target) -> 
     return provider
 
 
+COHERE_CHAT_PATH = "/v2/chat"
+
+
+def api_base(provider: Provider) -> str | None:
+    """The provider's apiBase as LiteLLM wants it.
+
+    LiteLLM 1.106.12 posts Cohere chat to `api_base` itself, not to a path below it
+    (`cohere_chat`, v2 route), so a Cohere apiBase given as the server's root
+    (https://api.cohere.com) gets the chat path appended.
+    """
+    base = provider.api_base
+    if base and provider.type is ProviderType.COHERE and not base.rstrip("/").endswith("/chat"):
+        return base.rstrip("/") + COHERE_CHAT_PATH
+    return base
+
+
 def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
     params: dict[str, Any] = {"model": litellm_model(provider, target)}
     if provider.api_base:
-        params["api_base"] = provider.api_base
+        params["api_base"] = api_base(provider)
     if provider.credentials_secret_ref is not None:
         # Vertex takes a service-account JSON, every other provider an API key (for
         # Bedrock a bearer API key, which LiteLLM sends instead of SigV4).
