@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from e2e.provider_sim.tokens import openai_context_error, openai_prompt_tokens, window_of
+
 log = logging.getLogger("provider_sim")
 
 FinishReason = Literal["stop", "length", "tool_use"]
@@ -84,6 +86,12 @@ class SimConfig:
     refused with 400, as the real API does. The ``dangerous_tool_use`` safeguard flags a tool
     call whose input matches ``dangerous_pattern``, as the judges do. ``cache_min_tokens`` is
     the shortest prefix prompt caching stores.
+
+    Context windows: ``context_windows`` = ``{model: tokens}`` gives models a window, as real
+    providers do: a request whose prompt, or prompt plus ``max_tokens``, does not fit is refused
+    with the provider's own 400 (OpenAI ``context_length_exceeded``, Anthropic "prompt is too
+    long"). Chat completions count the prompt with tiktoken as OpenAI reports it; Anthropic
+    requests with the simulator's estimate (``tokens.py``).
     """
 
     latency_ms: float = 0.0
@@ -101,6 +109,7 @@ class SimConfig:
     anthropic_betas: list[str] | None = None
     dangerous_pattern: str = DEFAULT_DANGEROUS_PATTERN
     cache_min_tokens: int = 1024
+    context_windows: dict[str, int] = field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -120,6 +129,8 @@ class SimConfig:
                 value = int(value)
             elif key == "anthropic_betas":
                 value = None if value is None else [str(v) for v in value]
+            elif key == "context_windows":
+                value = check_context_windows(value)
             elif key == "dangerous_pattern":
                 re.compile(str(value))  # a bad pattern is refused here, not mid-request
                 value = str(value)
@@ -127,6 +138,20 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_context_windows(value: Any) -> dict[str, int]:
+    """A valid ``context_windows`` (model -> positive token count), or ValueError."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("context_windows must be a JSON object {model: tokens}")
+    windows = {}
+    for model, tokens in value.items():
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise ValueError(f"context_windows.{model} must be a positive integer")
+        windows[str(model)] = tokens
+    return windows
 
 
 def check_tool_plan(value: Any) -> dict[str, Any] | None:
@@ -181,6 +206,7 @@ class Simulator:
                 fail_next=list(self.config.fail_next),
                 fail_models=dict(self.config.fail_models),
                 models=list(self.config.models),
+                context_windows=dict(self.config.context_windows),
                 tool_plan=json.loads(json.dumps(plan)) if plan is not None else None,
                 anthropic_betas=(
                     list(self.config.anthropic_betas)
@@ -285,6 +311,9 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
+    prompt_tokens: int | None = None
+    """The provider's count of the prompt, when the protocol module made one (else the
+    engine's estimate)."""
 
 
 @dataclass
@@ -372,7 +401,9 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     * otherwise the configured reply, default "Hello from <model>"
     """
     prompt_text = "\n".join(m.text for m in req.messages)
-    prompt_tokens = estimate_tokens(prompt_text)
+    prompt_tokens = (
+        req.prompt_tokens if req.prompt_tokens is not None else estimate_tokens(prompt_text)
+    )
     last = req.messages[-1] if req.messages else None
     if req.model in cfg.judge_models:
         text = judge_reply(last.text if last is not None else "", cfg.dangerous_pattern)
@@ -682,6 +713,18 @@ def parse_openai_chat(body: Mapping[str, Any], default_model: str | None = None)
     )
 
 
+def check_openai_window(cfg: SimConfig, req: ChatRequest) -> None:
+    """OpenAI's 400 ``context_length_exceeded`` when the request does not fit the model."""
+    window = window_of(cfg.context_windows, req.model)
+    if window is None or req.prompt_tokens is None:
+        return
+    message = openai_context_error(window, req.prompt_tokens, req.max_tokens)
+    if message is not None:
+        raise ProviderError(
+            400, message, type_="invalid_request_error", code="context_length_exceeded"
+        )
+
+
 OPENAI_FINISH = {"stop": "stop", "length": "length", "tool_use": "tool_calls"}
 
 
@@ -754,6 +797,8 @@ class OpenAIChat:
             check_key(self.sim, key if deployment else bearer_token(request))
             req = parse_openai_chat(body, default_model=deployment)
             cfg = self.sim.config_snapshot()
+            req.prompt_tokens = openai_prompt_tokens(body, req.model)
+            check_openai_window(cfg, req)
             await self.sim.sleep(cfg.latency_ms)
             action = await apply_fault(self.sim, self.sim.take_fault(req.model))
         except ProviderError as f:
