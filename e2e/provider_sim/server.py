@@ -415,11 +415,24 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
             completion_tokens=estimate_tokens(text),
         )
     plan = cfg.tool_plan
-    directive = TOOL_DIRECTIVE.search(latest_user_turn(req.messages))
+    turn = latest_user_turn(req.messages)
+    # the last one: a summary of earlier turns may come first in the turn
+    directive = next(reversed(list(TOOL_DIRECTIVE.finditer(turn))), None)
     if directive is not None:
         plan = {"tool": directive.group(1), "arguments": json.loads(directive.group(2))}
     offered = {t.name for t in req.tools}
     may_call = bool(req.tools) and last is not None and last.role == "user"
+    if TEXT_ONLY.search(turn):
+        may_call = False  # "Respond with TEXT ONLY. Do NOT call any tools." is obeyed
+    if last is not None and last.role == "user" and SUMMARY_REQUEST.search(turn):
+        text = summary_reply(req.messages)
+        return Reply(
+            text=text,
+            tool_call=None,
+            finish_reason="stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=estimate_tokens(text),
+        )
 
     call: ToolCall | None = None
     if last is not None and last.role == "tool":
@@ -473,6 +486,38 @@ def latest_user_turn(messages: list[Message]) -> str:
             break
         turn.append(message.text)
     return "\n".join(reversed(turn))
+
+
+TEXT_ONLY = re.compile(r"\b(respond with text only|do not call any tools)\b", re.I)
+"""A turn that forbids tool calls (Claude Code's compaction request says both)."""
+SUMMARY_REQUEST = re.compile(r"create a detailed summary of the conversation", re.I)
+"""Claude Code's compaction request: summarise the conversation so far."""
+
+
+def summary_reply(messages: list[Message]) -> str:
+    """What the simulated model answers to a compaction request: the ``<analysis>`` and
+    ``<summary>`` blocks Claude Code asks for, listing the user's requests and the tool
+    results seen (their first line), so that the summary is short and says what happened."""
+    users = [m for m in messages[:-1] if m.role == "user" and "<system-reminder>" not in m.text]
+    tools = [m for m in messages if m.role == "tool"]
+    requests = [" ".join(TOOL_DIRECTIVE.sub("", m.text).split())[:200] for m in users][-10:]
+    results = [(m.text.strip().splitlines() or [""])[0][:120] for m in tools][-10:]
+    lines = [
+        "<analysis>",
+        f"The conversation has {len(messages) - 1} messages: {len(users)} from the user and "
+        f"{len(tools)} tool results.",
+        "</analysis>",
+        "",
+        "<summary>",
+        "1. Primary Request and Intent:",
+        *(f"   - {r}" for r in requests),
+        "3. Files and Code Sections:",
+        *(f"   - a tool returned: {r}" for r in results),
+        "8. Current Work:",
+        "   The last request was answered; nothing is pending.",
+        "</summary>",
+    ]
+    return "\n".join(lines)
 
 
 TOOL_DIRECTIVE = re.compile(r"\[\[sim:tool (\S+) (\{.*?\})\]\]", re.DOTALL)
