@@ -150,13 +150,15 @@ def run_claude(
     max_retries: int | None = None,
     timeout: float = 240,
     settings: Path | None = None,
+    args: Sequence[str] = (),
 ) -> ClaudeRun:
     """`claude -p PROMPT --output-format json` in `project`, as the user of `home`.
 
     `max_retries` sets CLAUDE_CODE_MAX_RETRIES: Claude Code retries even a 401 about ten
     times with backoff (minutes) unless told otherwise. `settings` is a settings file loaded
     with `--settings` (above the user's and project's; the pinned CLI reads managed settings
-    only from the system path, /etc/claude-code, which a test must not write).
+    only from the system path, /etc/claude-code, which a test must not write). `args` are
+    more arguments (e.g. `Onboarding.claude_args()`, `--continue`).
     """
     argv = [
         str(claude_binary()),
@@ -173,6 +175,7 @@ def run_claude(
     ]
     if settings is not None:
         argv += ["--settings", str(settings)]
+    argv += list(args)
     env = claude_env(home, gateway_env)
     if max_retries is not None:
         env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)

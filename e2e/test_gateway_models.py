@@ -169,4 +169,7 @@ def test_the_shell_form_hands_the_window_to_claude_through_its_settings(
     shell = _onboarding(gw).shell()
     assert "export CLAUDE_CODE_MAX_CONTEXT_TOKENS=131072" in shell
     assert "alias claude='claude --settings" in shell
-    assert '{"env": {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "131072"}}' in shell
+    assert (
+        '{"env": {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "131072", '
+        '"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "20000"}}' in shell
+    )

@@ -31,6 +31,13 @@ Safeguards: with ``safeguards: [{"type": "dangerous_tool_use", ...}]`` the answe
 verdict per ``tool_use`` id, ``flagged`` when the tool input matches
 ``SimConfig.dangerous_pattern``.
 
+Tokens: Anthropic has not published the tokenizer of Claude 3 and later, so input tokens
+(``usage.input_tokens``, ``count_tokens``) are the simulator's estimate: one token per four
+characters plus one, over the system prompt, the messages and the JSON of the tools. With
+``SimConfig.context_windows`` a model has a window: a prompt above it is refused with 400
+``invalid_request_error`` "prompt is too long: N tokens > M maximum", a prompt that fits but
+leaves no room for ``max_tokens`` with "input length and `max_tokens` exceed context limit".
+
 Faults (``fail_next`` / ``fail_models``) come back in Anthropic's shape: 429
 ``rate_limit_error`` and 529 ``overloaded_error`` with ``retry-after``, 5xx ``api_error``,
 "timeout" (504 ``timeout_error`` after hanging), "disconnect" (a stream cut after its first
@@ -69,6 +76,7 @@ from e2e.provider_sim.server import (
     sse,
     start_sse,
 )
+from e2e.provider_sim.tokens import anthropic_context_error, window_of
 
 API_VERSIONS = ("2023-06-01", "2023-01-01")
 DANGEROUS_TOOL_USE = "dangerous_tool_use"
@@ -342,6 +350,23 @@ def dangerous_tool_use(body: Mapping[str, Any], betas: list[str]) -> Mapping[str
     return next((e for e in safeguards if e.get("type") == DANGEROUS_TOOL_USE), None)
 
 
+def prompt_estimate(req: ChatRequest, body: Mapping[str, Any]) -> int:
+    """The simulator's estimate of a request's input tokens (Anthropic's tokenizer is not
+    public): the text of system and messages, and the JSON of the tools."""
+    text = "\n".join(m.text for m in req.messages) + json.dumps(body.get("tools") or [])
+    return estimate_tokens(text)
+
+
+def check_window(cfg: SimConfig, req: ChatRequest) -> None:
+    """Anthropic's 400 when the prompt (or prompt plus max_tokens) exceeds the window."""
+    window = window_of(cfg.context_windows, req.model)
+    if window is None or req.prompt_tokens is None:
+        return
+    message = anthropic_context_error(window, req.prompt_tokens, req.max_tokens)
+    if message is not None:
+        raise invalid(message)
+
+
 # --------------------------------------------------------------------------- prompt caching
 
 
@@ -572,8 +597,7 @@ class AnthropicMessages:
             req = parse_messages(body, count_only=True)
         except ProviderError as f:
             return anthropic_error(f)
-        text = "\n".join(m.text for m in req.messages) + json.dumps(body.get("tools") or [])
-        return web.json_response({"input_tokens": estimate_tokens(text)})
+        return web.json_response({"input_tokens": prompt_estimate(req, body)})
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -582,6 +606,8 @@ class AnthropicMessages:
             betas = check_headers(request, cfg)
             req = parse_messages(body)
             safeguard = dangerous_tool_use(body, betas)
+            req.prompt_tokens = prompt_estimate(req, body)
+            check_window(cfg, req)
             await self.sim.sleep(cfg.latency_ms)
             action = await apply_fault(self.sim, self.sim.take_fault(req.model))
         except ProviderError as f:

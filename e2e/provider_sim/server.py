@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from e2e.provider_sim.tokens import openai_context_error, openai_prompt_tokens, window_of
+
 log = logging.getLogger("provider_sim")
 
 FinishReason = Literal["stop", "length", "tool_use"]
@@ -94,6 +96,12 @@ class SimConfig:
     ``azure_api_versions`` the ``api-version`` values Azure accepts (None: ``azure.API_VERSIONS``),
     ``azure_deployments`` its deployments (None: any), ``entra_apps`` the Entra ID apps with a
     federated credential (client id -> {"tenant": tenant id, "subject": ServiceAccount subject}).
+
+    Context windows: ``context_windows`` = ``{model: tokens}`` gives models a window, as real
+    providers do: a request whose prompt, or prompt plus ``max_tokens``, does not fit is refused
+    with the provider's own 400 (OpenAI ``context_length_exceeded``, Anthropic "prompt is too
+    long"). Chat completions count the prompt with tiktoken as OpenAI reports it; Anthropic
+    requests with the simulator's estimate (``tokens.py``).
     """
 
     latency_ms: float = 0.0
@@ -118,6 +126,7 @@ class SimConfig:
     azure_api_versions: list[str] | None = None
     azure_deployments: list[str] | None = None
     entra_apps: dict[str, dict[str, str]] = field(default_factory=dict)
+    context_windows: dict[str, int] = field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -137,6 +146,8 @@ class SimConfig:
                 value = int(value)
             elif key == "anthropic_betas":
                 value = None if value is None else [str(v) for v in value]
+            elif key == "context_windows":
+                value = check_context_windows(value)
             elif key == "dangerous_pattern":
                 re.compile(str(value))  # a bad pattern is refused here, not mid-request
                 value = str(value)
@@ -144,6 +155,20 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_context_windows(value: Any) -> dict[str, int]:
+    """A valid ``context_windows`` (model -> positive token count), or ValueError."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("context_windows must be a JSON object {model: tokens}")
+    windows = {}
+    for model, tokens in value.items():
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise ValueError(f"context_windows.{model} must be a positive integer")
+        windows[str(model)] = tokens
+    return windows
 
 
 def check_tool_plan(value: Any) -> dict[str, Any] | None:
@@ -198,6 +223,7 @@ class Simulator:
                 fail_next=list(self.config.fail_next),
                 fail_models=dict(self.config.fail_models),
                 models=list(self.config.models),
+                context_windows=dict(self.config.context_windows),
                 tool_plan=json.loads(json.dumps(plan)) if plan is not None else None,
                 anthropic_betas=(
                     list(self.config.anthropic_betas)
@@ -302,6 +328,9 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
+    prompt_tokens: int | None = None
+    """The provider's count of the prompt, when the protocol module made one (else the
+    engine's estimate)."""
 
 
 @dataclass
@@ -389,7 +418,9 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     * otherwise the configured reply, default "Hello from <model>"
     """
     prompt_text = "\n".join(m.text for m in req.messages)
-    prompt_tokens = estimate_tokens(prompt_text)
+    prompt_tokens = (
+        req.prompt_tokens if req.prompt_tokens is not None else estimate_tokens(prompt_text)
+    )
     last = req.messages[-1] if req.messages else None
     if req.model in cfg.judge_models:
         text = judge_reply(last.text if last is not None else "", cfg.dangerous_pattern)
@@ -401,11 +432,24 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
             completion_tokens=estimate_tokens(text),
         )
     plan = cfg.tool_plan
-    directive = TOOL_DIRECTIVE.search(latest_user_turn(req.messages))
+    turn = latest_user_turn(req.messages)
+    # the last one: a summary of earlier turns may come first in the turn
+    directive = next(reversed(list(TOOL_DIRECTIVE.finditer(turn))), None)
     if directive is not None:
         plan = {"tool": directive.group(1), "arguments": json.loads(directive.group(2))}
     offered = {t.name for t in req.tools}
     may_call = bool(req.tools) and last is not None and last.role == "user"
+    if TEXT_ONLY.search(turn):
+        may_call = False  # "Respond with TEXT ONLY. Do NOT call any tools." is obeyed
+    if last is not None and last.role == "user" and SUMMARY_REQUEST.search(turn):
+        text = summary_reply(req.messages)
+        return Reply(
+            text=text,
+            tool_call=None,
+            finish_reason="stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=estimate_tokens(text),
+        )
 
     call: ToolCall | None = None
     if last is not None and last.role == "tool":
@@ -459,6 +503,38 @@ def latest_user_turn(messages: list[Message]) -> str:
             break
         turn.append(message.text)
     return "\n".join(reversed(turn))
+
+
+TEXT_ONLY = re.compile(r"\b(respond with text only|do not call any tools)\b", re.I)
+"""A turn that forbids tool calls (Claude Code's compaction request says both)."""
+SUMMARY_REQUEST = re.compile(r"create a detailed summary of the conversation", re.I)
+"""Claude Code's compaction request: summarise the conversation so far."""
+
+
+def summary_reply(messages: list[Message]) -> str:
+    """What the simulated model answers to a compaction request: the ``<analysis>`` and
+    ``<summary>`` blocks Claude Code asks for, listing the user's requests and the tool
+    results seen (their first line), so that the summary is short and says what happened."""
+    users = [m for m in messages[:-1] if m.role == "user" and "<system-reminder>" not in m.text]
+    tools = [m for m in messages if m.role == "tool"]
+    requests = [" ".join(TOOL_DIRECTIVE.sub("", m.text).split())[:200] for m in users][-10:]
+    results = [(m.text.strip().splitlines() or [""])[0][:120] for m in tools][-10:]
+    lines = [
+        "<analysis>",
+        f"The conversation has {len(messages) - 1} messages: {len(users)} from the user and "
+        f"{len(tools)} tool results.",
+        "</analysis>",
+        "",
+        "<summary>",
+        "1. Primary Request and Intent:",
+        *(f"   - {r}" for r in requests),
+        "3. Files and Code Sections:",
+        *(f"   - a tool returned: {r}" for r in results),
+        "8. Current Work:",
+        "   The last request was answered; nothing is pending.",
+        "</summary>",
+    ]
+    return "\n".join(lines)
 
 
 TOOL_DIRECTIVE = re.compile(r"\[\[sim:tool (\S+) (\{.*?\})\]\]", re.DOTALL)
@@ -687,6 +763,18 @@ def parse_openai_chat(body: Mapping[str, Any], default_model: str | None = None)
     )
 
 
+def check_openai_window(cfg: SimConfig, req: ChatRequest) -> None:
+    """OpenAI's 400 ``context_length_exceeded`` when the request does not fit the model."""
+    window = window_of(cfg.context_windows, req.model)
+    if window is None or req.prompt_tokens is None:
+        return
+    message = openai_context_error(window, req.prompt_tokens, req.max_tokens)
+    if message is not None:
+        raise ProviderError(
+            400, message, type_="invalid_request_error", code="context_length_exceeded"
+        )
+
+
 OPENAI_FINISH = {"stop": "stop", "length": "length", "tool_use": "tool_calls"}
 
 
@@ -757,6 +845,8 @@ class OpenAIChat:
             if refusal is not None:
                 raise refusal
             cfg = self.sim.config_snapshot()
+            req.prompt_tokens = openai_prompt_tokens(body, req.model)
+            check_openai_window(cfg, req)
             await self.sim.sleep(cfg.latency_ms)
             action = await apply_fault(self.sim, self.sim.take_fault(req.model))
         except ProviderError as f:

@@ -37,6 +37,8 @@ def test_the_managed_settings_carry_no_key_and_read_it_with_an_api_key_helper() 
             # The one place Claude Code reads the window from: settings (no models listed
             # here, so the gateway's conservative default).
             "CLAUDE_CODE_MAX_CONTEXT_TOKENS": "128000",
+            # at most what Claude Code reserves for the answer when it compacts
+            "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "20000",
             "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "3600000",

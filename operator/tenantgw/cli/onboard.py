@@ -39,6 +39,10 @@ from tenantgw.api import (
 from tenantgw.render.names import API_KEY_FIELD, key_secret_name
 
 WINDOW_ENV = "CLAUDE_CODE_MAX_CONTEXT_TOKENS"
+OUTPUT_ENV = "CLAUDE_CODE_MAX_OUTPUT_TOKENS"
+MAX_OUTPUT_TOKENS = 20_000
+"""What Claude Code keeps free for the answer when it decides to compact (it reserves its
+max_tokens up to 20000): asking for no more keeps prompt + max_tokens within the window."""
 DEFAULT_CONTEXT_WINDOW = 128_000
 """What the gateway assumes of a model nobody knows the window of (gateway.models)."""
 
@@ -103,6 +107,23 @@ class Onboarding:
         ]
         return min(windows, default=DEFAULT_CONTEXT_WINDOW)
 
+    def max_output_tokens(self) -> int:
+        """The `max_tokens` Claude Code should ask for: at most what it reserves (20000)
+        and a quarter of the window.
+
+        Unset, Claude Code 2.1.332 asks any model it does not know for 32000 tokens while it
+        reserves only 20000 when it compacts: an upstream that refuses prompt + max_tokens
+        above its window (OpenAI, vLLM) then refuses a session long before compaction.
+        """
+        return min(MAX_OUTPUT_TOKENS, self.context_window() // 4)
+
+    def window_env(self) -> dict[str, str]:
+        """The window and the answer's size, which Claude Code reads from its settings."""
+        return {
+            WINDOW_ENV: str(self.context_window()),
+            OUTPUT_ENV: str(self.max_output_tokens()),
+        }
+
     def env(self) -> dict[str, str]:
         env = {
             "ANTHROPIC_BASE_URL": self.base_url,
@@ -122,7 +143,7 @@ class Onboarding:
                 env[f"ANTHROPIC_DEFAULT_{family}_MODEL_DESCRIPTION"] = info.description
         # The aliases' real window: no "isn't recognized" warning, compaction before the
         # upstream's limit (Claude Code otherwise assumes 1M tokens).
-        env[WINDOW_ENV] = str(self.context_window())
+        env.update(self.window_env())
         # The picker's "From gateway" rows: GET /v1/models at start-up.
         env["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] = "1"
         return env
@@ -139,7 +160,7 @@ class Onboarding:
 
     def claude_args(self) -> list[str]:
         """Arguments of `claude` that hand it the window (`--settings` with its `env`)."""
-        return ["--settings", json.dumps({"env": {WINDOW_ENV: str(self.context_window())}})]
+        return ["--settings", json.dumps({"env": self.window_env()})]
 
     def settings_json(self) -> str:
         """A `~/.claude/settings.json` with the same environment."""
