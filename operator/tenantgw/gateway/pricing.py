@@ -25,6 +25,18 @@ from tenantgw.api.list_prices import (
 
 MILLION = 1_000_000
 
+__all__ = [
+    "ANTHROPIC_LIST_PRICES",
+    "LONG_CONTEXT_THRESHOLD",
+    "ClaudePrice",
+    "TokenUsage",
+    "anthropic_list_cost",
+    "anthropic_price",
+    "claude_family",
+    "cost_from_pricing",
+    "token_usage",
+]
+
 
 @dataclass(frozen=True)
 class TokenUsage:
