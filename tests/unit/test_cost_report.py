@@ -288,7 +288,7 @@ FOCUS_SCHEMA: dict[str, dict[str, Any]] = {
             "Storage",
             "Web",
             "Other",
-        },  # fmt: skip
+        },
     },
     "ServiceName": {"type": "string", "nulls": False},
     "SkuId": {"type": "string", "nulls": True},
@@ -407,7 +407,8 @@ def test_three_arms_use_chi_square_and_kruskal_wallis() -> None:
     # of freedom, p = exp(-12.5 / 2)
     assert result.error_p == pytest.approx(math.exp(-6.25), rel=1e-9)
     assert result.latency_test == "kruskal-wallis"
-    assert result.latency_p is not None and result.latency_p < 0.05
+    assert result.latency_p is not None
+    assert result.latency_p < 0.05
 
 
 def test_arms_are_the_targets_that_served_an_alias() -> None:
@@ -422,7 +423,8 @@ def test_arms_are_the_targets_that_served_an_alias() -> None:
         ("qwen/qwen3-coder", 5, 0),
     ]
     assert only.arms[1].as_dict()["latency_p50_ms"] == 102
-    assert only.latency_p is not None and only.latency_p < 0.05
+    assert only.latency_p is not None
+    assert only.latency_p < 0.05
 
 
 def test_percentile_interpolates_like_numpy() -> None:
