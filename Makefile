@@ -63,7 +63,7 @@ lock: venv ## Re-resolve the lock files from pyproject.toml
 	  $(BIN)/uv pip compile pyproject.toml --extra $$extra -c requirements/constraints.txt \
 	    --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	    -o requirements/$$extra.lock -q; done
-	$(BIN)/uv pip compile pyproject.toml --extra operator --extra gateway --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra operator --extra gateway --extra report --extra dev \
 	  -c requirements/constraints.txt --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu -o requirements/dev.lock -q
 	$(BIN)/uv pip compile pyproject.toml --extra bench -c requirements/constraints.txt \

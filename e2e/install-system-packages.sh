@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo run: PostgreSQL, Redis, openssl, curl,
-# tmux (Claude Code's interactive sessions are driven in it).
+# tmux (Claude Code's interactive sessions are driven in it), chromium-headless-shell (the
+# html report's screenshot).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
@@ -12,6 +13,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v npm >/dev/null || need+=(npm)
 command -v tmux >/dev/null || need+=(tmux)
+# The html report is opened and screenshot in a headless browser by the tests.
+command -v chromium-headless-shell >/dev/null || need+=(chromium-headless-shell fonts-dejavu-core)
 ((${#need[@]})) || { echo "[setup] system packages present" >&2; exit 0; }
 echo "[setup] installing ${need[*]}" >&2
 sudo=(); [[ "$(id -u)" == 0 ]] || sudo=(sudo)

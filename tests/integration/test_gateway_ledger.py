@@ -191,7 +191,14 @@ async def test_one_row_per_record_written_in_batches(db: TenantDb, tmp_path: Pat
 
 
 async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
-    rec = UsageRecord(**{**usage(1).as_row(), "session_id": "5b1f7e2a-claude-session"})
+    rec = UsageRecord(
+        **{
+            **usage(1).as_row(),
+            "session_id": "5b1f7e2a-claude-session",
+            "list_model": "claude-sonnet-4-5-20250929",
+            "labels": '{"project": "checkout", "team": "payments"}',
+        }
+    )
     failed = UsageRecord(
         **{
             **rec.as_row(),
@@ -225,6 +232,8 @@ async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
         None,
         None,
         "5b1f7e2a-claude-session",
+        "claude-sonnet-4-5-20250929",
+        {"project": "checkout", "team": "payments"},  # jsonb, read back as a dict
     )
     error = by_id[failed.request_id]
     assert error[14] is None

@@ -237,6 +237,7 @@ def test_a_claude_request_served_by_another_model() -> None:
         error_type=None,
         downgraded_from=None,
         stream=False,
+        list_model="claude-sonnet-4-5",
     )
     assert rec.ts.tzinfo is UTC
     # 3 x $3/M + 5 x $15/M: what the same tokens cost on Anthropic's claude-sonnet-4-5.

@@ -256,8 +256,8 @@ def test_rules_file_carries_policy_but_no_keys(engineering_team: RenderInputs) -
         "alias": "documentation",
     }
     assert rules["keys"] == [
-        {"name": "alice", "rpm": 120, "tpm": 400000},
-        {"name": "ci", "rpm": None, "tpm": None},
+        {"name": "alice", "rpm": 120, "tpm": 400000, "labels": {}},
+        {"name": "ci", "rpm": None, "tpm": None, "labels": {}},
     ]
     assert rules["compliance"]["data_residency"] == {"allowed_regions": ["us-east-1", "us-west-2"]}
     assert [b["name"] for b in rules["budgets"]] == ["alice-daily", "team-monthly", "tenant-weekly"]

@@ -35,6 +35,7 @@ from tenantgw.api.common import (
     SecretKeyRef,
     StatusModel,
 )
+from tenantgw.api.cost import CostBaseline, CostLabels
 from tenantgw.api.model_alias import (
     MODEL_ALIAS_PLURAL,
     ModelAlias,
@@ -96,6 +97,8 @@ __all__ = [
     "CatalogModel",
     "Compliance",
     "Condition",
+    "CostBaseline",
+    "CostLabels",
     "CostTier",
     "DataResidency",
     "Enforcement",

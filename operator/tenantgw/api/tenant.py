@@ -30,6 +30,15 @@ from tenantgw.api.common import (
     unique_set,
     validations,
 )
+from tenantgw.api.cost import (
+    LABEL_VALUE_PATTERN as LABEL_VALUE,
+)
+from tenantgw.api.cost import (
+    CostBaseline,
+    CostLabels,
+    check_label_keys,
+    labels_field,
+)
 
 TENANT_PLURAL = "tenants"
 NAMESPACE_PREFIX = "tenant-"
@@ -261,6 +270,18 @@ class KeySpec(CamelModel):
     expires_at: datetime | None = Field(
         default=None, description="When the key stops working (RFC 3339)."
     )
+    labels: dict[str, Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE)]] = (
+        labels_field(
+            "Cost labels of every request made with the key, e.g. {team: payments, project: "
+            "checkout, cost-center: cc-1234}: on its ledger rows, grouped by in reports. At "
+            "most 8; keys lowercase (a-z, 0-9, '-'), values [A-Za-z0-9._-]."
+        )
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_label_keys(labels)
 
 
 class Limits(CamelModel):
@@ -553,6 +574,20 @@ class TenantSpec(CamelModel):
     auto_mode: AutoMode = Field(
         default_factory=AutoMode,
         description="Claude Code auto mode: the classifier that judges tool calls.",
+    )
+    cost_baseline: CostBaseline = Field(
+        default_factory=CostBaseline,
+        description=(
+            "The Claude model whose list price a request naming an alias is compared with "
+            "(savings); a request naming a Claude model is compared with that model."
+        ),
+    )
+    cost_labels: CostLabels | None = Field(
+        default=None,
+        description=(
+            "A request header that may set one cost label, from a list of allowed values; "
+            "unset: labels come from the key only."
+        ),
     )
 
     @field_validator("namespace")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubernetes.config import new_client_from_config
 
-from tenantgw.cli import audit, devgateway
+from tenantgw.cli import audit, devgateway, report
 from tenantgw.cli.onboard import MANAGED_SETTINGS_PATHS, default_key_file, onboard
 
 
@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     audit.add_parser(sub)
+    report.add_parser(sub)
 
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report.run(args, lambda: new_client_from_config(config_file=args.kubeconfig))
     if args.command == "audit":
         return audit.run(args, lambda: new_client_from_config(config_file=args.kubeconfig))
     api = new_client_from_config(config_file=args.kubeconfig)

@@ -145,6 +145,9 @@ async def judge(
         # The check is part of the session it protects: its cost counts against the
         # session's budgets and its row carries the session, like the request's own.
         session_id=parent.session_id,
+        # Its project's cost too; no list model: Claude would have judged at no extra cost,
+        # so the check's spend counts against the savings.
+        labels=dict(parent.labels),
     )
     data: dict[str, Any] = {
         "model": alias,

@@ -31,6 +31,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from tenantgw.gateway import (
     admission,
     autoreview,
+    costlabels,
     fallbacks,
     files,
     pii,
@@ -201,6 +202,7 @@ class TenantGatewayHandler(CustomLogger):
         session = session_from_request(data)
         if session.rejected is not None:
             runtime.metrics.session_rejected(runtime.tenant, session.rejected)
+        labels = costlabels.request_labels(rules, key_name, data)
         ctx = RequestContext(
             tenant=runtime.tenant,
             key_name=key_name,
@@ -211,6 +213,8 @@ class TenantGatewayHandler(CustomLogger):
             call_type=call_type,
             stream=bool(data.get("stream")),
             session_id=session.session_id,
+            labels=labels,
+            list_model=costlabels.list_model(rules, route.requested_model, route.alias),
         )
         redaction = rules.compliance.pii_redaction
         if redaction.mode != "off":

@@ -76,6 +76,10 @@ class RequestContext:
     """Texts of the answer the PII policy scanned: as received -> as sent (for the audit)."""
     response_withheld: bool = False
     """The answer was withheld by the PII policy's block mode (the client got an error)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Cost labels: the key's, and the one the tenant's label header set (`costlabels.py`)."""
+    list_model: str | None = None
+    """The Claude model whose list price the request is compared with (`costlabels.py`)."""
 
 
 @dataclass

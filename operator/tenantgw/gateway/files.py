@@ -103,6 +103,8 @@ class KeyRules(_Model):
     name: str
     rpm: int | None = None
     tpm: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Cost labels of the key's requests (Tenant spec.keys[].labels)."""
 
 
 class Limits(_Model):
@@ -179,6 +181,26 @@ class AutoMode(_Model):
     timeout_seconds: float = 30.0
 
 
+class CostBaseline(_Model):
+    """Tenant.spec.costBaseline: the Claude model a request naming an alias is priced at."""
+
+    default: str | None = None
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+
+class LabelHeader(_Model):
+    """Tenant.spec.costLabels: a request header (lower case) that may set one cost label."""
+
+    header: str
+    label: str
+    allowed_values: tuple[str, ...] = ()
+
+
+class Cost(_Model):
+    baseline: CostBaseline = Field(default_factory=CostBaseline)
+    label_header: LabelHeader | None = None
+
+
 class Rules(_Model):
     """The whole rules file of a tenant."""
 
@@ -193,6 +215,7 @@ class Rules(_Model):
     budgets: tuple[Budget, ...] = ()
     enforcement: Enforcement = Field(default_factory=Enforcement)
     auto_mode: AutoMode = Field(default_factory=AutoMode)
+    cost: Cost = Field(default_factory=Cost)
 
     def key(self, name: str) -> KeyRules | None:
         """Limits of key `name`, None when the rules file does not list it."""

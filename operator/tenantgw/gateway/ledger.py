@@ -28,7 +28,8 @@ SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
 
 The table lives in the connection's default schema (the tenant role's own schema, first on its
 search_path) and is created at start if absent; columns added since the first release
-(`session_id`) are added to an existing table at start too (`SCHEMA_SQL`).
+(`session_id`, `list_model`, `labels`) are added to an existing table at start too
+(`SCHEMA_SQL`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ COLUMNS: tuple[str, ...] = (
     "parent_request_id",
     "safeguard_verdicts",
     "session_id",
+    "list_model",
+    "labels",
 )
 """Columns of the usage table, in the order of `usage.UsageRecord`'s fields."""
 
@@ -139,12 +142,25 @@ BEGIN
         ALTER TABLE usage ADD COLUMN IF NOT EXISTS session_id text
             CONSTRAINT usage_session_id_check CHECK (session_id ~ '^[A-Za-z0-9._:-]{1,64}$');
     END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'usage'
+          AND column_name = 'labels'
+    ) THEN
+        ALTER TABLE usage ADD COLUMN IF NOT EXISTS list_model text;
+        ALTER TABLE usage ADD COLUMN IF NOT EXISTS labels jsonb
+            CONSTRAINT usage_labels_check CHECK (jsonb_typeof(labels) = 'object');
+    END IF;
 END
 $$;
 CREATE INDEX IF NOT EXISTS usage_session_ts_idx ON usage (session_id, ts)
     WHERE session_id IS NOT NULL;
 COMMENT ON COLUMN usage.session_id IS
     'tenantgw: the client''s X-Claude-Code-Session-Id when well-formed, else NULL';
+COMMENT ON COLUMN usage.list_model IS
+    'tenantgw: the Claude model list_cost_usd is priced at (asked for, or spec.costBaseline)';
+COMMENT ON COLUMN usage.labels IS
+    'tenantgw: cost labels {label: value} of the key and the allowed label header';
 COMMENT ON COLUMN usage.parent_request_id IS
     'tenantgw: for a classifier call, the request whose tool calls it judged';
 COMMENT ON COLUMN usage.safeguard_verdicts IS

@@ -12,14 +12,30 @@ OpenAI's usage objects (whose `prompt_tokens` includes cached tokens) to it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tenantgw.api.list_prices import (
+    ANTHROPIC_LIST_PRICES,
+    LONG_CONTEXT_THRESHOLD,
+    ClaudePrice,
+    claude_family,
+)
+
 MILLION = 1_000_000
-LONG_CONTEXT_THRESHOLD = 200_000
-"""Prompt tokens above which Sonnet 4 / 4.5 (1M-token context) are billed at long-context rates."""
+
+__all__ = [
+    "ANTHROPIC_LIST_PRICES",
+    "LONG_CONTEXT_THRESHOLD",
+    "ClaudePrice",
+    "TokenUsage",
+    "anthropic_list_cost",
+    "anthropic_price",
+    "claude_family",
+    "cost_from_pricing",
+    "token_usage",
+]
 
 
 @dataclass(frozen=True)
@@ -41,81 +57,6 @@ class TokenUsage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens
-
-
-@dataclass(frozen=True)
-class ClaudePrice:
-    """USD per million tokens of one Claude model."""
-
-    input: float
-    output: float
-    cache_write: float
-    cache_read: float
-    long_context: ClaudePrice | None = None
-    """Rates for prompts over LONG_CONTEXT_THRESHOLD tokens, where Anthropic charges more."""
-
-    @property
-    def cache_write_1h(self) -> float:
-        return self.input * 2
-
-
-_OPUS_4 = ClaudePrice(input=15.0, output=75.0, cache_write=18.75, cache_read=1.50)
-_SONNET = ClaudePrice(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)
-_SONNET_1M = ClaudePrice(
-    input=3.0,
-    output=15.0,
-    cache_write=3.75,
-    cache_read=0.30,
-    long_context=ClaudePrice(input=6.0, output=22.50, cache_write=7.50, cache_read=0.60),
-)
-
-ANTHROPIC_LIST_PRICES: dict[str, ClaudePrice] = {
-    "claude-opus-4-5": ClaudePrice(input=5.0, output=25.0, cache_write=6.25, cache_read=0.50),
-    "claude-opus-4-1": _OPUS_4,
-    "claude-opus-4": _OPUS_4,
-    "claude-sonnet-4-5": _SONNET_1M,
-    "claude-sonnet-4": _SONNET_1M,
-    "claude-3-7-sonnet": _SONNET,
-    "claude-3-5-sonnet": _SONNET,
-    "claude-haiku-4-5": ClaudePrice(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10),
-    "claude-3-5-haiku": ClaudePrice(input=0.80, output=4.0, cache_write=1.0, cache_read=0.08),
-    "claude-3-opus": _OPUS_4,
-    "claude-3-haiku": ClaudePrice(input=0.25, output=1.25, cache_write=0.30, cache_read=0.03),
-}
-"""Anthropic list prices by model family; dated names (`-20250929`, `-latest`) share them."""
-
-# The new-style spelling of the Claude 3.x names (claude-sonnet-3-7 for claude-3-7-sonnet).
-_SPELLINGS = {
-    "claude-sonnet-3-7": "claude-3-7-sonnet",
-    "claude-sonnet-3-5": "claude-3-5-sonnet",
-    "claude-haiku-3-5": "claude-3-5-haiku",
-    "claude-opus-3": "claude-3-opus",
-    "claude-haiku-3": "claude-3-haiku",
-}
-_FAMILIES = sorted([*ANTHROPIC_LIST_PRICES, *_SPELLINGS], key=len, reverse=True)
-_DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
-_BEDROCK_VERSION = re.compile(r"-v\d+(:\d+)?$")
-_SUFFIX = re.compile(r"^-(\d{8}|latest)$")
-
-
-def claude_family(model: str | None) -> str | None:
-    """The price-table name of a Claude model name, None when it is not a known Claude model.
-
-    Accepts what clients and providers send: `claude-sonnet-4-5-20250929`,
-    `anthropic/claude-sonnet-4.5`, `us.anthropic.claude-3-5-haiku-20241022-v1:0`,
-    `claude-opus-4-1@20250805`, `claude-3-7-sonnet-latest`.
-    """
-    if not model:
-        return None
-    name = model.strip().lower().rsplit("/", 1)[-1]
-    if "anthropic." in name:  # Bedrock model ids and cross-region inference profiles
-        name = name.split("anthropic.", 1)[1]
-    name = _BEDROCK_VERSION.sub("", name.split("@", 1)[0].split("[", 1)[0])
-    name = _DOTTED_VERSION.sub("-", name)
-    for family in _FAMILIES:
-        if name == family or (name.startswith(family) and _SUFFIX.match(name[len(family) :])):
-            return _SPELLINGS.get(family, family)
-    return None
 
 
 def anthropic_price(model: str | None) -> ClaudePrice | None:

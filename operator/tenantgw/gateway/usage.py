@@ -12,8 +12,10 @@ Sources, by field (LiteLLM 1.106.12, see docs/litellm-notes.md):
   then `prompt_tokens` / `completion_tokens`); cache reads and writes counted apart.
 - cost: `kwargs["response_cost"]`; when LiteLLM priced the call at 0 or not at all, the
   deployment's pricing from model_info, else Anthropic's list price if it serves a Claude model.
-- list_cost_usd: what the request would cost at Anthropic's list price of the Claude model the
-  client asked for (None when it asked for something else).
+- list_cost_usd: what the request would cost at Anthropic's list price of `list_model`: the
+  Claude model the client asked for, else the Tenant's `spec.costBaseline` for the alias
+  (`costlabels.list_model`); None when there is none. Cache reads and writes included.
+- labels: the key's cost labels and the header's (`costlabels.request_labels`), as JSON.
 - latency and TTFT: `standard_logging_object` `startTime`, `endTime` and `completionStartTime`
   (epoch seconds). For a non-streamed response the first token arrives with the last, so TTFT
   equals latency there.
@@ -36,6 +38,7 @@ from typing import Any
 
 from tenantgw.gateway import safeguards
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.costlabels import labels_json
 from tenantgw.gateway.ledger import COLUMNS
 from tenantgw.gateway.pricing import (
     TokenUsage,
@@ -80,6 +83,10 @@ class UsageRecord:
     """For a classifier call: JSON {tool_use id: not_flagged | flagged | unavailable:<reason>}."""
     session_id: str | None = None
     """The client's well-formed `X-Claude-Code-Session-Id` (`sessions.py`), else None."""
+    list_model: str | None = None
+    """The Claude model `list_cost_usd` is priced at (`costlabels.list_model`)."""
+    labels: str | None = None
+    """JSON {label: value}: the key's cost labels and the header's (`costlabels.py`)."""
 
     def as_row(self) -> dict[str, Any]:
         # Not dataclasses.asdict(): it deep-copies every value, and this runs per request.
@@ -219,7 +226,7 @@ def record_from_kwargs(
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cost_usd=max(cost or 0.0, 0.0),
-        list_cost_usd=anthropic_list_cost(ctx.requested_model, usage),
+        list_cost_usd=anthropic_list_cost(_list_model(ctx), usage),
         latency_ms=_millis(started, ended),
         ttft_ms=_millis(started, first_token),
         status="success" if ok else "error",
@@ -232,7 +239,16 @@ def record_from_kwargs(
         parent_request_id=ctx.parent_request_id,
         safeguard_verdicts=_verdicts(ctx, response_obj if ok else None),
         session_id=ctx.session_id,
+        list_model=_list_model(ctx),
+        labels=labels_json(ctx.labels),
     )
+
+
+def _list_model(ctx: RequestContext) -> str | None:
+    """The context's list model; a context built without one: the Claude model asked for."""
+    if ctx.list_model is not None:
+        return ctx.list_model
+    return ctx.requested_model if claude_family(ctx.requested_model) else None
 
 
 def _verdicts(ctx: RequestContext, response_obj: Any) -> str | None:
@@ -279,6 +295,8 @@ def refused(ctx: RequestContext, exc: BaseException) -> UsageRecord:
         parent_request_id=ctx.parent_request_id,
         safeguard_verdicts=verdicts_json(ctx.verdicts) if ctx.judged is not None else None,
         session_id=ctx.session_id,
+        list_model=_list_model(ctx),
+        labels=labels_json(ctx.labels),
     )
 
 

@@ -157,7 +157,7 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
             for alias in inputs.sorted_aliases()
         },
         "keys": [
-            {"name": key.name, "rpm": key.rpm, "tpm": key.tpm}
+            {"name": key.name, "rpm": key.rpm, "tpm": key.tpm, "labels": dict(key.labels)}
             for key in sorted(spec.keys, key=lambda key: key.name)
         ],
         "limits": {
@@ -169,4 +169,22 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
         "enforcement": {"on_store_unavailable": spec.enforcement.on_store_unavailable},
         "budgets": sorted(budgets, key=lambda budget: str(budget["name"])),
         "auto_mode": _auto_mode(inputs),
+        "cost": _cost(tenant),
+    }
+
+
+def _cost(tenant: Tenant) -> dict[str, Any]:
+    """The savings baseline and the header that may set a cost label (docs/money.md)."""
+    baseline, header = tenant.spec.cost_baseline, tenant.spec.cost_labels
+    return {
+        "baseline": {"default": baseline.default, "aliases": dict(baseline.aliases)},
+        "label_header": (
+            {
+                "header": header.header.lower(),
+                "label": header.label,
+                "allowed_values": list(header.allowed_values),
+            }
+            if header is not None
+            else None
+        ),
     }
