@@ -32,7 +32,7 @@ KINDS = ("Tenant", "ModelAlias", "BudgetPolicy")
 GROUP = "tenantgw.io"
 
 
-class RunnerMissing(Exception):
+class RunnerMissingError(Exception):
     """The runner binary is not built."""
 
 
@@ -42,11 +42,11 @@ def runner() -> Path:
         r"^GOPHER_LUA_VERSION=(\S+)", (HERE / "versions.env").read_text(), re.MULTILINE
     )
     if not found:
-        raise RunnerMissing(f"{HERE / 'versions.env'} names no GOPHER_LUA_VERSION")
+        raise RunnerMissingError(f"{HERE / 'versions.env'} names no GOPHER_LUA_VERSION")
     cache = Path(os.environ.get("TENANTGW_CACHE", Path.home() / ".cache" / "tenantgw"))
     binary = cache / f"argocd-health-gopher-lua-{found.group(1)}" / "bin" / "argocd-health"
     if not binary.is_file():
-        raise RunnerMissing(
+        raise RunnerMissingError(
             f"{binary} is missing: run `make setup` (or `bash e2e/argocd/build.sh`)"
         )
     return binary
