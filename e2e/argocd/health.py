@@ -58,8 +58,13 @@ def script(kind: str) -> Path:
 
 def run(kind: str, objects: list[dict[str, Any]]) -> list[dict[str, str]]:
     """What the health check of `kind` answers for each object: {status, message} or {error}."""
+    return run_script(script(kind), objects)
+
+
+def run_script(lua: Path, objects: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What the health script `lua` answers for each object."""
     proc = subprocess.run(
-        [str(runner()), str(script(kind))],
+        [str(runner()), str(lua)],
         input=json.dumps(objects),
         capture_output=True,
         text=True,
