@@ -121,16 +121,15 @@ def test_a_stale_status_is_progressing_whatever_it_says() -> None:
         assert answer["status"] == "Progressing", (kind, answer)
 
 
-def test_the_runner_gives_no_string_library_like_argo_cd() -> None:
+def test_the_runner_gives_no_string_library_like_argo_cd(tmp_path: Path) -> None:
     """A script that needs a library Argo CD does not open for custom checks fails here too."""
-    scripted = ROOT / ".dev" / "argocd-string-probe.lua"
-    scripted.parent.mkdir(exist_ok=True)
+    scripted = tmp_path / "probe.lua"
     scripted.write_text('return {status = "Healthy", message = string.format("%d", 1)}\n')
-    proc_answer = health.run_script(scripted, [{"metadata": {}}])
-    assert "error" in proc_answer[0] and "string" in proc_answer[0]["error"]
+    (answer,) = health.run_script(scripted, [{"metadata": {}}])
+    assert "string" in answer.get("error", ""), answer
     scripted.write_text('return {status = "Fine"}\n')
-    assert "invalid health status" in health.run_script(scripted, [{}])[0]["error"]
-    scripted.unlink()
+    (answer,) = health.run_script(scripted, [{}])
+    assert "invalid health status" in answer.get("error", ""), answer
 
 
 def test_the_argocd_cm_patch_holds_the_scripts() -> None:
@@ -164,7 +163,7 @@ def source_objects(app: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_application_creates_the_namespace_the_tenant_adopts() -> None:
     app = application()
-    assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
     (tenant,) = [o for o in source_objects(app) if o["kind"] == "Tenant"]
     name = tenant["metadata"]["name"]
     namespace = Tenant.model_validate(tenant).namespace_name()
@@ -176,7 +175,7 @@ def test_application_creates_the_namespace_the_tenant_adopts() -> None:
     # The namespace as Argo CD creates it is one the operator adopts, not a NamespaceConflict.
     live = {"metadata": {"name": namespace, "annotations": annotations}}
     verdict = judge_namespace(name, namespace, live, "tenantgw-system")
-    assert verdict.allowed and verdict.adopted, verdict
+    assert (verdict.allowed, verdict.adopted) == (True, True), verdict
     # Without the annotation it would not be.
     assert not judge_namespace(name, namespace, {"metadata": {}}, "tenantgw-system").allowed
 
