@@ -94,8 +94,8 @@ def object_with(kind: str, reason: str, conditions: tuple[str, ...]) -> dict[str
         ready = cond("Ready", "True", "Degraded")
         config = cond("ConfigValid", "False", reason)
     elif "EnforcementAvailable" in conditions:
-        ok = reason in ("Enforced", "Recovered")
-        enforcement = cond("EnforcementAvailable", "True" if ok else "False", reason)
+        fine = reason in ("Enforced", "Recovered")
+        enforcement = cond("EnforcementAvailable", "True" if fine else "False", reason)
     body["status"] = {"conditions": [ready, config, enforcement], "observedGeneration": 4}
     return body
 
