@@ -53,9 +53,10 @@ fmt: venv ## Format and fix what ruff can
 	$(BIN)/ruff format operator tests e2e
 	$(BIN)/ruff check --fix operator tests e2e
 
-crds: venv ## Generate crds/ (and the kustomize copy in manifests/crds/) from tenantgw.api
+crds: venv ## Generate crds/ (and the kustomize copy in manifests/crds/) and docs/api-reference.md from tenantgw.api
 	$(BIN)/python -m tenantgw.api.crdgen crds/
 	$(BIN)/python -m tenantgw.api.crdgen manifests/crds/
+	$(BIN)/python -m tenantgw.api.apiref docs/api-reference.md
 
 run: venv ## Run the operator locally against $$KUBECONFIG (CRDs applied first)
 	kubectl apply --server-side --force-conflicts -f crds/
