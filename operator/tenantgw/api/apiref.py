@@ -105,10 +105,10 @@ def render() -> str:
         "# API reference",
         "",
         "The custom resources of tenantgw (group `tenantgw.io`), generated from the pydantic",
-        "models in `tenantgw.api` with the CRDs in `crds/`. `kubectl explain <kind>.spec` shows the same",
-        "descriptions. Validation is what the API server enforces; what needs other objects",
-        "(providers, catalog, fallbacks, residency) is checked by the operator and reported as a",
-        "condition ([troubleshooting.md](troubleshooting.md)).",
+        "models in `tenantgw.api` with the CRDs in `crds/`. `kubectl explain <kind>.spec` shows",
+        "the same descriptions. Validation is what the API server enforces; what needs other",
+        "objects (providers, catalog, fallbacks, residency) is checked by the operator and",
+        "reported as a condition ([troubleshooting.md](troubleshooting.md)).",
         "",
     ]
     for crd in render_crds().values():
