@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+from tenantgw.api import BudgetPolicy, ModelAlias, Tenant, apiref
 from tenantgw.api.crdgen import HEADER, main, render_crds, rendered_files
 from tenantgw.api.model_alias import FALLBACK_SELF_MESSAGE, FALLBACKS_UNIQUE_MESSAGE
 from tenantgw.api.tenant import API_BASE_MESSAGE, MATCH_MESSAGE
@@ -191,3 +191,20 @@ def test_optional_fields_are_nullable_and_status_has_no_defaults() -> None:
     spec = schema_of(CRDS["tenants.tenantgw.io"])["properties"]["spec"]["properties"]
     assert spec["namespace"]["nullable"] is True
     assert "nullable" not in spec["providers"]
+
+
+def test_committed_api_reference_is_generated() -> None:
+    """docs/api-reference.md is what `make crds` writes from the same models."""
+    reference = CRDS_DIR.parent / "docs" / "api-reference.md"
+    assert reference.exists(), f"{reference} is missing: {RUN} and docs/api-reference.md"
+    assert reference.read_text() == apiref.render(), f"{reference} is stale: {RUN}"
+
+
+def test_api_reference_lists_every_field() -> None:
+    text = apiref.render()
+    for name, crd in CRDS.items():
+        schema = schema_of(crd)
+        for part in ("spec", "status"):
+            for path, node in walk(schema["properties"][part], part):
+                for prop in node.get("properties", {}):
+                    assert f"| `{path}.{prop}` |" in text, f"{name}: {path}.{prop} not documented"
