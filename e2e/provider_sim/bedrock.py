@@ -34,7 +34,8 @@ Errors have Bedrock's shape: ``{"message": ...}`` with the type in ``x-amzn-Erro
 Faults (``fail_next`` / ``fail_models``, by model id): "429" ``ThrottlingException``, "408"
 ``ModelTimeoutException``, "503" ``ServiceUnavailableException``, "500"
 ``InternalServerException``, "400" ``ValidationException``; "timeout" hangs, then
-``ModelTimeoutException``; "disconnect" cuts a stream after its first token;
+``ModelTimeoutException``; "disconnect" cuts a stream after its first token; "reset" closes
+the connection before the first response byte (plain and streamed);
 "stream-exception" sends one token then a ``throttlingException`` exception event, as Bedrock
 reports an error in the middle of a stream.
 """
@@ -635,7 +636,7 @@ class Bedrock:
     async def _fault(self, model: str, cfg: SimConfig) -> str | None:
         await self.sim.sleep(cfg.latency_ms)
         fault = self.sim.take_fault(model)
-        if fault is None or fault in ("disconnect", "stream-exception"):
+        if fault is None or fault in ("disconnect", "stream-exception", "reset"):
             return fault
         if fault == "timeout":
             await self.sim.hang()
@@ -653,7 +654,7 @@ class Bedrock:
         except BedrockError as err:
             return bedrock_error(err)
         reply = plan_reply(req, cfg)
-        if action == "disconnect":
+        if action in ("disconnect", "reset"):
             drop_connection(request)
             return web.Response(status=500)
         await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
@@ -679,7 +680,7 @@ class Bedrock:
         except BedrockError as err:
             return bedrock_error(err)
         answer = self._answer(req, body, cfg)
-        if action == "disconnect":
+        if action in ("disconnect", "reset"):
             drop_connection(request)
             return web.Response(status=500)
         await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * answer.output_tokens)
@@ -741,6 +742,9 @@ class Bedrock:
         cfg: SimConfig,
         action: str | None,
     ) -> web.StreamResponse:
+        if action == "reset":  # nothing sent: not even the status line
+            drop_connection(request)
+            return web.Response(status=500)
         resp = web.StreamResponse(
             status=200,
             headers={"Content-Type": EVENTSTREAM, "x-amzn-RequestId": str(uuid.uuid4())},

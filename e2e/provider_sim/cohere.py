@@ -14,6 +14,11 @@ Streamed (``stream: true``), SSE events whose ``type`` is also the ``event:`` na
 (``delta.message.tool_calls.function.arguments``) / ``tool-call-end``, and ``message-end``
 (``delta.finish_reason``, ``delta.usage``).
 
+Cohere's Compatibility API, ``POST /compatibility/v1/chat/completions``, answers OpenAI's
+chat completions for the same models with the same bearer key (OpenAI's shapes, streamed as
+``data:`` chunks ending in ``[DONE]``); the simulator records it as protocol
+``cohere-compat``. tenantgw calls Cohere there (render/litellm_config.api_base).
+
 Errors are ``{"id", "message"}``. Faults: 429 (with ``retry-after``) and 5xx in that shape,
 "timeout" (504 after hanging), "disconnect" (the stream cut after its first token),
 "malformed" (a data line that is not JSON).
@@ -31,6 +36,7 @@ from aiohttp import web
 from e2e.provider_sim.server import (
     ChatRequest,
     Message,
+    OpenAIChat,
     ProviderError,
     Reply,
     Simulator,
@@ -248,8 +254,17 @@ class CohereChat:
         return await streamer.run(resp, pieces)
 
 
+class CohereCompat(OpenAIChat):
+    """Cohere's OpenAI-compatible chat completions."""
+
+    protocol = "cohere-compat"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/compatibility/v1/chat/completions", self.chat_completions)]
+
+
 def cohere_routes(sim: Simulator) -> list[web.RouteDef]:
-    return CohereChat(sim).routes()
+    return CohereChat(sim).routes() + CohereCompat(sim).routes()
 
 
-__all__ = ["CohereChat", "cohere_error", "cohere_routes", "parse_chat"]
+__all__ = ["CohereChat", "CohereCompat", "cohere_error", "cohere_routes", "parse_chat"]

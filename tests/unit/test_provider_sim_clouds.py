@@ -372,6 +372,26 @@ def test_a_stream_broken_mid_way_by_an_exception_event(sim: SimulatorHandle) -> 
     assert seen == ["messageStart", "contentBlockDelta"]
 
 
+@pytest.mark.parametrize("path", ["converse", "converse-stream", "invoke-with-response-stream"])
+def test_a_reset_closes_the_connection_before_the_first_byte(
+    sim: SimulatorHandle, path: str
+) -> None:
+    sim.fail_next("reset")
+    body = (
+        claude_body("hi")
+        if path.startswith("invoke")
+        else json.dumps({"messages": user("hi")}).encode()
+    )
+    request = httpx.Request(
+        "POST",
+        f"{sim.root_url}/model/{MODEL}/{path}",
+        content=body,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with httpx.Client(timeout=10) as client, pytest.raises(httpx.RemoteProtocolError):
+        client.send(request)
+
+
 # --------------------------------------------------------------------------- Azure OpenAI
 
 

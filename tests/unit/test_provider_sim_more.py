@@ -251,6 +251,20 @@ def test_cohere_stream_event_sequence_with_a_tool_call(sim: SimulatorHandle) -> 
     assert data[-1]["delta"]["finish_reason"] == "TOOL_CALL"
 
 
+def test_cohere_compatibility_api_answers_openai_chat(sim: SimulatorHandle) -> None:
+    path = "/compatibility/v1/chat/completions"
+    body = {"model": "command-a-03-2025", "messages": [{"role": "user", "content": "hi"}]}
+    assert post(sim, path, body, Authorization="Bearer nope").status_code == 401
+    done = post(sim, path, body, Authorization=f"Bearer {KEY}").json()
+    assert done["object"] == "chat.completion"
+    assert done["choices"][0]["message"]["content"] == "Hello from command-a-03-2025"
+    streamed = post(sim, path, {**body, "stream": True}, Authorization=f"Bearer {KEY}")
+    assert streamed.text.rstrip().endswith("data: [DONE]")
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in sse_data(streamed))
+    assert text == "Hello from command-a-03-2025"
+    assert {r["protocol"] for r in sim.requests()} == {"cohere-compat"}
+
+
 def test_cohere_429_says_when_to_retry(sim: SimulatorHandle) -> None:
     sim.fail_next("429")
     body = {"model": "command-a-03-2025", "messages": [{"role": "user", "content": "hi"}]}

@@ -89,26 +89,46 @@ def _provider_of(providers: dict[str, Provider], alias: str, target: Target) -> 
     return provider
 
 
-COHERE_CHAT_PATH = "/v2/chat"
+COHERE_COMPAT_PATH = "/compatibility/v1"
+COHERE_DEFAULT_BASE = "https://api.cohere.ai"
+_COHERE_API_SUFFIXES = ("/v2/chat", "/v1/chat", "/v2", "/v1")
 
 
 def api_base(provider: Provider) -> str | None:
     """The provider's apiBase as LiteLLM wants it.
 
-    LiteLLM 1.106.12 posts Cohere chat to `api_base` itself, not to a path below it
-    (`cohere_chat`, v2 route), so a Cohere apiBase given as the server's root
-    (https://api.cohere.com) gets the chat path appended.
+    Cohere is called on its OpenAI-compatible Compatibility API
+    (`{root}/compatibility/v1/chat/completions`, LiteLLM's `openai/` client), because
+    LiteLLM 1.106.12 cannot parse the streams of Cohere's native v2 chat
+    (docs/litellm-notes.md (k)). A Cohere apiBase is the server's root; a native API path
+    given with it (`/v2/chat`, `/v2`, ...) is taken off. Without an apiBase the rendered base
+    is Cohere's own: `openai/` would otherwise go to OpenAI.
     """
     base = provider.api_base
-    if base and provider.type is ProviderType.COHERE and not base.rstrip("/").endswith("/chat"):
-        return base.rstrip("/") + COHERE_CHAT_PATH
+    if provider.type is ProviderType.COHERE:
+        root = (base or COHERE_DEFAULT_BASE).rstrip("/")
+        if root.endswith(COHERE_COMPAT_PATH):
+            return root
+        for suffix in _COHERE_API_SUFFIXES:
+            if root.endswith(suffix):
+                root = root[: -len(suffix)]
+                break
+        return root + COHERE_COMPAT_PATH
     return base
 
 
+LITELLM_CLIENT_PREFIX: dict[ProviderType, str] = {ProviderType.COHERE: "openai"}
+"""Provider types LiteLLM is told to call with another client than its own prefix's
+(`PROVIDER_PREFIX` stays the name LiteLLM's model map knows the model by)."""
+
+
 def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": litellm_model(provider, target)}
-    if provider.api_base:
-        params["api_base"] = api_base(provider)
+    client = LITELLM_CLIENT_PREFIX.get(provider.type)
+    model = f"{client}/{target.model}" if client else litellm_model(provider, target)
+    params: dict[str, Any] = {"model": model}
+    base = api_base(provider)
+    if base:
+        params["api_base"] = base
     if provider.credentials_secret_ref is not None:
         # Vertex takes a service-account JSON, every other provider an API key (for
         # Bedrock a bearer API key, which LiteLLM sends instead of SigV4).
@@ -214,6 +234,12 @@ def render_fallbacks(inputs: RenderInputs) -> list[dict[str, list[str]]]:
     return fallbacks
 
 
+GEMINI_CACHING_TYPES = frozenset({ProviderType.GEMINI, ProviderType.VERTEX})
+GEMINI_CACHING_SETTING = "disable_anthropic_gemini_context_caching_transform"
+"""LiteLLM 1.106.12's switch (`litellm.utils.is_cached_message`) that turns off its
+`cache_control` -> Gemini/Vertex context caching transform; nothing else reads it."""
+
+
 def render_litellm_config(inputs: RenderInputs) -> dict[str, Any]:
     """The LiteLLM proxy config.yaml of the tenant, as a dict (no secret values)."""
     litellm_settings: dict[str, Any] = {
@@ -224,6 +250,11 @@ def render_litellm_config(inputs: RenderInputs) -> dict[str, Any]:
         "num_retries": NUM_RETRIES,
         "request_timeout": REQUEST_TIMEOUT,
     }
+    if any(p.type in GEMINI_CACHING_TYPES for p in inputs.tenant.spec.providers):
+        # Claude Code marks its prompt with cache_control; LiteLLM would turn that into
+        # Gemini context caches (a cache LIST and CREATE per request, on a path built from
+        # api_base that Google does not serve for a custom base). Gemini caches implicitly.
+        litellm_settings[GEMINI_CACHING_SETTING] = True
     fallbacks = render_fallbacks(inputs)
     if fallbacks:
         litellm_settings["fallbacks"] = fallbacks
