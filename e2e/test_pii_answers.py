@@ -580,11 +580,6 @@ def test_the_audit_record_of_a_withheld_openai_stream_says_it_was_withheld(
     assert blocking.record_of(since, f"s {marker}")["response_withheld"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect: on /v1/messages streamed, the audit record of a withheld answer says "
-    "response_withheld false (the client gets the error event; chat completions are right)",
-)
 def test_the_audit_record_of_a_withheld_messages_stream_says_it_was_withheld(
     blocking: Gateway,
 ) -> None:

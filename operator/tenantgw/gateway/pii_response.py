@@ -166,9 +166,11 @@ async def redact_stream(
     except _BlockedError:
         # The entity is still held back: nothing of it was sent. Read the rest of the answer
         # (the provider bills it, the request is metered as usual), then end with the error.
+        # Marked first: LiteLLM logs the success of a stream as soon as it is read to the end,
+        # and that record must say the answer was withheld.
+        ctx.response_withheld = True
         async for _ in stream:
             pass
-        ctx.response_withheld = True
         raise withheld({**events.counts, **chunks.counts}, rules.tenant) from None
     finally:
         _record(ctx, events.redaction)
