@@ -16,6 +16,7 @@ from tenantgw.reconcile.audit import load_signing_key, run_audit_loop
 from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.cleanup import cleanup_tenant
+from tenantgw.reconcile.notify import Notifier, run_notify_loop
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.tenant import reconcile_tenant
 from tenantgw.render.labels import (
@@ -26,6 +27,7 @@ from tenantgw.render.labels import (
     TENANT_LABEL,
 )
 from tenantgw.tenancy import Provisioner, StorageError
+from tenantgw.tenancy.notify_outbox import Outbox
 
 log = logging.getLogger("tenantgw.operator")
 SETTINGS = Settings.from_env()
@@ -92,17 +94,32 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         # Both indexes are live views of the watch caches, filled as the watches list.
         policies: kopf.Index[str, PolicyEntry] = kwargs["budget_policies"]
         tenants: kopf.Index[str, str] = kwargs["tenant_by_namespace"]
+
+        def entries() -> list[PolicyEntry]:
+            return [e for ns in list(policies) for e in policies.get(ns, [])]
+
+        notifier = Notifier(
+            kube,
+            Outbox(provisioner),
+            lambda: {(e.namespace, e.name): e.notify for e in entries() if e.notify},
+            retry_seconds=SETTINGS.notify_retry_seconds,
+        )
         sync = BudgetStatusSync(
-            kube, provisioner, SETTINGS, refresh=SETTINGS.budget_refresh_seconds
+            kube,
+            provisioner,
+            SETTINGS,
+            refresh=SETTINGS.budget_refresh_seconds,
+            notifier=notifier,
         )
         memo["budget_loop"] = asyncio.create_task(
             run_budget_loop(
-                sync,
-                lambda: [e for ns in list(policies) for e in policies.get(ns, [])],
-                lambda ns: _tenant_of(ns, tenants),
-                SETTINGS.budget_sync_seconds,
+                sync, entries, lambda ns: _tenant_of(ns, tenants), SETTINGS.budget_sync_seconds
             ),
             name="budget-status",
+        )
+        memo["notify_loop"] = asyncio.create_task(
+            run_notify_loop(notifier, min(5.0, SETTINGS.notify_retry_seconds)),
+            name="budget-notify",
         )
         audit: kopf.Index[str, Audit] = kwargs["tenant_audit"]
         try:
@@ -129,7 +146,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for loop in ("budget_loop", "audit_loop"):
+    for loop in ("budget_loop", "notify_loop", "audit_loop"):
         task = memo.get(loop)
         if task is not None:
             task.cancel()
