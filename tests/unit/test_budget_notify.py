@@ -80,7 +80,8 @@ def test_each_threshold_below_100_and_the_exceedance_are_announced() -> None:
 def test_a_message_id_is_stable_per_policy_period_and_threshold() -> None:
     first = message_id("u-1", "2026-11-28", 80)
     assert first == message_id("u-1", "2026-11-28", 80)
-    assert first.startswith("msg_") and "." not in first
+    assert first.startswith("msg_")
+    assert "." not in first
     assert len({first, message_id("u-1", "2026-11-29", 80), message_id("u-2", "2026-11-28", 80),
                 message_id("u-1", "2026-11-28", 50)}) == 4  # fmt: skip
 
@@ -111,13 +112,16 @@ def test_a_record_keeps_the_body_every_attempt_sends() -> None:
     record = new_record(crossing(), target, NOW)
     assert record["id"] == message_id("u-1", "2026-11-28", 80)
     assert record["period"] == "2026-11-28"
-    assert record["state"] == "Pending" and record["attempts"] == 0
+    assert record["state"] == "Pending"
+    assert record["attempts"] == 0
     assert json.loads(record["body"])["data"]["threshold"] == 80
 
 
 def test_backoff_doubles_from_the_base_and_stops_at_an_hour() -> None:
     delays = [backoff(n, 30) for n in range(1, 12)]
-    assert 30 <= delays[0] <= 33 and 60 <= delays[1] <= 66 and 120 <= delays[2] <= 132
+    assert 30 <= delays[0] <= 33
+    assert 60 <= delays[1] <= 66
+    assert 120 <= delays[2] <= 132
     assert all(BACKOFF_CAP <= d <= BACKOFF_CAP * 1.1 for d in delays[8:])
 
 

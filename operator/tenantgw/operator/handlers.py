@@ -117,8 +117,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
             ),
             name="budget-status",
         )
+        memo["notify_stop"] = asyncio.Event()
         memo["notify_loop"] = asyncio.create_task(
-            run_notify_loop(notifier, min(5.0, SETTINGS.notify_retry_seconds)),
+            run_notify_loop(notifier, min(5.0, SETTINGS.notify_retry_seconds), memo["notify_stop"]),
             name="budget-notify",
         )
         audit: kopf.Index[str, Audit] = kwargs["tenant_audit"]
@@ -146,10 +147,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for loop in ("budget_loop", "notify_loop", "audit_loop"):
+    for loop in ("budget_loop", "audit_loop"):
         task = memo.get(loop)
         if task is not None:
             task.cancel()
+    notify = memo.get("notify_loop")
+    if notify is not None:
+        # Let a delivery pass finish: a sent message gets its Redis record and its status.
+        memo["notify_stop"].set()
+        try:
+            await asyncio.wait_for(notify, 30)
+        except TimeoutError:
+            log.warning("budget notifications: the last pass did not finish in 30 s")
     if memo.get("provisioner") is not None:
         await memo["provisioner"].close()
 

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -412,7 +413,9 @@ class Notifier:
         except TimeoutError:
             raise DeliveryError(f"the receiver did not answer within {SEND_TIMEOUT:g} s") from None
         except aiohttp.ClientConnectorError as err:
-            why = err.os_error.strerror or type(err.os_error).__name__
+            # The OSError's own text names the host and port; its errno's does not.
+            code = err.os_error.errno
+            why = os.strerror(code) if code else type(err.os_error).__name__
             raise DeliveryError(f"could not connect to the receiver ({why})") from None
         except aiohttp.ClientError as err:  # the text of some names the URL: keep the type
             raise DeliveryError(f"the request failed ({type(err).__name__})") from None
@@ -457,14 +460,19 @@ class Notifier:
                 )
 
 
-async def run_notify_loop(notifier: Notifier, interval: float) -> None:
-    """Deliver due messages every `interval` seconds until cancelled; failures are logged."""
-    while True:
-        await asyncio.sleep(interval)
+async def run_notify_loop(notifier: Notifier, interval: float, stop: asyncio.Event) -> None:
+    """Deliver due messages every `interval` seconds until `stop` is set; failures are logged.
+
+    A pass in progress when `stop` is set finishes (its sends, Redis records and status
+    writes), so a rolling restart leaves no delivered message without its status."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
         try:
             await notifier.deliver_due()
-        except asyncio.CancelledError:
-            raise
         except StorageError as err:
             log.warning("budget notifications: %s", err)
         except Exception:
