@@ -126,7 +126,7 @@ def test_backoff_doubles_from_the_base_and_stops_at_an_hour() -> None:
 
 
 def test_the_index_entry_carries_spec_notify_as_secret_references() -> None:
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": "tenantgw.io/v1alpha1",
         "kind": "BudgetPolicy",
         "metadata": {"name": "daily", "namespace": "tenant-a", "uid": "u-1"},
