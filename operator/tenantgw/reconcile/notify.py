@@ -330,7 +330,13 @@ class Notifier:
         record["attempts"] = int(record.get("attempts", 0)) + 1
         record["lastAttempt"] = now
         try:
-            await self._send(record, target, secrets, http, now)
+            try:
+                await self._send(record, target, secrets, http, now)
+            except (DeliveryError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # e.g. the API server's connection reset: retry, no stall
+                log.exception("budget notification %s: the attempt failed", record["id"])
+                raise DeliveryError(f"the attempt failed ({type(exc).__name__})") from None
         except DeliveryError as err:
             record["lastError"] = str(err)
             given_up = err.final or now - float(record["created"]) >= GIVE_UP_AFTER
