@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from e2e.gateway_launch import GatewayStartError, launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.test_gateway_process import (
@@ -42,14 +44,20 @@ def run_gateway(
     env: dict[str, str] | None = None,
     workers: int = 1,
     args: tuple[str, ...] = (),
+    litellm_callbacks: tuple[str, ...] = (),
 ) -> Iterator[GatewayProcess]:
     """A gateway for tenant `eng` with its own simulator, stopped on exit.
 
     `max_body_bytes` sets $TENANTGW_MAX_BODY_BYTES (else the gateway's default), `workers` its
-    uvicorn workers, `args` more flags of `python -m tenantgw.gateway`.
+    uvicorn workers, `args` more flags of `python -m tenantgw.gateway`, `litellm_callbacks`
+    LiteLLM's own callbacks added to tenantgw's (e.g. "prometheus", as the operator renders).
     """
     sim_url, sim = start_simulator(api_key=PROVIDER_KEY)
     config_file, rules_file, keys_file = write_gateway_files(workdir, sim_url)
+    if litellm_callbacks:
+        config = yaml.safe_load(config_file.read_text())
+        config["litellm_settings"]["callbacks"] += list(litellm_callbacks)
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     environment = {
         "LITELLM_MASTER_KEY": MASTER_KEY,
         PROVIDER_ENV: PROVIDER_KEY,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo run: PostgreSQL, Redis, openssl, curl,
 # tmux (Claude Code's interactive sessions are driven in it), chromium-headless-shell (the
-# html report's screenshot).
+# html report's screenshot), prometheus (promtool tests the alert rules; a throwaway Prometheus
+# scrapes a gateway in e2e/test_dashboard_queries.py).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
@@ -15,13 +16,16 @@ command -v npm >/dev/null || need+=(npm)
 command -v tmux >/dev/null || need+=(tmux)
 # The html report is opened and screenshot in a headless browser by the tests.
 command -v chromium-headless-shell >/dev/null || need+=(chromium-headless-shell fonts-dejavu-core)
+{ command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
 ((${#need[@]})) || { echo "[setup] system packages present" >&2; exit 0; }
 echo "[setup] installing ${need[*]}" >&2
 sudo=(); [[ "$(id -u)" == 0 ]] || sudo=(sudo)
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The Debian package starts its own Redis on the default port; ours runs from e2e/services.
-if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
-  "${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
-fi
+# The Debian packages start their own Redis and Prometheus; the tests start theirs.
+for service in redis-server prometheus; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    "${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done

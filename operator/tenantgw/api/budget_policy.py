@@ -97,10 +97,29 @@ class OnExceeded(CamelModel):
 
 
 class Notify(CamelModel):
-    """Where threshold alerts go."""
+    """Where threshold alerts go: a webhook, signed by the Standard Webhooks scheme."""
 
     webhook_secret_ref: SecretKeyRef = Field(
-        description="Secret key holding the webhook URL alerts are POSTed to."
+        description=(
+            "Secret key (in the policy's namespace) holding the http(s) URL each threshold "
+            "crossing and the exceedance are POSTed to, once per period."
+        )
+    )
+    signing_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the Standard Webhooks signing secret (whsec_<base64 of 24 to 64 "
+            "random bytes>): each request carries webhook-id, webhook-timestamp and "
+            "webhook-signature (v1,<base64 HMAC-SHA256 of id.timestamp.body>). Without it, "
+            "requests are sent unsigned."
+        ),
+    )
+    format: Literal["standard", "slack"] = Field(
+        default="standard",
+        description=(
+            'standard: a JSON event {type, timestamp, data}; slack: {"text": ...}, which a '
+            "Slack (or Mattermost, Teams workflow) incoming webhook posts as a message."
+        ),
     )
 
 
@@ -135,6 +154,29 @@ class BudgetPolicySpec(CamelModel):
         if any(a >= b for a, b in pairwise(thresholds)):
             raise ValueError(THRESHOLDS_MESSAGE)
         return thresholds
+
+
+NotificationState = Literal["Delivered", "Retrying", "Failed"]
+
+
+class NotificationStatus(CamelModel):
+    """The delivery state of the policy's latest webhook notification (never its URL)."""
+
+    id: str = Field(description="webhook-id of the message (the same on every attempt).")
+    type: str = Field(description="budget.threshold_crossed or budget.exceeded.")
+    threshold: int = Field(description="The threshold crossed, in percent (100: exceeded).")
+    period_start: datetime = Field(description="Start of the period the message belongs to.")
+    state: NotificationState = Field(
+        description=(
+            "Delivered (the receiver answered 2xx), Retrying (an attempt failed; the next one "
+            "follows with exponential backoff) or Failed (given up)."
+        )
+    )
+    attempts: int = Field(description="Delivery attempts so far.", ge=0)
+    last_attempt_time: datetime | None = Field(default=None, description="When it was last sent.")
+    last_error: str | None = Field(
+        default=None, description="Why the last attempt failed, e.g. the receiver's status."
+    )
 
 
 class BudgetPolicyStatus(StatusModel):
@@ -172,6 +214,14 @@ class BudgetPolicyStatus(StatusModel):
     )
     fired_thresholds: list[int] = Field(
         default_factory=list, description="Thresholds that fired in the current period."
+    )
+    last_notification: NotificationStatus | None = Field(
+        default=None, description="spec.notify: the latest webhook message and its delivery."
+    )
+    notification_failures: int | None = Field(
+        default=None,
+        description="spec.notify: failed delivery attempts in the current period.",
+        ge=0,
     )
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -16,6 +16,7 @@ from tenantgw.reconcile.audit import load_signing_key, run_audit_loop
 from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
 from tenantgw.reconcile.cache import ReconcileCache
 from tenantgw.reconcile.cleanup import cleanup_tenant
+from tenantgw.reconcile.notify import Notifier, run_notify_loop
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.tenant import reconcile_tenant
 from tenantgw.render.labels import (
@@ -26,6 +27,7 @@ from tenantgw.render.labels import (
     TENANT_LABEL,
 )
 from tenantgw.tenancy import Provisioner, StorageError
+from tenantgw.tenancy.notify_outbox import Outbox
 
 log = logging.getLogger("tenantgw.operator")
 SETTINGS = Settings.from_env()
@@ -92,17 +94,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         # Both indexes are live views of the watch caches, filled as the watches list.
         policies: kopf.Index[str, PolicyEntry] = kwargs["budget_policies"]
         tenants: kopf.Index[str, str] = kwargs["tenant_by_namespace"]
+
+        def entries() -> list[PolicyEntry]:
+            return [e for ns in list(policies) for e in policies.get(ns, [])]
+
+        notifier = Notifier(
+            kube,
+            Outbox(provisioner),
+            lambda: {(e.namespace, e.name): e.notify for e in entries() if e.notify},
+            retry_seconds=SETTINGS.notify_retry_seconds,
+        )
         sync = BudgetStatusSync(
-            kube, provisioner, SETTINGS, refresh=SETTINGS.budget_refresh_seconds
+            kube,
+            provisioner,
+            SETTINGS,
+            refresh=SETTINGS.budget_refresh_seconds,
+            notifier=notifier,
         )
         memo["budget_loop"] = asyncio.create_task(
             run_budget_loop(
-                sync,
-                lambda: [e for ns in list(policies) for e in policies.get(ns, [])],
-                lambda ns: _tenant_of(ns, tenants),
-                SETTINGS.budget_sync_seconds,
+                sync, entries, lambda ns: _tenant_of(ns, tenants), SETTINGS.budget_sync_seconds
             ),
             name="budget-status",
+        )
+        memo["notify_stop"] = asyncio.Event()
+        memo["notify_loop"] = asyncio.create_task(
+            run_notify_loop(notifier, min(5.0, SETTINGS.notify_retry_seconds), memo["notify_stop"]),
+            name="budget-notify",
         )
         audit: kopf.Index[str, Audit] = kwargs["tenant_audit"]
         try:
@@ -133,6 +151,14 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         task = memo.get(loop)
         if task is not None:
             task.cancel()
+    notify = memo.get("notify_loop")
+    if notify is not None:
+        # Let a delivery pass finish: a sent message gets its Redis record and its status.
+        memo["notify_stop"].set()
+        try:
+            await asyncio.wait_for(notify, 30)
+        except TimeoutError:
+            log.warning("budget notifications: the last pass did not finish in 30 s")
     if memo.get("provisioner") is not None:
         await memo["provisioner"].close()
 

@@ -35,6 +35,7 @@ from tenantgw.api import API_VERSION, BudgetPolicy
 from tenantgw.api.periods import budget_counter_key, period_start, session_spend_key
 from tenantgw.kube.client import JSON, Kube, KubeError
 from tenantgw.reconcile.events import post_event
+from tenantgw.reconcile.notify import Crossing, Notifier, NotifyTarget, notification_points
 from tenantgw.reconcile.settings import Settings
 from tenantgw.tenancy import Provisioner, StorageError
 
@@ -66,6 +67,9 @@ class PolicyEntry:
     spend: tuple[tuple[str, Any], ...]  # the live STATUS_FIELDS, as (field, value)
     per_session: bool = False
     """scope.kind Session: the limit applies to each session's spend."""
+    notify: NotifyTarget | None = None
+    scope: tuple[tuple[str, str], ...] = ()
+    on_exceeded: str = "block"
 
     @classmethod
     def from_body(cls, body: JSON) -> PolicyEntry | None:
@@ -80,6 +84,16 @@ class PolicyEntry:
             for c in status.get("conditions") or []
         )
         meta = body.get("metadata") or {}
+        notify = policy.spec.notify
+        target = None
+        if notify is not None:
+            signing = notify.signing_secret_ref
+            target = NotifyTarget(
+                webhook=(notify.webhook_secret_ref.name, notify.webhook_secret_ref.key),
+                signing=(signing.name, signing.key) if signing is not None else None,
+                format=notify.format,
+            )
+        scope = policy.spec.scope
         return cls(
             namespace=meta.get("namespace") or "",
             name=meta.get("name") or "",
@@ -89,7 +103,10 @@ class PolicyEntry:
             thresholds=tuple(policy.spec.alert_thresholds),
             accepted=accepted,
             spend=tuple((k, status[k]) for k in STATUS_FIELDS if k in status),
-            per_session=policy.spec.scope.kind == "Session",
+            per_session=scope.kind == "Session",
+            notify=target,
+            scope=(("kind", scope.kind),) + ((("name", scope.name),) if scope.name else ()),
+            on_exceeded=policy.spec.on_exceeded.action,
         )
 
     def live(self) -> dict[str, Any]:
@@ -184,6 +201,8 @@ class SyncResult:
     written: list[str] = field(default_factory=list)
     deferred: int = 0
     events: int = 0
+    notifications: int = 0
+    """Webhook messages put in the outbox (spec.notify)."""
     failed: str | None = None
 
 
@@ -191,9 +210,16 @@ class BudgetStatusSync:
     """Refreshes the spend fields of every accepted BudgetPolicy; one instance per operator."""
 
     def __init__(
-        self, kube: Kube, provisioner: Provisioner, settings: Settings, *, refresh: float
+        self,
+        kube: Kube,
+        provisioner: Provisioner,
+        settings: Settings,
+        *,
+        refresh: float,
+        notifier: Notifier | None = None,
     ) -> None:
         self._kube = kube
+        self._notifier = notifier
         self._provisioner = provisioner
         self._settings = settings
         self._refresh = refresh
@@ -242,13 +268,47 @@ class BudgetStatusSync:
             result.failed = str(err)  # StorageReady says what is wrong; spend waits a pass
             return result
         present = {entry.uid for entry, _ in work + session_work}
-        for uid in [u for u in self._written if u not in present]:
+        gone = [u for u in self._written if u not in present]
+        for uid in gone:
             del self._written[uid]
+        crossings: list[Crossing] = []
         for (entry, _), spent in zip(work, counters, strict=True):
-            await self._one(entry, spent, now, result)
+            new = await self._one(entry, spent, now, result)
+            crossings += self._crossings(entry, tenant_of, new)
         for (entry, _), found in zip(session_work, session_sets, strict=True):
-            await self._one(entry, 0, now, result, SessionSpend(*found))
+            new = await self._one(entry, 0, now, result, SessionSpend(*found))
+            crossings += self._crossings(entry, tenant_of, new)
+        if self._notifier is not None:
+            self._notifier.forget(gone)
+            try:
+                result.notifications = await self._notifier.queue(crossings, now)
+            except StorageError as err:  # queued again at the next pass
+                result.failed = str(err)
         return result
+
+    @staticmethod
+    def _crossings(
+        entry: PolicyEntry, tenant_of: Callable[[str], str | None], new: dict[str, Any]
+    ) -> list[Crossing]:
+        """The notifications `new` calls for (spec.notify only); the notifier drops repeats."""
+        tenant = tenant_of(entry.namespace)
+        if entry.notify is None or tenant is None:
+            return []
+        return [
+            Crossing(
+                tenant=tenant,
+                namespace=entry.namespace,
+                policy=entry.name,
+                uid=entry.uid,
+                period=entry.period,
+                threshold=threshold,
+                status=new,
+                limit_usd=entry.limit_usd,
+                scope=dict(entry.scope),
+                on_exceeded=entry.on_exceeded,
+            )
+            for threshold in notification_points(entry.thresholds, new["utilization"])
+        ]
 
     async def _one(
         self,
@@ -257,7 +317,8 @@ class BudgetStatusSync:
         now: datetime,
         result: SyncResult,
         sessions: SessionSpend | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Write the policy's spend fields when they changed; returns them."""
         old = self._current(entry)
         new = budget_status(entry.period, entry.limit_usd, entry.thresholds, spent, now, sessions)
         mine = self._written.get(entry.uid)
@@ -265,7 +326,7 @@ class BudgetStatusSync:
         if not needs_write(old, new, since, self._refresh):
             if differs(old, new, STATUS_FIELDS):
                 result.deferred += 1
-            return
+            return new
         body = {
             "apiVersion": API_VERSION,
             "kind": "BudgetPolicy",
@@ -276,7 +337,7 @@ class BudgetStatusSync:
             await self._kube.apply_status(body, field_manager=BUDGET_FIELD_MANAGER)
         except KubeError as exc:
             if exc.status in (404, 409):  # deleted, or re-created under the same name
-                return
+                return new
             raise
         self._written[entry.uid] = _Written(seen=entry.live(), wrote=new, at=time.monotonic())
         result.written.append(f"{entry.namespace}/{entry.name}")
@@ -293,6 +354,7 @@ class BudgetStatusSync:
                 f"spent{who} this {PERIOD_NOUN.get(entry.period, entry.period)} "
                 f"(threshold {threshold}%, period from {new['periodStart']})",
             )
+        return new
 
 
 async def run_budget_loop(

@@ -29,6 +29,8 @@ class Settings:
     budget_refresh_seconds: float = 60.0
     operator_namespace: str = OPERATOR_NAMESPACE
     """The operator's own namespace (from the downward API): never given to a Tenant."""
+    notify_retry_seconds: float = 30.0
+    """First backoff of a failed webhook delivery; doubled per attempt up to an hour."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -43,6 +45,7 @@ class Settings:
             key_grace=timedelta(hours=float(env.get("TENANTGW_KEY_GRACE_HOURS", "24"))),
             network=network_from_env(env),
             operator_namespace=env.get("TENANTGW_OPERATOR_NAMESPACE") or OPERATOR_NAMESPACE,
+            notify_retry_seconds=float(env.get("TENANTGW_NOTIFY_RETRY_SECONDS", "30")),
         )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import psycopg
+import redis.asyncio as aioredis
 
 from tenantgw.tenancy.audit import AuditAdmin
 from tenantgw.tenancy.errors import StorageError
@@ -198,6 +200,10 @@ class Provisioner:
     async def read_text(self, key: str) -> str | None:
         """A string under a tenant's key prefix (a gateway's marker), None when missing."""
         return await self._redis.read_text(key)
+
+    def redis(self) -> AbstractAsyncContextManager[aioredis.Redis]:
+        """A connection as the admin Redis user, closed on exit (the webhook outbox's)."""
+        return self._redis.connect()
 
     async def close(self) -> None:
         """Close the idle PostgreSQL connections (at shutdown)."""

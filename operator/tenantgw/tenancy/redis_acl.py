@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -265,6 +265,10 @@ class RedisAdmin:
             except (rexc.RedisError, OSError) as err:
                 raise StorageError(f"could not read {key} from Redis: {err}") from err
         return str(value) if value is not None else None
+
+    def connect(self) -> AbstractAsyncContextManager[aioredis.Redis]:
+        """A client as the admin user, closed on exit."""
+        return self._connect()
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[aioredis.Redis]:
