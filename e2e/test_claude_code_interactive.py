@@ -13,6 +13,7 @@ What the developer sees is kept: every screen the test looked at goes to
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from e2e.claude import seed_home
 from e2e.claude_tui import AutoModeStory, ClaudeSession, auto_mode_story
 from e2e.fixtures import DEV
 from e2e.gateway_fixture import ExampleGateway
+from tenantgw.api.audit_trail import audit_schema
 from tenantgw.cli.onboard import onboard
 
 pytestmark = pytest.mark.e2e
@@ -152,3 +154,34 @@ def test_ledger_holds_the_session_and_the_verdicts(
     assert outcomes == ["flagged", "not_flagged"], judged
     served = {r["request_id"] for r in rows}
     assert all(r["parent_request_id"] in served for r in judged), judged
+
+
+def test_audit_trail_names_the_session_and_the_verdicts(
+    session: Session, example_gateway: ExampleGateway
+) -> None:
+    """The tenant's audit trail (compliance.audit) holds the same story: each request of the
+    session under its id, and each auto-mode check with the request it judged and its verdicts."""
+    schema = audit_schema(example_gateway.tenant)
+
+    def records() -> list[dict[str, Any]]:
+        with psycopg.connect(example_gateway.postgres_dsn, connect_timeout=5) as conn:
+            rows = conn.execute(
+                f'select content from "{schema}".records where ts >= to_timestamp(%s)'  # noqa: S608
+                " and kind = 'request' order by seq",
+                (session.started,),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    deadline = time.monotonic() + 30
+    found = records()
+    while sum(1 for r in found if r.get("safeguard_verdicts")) < 2:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        found = records()
+    assert found, "the session left no audit record"
+    assert {r["session_id"] for r in found} == {session.story.session_id}, found
+    judged = [r for r in found if r.get("safeguard_verdicts")]
+    outcomes = sorted(v for r in judged for v in r["safeguard_verdicts"].values())
+    assert outcomes == ["flagged", "not_flagged"], judged
+    assert all(r["parent_request_id"] for r in judged)

@@ -297,6 +297,9 @@ class AuditTrail:
             "pii": dict(ctx.pii_counts) if ctx else {},
             "downgraded_from": ctx.downgraded_from if ctx else None,
             "fallback_from": None,
+            "session_id": ctx.session_id if ctx else None,
+            "parent_request_id": ctx.parent_request_id if ctx else None,
+            "safeguard_verdicts": dict(ctx.verdicts) if ctx and ctx.verdicts else None,
             "tokens": None,
             "cost_usd": 0.0,
             "request_digest": _digest(request_subset(data)),
@@ -333,6 +336,13 @@ class AuditTrail:
             "response_withheld": ctx.response_withheld,
             "downgraded_from": ctx.downgraded_from,
             "fallback_from": ctx.alias if served and served != ctx.alias else None,
+            # Claude Code's session, and for an auto-mode check the request it judged and
+            # its verdict per tool call (the ledger row has the same).
+            "session_id": ctx.session_id,
+            "parent_request_id": ctx.parent_request_id,
+            "safeguard_verdicts": (
+                json.loads(rec.safeguard_verdicts) if rec and rec.safeguard_verdicts else None
+            ),
             "tokens": (
                 {
                     "input": rec.input_tokens,
