@@ -212,6 +212,72 @@ def _password(storage: TenantStorage) -> str:
     return password_from(storage.postgres_dsn)
 
 
+async def test_a_tenants_credentials_cannot_read_or_append_to_another_tenants_trail_or_ledger(
+    world: World, services: Services, tmp_path: Path
+) -> None:
+    """Two teams on one database: team A's gateway DSN (the credential a team member could
+    lift from its pod) tries B's audit trail and B's usage ledger every way it could."""
+    from tenantgw.api.audit_trail import Entry, append
+    from tenantgw.gateway.ledger import Ledger
+    from tenantgw.tenancy import role_name, schema_name
+
+    trail = await _populate(world, tmp_path / "b", 3)  # B = world: a trail with 3 records
+    await trail.stop()
+    await world.admin.checkpoint(world.name, world.private)
+    ledger = Ledger(world.storage.postgres_dsn, tmp_path / "b-spool")
+    await ledger.start()
+    ledger.record(_usage(_ctx(world.name)))
+    await ledger.drain()
+    await ledger.stop()
+    b_trail, b_ledger = world.schema, schema_name(world.name)
+
+    provisioner = Provisioner(services.postgres_dsn, services.redis_url)
+    a_name = f"it-audit-a-{secrets.token_hex(4)}"
+    try:
+        a = await provisioner.ensure(a_name)
+        attacks = [
+            f"SELECT count(*) FROM {b_trail}.records",
+            f"SELECT content FROM {b_trail}.records WHERE seq = 1",
+            f"INSERT INTO {b_trail}.records (seq, event_id, ts, kind, content, prev_hash, hash) "
+            "VALUES (4, 'forged', now(), 'request', '{}', '\\x00', '\\x00')",
+            f"UPDATE {b_trail}.records SET content = '{{}}'",
+            f"DELETE FROM {b_trail}.records",
+            f"SELECT key_id, key_name FROM {b_trail}.data_keys",
+            f"INSERT INTO {b_trail}.data_keys (key_id, key_name, dek) VALUES ('k', 'x', '\\x00')",
+            f"SELECT * FROM {b_trail}.checkpoints",
+            f"UPDATE {b_trail}.write_lock SET touched = now()",
+            f"SELECT 1 FROM {b_trail}.write_lock FOR UPDATE",
+            f"SELECT count(*) FROM {b_ledger}.usage",
+            f"INSERT INTO {b_ledger}.usage (request_id, ts) VALUES ('forged', now())",
+            f"DELETE FROM {b_ledger}.usage",
+            f"SET ROLE {role_name(world.name)}",
+        ]
+        with psycopg.connect(a.postgres_dsn, autocommit=True) as conn:
+            for attack in attacks:
+                with pytest.raises(pgerr.InsufficientPrivilege, match="denied"):
+                    conn.execute(attack.encode())
+        # The gateway's own append, pointed at B's trail with A's credentials.
+        entry = Entry(
+            event_id=secrets.token_hex(8),
+            ts=datetime.now(UTC),
+            kind="request",
+            key_name="mallory",
+            content={"kind": "request", "key": "mallory", "decision": "admitted"},
+        )
+        async with await psycopg.AsyncConnection.connect(a.postgres_dsn, autocommit=True) as conn:
+            with pytest.raises(pgerr.InsufficientPrivilege):
+                await append(conn, b_trail, [entry])
+        # B's trail and ledger are as B left them, and still verify.
+        assert [r["seq"] for r in world.records()] == [1, 2, 3]
+        assert world.sql_admin(f"SELECT count(*) FROM {b_ledger}.usage") == [(1,)]
+        verdict = await world.verify()
+        assert verdict.ok, verdict.problem
+        assert verdict.checkpoints == 1
+    finally:
+        await provisioner.remove(a_name)
+        await provisioner.close()
+
+
 # ----------------------------------------------------------------------------- records
 
 
