@@ -87,7 +87,7 @@ services-down: ## Stop PostgreSQL and Redis
 	bash e2e/services/down.sh
 
 .PHONY: demo demo-down
-demo: venv cluster-up services-up ## The example tenant, its gateway and one Claude Code request, left running
+demo: venv cluster-up services-up ## The example tenant, its gateway, Claude Code, a few dozen requests and the cost report, left running
 	$(BIN)/python -m e2e.demo up
 
 demo-down: ## Stop the demo's gateway, simulator and operator, then the services and control plane

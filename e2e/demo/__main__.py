@@ -8,9 +8,12 @@ provider simulator on :18080 and, once examples/ is applied and the Tenant is Re
 tenant's gateway on :4000 with `tenantctl dev gateway` (the files its pod would mount, every
 provider pointed at the simulator). Then Claude Code reads a file through the gateway (`claude
 -p`), and runs interactively in a tmux pane in auto mode: a command the tenant's classifier
-allows runs without a prompt, one it flags is blocked. The tenant URL, the onboarding
-environment, the fleet's managed settings, what the interactive session showed and the usage
-rows are printed.
+allows runs without a prompt, one it flags is blocked. Then a few dozen requests of both keys
+(alice, ci), several projects (the Tenant's `X-Project` values) and aliases go through the
+gateway (e2e/demo/traffic.py). The tenant URL, the onboarding environment, the fleet's managed
+settings, what the interactive session showed, the usage rows and `tenantctl report
+engineering-team` are printed; the html report (with its plots) is written to
+.dev/demo/report.html.
 
 The three background processes keep running; their pids are in .dev/demo/*.pid and their logs
 in .dev/logs/demo-*.log. Running `up` again reuses those still alive (the gateway is restarted
@@ -40,6 +43,7 @@ from kubernetes.config import new_client_from_config
 
 from e2e.claude import ClaudeCodeError, claude_binary, pinned_version, run_claude, seed_home
 from e2e.claude_tui import DANGEROUS, HARMLESS, AutoModeStory, ClaudeSession, auto_mode_story
+from e2e.demo import traffic as demo_traffic
 from e2e.demo.processes import (
     LOGS,
     MARKERS,
@@ -74,6 +78,7 @@ KEY = "alice"
 BUDGET_POLICY = "engineering-daily"
 GATEWAY_STARTUP_SECONDS = 240
 BIN = Path(sys.executable).parent
+REPORT_HTML = STATE / "report.html"
 
 
 # --------------------------------------------------------------------------- the steps
@@ -372,6 +377,35 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def send_traffic(k8s: K8s) -> demo_traffic.Traffic:
+    """A few dozen requests of both keys, several projects and aliases (e2e/demo/traffic.py)."""
+    keys = {
+        name: k8s.secret_value(EXAMPLE_NAMESPACE, f"gateway-key-{name}", "apiKey")
+        for name in ("alice", "ci")
+    }
+    calls = demo_traffic.plan()
+    say(f"sending {len(calls)} requests of keys alice and ci through {GATEWAY_URL}")
+    try:
+        return demo_traffic.send_traffic(GATEWAY_URL, keys, calls)
+    except RuntimeError as exc:
+        raise DemoError(
+            f"a request of the demo's traffic failed: {exc} (see "
+            f"{(LOGS / 'demo-gateway.log').relative_to(ROOT)})"
+        ) from None
+
+
+def report(cluster: Cluster, services: dict[str, str]) -> str:
+    """`tenantctl report engineering-team` (table); the html goes to REPORT_HTML."""
+    env = {**cluster.env(), "TENANTGW_POSTGRES_DSN": services["TENANTGW_POSTGRES_DSN"]}
+    try:
+        table, _ = demo_traffic.run_report(
+            [str(BIN / "tenantctl")], env, EXAMPLE_TENANT, REPORT_HTML
+        )
+    except RuntimeError as exc:
+        raise DemoError(str(exc)) from None
+    return table
+
+
 def budget_spent_usd(redis_url: str) -> float:
     key = budget_counter_key(EXAMPLE_TENANT, BUDGET_POLICY, "daily", datetime.now(UTC))
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
@@ -400,6 +434,8 @@ def up() -> None:
     story = interactive_check(shell, env)
     dsn = k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn")
     rows = usage_rows(dsn, started)
+    sent = send_traffic(k8s)
+    spend_report = report(cluster, services)
     spent = budget_spent_usd(services["TENANTGW_REDIS_URL"])
     api.close()
 
@@ -473,6 +509,25 @@ def up() -> None:
                 for r in rows
             ],
         )
+    )
+    print()
+    print(
+        f"Traffic: {sent.sent} requests, keys "
+        + ", ".join(f"{k} {n}" for k, n in sorted(sent.by_key.items()))
+        + "; projects "
+        + ", ".join(f"{p} {n}" for p, n in sorted(sent.by_project.items()))
+        + "; models "
+        + ", ".join(f"{m} {n}" for m, n in sorted(sent.by_model.items()))
+    )
+    print(f"  {demo_traffic.PROJECT_HEADER}: {demo_traffic.REFUSED_PROJECT} was refused (400):")
+    print(f"    {sent.refusal}")
+    print()
+    print(f"$ tenantctl report {EXAMPLE_TENANT}")
+    print(spend_report)
+    print()
+    print(
+        f"html report (plots: spend over time, by model, budget burn-down, savings): "
+        f"{REPORT_HTML.relative_to(ROOT)}"
     )
     print(
         f"Budget {BUDGET_POLICY}: {spent:.6f} of 100 USD spent today "
