@@ -6,13 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
-.PHONY: help setup venv system-packages control-plane network-analyzer claude-code test test-unit lint fmt lock bench-deps \
+.PHONY: help setup venv system-packages control-plane network-analyzer manifest-tools claude-code test test-unit lint fmt lock bench-deps \
         cluster-up cluster-down services-up services-down crds run bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv system-packages control-plane network-analyzer claude-code ## Install everything the tests and the demo need
+setup: venv system-packages control-plane network-analyzer manifest-tools claude-code ## Install everything the tests and the demo need
 
 venv: $(VENV)/.installed ## Python dependencies from the lock file, into .venv
 
@@ -31,10 +31,13 @@ control-plane: ## Build etcd, kube-* and kwok from Go modules into the cache (on
 network-analyzer: ## Build the NetworkPolicy analyzer (cyclonus) from its Go module into the cache
 	bash e2e/netpol/build.sh
 
+manifest-tools: ## Build helm, kubeconform and kube-score from their Go modules into the cache
+	bash e2e/lint/build.sh
+
 claude-code: ## The pinned Claude Code CLI from npm, into the cache
 	bash e2e/install-claude-code.sh >/dev/null
 
-test: venv ## The whole suite: unit, integration, end-to-end
+test: venv manifest-tools ## The whole suite: unit, integration, end-to-end
 	$(BIN)/pytest
 
 test-unit: venv ## Unit tests only, no servers
@@ -50,9 +53,10 @@ fmt: venv ## Format and fix what ruff can
 	$(BIN)/ruff format operator tests e2e
 	$(BIN)/ruff check --fix operator tests e2e
 
-crds: venv ## Generate crds/ (and the kustomize copy in manifests/crds/) from tenantgw.api
+crds: venv ## Generate crds/ (and the copies in manifests/crds/ and the Helm chart) from tenantgw.api
 	$(BIN)/python -m tenantgw.api.crdgen crds/
 	$(BIN)/python -m tenantgw.api.crdgen manifests/crds/
+	$(BIN)/python -m tenantgw.api.crdgen charts/tenantgw/crds/
 
 run: venv ## Run the operator locally against $$KUBECONFIG (CRDs applied first)
 	kubectl apply --server-side --force-conflicts -f crds/
