@@ -29,6 +29,14 @@ INT_OR_STRING = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
 QUANTITY = {"oneOf": [{"type": "string"}, {"type": "number"}]}
 QUANTITY_DEF = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 REF_PREFIX = "#/definitions/"
+# Keywords whose value maps names (which may read like keywords) to schemas.
+NAME_MAPS = ("properties", "definitions", "patternProperties")
+# What the API server gives every custom resource, declared in its CRD's schema or not.
+OBJECT_FIELDS: Schema = {
+    "apiVersion": {"type": "string"},
+    "kind": {"type": "string"},
+    "metadata": {"type": "object"},
+}
 
 
 def file_name(kind: str, api_version: str) -> str:
@@ -46,7 +54,7 @@ def _strict(node: Any) -> Any:
         return node
     out = {}
     for key, value in node.items():
-        if key in ("properties", "definitions", "patternProperties"):
+        if key in NAME_MAPS and isinstance(value, dict):
             out[key] = {name: _strict(sub) for name, sub in value.items()}
         else:
             out[key] = _strict(value)
@@ -65,7 +73,12 @@ def _openapi_types(node: Any) -> Any:
         return [_openapi_types(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _openapi_types(value) for key, value in node.items()}
+    out = {}
+    for key, value in node.items():
+        if key in NAME_MAPS and isinstance(value, dict):
+            out[key] = {name: _openapi_types(sub) for name, sub in value.items()}
+        else:
+            out[key] = _openapi_types(value)
     if out.get("format") == "int-or-string" or out.get("x-kubernetes-int-or-string"):
         for key in ("type", "format"):
             out.pop(key, None)
@@ -137,7 +150,9 @@ def crd_schemas(crd_files: Iterable[Path]) -> dict[str, Schema]:
                 schema = version.get("schema", {}).get("openAPIV3Schema")
                 if not version.get("served", True) or schema is None:
                     continue
-                out[file_name(kind, f"{group}/{version['name']}")] = _openapi_types(schema)
+                schema = _openapi_types(schema)
+                schema["properties"] = {**OBJECT_FIELDS, **schema.get("properties", {})}
+                out[file_name(kind, f"{group}/{version['name']}")] = schema
     return out
 
 
@@ -152,6 +167,8 @@ def write(root: Path, kubernetes_version: str, schemas: dict[str, Schema]) -> No
 
 def location(root: Path) -> str:
     """The -schema-location template that finds what `write` wrote."""
-    return str(root) + "/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/" + (
-        "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    return (
+        str(root)
+        + "/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/"
+        + ("{{ .ResourceKind }}{{ .KindSuffix }}.json")
     )
