@@ -6,13 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
-.PHONY: help setup venv system-packages control-plane network-analyzer argocd-health claude-code test test-unit lint fmt lock bench-deps \
+.PHONY: help setup venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code test test-unit lint fmt lock bench-deps \
         cluster-up cluster-down services-up services-down crds run bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv system-packages control-plane network-analyzer argocd-health claude-code ## Install everything the tests and the demo need
+setup: venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code ## Install everything the tests and the demo need
 
 venv: $(VENV)/.installed ## Python dependencies from the lock file, into .venv
 
@@ -34,10 +34,13 @@ network-analyzer: ## Build the NetworkPolicy analyzer (cyclonus) from its Go mod
 argocd-health: ## Build the Argo CD health check runner (gopher-lua) from its Go module into the cache
 	bash e2e/argocd/build.sh
 
+manifest-tools: ## Build helm, kubeconform and kube-score from their Go modules into the cache
+	bash e2e/lint/build.sh
+
 claude-code: ## The pinned Claude Code CLI from npm, into the cache
 	bash e2e/install-claude-code.sh >/dev/null
 
-test: venv argocd-health ## The whole suite: unit, integration, end-to-end
+test: venv argocd-health manifest-tools ## The whole suite: unit, integration, end-to-end
 	$(BIN)/pytest
 
 test-unit: venv argocd-health ## Unit tests only, no servers
@@ -53,9 +56,10 @@ fmt: venv ## Format and fix what ruff can
 	$(BIN)/ruff format operator tests e2e
 	$(BIN)/ruff check --fix operator tests e2e
 
-crds: venv ## Generate crds/ (and the kustomize copy in manifests/crds/) and docs/api-reference.md from tenantgw.api
+crds: venv ## Generate crds/ (and the copies in manifests/crds/ and the Helm chart) and docs/api-reference.md from tenantgw.api
 	$(BIN)/python -m tenantgw.api.crdgen crds/
 	$(BIN)/python -m tenantgw.api.crdgen manifests/crds/
+	$(BIN)/python -m tenantgw.api.crdgen charts/tenantgw/crds/
 	$(BIN)/python -m tenantgw.api.apiref docs/api-reference.md
 
 run: venv ## Run the operator locally against $$KUBECONFIG (CRDs applied first)

@@ -181,6 +181,7 @@ def test_manifests_render_the_whole_install(rendered: list[dict[str, Any]]) -> N
         ("ClusterRole", "tenantgw-viewer"),
         ("ClusterKopfPeering", "tenantgw"),
         ("Deployment", "tenantgw-operator"),
+        ("NetworkPolicy", "tenantgw-operator"),
     }
     for doc in rendered:
         labels = doc["metadata"].get("labels", {})

@@ -1,0 +1,1 @@
+"""The tools a platform team checks manifests with: helm, kubeconform, kube-score."""
