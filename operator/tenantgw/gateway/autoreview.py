@@ -155,6 +155,8 @@ async def judge(
         "max_tokens": safeguards.CLASSIFIER_MAX_TOKENS,
     }
     tracked = handler.contexts.attach(data, CALL_TYPE, ctx)
+    audit = runtime.audit
+    original = audit.capture(data) if audit is not None else None
     try:
         if entry is None:
             raise GatewayError(f"classifier alias {alias!r} is not served")
@@ -171,8 +173,13 @@ async def judge(
             "auto-mode check of request %s not run (%s): %s", parent.request_id, reason, exc
         )
         ctx.verdicts = {call.id: f"unavailable:{reason}" for call in to_judge}
+        if audit is not None:
+            audit.refused(ctx, exc, key_name=ctx.key_name, call_type=CALL_TYPE, data=data)
         await handler.finish_refused(tracked, exc)
         return safeguards.status_unavailable(reason)
+    if audit is not None:
+        # The check is a request of the tenant's like any other: its own audit record.
+        audit.admitted(ctx, data, original)
 
     from litellm.proxy.proxy_server import llm_router
 

@@ -258,7 +258,9 @@ class TenantGatewayHandler(CustomLogger):
             return
         await self._release(tracked, 0)
         await self._drop_reservation(tracked.ctx)
-        await self.runtime.meter.on_final_failure(tracked.ctx, exc)
+        usage = await self.runtime.meter.on_final_failure(tracked.ctx, exc)
+        if self.runtime.audit is not None:
+            self.runtime.audit.finished(tracked.ctx, usage, None)
         self.contexts.finish(tracked)
 
     # ---- each model group the router picks deployments of (the alias, then each fallback)
