@@ -30,6 +30,7 @@ from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.throwaway_redis import ThrowawayRedis
+from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
 
 LEDGER_COLUMNS = (
@@ -176,6 +177,23 @@ class Gateway:
         with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(query, [since])
             return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def alice_inputs(
+    tenant: Tenant, aliases: list[ModelAlias], storage: StorageEndpoints, key: str
+) -> RenderInputs:
+    """What the operator renders from for `tenant` and its `aliases`: no budgets, no
+    monitoring, a fresh master key and one tenant key, `alice`'s, whose value is `key`."""
+    return RenderInputs(
+        tenant=tenant,
+        aliases=aliases,
+        budgets=[],
+        master_key="sk-tgw-master-" + secrets.token_hex(8),
+        keys={"alice": key},
+        image="tenantgw/gateway:e2e",
+        monitoring=False,
+        storage=storage,
+    )
 
 
 @contextlib.contextmanager

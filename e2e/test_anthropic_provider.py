@@ -29,7 +29,7 @@ from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, run_rendered_gateway
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -121,16 +121,7 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
             (OTHER, ["gpt-sim"], "compat", "sim-fast"),
         )
     ]
-    return RenderInputs(
-        tenant=tenant,
-        aliases=aliases,
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys={"alice": key},
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
-    )
+    return alice_inputs(tenant, aliases, storage, key)
 
 
 @pytest.fixture(scope="module")

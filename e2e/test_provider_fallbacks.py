@@ -31,7 +31,7 @@ import pytest
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, run_rendered_gateway
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -141,16 +141,7 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
         )
         for name, spec in specs.items()
     ]
-    return RenderInputs(
-        tenant=tenant,
-        aliases=aliases,
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys={"alice": key},
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
-    )
+    return alice_inputs(tenant, aliases, storage, key)
 
 
 SIMULATOR: dict[str, Any] = {
