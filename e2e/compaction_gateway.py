@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e.bench.gateway_bench import materialize
 from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
+from e2e.rendered_gateway import materialize
 from e2e.throwaway_redis import ThrowawayRedis
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.cli.onboard import Onboarding, gateway_models, model_infos, pick_models

@@ -18,24 +18,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
-import psycopg
 import pytest
 
-from e2e.bench.gateway_bench import materialize
 from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
-from e2e.fixtures import Services, tenant_role
-from e2e.gateway_launch import launch_gateway
-from e2e.provider_sim import SimulatorHandle, start_simulator
-from e2e.throwaway_redis import ThrowawayRedis
+from e2e.fixtures import Services
+from e2e.helpers import eventually
+from e2e.provider_sim import SimulatorHandle
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
-from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
 
@@ -125,85 +121,23 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
             (OTHER, ["gpt-sim"], "compat", "sim-fast"),
         )
     ]
-    return RenderInputs(
-        tenant=tenant,
-        aliases=aliases,
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys={"alice": key},
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
-    )
-
-
-@dataclass
-class Gateway:
-    url: str
-    sim: SimulatorHandle
-    key: str
-    dsn: str
-    log: Path
-
-    def client(self, **kw: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(
-            base_url=self.url, api_key=self.key, max_retries=0, timeout=60, **kw
-        )
-
-    def post(self, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        return httpx.post(self.url + "/v1/messages", json=body, headers=headers, timeout=60)
-
-    def upstream(self, marker: str) -> dict[str, Any]:
-        """The last request the simulator received whose body contains `marker`."""
-        found = [r for r in self.sim.requests() if marker in json.dumps(r.get("body"))]
-        assert found, f"the provider received no request containing {marker!r}"
-        request: dict[str, Any] = found[-1]
-        return request
-
-    def rows(self, since: float) -> list[dict[str, Any]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT request_id, key_name, requested_model, alias, provider, status,"
-                " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
-                " cost_usd, stream FROM usage WHERE ts >= to_timestamp(%s) ORDER BY ts",
-                [since],
-            )
-            columns = [c.name for c in cur.description or ()]
-            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-
-def eventually(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return alice_inputs(tenant, aliases, storage, key)
 
 
 @pytest.fixture(scope="module")
 def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("anthropic-provider")
-    _, sim = start_simulator(api_key=PROVIDER_KEY)
-    store = ThrowawayRedis(workdir)
-    store.start()
-    key = "sk-tgw-" + secrets.token_hex(20)
-    try:
-        with tenant_role(services, "tg_anthro") as (_, dsn):
-            inputs = tenant_inputs(
-                sim, StorageEndpoints(postgres_dsn=dsn, redis_url=store.url), key
-            )
-            provider_secrets = {
-                "anthropic": {"apiKey": PROVIDER_KEY},
-                "compat": {"apiKey": PROVIDER_KEY},
-            }
-            files = materialize(render_tenant(inputs), provider_secrets, workdir / "pod")
-            with launch_gateway(files.workdir, files.config, files.env) as launched:
-                yield Gateway(launched.url, sim, key, dsn, launched.log)
-    finally:
-        sim.stop()
-        store.kill()
+    with run_rendered_gateway(
+        services,
+        tmp_path_factory.mktemp("anthropic-provider"),
+        role_prefix="tg_anthro",
+        inputs=tenant_inputs,
+        provider_secrets={
+            "anthropic": {"apiKey": PROVIDER_KEY},
+            "compat": {"apiKey": PROVIDER_KEY},
+        },
+        simulator_kwargs={"api_key": PROVIDER_KEY},
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(autouse=True)
@@ -245,7 +179,7 @@ def test_sdk_messages_reach_the_anthropic_provider_and_land_in_the_ledger(
     """A developer's anthropic SDK call, plain and streamed, is served natively and metered."""
     since = time.time()
     marker = f"native-{stream}-{secrets.token_hex(4)}"
-    client = gateway.client()
+    client = gateway.anthropic()
     if stream:
         with client.messages.stream(**message(NATIVE, marker)) as events:
             kinds = [event.type for event in events]
@@ -262,7 +196,7 @@ def test_sdk_messages_reach_the_anthropic_provider_and_land_in_the_ledger(
     assert upstream["path"] == "/v1/messages"
     assert upstream["model"] == NATIVE_MODEL
     no_secret_upstream(gateway, upstream)
-    (row,) = eventually(lambda: gateway.rows(since), "the ledger row")
+    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
     assert row["key_name"] == "alice"
     assert row["alias"] == NATIVE
     assert row["provider"] == "anthropic"
@@ -277,7 +211,7 @@ def test_sdk_messages_reach_the_anthropic_provider_and_land_in_the_ledger(
 def test_tool_use_round_trip_through_the_anthropic_provider(gateway: Gateway) -> None:
     """Claude asks for a tool (streamed input_json_delta), the tool result goes back, it answers."""
     gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": "/tmp/x.txt"}})
-    client = gateway.client()
+    client = gateway.anthropic()
     with client.messages.stream(**message(NATIVE, "read it", tools=[READ_TOOL])) as events:
         kinds = [event.type for event in events]
         first = events.get_final_message()
@@ -309,7 +243,7 @@ def test_tool_use_round_trip_through_the_anthropic_provider(gateway: Gateway) ->
 
 def test_thinking_blocks_survive_the_round_trip(gateway: Gateway) -> None:
     """Thinking streams through with its signature, and goes back upstream unaltered."""
-    client = gateway.client()
+    client = gateway.anthropic()
     thinking: anthropic.types.ThinkingConfigEnabledParam = {
         "type": "enabled",
         "budget_tokens": 1024,
@@ -346,13 +280,13 @@ def test_prompt_caching_usage_reaches_client_and_ledger(gateway: Gateway) -> Non
     """cache_control is forwarded; cache writes and reads come back and are recorded."""
     since = time.time()
     system = [{"type": "text", "text": "Be terse. " * 600, "cache_control": {"type": "ephemeral"}}]
-    client = gateway.client()
+    client = gateway.anthropic()
     first = client.messages.create(**message(NATIVE, "cache 1", system=system))
     second = client.messages.create(**message(NATIVE, "cache 2", system=system))
     assert first.usage.cache_creation_input_tokens
     assert first.usage.cache_creation_input_tokens > 1000
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
-    rows = eventually(lambda: [r for r in [gateway.rows(since)] if len(r) >= 2], "two rows")[0]
+    rows = eventually(lambda: [r for r in [gateway.rows(since)] if len(r) >= 2], what="two rows")[0]
     assert rows[0]["cache_write_tokens"] == first.usage.cache_creation_input_tokens
     assert rows[1]["cache_read_tokens"] == second.usage.cache_read_input_tokens
 
@@ -582,7 +516,7 @@ def test_claude_codes_turns_are_metered_with_cache_usage(
     upstream = _messages_requests(claude_turns.gateway_requests)
     rows = eventually(
         lambda: [r for r in [gateway.rows(claude_turns.started)] if len(r) >= len(upstream)],
-        "a ledger row per upstream call",
+        what="a ledger row per upstream call",
     )[0]
     assert all(r["key_name"] == "alice" for r in rows)
     assert all(r["provider"] == "anthropic" for r in rows)

@@ -12,7 +12,6 @@ check", never "safe". The classifier call is charged to the same key, in its own
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -25,12 +24,11 @@ from typing import Any
 import anthropic
 import psycopg
 import pytest
-import yaml
 
 from e2e.fixtures import Services
 from e2e.gateway_launch import launch_gateway
+from e2e.hand_written_gateway import Stores, gateway_env, tenant_stores, write_tenant_files
 from e2e.provider_sim import SimulatorHandle, start_simulator
-from e2e.test_gateway_fallbacks import Stores, tenant_stores
 from tenantgw.gateway.safeguards import BETA
 
 pytestmark = pytest.mark.e2e
@@ -123,13 +121,7 @@ def write_gateway_files(directory: Path, tenant: str, sim_url: str) -> Path:
         "keys": [{"name": "alice"}],
         "auto_mode": {"classifier_alias": "judge", "timeout_seconds": 20},
     }
-    keys = [{"name": "alice", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "secret").mkdir(parents=True, exist_ok=True)
-    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (directory / "config" / "tenantgw.json").write_text(json.dumps(rules, indent=2))
-    (directory / "secret" / "keys.json").write_text(json.dumps(keys, indent=2))
-    return directory / "config" / "config.yaml"
+    return write_tenant_files(directory, config, rules, {"alice": KEY})
 
 
 @dataclass
@@ -169,12 +161,7 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
         env = {
             "LITELLM_MASTER_KEY": MASTER_KEY,
             PROVIDER_ENV: PROVIDER_KEY,
-            "TENANTGW_TENANT": stores.tenant,
-            "TENANTGW_RULES_FILE": str(workdir / "config" / "tenantgw.json"),
-            "TENANTGW_KEYS_FILE": str(workdir / "secret" / "keys.json"),
-            "TENANTGW_REDIS_URL": stores.redis_url,
-            "TENANTGW_POSTGRES_DSN": stores.postgres_dsn,
-            "TENANTGW_SPOOL_DIR": str(workdir / "spool"),
+            **gateway_env(workdir, stores.tenant, stores.redis_url, stores.postgres_dsn),
         }
         try:
             with launch_gateway(workdir, config_file, env) as launched:

@@ -21,30 +21,27 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
-import psycopg
 import pytest
 
-from e2e.bench.gateway_bench import materialize
 from e2e.claude import ClaudeCodeError, run_claude, seed_home
-from e2e.fixtures import Services, tenant_role
-from e2e.gateway_launch import launch_gateway
-from e2e.provider_sim import SimulatorHandle, start_simulator
+from e2e.fixtures import Services
+from e2e.helpers import eventually
+from e2e.provider_sim import SimulatorHandle
 from e2e.provider_sim.identity import (
     AWS_AUDIENCE,
     AZURE_AUDIENCE,
     service_account_subject,
     service_account_token,
 )
-from e2e.throwaway_redis import ThrowawayRedis
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
-from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
 
@@ -154,101 +151,40 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
         )
         for name, (provider, model) in ALIASES.items()
     ]
-    return RenderInputs(
-        tenant=tenant,
-        aliases=aliases,
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys={"alice": key},
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
-    )
+    return alice_inputs(tenant, aliases, storage, key)
+
+
+SIMULATOR: dict[str, Any] = {
+    "api_key": AZURE_KEY,
+    "aws_region": REGION,
+    "bedrock_api_keys": [BEDROCK_KEY],
+    "aws_roles": {ROLE: SUBJECT},
+    "azure_deployments": [DEPLOYMENT],
+    "entra_apps": {ENTRA_CLIENT: {"tenant": ENTRA_TENANT, "subject": SUBJECT}},
+}
 
 
 def configure(sim: SimulatorHandle) -> None:
     sim.reset()
-    sim.configure(
-        api_key=AZURE_KEY,
-        aws_region=REGION,
-        bedrock_api_keys=[BEDROCK_KEY],
-        aws_roles={ROLE: SUBJECT},
-        azure_deployments=[DEPLOYMENT],
-        entra_apps={ENTRA_CLIENT: {"tenant": ENTRA_TENANT, "subject": SUBJECT}},
-    )
-
-
-@dataclass
-class Gateway:
-    url: str
-    sim: SimulatorHandle
-    key: str
-    dsn: str
-    log: Path
-
-    def anthropic(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=self.key, max_retries=0, timeout=60)
-
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0)
-
-    def upstream(self, marker: str) -> dict[str, Any]:
-        found = [r for r in self.sim.requests() if marker in json.dumps(r.get("body"))]
-        assert found, f"the provider received no request containing {marker!r}"
-        request: dict[str, Any] = found[-1]
-        return request
-
-    def rows(self, since: float) -> list[dict[str, Any]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT key_name, alias, provider, provider_model, status, input_tokens,"
-                " output_tokens, cost_usd, stream FROM usage"
-                " WHERE ts >= to_timestamp(%s) ORDER BY ts",
-                [since],
-            )
-            columns = [c.name for c in cur.description or ()]
-            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-
-def eventually(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    sim.configure(**SIMULATOR)
 
 
 @pytest.fixture(scope="module")
 def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("cloud-providers")
-    _, sim = start_simulator()
-    configure(sim)
-    sim.sim.keep_as_baseline()
-    store = ThrowawayRedis(workdir)
-    store.start()
-    key = "sk-tgw-" + secrets.token_hex(20)
-    try:
-        with tenant_role(services, "tg_clouds") as (_, dsn):
-            inputs = tenant_inputs(
-                sim, StorageEndpoints(postgres_dsn=dsn, redis_url=store.url), key
-            )
-            files = materialize(
-                render_tenant(inputs),
-                {"bedrock": {"apiKey": BEDROCK_KEY}, "azure": {"apiKey": AZURE_KEY}},
-                workdir / "pod",
-                # What the kubelet projects for the gateway ServiceAccount, per audience.
-                {
-                    AWS_AUDIENCE: service_account_token(SUBJECT, AWS_AUDIENCE),
-                    AZURE_AUDIENCE: service_account_token(SUBJECT, AZURE_AUDIENCE),
-                },
-            )
-            with launch_gateway(files.workdir, files.config, files.env) as launched:
-                yield Gateway(launched.url, sim, key, dsn, launched.log)
-    finally:
-        sim.stop()
-        store.kill()
+    with run_rendered_gateway(
+        services,
+        tmp_path_factory.mktemp("cloud-providers"),
+        role_prefix="tg_clouds",
+        inputs=tenant_inputs,
+        provider_secrets={"bedrock": {"apiKey": BEDROCK_KEY}, "azure": {"apiKey": AZURE_KEY}},
+        simulator_kwargs=SIMULATOR,
+        # What the kubelet projects for the gateway ServiceAccount, per audience.
+        service_account_tokens={
+            AWS_AUDIENCE: service_account_token(SUBJECT, AWS_AUDIENCE),
+            AZURE_AUDIENCE: service_account_token(SUBJECT, AZURE_AUDIENCE),
+        },
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(autouse=True)
@@ -290,7 +226,7 @@ def check_upstream(gateway: Gateway, marker: str, alias: str, operation: str) ->
 def check_row(
     gateway: Gateway, since: float, alias: str, stream: bool, usage: tuple[int, int]
 ) -> None:
-    (row,) = eventually(lambda: gateway.rows(since), "the ledger row")
+    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
     provider, _ = ALIASES[alias]
     assert row["key_name"] == "alice"
     assert row["alias"] == alias
@@ -516,7 +452,7 @@ def test_claude_code_runs_a_tool_through_each_cloud_provider(
     calls = [r for r in gateway.sim.requests() if r["protocol"] in ("bedrock", "azure")]
     assert calls
     rows = eventually(
-        lambda: [r for r in [gateway.rows(since)] if len(r) >= len(calls)], "a row per call"
+        lambda: [r for r in [gateway.rows(since)] if len(r) >= len(calls)], what="a row per call"
     )[0]
     assert {r["provider"] for r in rows} == {ALIASES[alias][0]}
     assert all(r["status"] == "success" and r["cost_usd"] > 0 for r in rows)

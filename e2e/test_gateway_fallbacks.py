@@ -15,8 +15,6 @@ Aliases (every target on the simulator, us-east-1 unless noted):
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import secrets
 import time
@@ -26,23 +24,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import anthropic
 import openai
 import psycopg
 import pytest
-import redis
-import yaml
-from psycopg import sql
 
 from e2e.claude import ClaudeCodeError, run_claude, seed_home
 from e2e.fixtures import Services
 from e2e.gateway_launch import launch_gateway
+from e2e.hand_written_gateway import Stores, gateway_env, tenant_stores, write_tenant_files
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from tenantgw.api.periods import budget_counter_key
 from tenantgw.render.litellm_config import NUM_RETRIES
-from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 pytestmark = pytest.mark.e2e
 
@@ -143,64 +137,7 @@ def write_gateway_files(directory: Path, tenant: str, sim_url: str) -> Path:
         "compliance": {"data_residency": {"allowed_regions": ["us-east-1"]}},
         "budgets": [{**b, "period": "daily", "on_exceeded": {"action": "block"}} for b in BUDGETS],
     }
-    keys = [{"name": n, "sha256": hashlib.sha256(k.encode()).hexdigest()} for n, k in KEYS.items()]
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "secret").mkdir(parents=True, exist_ok=True)
-    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (directory / "config" / "tenantgw.json").write_text(json.dumps(rules, indent=2))
-    (directory / "secret" / "keys.json").write_text(json.dumps(keys, indent=2))
-    return directory / "config" / "config.yaml"
-
-
-@dataclass
-class Stores:
-    """The tenant's own storage credentials, as the operator provisions them."""
-
-    tenant: str
-    redis_url: str
-    admin_redis: redis.Redis
-    postgres_dsn: str
-
-
-@contextlib.contextmanager
-def tenant_stores(services: Services) -> Iterator[Stores]:
-    tenant = f"fb-{uuid.uuid4().hex[:8]}"
-    user, password = f"tenant-{tenant}", secrets.token_hex(16)
-    parts = urlsplit(services.redis_url)
-    admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
-    admin.execute_command(
-        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~t:{tenant}:*",
-        "resetchannels", *COMMAND_RULES,
-    )  # fmt: skip
-    redis_url = urlunsplit(
-        parts._replace(netloc=f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}")
-    )
-    role, pg_password = f"tg_fb_{uuid.uuid4().hex[:10]}", secrets.token_hex(16)
-    pg = urlsplit(services.postgres_dsn)
-    ident = sql.Identifier(role)
-    with psycopg.connect(services.postgres_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(pg_password))
-        )
-        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident, ident))
-        conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, ident))
-    dsn = urlunsplit(
-        pg._replace(netloc=f"{quote(role)}:{quote(pg_password)}@{pg.hostname}:{pg.port}")
-    )
-    try:
-        yield Stores(tenant, redis_url, admin, dsn)
-    finally:
-        keys = list(admin.scan_iter(match=f"t:{tenant}:*"))
-        if keys:
-            admin.delete(*keys)
-        admin.acl_deluser(user)
-        admin.close()
-        with psycopg.connect(services.postgres_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
-            )
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
-            conn.execute(sql.SQL("DROP ROLE {}").format(ident))
+    return write_tenant_files(directory, config, rules, KEYS)
 
 
 @dataclass
@@ -274,12 +211,7 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
         env = {
             "LITELLM_MASTER_KEY": MASTER_KEY,
             PROVIDER_ENV: PROVIDER_KEY,
-            "TENANTGW_TENANT": stores.tenant,
-            "TENANTGW_RULES_FILE": str(workdir / "config" / "tenantgw.json"),
-            "TENANTGW_KEYS_FILE": str(workdir / "secret" / "keys.json"),
-            "TENANTGW_REDIS_URL": stores.redis_url,
-            "TENANTGW_POSTGRES_DSN": stores.postgres_dsn,
-            "TENANTGW_SPOOL_DIR": str(workdir / "spool"),
+            **gateway_env(workdir, stores.tenant, stores.redis_url, stores.postgres_dsn),
         }
         try:
             with launch_gateway(workdir, config_file, env) as launched:

@@ -19,24 +19,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anthropic
-import openai
-import psycopg
 import pytest
 
-from e2e.bench.gateway_bench import materialize
 from e2e.claude import ClaudeCodeError, run_claude, seed_home
-from e2e.fixtures import Services, tenant_role
-from e2e.gateway_launch import launch_gateway
-from e2e.provider_sim import SimulatorHandle, start_simulator
-from e2e.throwaway_redis import ThrowawayRedis
+from e2e.fixtures import Services
+from e2e.helpers import eventually
+from e2e.provider_sim import SimulatorHandle
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
-from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
 
@@ -197,81 +193,22 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
         )
         for t in COMPAT_TYPES
     ]
-    return RenderInputs(
-        tenant=tenant,
-        aliases=aliases,
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys={"alice": key},
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
-    )
-
-
-@dataclass
-class Gateway:
-    url: str
-    sim: SimulatorHandle
-    key: str
-    dsn: str
-    log: Path
-
-    def anthropic(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=self.key, max_retries=0, timeout=60)
-
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, timeout=60)
-
-    def upstream(self, marker: str) -> dict[str, Any]:
-        found = [r for r in self.sim.requests() if marker in json.dumps(r.get("body"))]
-        assert found, f"the provider received no request containing {marker!r}"
-        request: dict[str, Any] = found[-1]
-        return request
-
-    def rows(self, since: float) -> list[dict[str, Any]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT request_id, key_name, alias, provider, status, input_tokens,"
-                " output_tokens, cost_usd, stream FROM usage WHERE ts >= to_timestamp(%s)"
-                " ORDER BY ts",
-                [since],
-            )
-            columns = [c.name for c in cur.description or ()]
-            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-
-def eventually(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return alice_inputs(tenant, aliases, storage, key)
 
 
 @pytest.fixture(scope="module")
 def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("more-providers")
-    _, sim = start_simulator(api_key=PROVIDER_KEY, models=SIM_MODELS)
-    store = ThrowawayRedis(workdir)
-    store.start()
-    key = "sk-tgw-" + secrets.token_hex(20)
-    try:
-        with tenant_role(services, "tg_provb") as (_, dsn):
-            inputs = tenant_inputs(
-                sim, StorageEndpoints(postgres_dsn=dsn, redis_url=store.url), key
-            )
-            provider_secrets = {
-                p: {"apiKey": PROVIDER_KEY} for p in ("gemini", "cohere", "openai", *COMPAT_TYPES)
-            }
-            files = materialize(render_tenant(inputs), provider_secrets, workdir / "pod")
-            with launch_gateway(files.workdir, files.config, files.env) as launched:
-                yield Gateway(launched.url, sim, key, dsn, launched.log)
-    finally:
-        sim.stop()
-        store.kill()
+    with run_rendered_gateway(
+        services,
+        tmp_path_factory.mktemp("more-providers"),
+        role_prefix="tg_provb",
+        inputs=tenant_inputs,
+        provider_secrets={
+            p: {"apiKey": PROVIDER_KEY} for p in ("gemini", "cohere", "openai", *COMPAT_TYPES)
+        },
+        simulator_kwargs={"api_key": PROVIDER_KEY, "models": SIM_MODELS},
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(autouse=True)
@@ -293,7 +230,7 @@ def check_upstream(gateway: Gateway, case: Case, marker: str) -> dict[str, Any]:
 
 
 def check_row(gateway: Gateway, case: Case, since: float, *, stream: bool) -> dict[str, Any]:
-    (row,) = eventually(lambda: gateway.rows(since), "the ledger row")
+    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
     assert row["key_name"] == "alice"
     assert row["alias"] == case.alias
     assert row["provider"] == case.provider
@@ -513,7 +450,7 @@ def test_openai_compatible_types_render_to_a_working_config(gateway: Gateway, ki
         model=f"via-{kind}", messages=[{"role": "user", "content": marker + "-chat"}]
     )
     assert (chat.choices[0].message.content or "").endswith("sim-fast")
-    rows = eventually(lambda: [r for r in [gateway.rows(since)] if len(r) >= 2], "two rows")[0]
+    rows = eventually(lambda: [r for r in [gateway.rows(since)] if len(r) >= 2], what="two rows")[0]
     assert {r["provider"] for r in rows} == {kind}
     assert all(r["status"] == "success" and float(r["cost_usd"]) > 0 for r in rows)
 
@@ -562,7 +499,7 @@ def test_claude_code_runs_a_tool_through_the_provider(
     assert all(r["model"] == case.model for r in upstream)
     rows = eventually(
         lambda: [r for r in [gateway.rows(since)] if len(r) >= len(upstream)],
-        "a ledger row per upstream call",
+        what="a ledger row per upstream call",
     )[0]
     assert all(r["alias"] == case.alias and r["provider"] == case.provider for r in rows)
     assert all(r["status"] == "success" for r in rows)

@@ -22,7 +22,6 @@ Aliases (simulator targets):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import secrets
@@ -36,12 +35,12 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-import yaml
 from openai.types.chat import ChatCompletionChunk
 
 from e2e.claude import ClaudeCodeError, run_claude, seed_home
 from e2e.fixtures import Services
 from e2e.gateway_launch import launch_gateway
+from e2e.hand_written_gateway import gateway_env, write_tenant_files
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from tenantgw.cli import audit as cli
@@ -141,13 +140,7 @@ def write_files(directory: Path, tenant: str, sim: SimulatorHandle, sim_url: str
             "data_residency": {"allowed_regions": ["us-east-1"]},
         },
     }
-    keys = [{"name": "alice", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "secret").mkdir(parents=True, exist_ok=True)
-    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (directory / "config" / "tenantgw.json").write_text(json.dumps(rules, indent=2))
-    (directory / "secret" / "keys.json").write_text(json.dumps(keys, indent=2))
-    return directory / "config" / "config.yaml"
+    return write_tenant_files(directory, config, rules, {"alice": KEY})
 
 
 @dataclass
@@ -207,12 +200,7 @@ def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
         env = {
             "LITELLM_MASTER_KEY": MASTER_KEY,
             PROVIDER_ENV: PROVIDER_KEY,
-            "TENANTGW_TENANT": tenant,
-            "TENANTGW_RULES_FILE": str(workdir / "config" / "tenantgw.json"),
-            "TENANTGW_KEYS_FILE": str(workdir / "secret" / "keys.json"),
-            "TENANTGW_REDIS_URL": storage.redis_url,
-            "TENANTGW_POSTGRES_DSN": storage.postgres_dsn,
-            "TENANTGW_SPOOL_DIR": str(workdir / "spool"),
+            **gateway_env(workdir, tenant, storage.redis_url, storage.postgres_dsn),
         }
         with launch_gateway(workdir, config_file, env) as launched:
             yield Gateway(

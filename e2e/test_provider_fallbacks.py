@@ -23,23 +23,17 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import anthropic
-import openai
-import psycopg
 import pytest
 
-from e2e.bench.gateway_bench import materialize
-from e2e.fixtures import Services, tenant_role
-from e2e.gateway_launch import launch_gateway
-from e2e.provider_sim import SimulatorHandle, start_simulator
-from e2e.throwaway_redis import ThrowawayRedis
+from e2e.fixtures import Services
+from e2e.helpers import eventually
+from e2e.provider_sim import SimulatorHandle
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
-from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
 
@@ -147,98 +141,40 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
         )
         for name, spec in specs.items()
     ]
-    return RenderInputs(
-        tenant=tenant,
-        aliases=aliases,
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys={"alice": key},
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
-    )
+    return alice_inputs(tenant, aliases, storage, key)
+
+
+SIMULATOR: dict[str, Any] = {
+    "aws_region": REGION,
+    "bedrock_api_keys": [BEDROCK_KEY],
+    "azure_deployments": [DEPLOYMENT],
+    # Azure and the OpenAI-compatible provider check this key; Bedrock its own list.
+    "api_key": AZURE_KEY,
+    "timeout_s": 1.0,  # how long the "timeout" fault hangs before Bedrock's 408
+    "max_recorded": AB_REQUESTS + 100,
+}
 
 
 def configure(sim: SimulatorHandle) -> None:
     sim.reset()
-    sim.configure(
-        aws_region=REGION,
-        bedrock_api_keys=[BEDROCK_KEY],
-        azure_deployments=[DEPLOYMENT],
-        # Azure and the OpenAI-compatible provider check this key; Bedrock its own list.
-        api_key=AZURE_KEY,
-        timeout_s=1.0,  # how long the "timeout" fault hangs before Bedrock's 408
-        max_recorded=AB_REQUESTS + 100,
-    )
-
-
-@dataclass
-class Gateway:
-    url: str
-    sim: SimulatorHandle
-    key: str
-    dsn: str
-    log: Path
-
-    def anthropic(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=self.key, max_retries=0, timeout=60)
-
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, timeout=60)
-
-    def calls(self, marker: str) -> list[dict[str, Any]]:
-        return [r for r in self.sim.requests() if marker in json.dumps(r.get("body"))]
-
-    def rows(self, since: float) -> list[dict[str, Any]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT request_id, alias, provider, provider_model, status, input_tokens,"
-                " output_tokens, cost_usd, stream FROM usage WHERE ts >= to_timestamp(%s)"
-                " ORDER BY ts",
-                [since],
-            )
-            columns = [c.name for c in cur.description or ()]
-            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-
-def eventually(check: Callable[[], Any], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    sim.configure(**SIMULATOR)
 
 
 @pytest.fixture(scope="module")
 def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("provider-fallbacks")
-    _, sim = start_simulator()
-    configure(sim)
-    sim.sim.keep_as_baseline()
-    store = ThrowawayRedis(workdir)
-    store.start()
-    key = "sk-tgw-" + secrets.token_hex(20)
-    try:
-        with tenant_role(services, "tg_provfb") as (_, dsn):
-            inputs = tenant_inputs(
-                sim, StorageEndpoints(postgres_dsn=dsn, redis_url=store.url), key
-            )
-            files = materialize(
-                render_tenant(inputs),
-                {
-                    "bedrock": {"apiKey": BEDROCK_KEY},
-                    "azure": {"apiKey": AZURE_KEY},
-                    "compat": {"apiKey": AZURE_KEY},
-                },
-                workdir / "pod",
-            )
-            with launch_gateway(files.workdir, files.config, files.env) as launched:
-                yield Gateway(launched.url, sim, key, dsn, launched.log)
-    finally:
-        sim.stop()
-        store.kill()
+    with run_rendered_gateway(
+        services,
+        tmp_path_factory.mktemp("provider-fallbacks"),
+        role_prefix="tg_provfb",
+        inputs=tenant_inputs,
+        provider_secrets={
+            "bedrock": {"apiKey": BEDROCK_KEY},
+            "azure": {"apiKey": AZURE_KEY},
+            "compat": {"apiKey": AZURE_KEY},
+        },
+        simulator_kwargs=SIMULATOR,
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(autouse=True)
@@ -255,7 +191,7 @@ def check_fallback(gateway: Gateway, marker: str, since: float, *, stream: bool)
     assert set(protocols) == {"bedrock", "azure"}, protocols
     assert protocols.count("azure") == 1, "the fallback answered more than once"
     assert calls[-1]["deployment"] == DEPLOYMENT
-    (row,) = eventually(lambda: gateway.rows(since), "the ledger row")
+    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
     assert row["alias"] == "spare"
     assert row["provider"] == "azure"
     assert row["provider_model"] == DEPLOYMENT
@@ -332,7 +268,7 @@ def test_a_primary_that_recovers_serves_itself(gateway: Gateway) -> None:
     )
     assert msg.content[0].type == "text"
     assert [c["protocol"] for c in gateway.calls(marker)] == ["bedrock"]
-    (row,) = eventually(lambda: gateway.rows(since), "the ledger row")
+    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
     assert (row["alias"], row["provider"]) == ("primary", "bedrock")
 
 
@@ -371,7 +307,9 @@ def test_an_ab_split_holds_its_weights_over_a_thousand_requests(gateway: Gateway
     assert statistic < CHI2_CRITICAL_1DF_P001, (served, statistic)
     # The ledger says the same, target by target.
     rows = eventually(
-        lambda: [r for r in [gateway.rows(since)] if len(r) >= AB_REQUESTS], "1,000 rows", 60
+        lambda: [r for r in [gateway.rows(since)] if len(r) >= AB_REQUESTS],
+        timeout=60,
+        what="1,000 rows",
     )[0]
     assert Counter(r["provider_model"] for r in rows) == served
     assert {r["alias"] for r in rows} == {"ab"}

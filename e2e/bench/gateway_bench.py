@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import copy
 import importlib.metadata
@@ -72,6 +71,7 @@ from e2e.bench.load import (
     request_headers,
     run_load,
 )
+from e2e.rendered_gateway import GatewayFiles, materialize
 from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
 from tenantgw.api.periods import budget_counter_key
 from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
@@ -406,90 +406,6 @@ def capped_policy(namespace: str, limit_usd: float) -> BudgetPolicy:
             },
         }
     )
-
-
-@dataclass
-class GatewayFiles:
-    """What the gateway container would get: argv, resolved env, mounted files."""
-
-    argv: list[str]
-    env: dict[str, str]
-    config: Path
-    workdir: Path
-
-
-def _b64(value: str) -> str:
-    return base64.b64decode(value).decode()
-
-
-def materialize(
-    objects: list[dict[str, Any]],
-    provider_secrets: dict[str, dict[str, str]],
-    workdir: Path,
-    service_account_tokens: dict[str, str] | None = None,
-) -> GatewayFiles:
-    """Mount the rendered ConfigMap and Secrets as the kubelet would, resolve the env.
-
-    The same steps as `tenantctl dev gateway` (tenantgw.cli.devgateway), from the rendered
-    objects instead of the API server; the pod's /tmp emptyDir is a directory here too.
-    A projected ServiceAccount token (workload identity) is `service_account_tokens[audience]`,
-    the token the kubelet would request for that audience.
-    """
-    secrets_by_name = {
-        o["metadata"]["name"]: {k: _b64(v) for k, v in o.get("data", {}).items()}
-        for o in objects
-        if o["kind"] == "Secret"
-    }
-    secrets_by_name.update(provider_secrets)
-    configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
-    deployment = next(o for o in objects if o["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    rewrites: dict[str, str] = {}
-    for mount in container["volumeMounts"]:
-        local = workdir / mount["name"]
-        local.mkdir(parents=True, exist_ok=True)
-        volume = volumes[mount["name"]]
-        data: dict[str, str] = {}
-        items = None
-        if "configMap" in volume:
-            data = dict(configmaps[volume["configMap"]["name"]])
-            items = volume["configMap"].get("items")
-        elif "secret" in volume:
-            data = dict(secrets_by_name[volume["secret"]["secretName"]])
-            items = volume["secret"].get("items")
-        elif "projected" in volume:
-            for source in volume["projected"]["sources"]:
-                token = source["serviceAccountToken"]
-                data[token["path"]] = (service_account_tokens or {})[token["audience"]]
-        if items:
-            data = {item["path"]: data[item["key"]] for item in items}
-        for file_name, content in data.items():
-            (local / file_name).write_text(content)
-        rewrites[mount["mountPath"]] = str(local)
-
-    def local_path(value: str) -> str:
-        for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
-            if value == mount_path or value.startswith(mount_path + "/"):
-                return local + value[len(mount_path) :]
-        return value
-
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
-    for var in container["env"]:
-        if "valueFrom" in var:
-            ref = var["valueFrom"]["secretKeyRef"]
-            env[var["name"]] = secrets_by_name[ref["name"]][ref["key"]]
-        else:
-            env[var["name"]] = local_path(var["value"])
-    tmp = rewrites["/tmp"]  # the pod's emptyDir
-    env["TMPDIR"] = tmp
-    env["TENANTGW_SPOOL_DIR"] = f"{tmp}/tenantgw-spool"
-    args = [local_path(a) for a in container["args"]]
-    config = Path(args[args.index("--config") + 1])
-    return GatewayFiles(argv=args, env=env, config=config, workdir=workdir)
 
 
 def set_flag(args: list[str], flag: str, value: str) -> list[str]:

@@ -1,0 +1,235 @@
+"""A tenant gateway started from exactly what the operator renders, for end-to-end tests.
+
+`materialize` mounts the rendered ConfigMap and Secrets as the kubelet would and resolves the
+container's env; `run_rendered_gateway` starts the provider simulator, a throwaway
+redis-server and a tenant role in the shared PostgreSQL, renders the caller's `RenderInputs`
+with `render_tenant`, and runs the gateway process from those files. The benchmark
+(e2e/bench/gateway_bench.py) and e2e/compaction_gateway.py use `materialize` too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import psycopg
+from psycopg import sql
+
+from e2e.fixtures import Services, tenant_role
+from e2e.gateway_launch import launch_gateway
+from e2e.provider_sim import SimulatorHandle, start_simulator
+from e2e.throwaway_redis import ThrowawayRedis
+from tenantgw.api import ModelAlias, Tenant
+from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+
+LEDGER_COLUMNS = (
+    "request_id",
+    "key_name",
+    "requested_model",
+    "alias",
+    "provider",
+    "provider_model",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "stream",
+)
+"""The `usage` columns `Gateway.rows` reads unless told otherwise."""
+
+
+@dataclass
+class GatewayFiles:
+    """What the gateway container would get: argv, resolved env, mounted files."""
+
+    argv: list[str]
+    env: dict[str, str]
+    config: Path
+    workdir: Path
+
+
+def _b64(value: str) -> str:
+    return base64.b64decode(value).decode()
+
+
+def materialize(
+    objects: list[dict[str, Any]],
+    provider_secrets: dict[str, dict[str, str]],
+    workdir: Path,
+    service_account_tokens: dict[str, str] | None = None,
+) -> GatewayFiles:
+    """Mount the rendered ConfigMap and Secrets as the kubelet would, resolve the env.
+
+    The same steps as `tenantctl dev gateway` (tenantgw.cli.devgateway), from the rendered
+    objects instead of the API server; the pod's /tmp emptyDir is a directory here too.
+    A projected ServiceAccount token (workload identity) is `service_account_tokens[audience]`,
+    the token the kubelet would request for that audience.
+    """
+    secrets_by_name = {
+        o["metadata"]["name"]: {k: _b64(v) for k, v in o.get("data", {}).items()}
+        for o in objects
+        if o["kind"] == "Secret"
+    }
+    secrets_by_name.update(provider_secrets)
+    configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    rewrites: dict[str, str] = {}
+    for mount in container["volumeMounts"]:
+        local = workdir / mount["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        volume = volumes[mount["name"]]
+        data: dict[str, str] = {}
+        items = None
+        if "configMap" in volume:
+            data = dict(configmaps[volume["configMap"]["name"]])
+            items = volume["configMap"].get("items")
+        elif "secret" in volume:
+            data = dict(secrets_by_name[volume["secret"]["secretName"]])
+            items = volume["secret"].get("items")
+        elif "projected" in volume:
+            for source in volume["projected"]["sources"]:
+                token = source["serviceAccountToken"]
+                data[token["path"]] = (service_account_tokens or {})[token["audience"]]
+        if items:
+            data = {item["path"]: data[item["key"]] for item in items}
+        for file_name, content in data.items():
+            (local / file_name).write_text(content)
+        rewrites[mount["mountPath"]] = str(local)
+
+    def local_path(value: str) -> str:
+        for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return local + value[len(mount_path) :]
+        return value
+
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
+    for var in container["env"]:
+        if "valueFrom" in var:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets_by_name[ref["name"]][ref["key"]]
+        else:
+            env[var["name"]] = local_path(var["value"])
+    tmp = rewrites["/tmp"]  # the pod's emptyDir
+    env["TMPDIR"] = tmp
+    env["TENANTGW_SPOOL_DIR"] = f"{tmp}/tenantgw-spool"
+    args = [local_path(a) for a in container["args"]]
+    config = Path(args[args.index("--config") + 1])
+    return GatewayFiles(argv=args, env=env, config=config, workdir=workdir)
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its URL, the simulator behind it, alice's key, the tenant's DSN."""
+
+    url: str
+    sim: SimulatorHandle
+    key: str
+    dsn: str
+    log: Path
+
+    def anthropic(self, **kw: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            base_url=self.url, api_key=self.key, max_retries=0, timeout=60, **kw
+        )
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, timeout=60)
+
+    def post(
+        self, body: dict[str, Any], headers: dict[str, str], path: str = "/v1/messages"
+    ) -> httpx.Response:
+        """A raw POST with exactly `headers` (no SDK adds or drops any)."""
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=60)
+
+    def calls(self, marker: str) -> list[dict[str, Any]]:
+        """Every request the simulator received whose body contains `marker`, oldest first."""
+        return [r for r in self.sim.requests() if marker in json.dumps(r.get("body"))]
+
+    def upstream(self, marker: str) -> dict[str, Any]:
+        """The last request the simulator received whose body contains `marker`."""
+        found = self.calls(marker)
+        assert found, f"the provider received no request containing {marker!r}"
+        return found[-1]
+
+    def rows(self, since: float, columns: Sequence[str] = LEDGER_COLUMNS) -> list[dict[str, Any]]:
+        """The tenant's ledger rows written since `since` (epoch seconds), oldest first."""
+        query = sql.SQL("SELECT {} FROM usage WHERE ts >= to_timestamp(%s) ORDER BY ts").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(query, [since])
+            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def alice_inputs(
+    tenant: Tenant, aliases: list[ModelAlias], storage: StorageEndpoints, key: str
+) -> RenderInputs:
+    """What the operator renders from for `tenant` and its `aliases`: no budgets, no
+    monitoring, a fresh master key and one tenant key, `alice`'s, whose value is `key`."""
+    return RenderInputs(
+        tenant=tenant,
+        aliases=aliases,
+        budgets=[],
+        master_key="sk-tgw-master-" + secrets.token_hex(8),
+        keys={"alice": key},
+        image="tenantgw/gateway:e2e",
+        monitoring=False,
+        storage=storage,
+    )
+
+
+@contextlib.contextmanager
+def run_rendered_gateway(
+    services: Services,
+    workdir: Path,
+    *,
+    role_prefix: str,
+    inputs: Callable[[SimulatorHandle, StorageEndpoints, str], RenderInputs],
+    provider_secrets: dict[str, dict[str, str]],
+    simulator_kwargs: dict[str, Any] | None = None,
+    service_account_tokens: dict[str, str] | None = None,
+) -> Iterator[Gateway]:
+    """A gateway run from what `render_tenant(inputs(sim, storage, key))` renders.
+
+    The simulator starts with `simulator_kwargs` as the configuration its `reset` restores;
+    `key` is a fresh tenant key for the Tenant's `alice` to carry; storage is a tenant role
+    named after `role_prefix` in the shared PostgreSQL (dropped afterwards) and a throwaway
+    redis-server. `provider_secrets` and `service_account_tokens` are what the kubelet would
+    mount for the provider credential Secrets and the projected ServiceAccount tokens.
+    """
+    _, sim = start_simulator(**(simulator_kwargs or {}))
+    store = ThrowawayRedis(workdir)
+    store.start()
+    key = "sk-tgw-" + secrets.token_hex(20)
+    try:
+        with tenant_role(services, role_prefix) as (_, dsn):
+            storage = StorageEndpoints(postgres_dsn=dsn, redis_url=store.url)
+            files = materialize(
+                render_tenant(inputs(sim, storage, key)),
+                provider_secrets,
+                workdir / "pod",
+                service_account_tokens,
+            )
+            with launch_gateway(files.workdir, files.config, files.env) as launched:
+                yield Gateway(launched.url, sim, key, dsn, launched.log)
+    finally:
+        sim.stop()
+        store.kill()
