@@ -471,7 +471,9 @@ def up() -> None:
         (ln.strip() for ln in story.dangerous.splitlines() if "Auto mode:" in ln), "(blocked)"
     )
     print(f"    {blocked}")
-    status = next(ln.strip() for ln in story.status.splitlines() if "Auto mode server:" in ln)
+    status = " ".join(
+        next(ln for ln in story.status.splitlines() if "Auto mode server:" in ln).split()
+    )
     print(f"  /status: {status}; session {story.session_id}")
     window = next((ln.strip() for ln in story.context.splitlines() if "tokens (" in ln), "")
     print(f"  /context: {window.strip(' ⛀⛁⛶⛝')} (no unrecognized-model warning)")
