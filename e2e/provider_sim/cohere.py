@@ -49,7 +49,7 @@ from e2e.provider_sim.server import (
     sse,
     start_sse,
 )
-from e2e.provider_sim.wire import MALFORMED, Streamer, malformed_response, take_fault
+from e2e.provider_sim.wire import Streamer, take_fault, whole_answer
 
 FINISH = {"stop": "COMPLETE", "length": "MAX_TOKENS", "tool_use": "TOOL_CALL"}
 
@@ -235,14 +235,9 @@ class CohereChat:
             return cohere_error(f)
         reply = plan_reply(req, cfg)
         if not req.stream:
-            if action == "disconnect":
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)
-            if action == MALFORMED:
-                return malformed_response()
-            await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
-            return web.json_response(chat_response(reply))
+            return await whole_answer(
+                self.sim, request, cfg, action, reply, lambda: chat_response(reply)
+            )
         resp = await start_sse(request)
         pieces = (
             (sse({"type": kind, **payload}, event=kind), token)

@@ -69,7 +69,7 @@ from e2e.provider_sim.server import (
     sse,
     start_sse,
 )
-from e2e.provider_sim.wire import MALFORMED, Streamer, malformed_response, take_fault
+from e2e.provider_sim.wire import Streamer, take_fault, whole_answer
 
 GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -435,13 +435,14 @@ class Gemini:
         reply = plan_reply(req, cfg)
         response_id = uuid.uuid4().hex[:22]
         if method == "generateContent":
-            if action == "disconnect":
-                request.transport.close() if request.transport else None
-                return web.Response(status=500)
-            if action == MALFORMED:
-                return malformed_response()
-            await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
-            return web.json_response(generate_content_response(model, reply, response_id))
+            return await whole_answer(
+                self.sim,
+                request,
+                cfg,
+                action,
+                reply,
+                lambda: generate_content_response(model, reply, response_id),
+            )
         if request.query.get("alt") == "sse":
             resp = await start_sse(request)
             pieces = ((sse(c), token) for c, token in stream_chunks(model, reply, response_id))
@@ -498,12 +499,7 @@ class Gemini:
             pattern=cfg.dangerous_pattern,
         )
         if method == "rawPredict" and not req.stream:
-            if action == MALFORMED:
-                return malformed_response()
-            if action == "disconnect":
-                request.transport.close() if request.transport else None
-                return web.Response(status=500)
-            return web.json_response(answer.message())
+            return await whole_answer(self.sim, request, cfg, action, reply, answer.message)
         resp = await start_sse(request)
         pieces = ((sse(payload, event=event), token) for event, payload, token in answer.events())
         streamer = Streamer(

@@ -34,7 +34,7 @@ from e2e.provider_sim.server import (
     read_json,
     split_tokens,
 )
-from e2e.provider_sim.wire import MALFORMED, Streamer, malformed_response, take_fault
+from e2e.provider_sim.wire import Streamer, take_fault, whole_answer
 
 NS_PER_TOKEN = 20_000_000
 
@@ -190,14 +190,9 @@ class Ollama:
             return ollama_error(f)
         reply = plan_reply(req, cfg)
         if not req.stream:
-            if action == "disconnect":
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)
-            if action == MALFORMED:
-                return malformed_response()
-            await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
-            return web.json_response(final(req, reply, _message(reply)))
+            return await whole_answer(
+                self.sim, request, cfg, action, reply, lambda: final(req, reply, _message(reply))
+            )
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         lines = (

@@ -49,7 +49,7 @@ from e2e.provider_sim.server import (
     sse,
     start_sse,
 )
-from e2e.provider_sim.wire import MALFORMED, Streamer, malformed_response, take_fault
+from e2e.provider_sim.wire import Streamer, take_fault, whole_answer
 
 RESPONSES_ONLY = frozenset(
     {"o3-pro", "o1-pro", "gpt-5-codex", "gpt-5-pro", "codex-mini-latest", "o3-deep-research"}
@@ -347,14 +347,7 @@ class Responses:
         reply = plan_reply(req, cfg)
         response = Response(req, reply, body)
         if not req.stream:
-            if action == "disconnect":
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)
-            if action == MALFORMED:
-                return malformed_response()
-            await self.sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
-            return web.json_response(response.obj())
+            return await whole_answer(self.sim, request, cfg, action, reply, response.obj)
         resp = await start_sse(request)
         pieces = (
             (sse({"type": kind, "sequence_number": n, **payload}, event=kind), token)

@@ -3,6 +3,7 @@
 * ``take_fault``: the next queued fault of a model request, with one more kind than
   ``server.apply_fault`` knows: "malformed" (a stream whose second chunk is not valid JSON; a
   non-streaming answer whose body is not JSON), as a provider behind a broken proxy sends.
+* ``whole_answer``: a non-streaming answer with the simulator's timing, or its fault.
 * ``Streamer``: writes a protocol's chunks with the simulator's timing, cutting the stream after
   its first token on the "disconnect" fault and corrupting it on "malformed".
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from e2e.provider_sim.server import SimConfig, Simulator, apply_fault, drop_connection
+from e2e.provider_sim.server import Reply, SimConfig, Simulator, apply_fault, drop_connection
 
 MALFORMED = "malformed"
 MALFORMED_BYTES = b'{"this is not": json'
@@ -64,3 +66,22 @@ class Streamer:
 def malformed_response() -> web.Response:
     """A 200 whose body is not JSON (the "malformed" fault on a non-streaming request)."""
     return web.Response(status=200, body=MALFORMED_BYTES, content_type="application/json")
+
+
+async def whole_answer(
+    sim: Simulator,
+    request: web.Request,
+    cfg: SimConfig,
+    action: str | None,
+    reply: Reply,
+    body: Callable[[], Any],
+) -> web.Response:
+    """A non-streaming answer (`body()` as JSON) after the time its tokens would take, or the
+    fault: "disconnect" drops the connection, "malformed" sends a body that is not JSON."""
+    if action == "disconnect":
+        drop_connection(request)
+        return web.Response(status=500)
+    if action == MALFORMED:
+        return malformed_response()
+    await sim.sleep(cfg.ttft_ms + cfg.token_delay_ms * reply.completion_tokens)
+    return web.json_response(body())
