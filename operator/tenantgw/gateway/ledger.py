@@ -124,32 +124,23 @@ CREATE INDEX IF NOT EXISTS usage_alias_ts_idx ON usage (alias, ts);
 COMMENT ON TABLE usage IS 'tenantgw: one row per gateway request (tokens, cost, latency)';
 DO $$
 BEGIN
-    -- Added after the first release: tables of existing tenants get them here. Looked up
-    -- first, so that a start does not take ALTER TABLE's exclusive lock for nothing.
-    IF NOT EXISTS (
-        SELECT 1 FROM information_schema.columns
+    -- Added after the first release: tables of existing tenants get them here, in one ALTER
+    -- TABLE. Looked up first, so that a start does not take its exclusive lock for nothing.
+    IF (
+        SELECT count(*) FROM information_schema.columns
         WHERE table_schema = current_schema() AND table_name = 'usage'
-          AND column_name = 'safeguard_verdicts'
-    ) THEN
-        ALTER TABLE usage ADD COLUMN IF NOT EXISTS parent_request_id text;
-        ALTER TABLE usage ADD COLUMN IF NOT EXISTS safeguard_verdicts jsonb;
-    END IF;
-    IF NOT EXISTS (
-        SELECT 1 FROM information_schema.columns
-        WHERE table_schema = current_schema() AND table_name = 'usage'
-          AND column_name = 'session_id'
-    ) THEN
-        ALTER TABLE usage ADD COLUMN IF NOT EXISTS session_id text
-            CONSTRAINT usage_session_id_check CHECK (session_id ~ '^[A-Za-z0-9._:-]{1,64}$');
-    END IF;
-    IF NOT EXISTS (
-        SELECT 1 FROM information_schema.columns
-        WHERE table_schema = current_schema() AND table_name = 'usage'
-          AND column_name = 'labels'
-    ) THEN
-        ALTER TABLE usage ADD COLUMN IF NOT EXISTS list_model text;
-        ALTER TABLE usage ADD COLUMN IF NOT EXISTS labels jsonb
-            CONSTRAINT usage_labels_check CHECK (jsonb_typeof(labels) = 'object');
+          AND column_name IN (
+            'parent_request_id', 'safeguard_verdicts', 'session_id', 'list_model', 'labels'
+          )
+    ) < 5 THEN
+        ALTER TABLE usage
+            ADD COLUMN IF NOT EXISTS parent_request_id text,
+            ADD COLUMN IF NOT EXISTS safeguard_verdicts jsonb,
+            ADD COLUMN IF NOT EXISTS session_id text
+                CONSTRAINT usage_session_id_check CHECK (session_id ~ '^[A-Za-z0-9._:-]{1,64}$'),
+            ADD COLUMN IF NOT EXISTS list_model text,
+            ADD COLUMN IF NOT EXISTS labels jsonb
+                CONSTRAINT usage_labels_check CHECK (jsonb_typeof(labels) = 'object');
     END IF;
 END
 $$;
