@@ -50,7 +50,8 @@ def run_gateway(
 
     `max_body_bytes` sets $TENANTGW_MAX_BODY_BYTES (else the gateway's default), `workers` its
     uvicorn workers, `args` more flags of `python -m tenantgw.gateway`, `litellm_callbacks`
-    LiteLLM's own callbacks added to tenantgw's (e.g. "prometheus", as the operator renders).
+    LiteLLM's own callbacks added to tenantgw's (e.g. "prometheus", which the operator does not
+    render).
     """
     sim_url, sim = start_simulator(api_key=PROVIDER_KEY)
     config_file, rules_file, keys_file = write_gateway_files(workdir, sim_url)

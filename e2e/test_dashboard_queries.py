@@ -31,7 +31,6 @@ from e2e.gateway_launch import free_port
 from e2e.gateway_process import GatewayProcess, run_gateway
 from e2e.helpers import eventually
 from e2e.test_gateway_process import ALICE_KEY, TENANT
-from tenantgw.render.litellm_config import BUILTIN_CALLBACKS
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +103,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with run_gateway(
         workdir,
         args=("--metrics_port", str(metrics_port)),
-        litellm_callbacks=tuple(BUILTIN_CALLBACKS),  # LiteLLM's metrics, as the operator renders
         env={"PROMETHEUS_MULTIPROC_DIR": str(workdir / "multiproc")},
     ) as gateway:
         proc, url = start_prometheus(workdir, f"127.0.0.1:{metrics_port}")

@@ -424,6 +424,61 @@ async def test_callbacks_count_metrics_without_a_configured_gateway() -> None:
     assert _sample("tenantgw_tokens_total", {**labels, "direction": "output"}) == before_out + 5
 
 
+async def test_the_dashboards_series_count_each_request_once_by_outcome() -> None:
+    """The series the dashboard and alerts read (LiteLLM's names) come from tenantgw's meter."""
+    meter = bare_meter()
+    tenant = "metrics-outcomes"
+    key = {"tenant": tenant, "api_key_alias": "alice", "requested_model": "fast-code"}
+
+    def total(status: str) -> float:
+        return _sample("litellm_proxy_total_requests_metric_total", {**key, "status_code": status})
+
+    def failed(status: str, cls: str) -> float:
+        labels = {**key, "exception_status": status, "exception_class": cls}
+        return _sample("litellm_proxy_failed_requests_metric_total", labels)
+
+    # Answered after a failed attempt: one request, a success, served by a fallback.
+    await meter.on_failure(ctx(tenant=tenant), FAILURE, None, None, None)
+    await meter.on_success(ctx(tenant=tenant), FREE, response(USAGE_3_5), None, None)
+    assert total("200") == 1
+    assert total("500") == 0
+    fallback = {"tenant": tenant, "requested_model": "fast-code", "fallback_model": "free"}
+    assert _sample("litellm_deployment_successful_fallbacks_total", fallback) == 1
+    served = {"tenant": tenant, "requested_model": "fast-code", "model": "llama3"}
+    assert _sample("litellm_request_total_latency_metric_count", served) == 1
+    assert _sample("litellm_total_tokens_metric_total", {**served, "api_key_alias": "alice"}) == 8
+    # Not a stream: no time to first token.
+    assert _sample("litellm_llm_api_time_to_first_token_metric_count", served) == 0
+
+    # Refused before any call (a rate limit's 429), and failed for good after an attempt.
+    class RefusedError(Exception):
+        status_code = 429  # what LiteLLM's proxy hands the failure hook
+
+    await meter.on_final_failure(ctx(tenant=tenant, request_id="req-r"), RefusedError("limited"))
+    await meter.on_failure(ctx(tenant=tenant, request_id="req-f"), FAILURE, None, None, None)
+    await meter.on_final_failure(ctx(tenant=tenant, request_id="req-f"), RuntimeError("gone"))
+    assert total("429") == 1
+    assert failed("429", "RefusedError") == 1
+    assert total("500") == 1
+    assert failed("500", "InternalServerError") == 1  # the failed attempt's class
+    assert total("200") == 1  # failed attempts are not requests
+
+
+async def test_a_stream_observes_its_time_to_first_token() -> None:
+    meter = bare_meter()
+    tenant = "metrics-ttft"
+    await meter.on_success(ctx(tenant=tenant, stream=True), STREAM, response(USAGE_3_5), None, None)
+    labels = {"tenant": tenant, "requested_model": "fast-code"}
+    counts = [
+        s.value
+        for metric in REGISTRY.collect()
+        if metric.name == "litellm_llm_api_time_to_first_token_metric"
+        for s in metric.samples
+        if s.name.endswith("_count") and labels.items() <= s.labels.items()
+    ]
+    assert counts == [1]
+
+
 async def test_a_metering_bug_never_fails_the_request() -> None:
     broken: dict[str, Any] = {"standard_logging_object": "not a dict", "litellm_params": 7}
     rec = await bare_meter().on_success(ctx(), broken, object(), "x", "y")

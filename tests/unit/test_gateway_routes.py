@@ -185,7 +185,6 @@ async def test_closed_routes_are_a_404_without_reading_the_body(method: str, pat
         ("POST", "/v1/chat/completions"),
         ("POST", "/chat/completions"),
         ("GET", "/health/liveliness"),
-        ("GET", "/metrics/"),
     ],
 )
 async def test_doors_reach_litellm(method: str, path: str) -> None:
@@ -194,6 +193,30 @@ async def test_doors_reach_litellm(method: str, path: str) -> None:
     status, _, _ = await http(GatewayMiddleware(recorder), method, path, body)
     assert status == 200
     assert recorder.reached == [f"http {method} {path}"]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/"])
+async def test_metrics_are_the_gateways_own_not_litellms(path: str) -> None:
+    """/metrics is answered by tenantgw's collectors: LiteLLM's exporter is not loaded."""
+    from tenantgw.gateway.metrics import GatewayMetrics
+
+    GatewayMetrics.registered()
+    recorder = Recorder()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    await GatewayMiddleware(recorder)(scope, receive, send)
+    assert recorder.reached == []
+    assert sent[0]["status"] == 200
+    text = b"".join(m.get("body", b"") for m in sent[1:]).decode()
+    assert "# TYPE litellm_proxy_total_requests_metric_total counter" in text
+    assert "# TYPE tenantgw_requests_total counter" in text
 
 
 async def test_websockets_get_a_404_where_the_server_can_send_one() -> None:

@@ -80,13 +80,10 @@ def start_metrics_server(host: str, port: int) -> None:
     and its registry is the default one.
     """
     import prometheus_client
-    from prometheus_client import multiprocess
 
-    registry = prometheus_client.REGISTRY
-    if os.environ.get(PROMETHEUS_DIR_ENV):
-        registry = prometheus_client.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    prometheus_client.start_http_server(port, addr=host, registry=registry)
+    from tenantgw.gateway.metrics import scrape_registry
+
+    prometheus_client.start_http_server(port, addr=host, registry=scrape_registry())
 
 
 def _uvicorn_options(host: str, port: int, num_workers: int) -> dict[str, Any]:

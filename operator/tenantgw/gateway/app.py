@@ -115,6 +115,15 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes or max_body_bytes_from_env()
+        self._metrics_app: ASGIApp | None = None
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # tenantgw's collectors, LiteLLM's exporter not being loaded (gateway.metrics).
+        if self._metrics_app is None:
+            from tenantgw.gateway.metrics import metrics_app
+
+            self._metrics_app = metrics_app()
+        await self._metrics_app(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -144,6 +153,9 @@ class GatewayMiddleware:
             return
         if door.purpose == "models":
             await _list_models(scope, send)
+            return
+        if door.purpose == "metrics":
+            await self._metrics(scope, receive, send)
             return
         await self._guarded(scope, receive, send, family)
 

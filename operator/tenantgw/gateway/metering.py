@@ -115,6 +115,7 @@ class Meter:
         self._pending.pop(ctx.request_id, None)
         try:
             rec = record_from_kwargs(ctx, kwargs, response_obj, start_time, end_time, ok=True)
+            self.metrics.finished(rec, ctx)
             await self.record(rec, ctx, ok=True)
         except Exception:
             log.exception("metering of request %s failed", ctx.request_id)
@@ -152,9 +153,11 @@ class Meter:
                     rec = dataclasses.replace(rec, http_status=status)
                 if ctx.judged is not None:  # a failed classifier call: what it answered instead
                     rec = dataclasses.replace(rec, safeguard_verdicts=verdicts_json(ctx.verdicts))
+                self.metrics.finished(rec, ctx)
                 self.write_row(rec)
             else:
                 rec = refused(ctx, exc)
+                self.metrics.finished(rec, ctx)
                 await self.record(rec, ctx, ok=False)
         except Exception:
             log.exception("metering of failed request %s failed", ctx.request_id)

@@ -53,7 +53,7 @@ DOORS: tuple[Door, ...] = (
     Door("/models", _GET, "models"),
     Door("/health/liveliness", _GET, "health"),
     Door("/health/readiness", _GET, "health"),
-    # LiteLLM's Prometheus exporter is an app mounted at /metrics; scraped as /metrics/.
+    # The gateway's collectors (gateway.metrics), also on the metrics port.
     Door("/metrics", _GET, "metrics"),
     Door("/metrics/", _GET, "metrics"),
 )

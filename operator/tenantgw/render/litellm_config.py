@@ -25,9 +25,9 @@ from tenantgw.render.inputs import RenderInputs, alias_name, exact_client_names
 
 # Plugin entry points in the gateway image; tenantgw.gateway must provide exactly these.
 CUSTOM_AUTH = "tenantgw.gateway.auth.user_api_key_auth"
+# The only callback: LiteLLM's own Prometheus exporter is not loaded, tenantgw.gateway.metrics
+# exports the series the dashboard and the alerts read (under LiteLLM's names).
 CALLBACKS = ["tenantgw.gateway.callbacks.handler"]
-# LiteLLM's own Prometheus exporter: mounts /metrics, which the ServiceMonitor scrapes.
-BUILTIN_CALLBACKS = ["prometheus"]
 
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 ROUTING_STRATEGY = "simple-shuffle"
@@ -258,9 +258,7 @@ def render_litellm_config(inputs: RenderInputs) -> dict[str, Any]:
     fallbacks = render_fallbacks(inputs)
     if fallbacks:
         litellm_settings["fallbacks"] = fallbacks
-    litellm_settings["callbacks"] = [*CALLBACKS, *BUILTIN_CALLBACKS]
-    # Prometheus scrapes without a key; the NetworkPolicy decides who reaches the port.
-    litellm_settings["require_auth_for_metrics_endpoint"] = False
+    litellm_settings["callbacks"] = list(CALLBACKS)
 
     router_settings: dict[str, Any] = {"routing_strategy": ROUTING_STRATEGY}
     group_alias = render_model_group_alias(inputs)
