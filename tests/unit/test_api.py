@@ -185,11 +185,48 @@ def test_defaults_of_a_minimal_tenant() -> None:
     tenant = Tenant.model_validate(body)
 
     assert tenant.namespace_name() == "tenant-data"
-    assert tenant.spec.gateway.replicas == 2
+    assert tenant.spec.gateway.replicas is None
+    assert tenant.spec.gateway.fixed_replicas() == 2
+    assert tenant.spec.gateway.autoscaling is None
     assert tenant.spec.gateway.workers == 1
     assert tenant.spec.compliance.pii_redaction.mode == "off"
     assert tenant.spec.routing.rules == []
     assert tenant.status is None
+
+
+def test_autoscaling_leaves_the_replicas_to_the_autoscaler() -> None:
+    body = {"metadata": {"name": "data"}, "spec": {"gateway": {"autoscaling": {"maxReplicas": 6}}}}
+    gateway = Tenant.model_validate(body).spec.gateway
+    assert gateway.autoscaling is not None
+    assert (gateway.autoscaling.min_replicas, gateway.autoscaling.max_replicas) == (2, 6)
+    assert gateway.autoscaling.target_cpu_utilization == 70
+    assert gateway.fixed_replicas() is None
+    assert gateway.serves()
+
+
+@pytest.mark.parametrize(
+    ("gateway", "message"),
+    [
+        (
+            {"replicas": 3, "autoscaling": {"maxReplicas": 6}},
+            "spec.gateway: replicas and autoscaling are both set",
+        ),
+        (
+            {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
+            "spec.gateway.autoscaling: minReplicas (5) is more than maxReplicas (3)",
+        ),
+        (
+            {"autoscaling": {"minReplicas": 2}},
+            "spec.gateway.autoscaling.maxReplicas: Field required",
+        ),
+    ],
+)
+def test_invalid_autoscaling_names_the_field(gateway: dict[str, Any], message: str) -> None:
+    from tenantgw.reconcile.validate import describe_validation_error
+
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Tenant.model_validate({"metadata": {"name": "data"}, "spec": {"gateway": gateway}})
+    assert describe_validation_error(caught.value).startswith(message)
 
 
 def test_budget_policy_defaults() -> None:

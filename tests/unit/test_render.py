@@ -301,3 +301,51 @@ def test_service_selects_the_gateway_pods(engineering_team: RenderInputs) -> Non
     monitor = by_kind(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
     assert monitor.items() <= by_kind(objects, "Service")["metadata"]["labels"].items()
     assert service_url(engineering_team.tenant) == "http://gateway.tenant-engineering-team.svc:4000"
+
+
+# --------------------------------------------------------------------------- autoscaling
+
+
+def with_gateway(inputs: RenderInputs, **gateway: Any) -> RenderInputs:
+    spec = inputs.tenant.spec.model_copy(
+        update={"gateway": inputs.tenant.spec.gateway.model_validate(gateway)}
+    )
+    return dataclasses.replace(inputs, tenant=inputs.tenant.model_copy(update={"spec": spec}))
+
+
+def test_autoscaling_renders_an_hpa_and_leaves_the_replicas_out(
+    minimal_tenant: RenderInputs,
+) -> None:
+    scaled = with_gateway(
+        minimal_tenant,
+        autoscaling={"minReplicas": 3, "maxReplicas": 9, "targetCpuUtilization": 60},
+    )
+    objects = render_tenant(scaled)
+    assert "replicas" not in by_kind(objects, "Deployment")["spec"]
+    hpa = by_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": GATEWAY_NAME,
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 60},
+    }
+    assert hpa["metadata"]["labels"]["tenantgw.io/tenant"] == scaled.tenant.metadata.name
+    assert hpa["metadata"]["ownerReferences"] == [owner_reference(scaled.tenant)]
+    # The gateway is expected up (an alert when no pod answers), as with fixed replicas.
+    rule = by_kind(objects, "PrometheusRule") if scaled.monitoring else None
+    if rule is not None:
+        alerts = [r["alert"] for r in rule["spec"]["groups"][0]["rules"]]
+        assert "TenantGatewayDown" in alerts
+
+
+def test_fixed_replicas_render_no_hpa(minimal_tenant: RenderInputs) -> None:
+    for gateway, replicas in (({}, 2), ({"replicas": 5}, 5), ({"replicas": 0}, 0)):
+        objects = render_tenant(with_gateway(minimal_tenant, **gateway))
+        assert by_kind(objects, "Deployment")["spec"]["replicas"] == replicas
+        assert not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]

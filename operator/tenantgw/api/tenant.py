@@ -404,15 +404,97 @@ class ResourceRequirements(CamelModel):
     )
 
 
+DEFAULT_GATEWAY_REPLICAS = 2
+AUTOSCALING_RANGE_MESSAGE = "minReplicas must not be more than maxReplicas"
+REPLICAS_OR_AUTOSCALING_MESSAGE = (
+    "replicas and autoscaling are both set: with autoscaling the HorizontalPodAutoscaler sets "
+    "the replicas; remove spec.gateway.replicas"
+)
+
+
+class GatewayAutoscaling(CamelModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) that sizes the gateway Deployment by CPU."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.minReplicas <= self.maxReplicas", AUTOSCALING_RANGE_MESSAGE, ".minReplicas")
+        )
+    )
+
+    min_replicas: int = Field(
+        default=DEFAULT_GATEWAY_REPLICAS, description="Fewest gateway pods.", ge=1, le=100
+    )
+    max_replicas: int = Field(description="Most gateway pods.", ge=1, le=100)
+    target_cpu_utilization: int = Field(
+        default=70,
+        description=(
+            "Average CPU use of the gateway pods the autoscaler keeps, in percent of the "
+            "container's CPU request."
+        ),
+        ge=1,
+        le=100,
+    )
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> GatewayAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is more than maxReplicas "
+                f"({self.max_replicas}): {AUTOSCALING_RANGE_MESSAGE}"
+            )
+        return self
+
+
 class GatewaySpec(CamelModel):
     """The tenant's gateway Deployment."""
 
-    replicas: int = Field(default=2, description="Gateway pods.", ge=0, le=100)
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.replicas) && has(self.autoscaling))",
+                REPLICAS_OR_AUTOSCALING_MESSAGE,
+                ".replicas",
+            )
+        )
+    )
+
+    replicas: int | None = Field(
+        default=None,
+        description=(
+            f"Gateway pods ({DEFAULT_GATEWAY_REPLICAS} when neither this nor autoscaling is "
+            "set). Not with autoscaling."
+        ),
+        ge=0,
+        le=100,
+    )
+    autoscaling: GatewayAutoscaling | None = Field(
+        default=None,
+        description=(
+            "Size the gateway by CPU with a HorizontalPodAutoscaler; the Deployment's replicas "
+            "are then the autoscaler's, never set by the operator. Not with replicas."
+        ),
+    )
     workers: int = Field(default=1, description="LiteLLM worker processes per pod.", ge=1, le=64)
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
         description="Resources of the gateway container; operator defaults when empty.",
     )
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> GatewaySpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError(REPLICAS_OR_AUTOSCALING_MESSAGE)
+        return self
+
+    def fixed_replicas(self) -> int | None:
+        """The Deployment's replicas, None when the autoscaler sets them."""
+        if self.autoscaling is not None:
+            return None
+        return DEFAULT_GATEWAY_REPLICAS if self.replicas is None else self.replicas
+
+    def serves(self) -> bool:
+        """Whether the gateway is meant to run at all (zero fixed replicas is a choice)."""
+        return self.fixed_replicas() != 0
 
 
 class Enforcement(CamelModel):

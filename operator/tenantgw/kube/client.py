@@ -59,6 +59,7 @@ _KIND_LIST: Final = [
     Kind("apps/v1", "Deployment", "deployments", True),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+    Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True),
     Kind("rbac.authorization.k8s.io/v1", "Role", "roles", True),
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", True),

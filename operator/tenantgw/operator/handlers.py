@@ -44,6 +44,7 @@ OWNED: list[tuple[str, str, str]] = [
     ("apps", "v1", "deployments"),
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
@@ -280,6 +281,7 @@ async def budget_policy_event(
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED)

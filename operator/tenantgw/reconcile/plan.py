@@ -51,6 +51,7 @@ PRUNABLE_KINDS: list[tuple[str, str]] = [
     ("apps/v1", "Deployment"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
     (RBAC_API_VERSION, "Role"),
     (RBAC_API_VERSION, "RoleBinding"),
 ]

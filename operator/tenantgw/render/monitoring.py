@@ -82,7 +82,7 @@ def render_prometheus_rule(inputs: RenderInputs) -> dict[str, Any]:
     namespace = inputs.tenant.namespace_name()
     selector = f'namespace="{namespace}"'
     rules: list[dict[str, Any]] = []
-    if inputs.tenant.spec.gateway.replicas > 0:  # zero replicas is a choice, not an outage
+    if inputs.tenant.spec.gateway.serves():  # zero replicas is a choice, not an outage
         rules.append(
             _alert(
                 "TenantGatewayDown",

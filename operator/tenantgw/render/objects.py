@@ -31,6 +31,7 @@ from tenantgw.render.names import (
 )
 from tenantgw.render.network import render_network_policy
 from tenantgw.render.workload import (
+    render_autoscaler,
     render_deployment,
     render_pod_disruption_budget,
     render_service,
@@ -105,6 +106,9 @@ def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
         render_pod_disruption_budget(inputs),
         *render_access(inputs),
     ]
+    autoscaler = render_autoscaler(inputs)
+    if autoscaler is not None:
+        objects.append(autoscaler)
     if inputs.monitoring:
         objects += [render_service_monitor(inputs), render_prometheus_rule(inputs)]
     return objects

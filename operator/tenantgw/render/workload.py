@@ -1,4 +1,4 @@
-"""Deployment, Service and PodDisruptionBudget of a tenant's gateway.
+"""Deployment, Service, PodDisruptionBudget and HorizontalPodAutoscaler of a tenant's gateway.
 
 The pod meets the `restricted` Pod Security Standard: non-root, no privilege escalation, no
 capabilities, read-only root filesystem (only /tmp is writable), RuntimeDefault seccomp and no
@@ -159,6 +159,13 @@ def _container(inputs: RenderInputs) -> dict[str, Any]:
     }
 
 
+def _replicas(fixed: int | None) -> dict[str, int]:
+    # With autoscaling the field is left out of the apply: the HorizontalPodAutoscaler writes
+    # it (through the scale subresource, under its own field manager) and server-side apply
+    # leaves a field the operator does not send to its owner, so no reconcile reverts it.
+    return {} if fixed is None else {"replicas": fixed}
+
+
 def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) -> dict[str, Any]:
     """Deployment `gateway`; `data` is the ConfigMap's data when it was computed already."""
     tenant = inputs.tenant
@@ -177,7 +184,7 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
         "kind": "Deployment",
         "metadata": object_meta(tenant, GATEWAY_NAME, gateway_labels(name)),
         "spec": {
-            "replicas": tenant.spec.gateway.replicas,
+            **_replicas(tenant.spec.gateway.fixed_replicas()),
             "selector": {"matchLabels": gateway_selector(name)},
             "strategy": {
                 "type": "RollingUpdate",
@@ -265,4 +272,33 @@ def render_pod_disruption_budget(inputs: RenderInputs) -> dict[str, Any]:
         "kind": "PodDisruptionBudget",
         "metadata": object_meta(inputs.tenant, GATEWAY_NAME),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": gateway_selector(name)}},
+    }
+
+
+def render_autoscaler(inputs: RenderInputs) -> dict[str, Any] | None:
+    """HorizontalPodAutoscaler `gateway` (autoscaling/v2, CPU) when `spec.gateway.autoscaling`."""
+    scaling = inputs.tenant.spec.gateway.autoscaling
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": object_meta(inputs.tenant, GATEWAY_NAME),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": GATEWAY_NAME},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
     }
