@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -76,7 +77,8 @@ def materialize(
     The same steps as `tenantctl dev gateway` (tenantgw.cli.devgateway), from the rendered
     objects instead of the API server; the pod's /tmp emptyDir is a directory here too.
     A projected ServiceAccount token (workload identity) is `service_account_tokens[audience]`,
-    the token the kubelet would request for that audience.
+    the token the kubelet would request for that audience. The pod's mount paths named in the
+    env, the args and the ConfigMap's files are made the local directories.
     """
     secrets_by_name = {
         o["metadata"]["name"]: {k: _b64(v) for k, v in o.get("data", {}).items()}
@@ -91,7 +93,21 @@ def materialize(
     volumes = {v["name"]: v for v in pod["volumes"]}
     if workdir.exists():
         shutil.rmtree(workdir)
-    rewrites: dict[str, str] = {}
+    rewrites = {m["mountPath"]: str(workdir / m["name"]) for m in container["volumeMounts"]}
+
+    def local_path(value: str) -> str:
+        for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return local + value[len(mount_path) :]
+        return value
+
+    def local_paths_in(text: str) -> str:
+        """A mounted file's text with the pod's paths made local (a GCP credential
+        configuration names the projected token's path)."""
+        longest_first = sorted(rewrites, key=len, reverse=True)
+        quoted = re.compile('"(' + "|".join(map(re.escape, longest_first)) + ")/")
+        return quoted.sub(lambda m: f'"{rewrites[m.group(1)]}/', text)
+
     for mount in container["volumeMounts"]:
         local = workdir / mount["name"]
         local.mkdir(parents=True, exist_ok=True)
@@ -111,14 +127,8 @@ def materialize(
         if items:
             data = {item["path"]: data[item["key"]] for item in items}
         for file_name, content in data.items():
-            (local / file_name).write_text(content)
-        rewrites[mount["mountPath"]] = str(local)
-
-    def local_path(value: str) -> str:
-        for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
-            if value == mount_path or value.startswith(mount_path + "/"):
-                return local + value[len(mount_path) :]
-        return value
+            text = local_paths_in(content) if "configMap" in volume else content
+            (local / file_name).write_text(text)
 
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
     for var in container["env"]:
