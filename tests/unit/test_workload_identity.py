@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from tenantgw.api import Tenant
+from tenantgw.reconcile.validate import describe_validation_error
 from tenantgw.render import RenderInputs, render_litellm_config, render_tenant
 from tenantgw.render.network import egress_rules
 
@@ -106,6 +107,19 @@ def test_the_api_refuses_an_identity_that_cannot_work(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         tenant(provider)
+
+
+def test_a_misused_gcp_identity_becomes_a_condition_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as exc:
+        tenant(vertex(workloadIdentity=gcp(serviceAccount="vertex@gmail.com")))
+    assert describe_validation_error(exc.value).startswith(
+        "spec.providers[0].workloadIdentity.gcp.serviceAccount: String should match pattern"
+    )
+    with pytest.raises(ValidationError) as exc:
+        tenant(bedrock(workloadIdentity=GCP))
+    assert describe_validation_error(exc.value) == (
+        "spec.providers[0]: workloadIdentity.gcp is for providers of type vertex"
+    )
 
 
 def test_one_role_and_one_app_per_tenant() -> None:
