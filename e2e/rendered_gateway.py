@@ -25,8 +25,10 @@ import anthropic
 import httpx
 import openai
 import psycopg
+import pytest
 from psycopg import sql
 
+from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
 from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
@@ -243,3 +245,42 @@ def run_rendered_gateway(
     finally:
         sim.stop()
         store.kill()
+
+
+def claude_reads_notes(gateway: Gateway, alias: str, tmp_path: Path) -> ClaudeRun:
+    """One `claude -p` turn on `alias` that runs Read on a notes file and answers from it.
+
+    The simulator's tool plan makes the model call Read on the file; the run must succeed,
+    take at least two turns and answer with the codename only the file holds.
+    """
+    project = tmp_path / "project"
+    project.mkdir()
+    token = "tgw-" + secrets.token_hex(6)
+    notes = project / "notes.txt"
+    notes.write_text(f"The release codename is {token}.\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    seed_home(home, [project])
+    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
+    env = {
+        "ANTHROPIC_BASE_URL": gateway.url,
+        "ANTHROPIC_AUTH_TOKEN": gateway.key,
+        "ANTHROPIC_MODEL": alias,
+        "ANTHROPIC_SMALL_FAST_MODEL": alias,
+    }
+    try:
+        run = run_claude(
+            "What is the release codename in notes.txt?",
+            project=project,
+            home=home,
+            gateway_env=env,
+            model=alias,
+            max_retries=0,
+        )
+    except ClaudeCodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert run.returncode == 0, run.describe()
+    assert run.result["is_error"] is False, run.describe()
+    assert run.result["num_turns"] >= 2, "no tool turn happened"
+    assert token in run.result["result"], run.describe()
+    return run
