@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -24,8 +25,10 @@ import anthropic
 import httpx
 import openai
 import psycopg
+import pytest
 from psycopg import sql
 
+from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
 from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
@@ -76,7 +79,8 @@ def materialize(
     The same steps as `tenantctl dev gateway` (tenantgw.cli.devgateway), from the rendered
     objects instead of the API server; the pod's /tmp emptyDir is a directory here too.
     A projected ServiceAccount token (workload identity) is `service_account_tokens[audience]`,
-    the token the kubelet would request for that audience.
+    the token the kubelet would request for that audience. The pod's mount paths named in the
+    env, the args and the ConfigMap's files are made the local directories.
     """
     secrets_by_name = {
         o["metadata"]["name"]: {k: _b64(v) for k, v in o.get("data", {}).items()}
@@ -91,7 +95,21 @@ def materialize(
     volumes = {v["name"]: v for v in pod["volumes"]}
     if workdir.exists():
         shutil.rmtree(workdir)
-    rewrites: dict[str, str] = {}
+    rewrites = {m["mountPath"]: str(workdir / m["name"]) for m in container["volumeMounts"]}
+
+    def local_path(value: str) -> str:
+        for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return local + value[len(mount_path) :]
+        return value
+
+    def local_paths_in(text: str) -> str:
+        """A mounted file's text with the pod's paths made local (a GCP credential
+        configuration names the projected token's path)."""
+        longest_first = sorted(rewrites, key=len, reverse=True)
+        quoted = re.compile('"(' + "|".join(map(re.escape, longest_first)) + ")/")
+        return quoted.sub(lambda m: f'"{rewrites[m.group(1)]}/', text)
+
     for mount in container["volumeMounts"]:
         local = workdir / mount["name"]
         local.mkdir(parents=True, exist_ok=True)
@@ -111,14 +129,8 @@ def materialize(
         if items:
             data = {item["path"]: data[item["key"]] for item in items}
         for file_name, content in data.items():
-            (local / file_name).write_text(content)
-        rewrites[mount["mountPath"]] = str(local)
-
-    def local_path(value: str) -> str:
-        for mount_path, local in sorted(rewrites.items(), key=lambda kv: -len(kv[0])):
-            if value == mount_path or value.startswith(mount_path + "/"):
-                return local + value[len(mount_path) :]
-        return value
+            text = local_paths_in(content) if "configMap" in volume else content
+            (local / file_name).write_text(text)
 
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
     for var in container["env"]:
@@ -233,3 +245,42 @@ def run_rendered_gateway(
     finally:
         sim.stop()
         store.kill()
+
+
+def claude_reads_notes(gateway: Gateway, alias: str, tmp_path: Path) -> ClaudeRun:
+    """One `claude -p` turn on `alias` that runs Read on a notes file and answers from it.
+
+    The simulator's tool plan makes the model call Read on the file; the run must succeed,
+    take at least two turns and answer with the codename only the file holds.
+    """
+    project = tmp_path / "project"
+    project.mkdir()
+    token = "tgw-" + secrets.token_hex(6)
+    notes = project / "notes.txt"
+    notes.write_text(f"The release codename is {token}.\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    seed_home(home, [project])
+    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
+    env = {
+        "ANTHROPIC_BASE_URL": gateway.url,
+        "ANTHROPIC_AUTH_TOKEN": gateway.key,
+        "ANTHROPIC_MODEL": alias,
+        "ANTHROPIC_SMALL_FAST_MODEL": alias,
+    }
+    try:
+        run = run_claude(
+            "What is the release codename in notes.txt?",
+            project=project,
+            home=home,
+            gateway_env=env,
+            model=alias,
+            max_retries=0,
+        )
+    except ClaudeCodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert run.returncode == 0, run.describe()
+    assert run.result["is_error"] is False, run.describe()
+    assert run.result["num_turns"] >= 2, "no tool turn happened"
+    assert token in run.result["result"], run.describe()
+    return run

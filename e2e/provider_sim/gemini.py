@@ -9,15 +9,28 @@ Routes:
 * ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`` /
   ``:streamGenerateContent`` (also ``/v1beta1``): Vertex AI. It takes an OAuth bearer token
   issued by ``POST /token`` below (401 UNAUTHENTICATED otherwise), for a service account of
-  project ``p`` (403 PERMISSION_DENIED otherwise).
+  project ``p`` (403 PERMISSION_DENIED otherwise); the request's record says which
+  (``google_identity``).
 * ``POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict`` /
   ``:streamRawPredict``: Claude on Vertex. The body is an Anthropic Messages body without
   ``model`` and with ``anthropic_version: "vertex-2023-10-16"``; the answer is Anthropic's
   (``anthropic.py``), errors in Google's shape.
 * ``POST /token``: Google's OAuth 2.0 token endpoint for the JWT-bearer grant a service-account
   key makes (``google.oauth2.service_account``): the assertion must be RS256-signed with the key
-  of ``service_account_info()``, for ``aud`` = this endpoint, with a scope. Tokens are stateless
-  (HMAC-signed), so they survive ``/_sim/reset``.
+  of ``service_account_info()``, with a scope, for ``aud``
+  ``https://oauth2.googleapis.com/token`` (Google's documented audience: google-auth sends it
+  whatever the key's ``token_uri``). Tokens are stateless (HMAC-signed), so they survive
+  ``/_sim/reset``.
+* ``POST /v1/token``: Google's Security Token Service (Workload Identity Federation). The
+  token-exchange grant of a projected ServiceAccount token: ``audience`` must be
+  ``//iam.googleapis.com/`` + a pool provider of ``SimConfig.gcp_workload_pools``, the token
+  signed by the simulated cluster issuer for that provider's default audience
+  (``https://iam.googleapis.com/...``) and unexpired. The answer is a federated token of the
+  principal ``principal://iam.googleapis.com/<pool>/subject/<sub>``, which Vertex refuses.
+* ``POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken``: the IAM Service Account
+  Credentials API. A federated token's principal listed for ``email`` in
+  ``SimConfig.gcp_service_accounts`` (roles/iam.workloadIdentityUser) gets an access token of
+  the service account, which Vertex takes; anyone else a 403.
 
 Bodies are checked as Gemini checks them: ``contents`` with roles ``user`` / ``model``, parts
 ``text`` / ``functionCall`` / ``functionResponse``; ``tools[].functionDeclarations``;
@@ -53,6 +66,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from e2e.provider_sim.anthropic import Answer, parse_messages
+from e2e.provider_sim.identity import (
+    GCP_IAM,
+    IdentityError,
+    gcp_audience,
+    gcp_principal,
+    issue_gcp_federated_token,
+    verify_gcp_federated_token,
+    verify_service_account_token,
+)
 from e2e.provider_sim.server import (
     ChatRequest,
     Message,
@@ -87,6 +109,8 @@ FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_use": "STOP"}
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 TOKEN_LIFETIME_S = 3600
+TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+"""The ``aud`` of every JWT-bearer assertion Google's token endpoint takes."""
 _TOKEN_KEY = b"provider-sim-google-oauth"
 
 
@@ -339,6 +363,8 @@ class Gemini:
             web.post(vertex + "/google/models/{call}", self.vertex),
             web.post(vertex + "/anthropic/models/{call}", self.vertex_anthropic),
             web.post("/token", self.token),
+            web.post("/v1/token", self.sts_token),
+            web.post("/v1/projects/-/serviceAccounts/{call}", self.generate_access_token),
         ]
 
     # ---- auth
@@ -390,14 +416,16 @@ class Gemini:
             raise _google(404, f"Method not found: {request.match_info['call']!r}.")
         return model, method
 
-    async def _read(self, request: web.Request, model: str | None, **extra: Any) -> Any:
+    async def _read(
+        self, request: web.Request, model: str | None, **extra: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        """The request's JSON body and the simulator's record of the request."""
         try:
             body = await read_json(request)
         except ProviderError as f:
             self.sim.record(request, None, protocol=self.protocol, model=model, **extra)
             raise invalid(f"Invalid JSON payload received. {f.message}") from f
-        self.sim.record(request, body, protocol=self.protocol, model=model, **extra)
-        return body
+        return body, self.sim.record(request, body, protocol=self.protocol, model=model, **extra)
 
     def _known_model(self, model: str, cfg: SimConfig, version: str) -> None:
         if model not in cfg.models:
@@ -420,10 +448,10 @@ class Gemini:
             model, method = self._model_and_method(
                 request, ("generateContent", "streamGenerateContent")
             )
-            body = await self._read(request, model, endpoint=method, vertex=vertex)
+            body, entry = await self._read(request, model, endpoint=method, vertex=vertex)
             cfg = self.sim.config_snapshot()
             if vertex:
-                self._vertex_token(request)
+                entry["google_identity"] = self._vertex_token(request)
             else:
                 self._gemini_key(request, cfg)
             self._known_model(model, cfg, request.match_info["version"])
@@ -468,8 +496,8 @@ class Gemini:
     async def vertex_anthropic(self, request: web.Request) -> web.StreamResponse:
         try:
             model, method = self._model_and_method(request, ("rawPredict", "streamRawPredict"))
-            body = await self._read(request, model, endpoint=method, vertex=True)
-            self._vertex_token(request)
+            body, entry = await self._read(request, model, endpoint=method, vertex=True)
+            entry["google_identity"] = self._vertex_token(request)
             cfg = self.sim.config_snapshot()
             if not isinstance(body, Mapping):
                 raise invalid("request body must be a JSON object")
@@ -531,20 +559,19 @@ class Gemini:
         if not isinstance(assertion, str):
             return refuse("invalid_request", "Missing required parameter: assertion")
         public = _service_account_key().public_key()
-        token_uri = str(request.url.with_query(None))
         try:
             claims = jwt.decode(
                 assertion,
                 public,
                 algorithms=["RS256"],
-                audience=token_uri,
+                audience=TOKEN_AUDIENCE,
                 options={"require": ["iss", "aud", "exp", "iat"]},
             )
         except jwt.InvalidAudienceError:
             return refuse(
                 "invalid_grant",
                 "Invalid JWT: Token must be a short-lived token "
-                f"(60 minutes) and in a reasonable timeframe. aud must be {token_uri}",
+                f"(60 minutes) and in a reasonable timeframe. aud must be {TOKEN_AUDIENCE}",
             )
         except jwt.InvalidSignatureError:
             return refuse("invalid_grant", "Invalid JWT Signature.")
@@ -561,6 +588,97 @@ class Gemini:
             }
         )
 
+    # ---- Workload Identity Federation: STS token exchange, then impersonation
+    async def sts_token(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        fields = {k: str(v) for k, v in form.items()}
+        entry = self.sim.record(
+            request,
+            {k: ("<subject_token>" if k == "subject_token" else v) for k, v in fields.items()},
+            protocol="gcp-sts",
+            model=None,
+            endpoint="token",
+        )
+
+        def refuse(error: str, description: str) -> web.Response:
+            return web.json_response({"error": error, "error_description": description}, status=400)
+
+        if fields.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange":
+            return refuse("unsupported_grant_type", "Invalid value for grant_type.")
+        if fields.get("requested_token_type") != "urn:ietf:params:oauth:token-type:access_token":
+            return refuse("invalid_request", "Invalid value for requested_token_type.")
+        if fields.get("subject_token_type") not in (
+            "urn:ietf:params:oauth:token-type:jwt",
+            "urn:ietf:params:oauth:token-type:id_token",
+        ):
+            return refuse("invalid_request", "Invalid value for subject_token_type.")
+        if not fields.get("scope", "").strip():
+            return refuse("invalid_scope", "Scope(s) must be provided.")
+        audience = fields.get("audience", "")
+        pool_provider = audience.removeprefix(GCP_IAM)
+        if (
+            not audience.startswith(GCP_IAM)
+            or pool_provider not in self.sim.config_snapshot().gcp_workload_pools
+        ):
+            return refuse(
+                "invalid_target",
+                'The target service indicated by the "audience" parameters is invalid. '
+                "This might either be because the pool or provider is disabled or deleted or "
+                "because it doesn't exist.",
+            )
+        try:
+            claims = verify_service_account_token(
+                fields.get("subject_token", ""), gcp_audience(pool_provider)
+            )
+        except IdentityError as exc:
+            return refuse("invalid_grant", exc.message)
+        principal = gcp_principal(pool_provider, str(claims["sub"]))
+        entry["gcp_identity"] = {"subject": claims["sub"], "principal": principal}
+        return web.json_response(
+            {
+                "access_token": issue_gcp_federated_token(principal, TOKEN_LIFETIME_S),
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": TOKEN_LIFETIME_S,
+            }
+        )
+
+    async def generate_access_token(self, request: web.Request) -> web.StreamResponse:
+        email, _, method = request.match_info["call"].rpartition(":")
+        body, entry = await self._read(request, None, endpoint=method)
+        entry["protocol"] = "gcp-iam"
+        try:
+            if method != "generateAccessToken" or not email:
+                raise _google(404, f"Method not found: {request.match_info['call']!r}.")
+            token = bearer_token(request)
+            if not token:
+                raise _google(401, "Request is missing required authentication credential.")
+            try:
+                principal = verify_gcp_federated_token(token)
+            except IdentityError as exc:
+                raise _google(401, exc.message, "ACCESS_TOKEN_TYPE_UNSUPPORTED") from exc
+            entry["gcp_identity"] = {"principal": principal, "service_account": email}
+            allowed = self.sim.config_snapshot().gcp_service_accounts.get(email, [])
+            if principal not in allowed:
+                raise _google(
+                    403,
+                    "Permission 'iam.serviceAccounts.getAccessToken' denied on resource "
+                    "(or it may not exist).",
+                    "IAM_PERMISSION_DENIED",
+                )
+            scope = body.get("scope") if isinstance(body, Mapping) else None
+            if not isinstance(scope, list) or not scope:
+                raise invalid("Scope required.")
+        except ProviderError as f:
+            return google_error(f)
+        expiry = time.gmtime(time.time() + TOKEN_LIFETIME_S)
+        return web.json_response(
+            {
+                "accessToken": issue_token(email),
+                "expireTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", expiry),
+            }
+        )
+
 
 def gemini_routes(sim: Simulator) -> list[web.RouteDef]:
     return Gemini(sim).routes()
@@ -568,6 +686,7 @@ def gemini_routes(sim: Simulator) -> list[web.RouteDef]:
 
 __all__ = [
     "SCOPE",
+    "TOKEN_AUDIENCE",
     "Gemini",
     "gemini_routes",
     "google_error",

@@ -2,9 +2,10 @@
 
 A pod with workload identity holds a projected ServiceAccount token (a JWT the cluster signs,
 with the audience the cloud expects) and trades it at the cloud's token service for a
-credential of its own: AWS STS ``AssumeRoleWithWebIdentity`` (IRSA, ``bedrock.py``) or Entra
-ID's token endpoint with a client assertion (AKS workload identity, ``azure.py``). The
-simulator plays all three parts:
+credential of its own: AWS STS ``AssumeRoleWithWebIdentity`` (IRSA, ``bedrock.py``), Entra
+ID's token endpoint with a client assertion (AKS workload identity, ``azure.py``) or Google's
+STS token exchange then a service account's ``generateAccessToken`` (GCP Workload Identity
+Federation, ``gemini.py``). The simulator plays all three parts:
 
 * ``service_account_token`` mints what the kubelet would project into the pod: a JWT signed by
   the simulated cluster issuer (``ISSUER``), with ``sub`` ``system:serviceaccount:<ns>:<sa>``;
@@ -30,6 +31,7 @@ ISSUER = "https://oidc.provider-sim.invalid/cluster"
 """The simulated cluster's service-account issuer (an EKS/AKS OIDC issuer URL)."""
 AWS_AUDIENCE = "sts.amazonaws.com"
 AZURE_AUDIENCE = "api://AzureADTokenExchange"
+GCP_IAM = "//iam.googleapis.com/"
 _CLUSTER_KEY = b"provider-sim-cluster-issuer-signing-key"  # signs projected ServiceAccount tokens
 _CLOUD_KEY = b"provider-sim-cloud-credentials-signing"  # derives and signs what the clouds hand out
 
@@ -169,16 +171,55 @@ def verify_entra_token(token: str) -> dict[str, Any]:
     return claims
 
 
+# --------------------------------------------------------------------------- GCP federation
+
+GCP_FEDERATED_AUDIENCE = "provider-sim-gcp-federated"
+
+
+def gcp_audience(pool_provider: str) -> str:
+    """The projected token's audience a pool provider accepts by default."""
+    return "https:" + GCP_IAM + pool_provider
+
+
+def gcp_principal(pool_provider: str, subject: str) -> str:
+    """The federated principal STS makes of ``subject`` (``google.subject=assertion.sub``)."""
+    pool = pool_provider.rsplit("/providers/", 1)[0]
+    return f"principal:{GCP_IAM}{pool}/subject/{subject}"
+
+
+def issue_gcp_federated_token(principal: str, ttl_s: int) -> str:
+    """A federated access token of STS: good only for impersonating a service account."""
+    now = int(time.time())
+    claims = {"sub": principal, "aud": GCP_FEDERATED_AUDIENCE, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, _CLOUD_KEY, algorithm="HS256")
+
+
+def verify_gcp_federated_token(token: str) -> str:
+    """The principal of a federated token this simulator's STS issued, or IdentityError."""
+    try:
+        claims = jwt.decode(
+            token, _CLOUD_KEY, algorithms=["HS256"], audience=GCP_FEDERATED_AUDIENCE
+        )
+    except jwt.PyJWTError as exc:
+        raise IdentityError("UNAUTHENTICATED", f"Invalid federated token: {exc}") from exc
+    return str(claims["sub"])
+
+
 __all__ = [
     "AWS_AUDIENCE",
     "AZURE_AUDIENCE",
+    "GCP_IAM",
     "ISSUER",
     "IdentityError",
     "aws_session_secret",
+    "gcp_audience",
+    "gcp_principal",
     "issue_aws_session",
     "issue_entra_token",
+    "issue_gcp_federated_token",
     "service_account_subject",
     "service_account_token",
     "verify_entra_token",
+    "verify_gcp_federated_token",
     "verify_service_account_token",
 ]

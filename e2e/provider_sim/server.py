@@ -96,6 +96,10 @@ class SimConfig:
     ``azure_api_versions`` the ``api-version`` values Azure accepts (None: ``azure.API_VERSIONS``),
     ``azure_deployments`` its deployments (None: any), ``entra_apps`` the Entra ID apps with a
     federated credential (client id -> {"tenant": tenant id, "subject": ServiceAccount subject}).
+    GCP (``gemini.py``): ``gcp_workload_pools`` the workload identity pool providers
+    (``projects/N/locations/global/workloadIdentityPools/P/providers/Q``) that trust the
+    simulated cluster's issuer; ``gcp_service_accounts`` who may impersonate each service
+    account (e-mail -> federated principals granted roles/iam.workloadIdentityUser).
 
     Context windows: ``context_windows`` = ``{model: tokens}`` gives models a window, as real
     providers do: a request whose prompt, or prompt plus ``max_tokens``, does not fit is refused
@@ -126,6 +130,8 @@ class SimConfig:
     azure_api_versions: list[str] | None = None
     azure_deployments: list[str] | None = None
     entra_apps: dict[str, dict[str, str]] = field(default_factory=dict)
+    gcp_workload_pools: list[str] = field(default_factory=list)
+    gcp_service_accounts: dict[str, list[str]] = field(default_factory=dict)
     context_windows: dict[str, int] = field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:

@@ -215,9 +215,19 @@ spec:
         azure:
           clientId: 6f1c2a4e-3b5d-4c7e-9f01-23456789abcd
           tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47
+    - name: vertex
+      type: vertex
+      region: europe-west1
+      workloadIdentity:
+        gcp:
+          project: clouds-vertex
+          workloadIdentityProvider: projects/123456789012/locations/global/\
+workloadIdentityPools/clusters/providers/prod-eu
+          serviceAccount: tenantgw-clouds@clouds-vertex.iam.gserviceaccount.com
   catalog:
     - {provider: bedrock, model: "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", costTier: high}
     - {provider: azure, model: gpt-4o, costTier: medium}
+    - {provider: vertex, model: gemini-2.5-pro, costTier: high}
   keys:
     - {name: dev}
   routing: {defaultAlias: claude}
@@ -233,6 +243,10 @@ CLOUD_IDENTITY_ALIASES = """
   spec:
     targets:
       - {provider: azure, model: gpt-4o}
+- metadata: {name: gemini, namespace: tenant-clouds}
+  spec:
+    targets:
+      - {provider: vertex, model: gemini-2.5-pro}
 """
 
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from e2e.provider_sim import SimulatorHandle, start_simulator
-from e2e.provider_sim.gemini import SCOPE, issue_token, service_account_info
+from e2e.provider_sim.gemini import SCOPE, TOKEN_AUDIENCE, issue_token, service_account_info
 
 pytestmark = pytest.mark.unit
 
@@ -128,7 +128,7 @@ def test_vertex_takes_only_tokens_of_its_oauth_endpoint(sim: SimulatorHandle) ->
     now = int(time.time())
     claims = {
         "iss": info["client_email"],
-        "aud": info["token_uri"],
+        "aud": TOKEN_AUDIENCE,
         "scope": SCOPE,
         "iat": now,
         "exp": now + 3600,

@@ -67,16 +67,26 @@ NAMESPACE_FIXED_MESSAGE = "spec.namespace cannot be added or removed after creat
 API_BASE_REQUIRED_TYPES = ("azure", "openai-compatible")
 API_BASE_MESSAGE = "apiBase is required for providers of type azure and openai-compatible"
 CREDENTIALS_MESSAGE = "credentialsSecretRef and workloadIdentity are exclusive: set one"
-IDENTITY_ONE_MESSAGE = "workloadIdentity needs exactly one of aws or azure"
+IDENTITY_ONE_MESSAGE = "workloadIdentity needs exactly one of aws, azure or gcp"
 IDENTITY_AWS_MESSAGE = "workloadIdentity.aws is for providers of type bedrock"
 IDENTITY_AZURE_MESSAGE = "workloadIdentity.azure is for providers of type azure"
+IDENTITY_GCP_MESSAGE = "workloadIdentity.gcp is for providers of type vertex"
 IDENTITY_SHARED_MESSAGE = (
     "spec.providers: every workloadIdentity of one cloud must be the same identity "
-    "(the gateway's ServiceAccount has one AWS role and one Entra ID app)"
+    "(the gateway's ServiceAccount has one AWS role, one Entra ID app and one GCP "
+    "workload identity provider)"
 )
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 HTTPS_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+GCP_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+GCP_POOL_PROVIDER_PATTERN = (
+    r"^projects/[0-9]{1,20}/locations/global/workloadIdentityPools/[a-z0-9-]{4,32}"
+    r"/providers/[a-z0-9-]{4,32}$"
+)
+GCP_SERVICE_ACCOUNT_PATTERN = (
+    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$"
+)
 MATCH_MESSAGE = "match needs at least one of model, promptPrefix or task"
 CATALOG_PROVIDER_MESSAGE = "spec.catalog: every entry's provider must be in spec.providers"
 
@@ -164,11 +174,64 @@ class AzureWorkloadIdentity(CamelModel):
     )
 
 
+class GcpWorkloadIdentity(CamelModel):
+    """GCP Workload Identity Federation: the gateway's ServiceAccount token is exchanged at
+    Google's STS for a federated token, which impersonates a service account."""
+
+    project: str = Field(
+        description="Project the Vertex AI calls are made in (LiteLLM's vertex_project).",
+        pattern=GCP_PROJECT_PATTERN,
+        max_length=30,
+    )
+    workload_identity_provider: str = Field(
+        description=(
+            "Workload identity pool provider trusting the cluster's OIDC issuer: "
+            "projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/"
+            "<provider>. The projected token's audience is https://iam.googleapis.com/ + this "
+            "name (the provider's default allowed audience)."
+        ),
+        pattern=GCP_POOL_PROVIDER_PATTERN,
+        max_length=200,
+    )
+    service_account: str = Field(
+        description=(
+            "Service account the gateway impersonates; it must grant "
+            "roles/iam.workloadIdentityUser to principal://iam.googleapis.com/<pool>/subject/"
+            "system:serviceaccount:<tenant namespace>:gateway, and be allowed to call Vertex AI."
+        ),
+        pattern=GCP_SERVICE_ACCOUNT_PATTERN,
+        max_length=100,
+    )
+    sts_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "Security Token Service root, e.g. a Private Service Connect endpoint; "
+            "https://sts.googleapis.com when omitted (the exchange posts to <root>/v1/token)."
+        ),
+        pattern=HTTPS_URL_PATTERN,
+        max_length=URL_MAX,
+    )
+    iam_credentials_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "IAM Service Account Credentials API root; https://iamcredentials.googleapis.com "
+            "when omitted."
+        ),
+        pattern=HTTPS_URL_PATTERN,
+        max_length=URL_MAX,
+    )
+
+
 class WorkloadIdentity(CamelModel):
     """A provider credential the gateway obtains from its own ServiceAccount, no Secret."""
 
     model_config = ConfigDict(
-        json_schema_extra=validations(cel("has(self.aws) != has(self.azure)", IDENTITY_ONE_MESSAGE))
+        json_schema_extra=validations(
+            cel(
+                "[has(self.aws), has(self.azure), has(self.gcp)].filter(c, c).size() == 1",
+                IDENTITY_ONE_MESSAGE,
+            )
+        )
     )
 
     aws: AwsWorkloadIdentity | None = Field(
@@ -177,10 +240,19 @@ class WorkloadIdentity(CamelModel):
     azure: AzureWorkloadIdentity | None = Field(
         default=None, description="Microsoft Entra ID app (Azure OpenAI providers)."
     )
+    gcp: GcpWorkloadIdentity | None = Field(
+        default=None, description="GCP Workload Identity Federation (Vertex AI providers)."
+    )
+
+    @property
+    def cloud(self) -> Literal["aws", "azure", "gcp"]:
+        if self.aws is not None:
+            return "aws"
+        return "azure" if self.azure is not None else "gcp"
 
     @model_validator(mode="after")
     def _one_cloud(self) -> WorkloadIdentity:
-        if (self.aws is None) == (self.azure is None):
+        if [self.aws, self.azure, self.gcp].count(None) != 2:
             raise ValueError(IDENTITY_ONE_MESSAGE)
         return self
 
@@ -207,6 +279,11 @@ class Provider(CamelModel):
                 "!has(self.workloadIdentity) || !has(self.workloadIdentity.azure)"
                 " || self.type == 'azure'",
                 IDENTITY_AZURE_MESSAGE,
+            ),
+            cel(
+                "!has(self.workloadIdentity) || !has(self.workloadIdentity.gcp)"
+                " || self.type == 'vertex'",
+                IDENTITY_GCP_MESSAGE,
             ),
         )
     )
@@ -237,8 +314,9 @@ class Provider(CamelModel):
         default=None,
         description=(
             "Credentials from the gateway's ServiceAccount instead of a Secret: an AWS IAM "
-            "role (bedrock) or an Entra ID app (azure). The operator annotates the "
-            "ServiceAccount and projects its token into the gateway pod."
+            "role (bedrock), an Entra ID app (azure) or a GCP workload identity pool provider "
+            "(vertex). The operator annotates the ServiceAccount and projects its token into "
+            "the gateway pod."
         ),
     )
 
@@ -255,6 +333,8 @@ class Provider(CamelModel):
             raise ValueError(IDENTITY_AWS_MESSAGE)
         if identity.azure is not None and self.type is not ProviderType.AZURE:
             raise ValueError(IDENTITY_AZURE_MESSAGE)
+        if identity.gcp is not None and self.type is not ProviderType.VERTEX:
+            raise ValueError(IDENTITY_GCP_MESSAGE)
         return self
 
 
@@ -584,6 +664,7 @@ class TenantSpec(CamelModel):
                 "!has(self.providers) || self.providers.all(p, self.providers.all(q,"
                 " !has(p.workloadIdentity) || !has(q.workloadIdentity)"
                 " || (has(p.workloadIdentity.aws) != has(q.workloadIdentity.aws))"
+                " || (has(p.workloadIdentity.azure) != has(q.workloadIdentity.azure))"
                 " || p.workloadIdentity == q.workloadIdentity))",
                 IDENTITY_SHARED_MESSAGE,
                 ".providers",
@@ -694,15 +775,14 @@ class TenantSpec(CamelModel):
             identity = provider.workload_identity
             if identity is None:
                 continue
-            cloud = "aws" if identity.aws is not None else "azure"
-            first = seen.setdefault(cloud, (provider.name, identity))
+            first = seen.setdefault(identity.cloud, (provider.name, identity))
             if first[1] != identity:
                 raise ValueError(
                     f"{IDENTITY_SHARED_MESSAGE}; {first[0]} and {provider.name} differ"
                 )
         return self
 
-    def workload_identity(self, cloud: Literal["aws", "azure"]) -> WorkloadIdentity | None:
+    def workload_identity(self, cloud: Literal["aws", "azure", "gcp"]) -> WorkloadIdentity | None:
         """The tenant's workload identity for `cloud` (validation makes it one per cloud)."""
         for provider in self.providers:
             identity = provider.workload_identity

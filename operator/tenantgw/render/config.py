@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tenantgw.render.identity import identity_files
 from tenantgw.render.inputs import RenderInputs, key_hash
 from tenantgw.render.labels import labels, object_meta
 from tenantgw.render.litellm_config import render_litellm_config
@@ -131,10 +132,12 @@ def render_key_secrets(inputs: RenderInputs) -> list[dict[str, Any]]:
 
 
 def configmap_data(inputs: RenderInputs) -> dict[str, str]:
-    """The files of ConfigMap `gateway-config`: LiteLLM's config.yaml and the rules file."""
+    """The files of ConfigMap `gateway-config`: LiteLLM's config.yaml, the rules file and, with
+    GCP workload identity, the credential configuration (no secret in any)."""
     return {
         CONFIG_FILE: yaml.safe_dump(render_litellm_config(inputs), sort_keys=False),
         RULES_FILE: json.dumps(render_rules(inputs), sort_keys=True, indent=2) + "\n",
+        **identity_files(inputs),
     }
 
 

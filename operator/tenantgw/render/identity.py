@@ -15,15 +15,25 @@ audience into the pod (never the API server's: the token opens no door to Kubern
   `<authority>/<tenant>/oauth2/v2.0/token` as a client assertion. The pod does not carry the
   `azure.workload.identity/use` label: the operator projects the token itself, so the
   webhook's mutation (which would add a second volume of the same name) is not wanted.
+* GCP (Workload Identity Federation): `GOOGLE_APPLICATION_CREDENTIALS` names an
+  `external_account` credential configuration in the gateway ConfigMap (no secret in it: the
+  pool provider's audience, the STS and impersonation URLs, and the projected token's path);
+  LiteLLM's `vertex_credentials` points at it. google-auth reads the token file on each
+  exchange, trades it at STS (`<sts>/v1/token`, token-exchange grant) for a federated token
+  and that for the service account's access token (`:generateAccessToken`). It works on any
+  cluster whose OIDC issuer the pool trusts, GKE included; GKE's metadata-server flavour (the
+  `iam.gke.io/gcp-service-account` annotation) is not rendered: its server is link-local,
+  which the NetworkPolicy blocks.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from tenantgw.api import AwsWorkloadIdentity, AzureWorkloadIdentity
+from tenantgw.api import AwsWorkloadIdentity, AzureWorkloadIdentity, GcpWorkloadIdentity
 from tenantgw.render.inputs import RenderInputs
-from tenantgw.render.names import tenant_name
+from tenantgw.render.names import CONFIG_MOUNT, tenant_name
 
 AWS_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 AWS_AUDIENCE = "sts.amazonaws.com"
@@ -39,6 +49,16 @@ AZURE_TOKEN_SECONDS = 3600
 AZURE_AUTHORITY = "https://login.microsoftonline.com"
 AZURE_AD_TOKEN = f"oidc/azure/{AZURE_AUDIENCE}"
 """LiteLLM's `azure_ad_token` value for a federated token read from AZURE_FEDERATED_TOKEN_FILE."""
+GCP_AUDIENCE_PREFIX = "https://iam.googleapis.com/"
+"""The pool provider's default allowed audience is this + its resource name."""
+GCP_TOKEN_VOLUME = "gcp-identity-token"  # noqa: S105
+GCP_TOKEN_DIR = "/var/run/secrets/gcp/serviceaccount"  # noqa: S105
+GCP_TOKEN_SECONDS = 3600
+GCP_STS = "https://sts.googleapis.com"
+GCP_IAM_CREDENTIALS = "https://iamcredentials.googleapis.com"
+GCP_CREDENTIALS_FILE = "gcp-credentials.json"
+"""The credential configuration's key in the gateway ConfigMap (mounted at CONFIG_MOUNT)."""
+GCP_CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 TOKEN_FILE = "token"  # noqa: S105
 
 
@@ -50,6 +70,44 @@ def aws_identity(inputs: RenderInputs) -> AwsWorkloadIdentity | None:
 def azure_identity(inputs: RenderInputs) -> AzureWorkloadIdentity | None:
     identity = inputs.tenant.spec.workload_identity("azure")
     return identity.azure if identity is not None else None
+
+
+def gcp_identity(inputs: RenderInputs) -> GcpWorkloadIdentity | None:
+    identity = inputs.tenant.spec.workload_identity("gcp")
+    return identity.gcp if identity is not None else None
+
+
+def gcp_audience(gcp: GcpWorkloadIdentity) -> str:
+    """The projected token's audience: the pool provider's default allowed audience."""
+    return GCP_AUDIENCE_PREFIX + gcp.workload_identity_provider
+
+
+def gcp_credential_config(gcp: GcpWorkloadIdentity) -> dict[str, Any]:
+    """google-auth's `external_account` configuration, as `gcloud iam workload-identity-pools
+    create-cred-config --credential-source-file` writes it. Holds no secret."""
+    sts = (gcp.sts_endpoint or GCP_STS).rstrip("/")
+    iam = (gcp.iam_credentials_endpoint or GCP_IAM_CREDENTIALS).rstrip("/")
+    return {
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/" + gcp.workload_identity_provider,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": f"{sts}/v1/token",
+        "service_account_impersonation_url": (
+            f"{iam}/v1/projects/-/serviceAccounts/{gcp.service_account}:generateAccessToken"
+        ),
+        "credential_source": {
+            "file": f"{GCP_TOKEN_DIR}/{TOKEN_FILE}",
+            "format": {"type": "text"},
+        },
+    }
+
+
+def identity_files(inputs: RenderInputs) -> dict[str, str]:
+    """Files of the gateway ConfigMap the clouds' SDKs read: GCP's credential configuration."""
+    gcp = gcp_identity(inputs)
+    if gcp is None:
+        return {}
+    return {GCP_CREDENTIALS_FILE: json.dumps(gcp_credential_config(gcp), indent=2) + "\n"}
 
 
 def service_account_annotations(inputs: RenderInputs) -> dict[str, str]:
@@ -94,6 +152,8 @@ def identity_env(inputs: RenderInputs) -> list[dict[str, Any]]:
                 "value": (azure.authority_host or AZURE_AUTHORITY).rstrip("/"),
             },
         ]
+    if gcp_identity(inputs) is not None:
+        env.append({"name": GCP_CREDENTIALS_ENV, "value": f"{CONFIG_MOUNT}/{GCP_CREDENTIALS_FILE}"})
     return env
 
 
@@ -111,6 +171,11 @@ def identity_volumes(inputs: RenderInputs) -> list[dict[str, Any]]:
         volumes.append(
             _projected(AZURE_TOKEN_VOLUME, AZURE_AUDIENCE, AZURE_TOKEN_SECONDS, AZURE_TOKEN_VOLUME)
         )
+    gcp = gcp_identity(inputs)
+    if gcp is not None:
+        volumes.append(
+            _projected(GCP_TOKEN_VOLUME, gcp_audience(gcp), GCP_TOKEN_SECONDS, TOKEN_FILE)
+        )
     return volumes
 
 
@@ -120,6 +185,8 @@ def identity_mounts(inputs: RenderInputs) -> list[dict[str, Any]]:
         mounts.append({"name": AWS_TOKEN_VOLUME, "mountPath": AWS_TOKEN_DIR, "readOnly": True})
     if azure_identity(inputs) is not None:
         mounts.append({"name": AZURE_TOKEN_VOLUME, "mountPath": AZURE_TOKEN_DIR, "readOnly": True})
+    if gcp_identity(inputs) is not None:
+        mounts.append({"name": GCP_TOKEN_VOLUME, "mountPath": GCP_TOKEN_DIR, "readOnly": True})
     return mounts
 
 
@@ -132,4 +199,7 @@ def identity_endpoints(inputs: RenderInputs) -> list[str]:
     azure = azure_identity(inputs)
     if azure is not None and azure.authority_host:
         urls.append(azure.authority_host)
+    gcp = gcp_identity(inputs)
+    if gcp is not None:
+        urls += [url for url in (gcp.sts_endpoint, gcp.iam_credentials_endpoint) if url]
     return urls

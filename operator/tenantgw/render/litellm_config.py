@@ -20,7 +20,7 @@ from tenantgw.api import (
     alias_cost_tiers,
     catalog_entry,
 )
-from tenantgw.render.identity import AZURE_AD_TOKEN
+from tenantgw.render.identity import AZURE_AD_TOKEN, GCP_CREDENTIALS_ENV
 from tenantgw.render.inputs import RenderInputs, alias_name, exact_client_names
 
 # Plugin entry points in the gateway image; tenantgw.gateway must provide exactly these.
@@ -140,6 +140,12 @@ def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
         # Bedrock provider with an AWS role needs nothing here: with no key, LiteLLM signs
         # with boto3's default credentials, the web identity of AWS_ROLE_ARN.
         params["azure_ad_token"] = AZURE_AD_TOKEN
+    if identity is not None and identity.gcp is not None:
+        # The external_account configuration (render.identity), by its path; google-auth
+        # exchanges the projected token. The project is named: google-auth would otherwise
+        # look it up at Cloud Resource Manager, a host the gateway has no business with.
+        params["vertex_credentials"] = env_ref(GCP_CREDENTIALS_ENV)
+        params["vertex_project"] = identity.gcp.project
     if provider.type is ProviderType.AZURE and provider.api_version:
         params["api_version"] = provider.api_version
     if provider.region:
