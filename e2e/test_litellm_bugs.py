@@ -1,9 +1,10 @@
 """LiteLLM's known Claude Code bugs, each reproduced by its trigger through a rendered gateway.
 
 The gateway runs from exactly what the operator renders (`render_tenant`, mounted as the
-kubelet would), with its own tenant role in PostgreSQL and a throwaway redis-server; the
-providers are the simulator's Anthropic Messages API (`claude-native`) and its OpenAI chat
-completions (`other-model`, openai-compatible: the "non-Anthropic model" of the bug reports).
+kubelet would) for the Tenant of e2e/test_anthropic_provider.py, with its own tenant role in
+PostgreSQL and a throwaway redis-server; the providers are the simulator's Anthropic Messages
+API (`claude-native`) and its OpenAI chat completions (`other-model`, openai-compatible: the
+"non-Anthropic model" of the bug reports).
 Every streamed answer is read raw and held to `e2e.anthropic_stream.check_stream`, which
 rejects what Claude Code rejects (its unit tests, tests/unit/test_anthropic_stream.py, feed it
 the bad sequences the bug reports recorded). docs/litellm-notes.md "(l)" has one section per
@@ -28,105 +29,24 @@ import pytest
 
 from e2e.anthropic_stream import check_stream, tool_inputs
 from e2e.fixtures import Services
-from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
-from tenantgw.api import ModelAlias, Tenant
-from tenantgw.render import RenderInputs, StorageEndpoints
+from e2e.rendered_gateway import Gateway, run_rendered_gateway
+from e2e.test_anthropic_provider import (
+    BASH_TOOL,
+    NATIVE,
+    OTHER,
+    PROVIDER_KEY,
+    READ_TOOL,
+    tenant_inputs,
+)
 
 pytestmark = pytest.mark.e2e
 
-TENANT = "llmbugs-" + secrets.token_hex(3)
-NAMESPACE = f"tenant-{TENANT}"
-NATIVE = "claude-native"
-OTHER = "other-model"
-NATIVE_MODEL = "claude-sonnet-4-5"
-PROVIDER_KEY = "sk-sim-provider-" + secrets.token_hex(6)
-TOOLS: list[dict[str, Any]] = [
-    {
-        "name": "Read",
-        "description": "Read a file",
-        "input_schema": {
-            "type": "object",
-            "properties": {"file_path": {"type": "string"}},
-            "required": ["file_path"],
-        },
-    },
-    {
-        "name": "Bash",
-        "description": "Run a shell command",
-        "input_schema": {
-            "type": "object",
-            "properties": {"command": {"type": "string"}},
-            "required": ["command"],
-        },
-    },
-]
+TOOLS: list[dict[str, Any]] = [READ_TOOL, BASH_TOOL]
 CALLS: list[dict[str, Any]] = [
     {"name": "Read", "arguments": {"file_path": "/srv/app/main.py"}},
     {"name": "Bash", "arguments": {"command": "grep -rn 'def handler' src/ | head -20"}},
     {"name": "Read", "arguments": {"file_path": "/srv/app/config/settings.toml"}},
 ]
-
-
-def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> RenderInputs:
-    tenant = Tenant.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000b0901"},
-            "spec": {
-                "providers": [
-                    {
-                        "name": "anthropic",
-                        "type": "anthropic",
-                        "apiBase": sim.root_url,
-                        "region": "us-east-1",
-                        "credentialsSecretRef": {"name": "anthropic", "key": "apiKey"},
-                    },
-                    {
-                        "name": "compat",
-                        "type": "openai-compatible",
-                        "apiBase": sim.url,
-                        "region": "us-east-1",
-                        "credentialsSecretRef": {"name": "compat", "key": "apiKey"},
-                    },
-                ],
-                "catalog": [
-                    {
-                        "provider": "anthropic",
-                        "model": NATIVE_MODEL,
-                        "costTier": "high",
-                        "pricing": {"inputPerMillion": 3.0, "outputPerMillion": 15.0},
-                    },
-                    {
-                        "provider": "compat",
-                        "model": "sim-fast",
-                        "costTier": "low",
-                        "pricing": {"inputPerMillion": 0.3, "outputPerMillion": 1.2},
-                    },
-                ],
-                "keys": [{"name": "alice"}],
-                "routing": {"defaultAlias": OTHER},
-                "compliance": {"piiRedaction": {"mode": "off"}},
-                "gateway": {"replicas": 1},
-            },
-        }
-    )
-    aliases = [
-        ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": {"targets": [{"provider": provider, "model": model}]},
-            }
-        )
-        for name, provider, model in (
-            (NATIVE, "anthropic", NATIVE_MODEL),
-            (OTHER, "compat", "sim-fast"),
-        )
-    ]
-    return alice_inputs(tenant, aliases, storage, key)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +91,19 @@ def scripted(**answer: Any) -> str:
     return f"{secrets.token_hex(4)} [[sim:answer {json.dumps(answer)}]]"
 
 
+def tool_turn(gateway: Gateway, **answer: Any) -> dict[str, Any]:
+    """The streamed answer of `other-model`, offered TOOLS, whose upstream answers `answer`."""
+    return stream(
+        gateway,
+        {
+            "model": OTHER,
+            "max_tokens": 1024,
+            "tools": TOOLS,
+            "messages": [{"role": "user", "content": scripted(**answer)}],
+        },
+    )
+
+
 def expected_inputs() -> list[tuple[str, Any]]:
     return [(str(c["name"]), c["arguments"]) for c in CALLS]
 
@@ -185,17 +118,7 @@ def test_parallel_tool_calls_of_a_non_anthropic_model_keep_their_inputs(
     """LiteLLM #25321: three tool calls streamed in one answer by an OpenAI-shaped upstream
     (arguments in fragments, or whole in each call's opening chunk as vLLM sends them) reach
     the client as three tool_use blocks with their full inputs, never `{}`."""
-    msg = stream(
-        gateway,
-        {
-            "model": OTHER,
-            "max_tokens": 1024,
-            "tools": TOOLS,
-            "messages": [
-                {"role": "user", "content": scripted(tool_calls=CALLS, whole_arguments=whole)}
-            ],
-        },
-    )
+    msg = tool_turn(gateway, tool_calls=CALLS, whole_arguments=whole)
     assert tool_inputs(msg) == expected_inputs()
     assert msg["stop_reason"] == "tool_use"
 
@@ -206,17 +129,7 @@ def test_parallel_tool_calls_of_a_non_anthropic_model_keep_their_inputs(
 def test_text_then_tool_calls_stream_in_well_formed_blocks(gateway: Gateway) -> None:
     """LiteLLM #13373 ("Content block not found"): text, then tool calls, from an
     OpenAI-shaped upstream; every delta goes to a block whose start was sent."""
-    msg = stream(
-        gateway,
-        {
-            "model": OTHER,
-            "max_tokens": 1024,
-            "tools": TOOLS,
-            "messages": [
-                {"role": "user", "content": scripted(text="Let me look at that.", tool_calls=CALLS)}
-            ],
-        },
-    )
+    msg = tool_turn(gateway, text="Let me look at that.", tool_calls=CALLS)
     assert [b["type"] for b in msg["content"]] == ["text", "tool_use", "tool_use", "tool_use"]
     assert msg["content"][0]["text"] == "Let me look at that."
     assert tool_inputs(msg) == expected_inputs()
@@ -228,23 +141,11 @@ def test_reasoning_then_text_then_tools_put_thinking_in_a_thinking_block(
     """LiteLLM #33224 ("Content block is not a thinking block"): an OpenAI-shaped upstream
     that streams `reasoning_content` after an opening `content: ""` chunk (NVIDIA NIM, vLLM),
     then text, then tool calls; no thinking_delta may land in a text block."""
-    msg = stream(
+    msg = tool_turn(
         gateway,
-        {
-            "model": OTHER,
-            "max_tokens": 1024,
-            "tools": TOOLS,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": scripted(
-                        reasoning="The user wants the handler; read main.py first.",
-                        text="Reading it now.",
-                        tool_calls=CALLS[:1],
-                    ),
-                }
-            ],
-        },
+        reasoning="The user wants the handler; read main.py first.",
+        text="Reading it now.",
+        tool_calls=CALLS[:1],
     )
     kinds = [b["type"] for b in msg["content"]]
     assert "text" in kinds, kinds
