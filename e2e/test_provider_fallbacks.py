@@ -13,8 +13,8 @@ For each fault kind of the primary (429 ThrottlingException, 5xx, a Bedrock time
 connection cut before its first byte) a request for `primary` must be answered by `spare`
 within that one request: the client (anthropic SDK, plain and streamed; the openai SDK
 streamed) sees one clean answer, and the ledger one row, for the alias and provider that
-served. The A/B split is held to its weights by a chi-square goodness-of-fit test over 1,000
-requests.
+served, listing Bedrock's failed attempt (status and error class). The A/B split is held to
+its weights by a chi-square goodness-of-fit test over 1,000 requests.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
+from e2e.rendered_gateway import LEDGER_COLUMNS, Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -182,8 +182,20 @@ def _fresh_simulator(gateway: Gateway) -> None:
     configure(gateway.sim)
 
 
-def check_fallback(gateway: Gateway, marker: str, since: float, *, stream: bool) -> None:
-    """Bedrock was tried (and failed) first, Azure answered, one ledger row says so."""
+FAILED_ATTEMPT: dict[str, tuple[int, str]] = {
+    "429": (429, "RateLimitError"),
+    "5xx": (503, "ServiceUnavailableError"),
+    "timeout": (408, "Timeout"),
+    "reset": (503, "ServiceUnavailableError"),  # LiteLLM maps the dropped connection so
+}
+"""What the served row's `failed_attempts` says of Bedrock's attempt, per fault: the HTTP
+status and the exception class LiteLLM raised for it."""
+
+
+def check_fallback(
+    gateway: Gateway, marker: str, since: float, *, stream: bool, fault: str
+) -> None:
+    """Bedrock was tried (and failed) first, Azure answered, one ledger row says both."""
     calls = gateway.calls(marker)
     protocols = [c["protocol"] for c in calls]
     assert protocols[0] == "bedrock", protocols
@@ -191,7 +203,20 @@ def check_fallback(gateway: Gateway, marker: str, since: float, *, stream: bool)
     assert set(protocols) == {"bedrock", "azure"}, protocols
     assert protocols.count("azure") == 1, "the fallback answered more than once"
     assert calls[-1]["deployment"] == DEPLOYMENT
-    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
+    (row,) = eventually(
+        lambda: gateway.rows(since, (*LEDGER_COLUMNS, "failed_attempts")), what="the ledger row"
+    )
+    print(f"{fault}: failed_attempts = {row['failed_attempts']}")
+    status, error_type = FAILED_ATTEMPT[fault]
+    assert row["failed_attempts"] == [
+        {
+            "alias": "primary",
+            "provider": "bedrock",
+            "provider_model": CLAUDE,
+            "http_status": status,
+            "error_type": error_type,
+        }
+    ]
     assert row["alias"] == "spare"
     assert row["provider"] == "azure"
     assert row["provider_model"] == DEPLOYMENT
@@ -231,7 +256,7 @@ def test_a_failing_bedrock_primary_is_answered_by_azure_for_the_anthropic_sdk(
     (block,) = [b for b in msg.content if b.type == "text"]
     assert block.text == f"Hello from {DEPLOYMENT}"
     assert msg.stop_reason == "end_turn"
-    check_fallback(gateway, marker, since, stream=stream)
+    check_fallback(gateway, marker, since, stream=stream, fault=fault)
 
 
 @pytest.mark.parametrize("fault", ["429", "reset"])
@@ -255,7 +280,7 @@ def test_a_failing_bedrock_primary_is_answered_by_azure_for_the_openai_sdk(
         c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
     ]
     assert finishes == ["stop"]
-    check_fallback(gateway, marker, since, stream=True)
+    check_fallback(gateway, marker, since, stream=True, fault=fault)
 
 
 def test_a_primary_that_recovers_serves_itself(gateway: Gateway) -> None:
@@ -268,8 +293,11 @@ def test_a_primary_that_recovers_serves_itself(gateway: Gateway) -> None:
     )
     assert msg.content[0].type == "text"
     assert [c["protocol"] for c in gateway.calls(marker)] == ["bedrock"]
-    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
+    (row,) = eventually(
+        lambda: gateway.rows(since, (*LEDGER_COLUMNS, "failed_attempts")), what="the ledger row"
+    )
     assert (row["alias"], row["provider"]) == ("primary", "bedrock")
+    assert row["failed_attempts"] is None
 
 
 # --------------------------------------------------------------------------- A/B split

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from e2e.provider_sim import scripted
 from e2e.provider_sim.tokens import openai_context_error, openai_prompt_tokens, window_of
 
 log = logging.getLogger("provider_sim")
@@ -857,6 +858,9 @@ class OpenAIChat:
             action = await apply_fault(self.sim, self.sim.take_fault(req.model))
         except ProviderError as f:
             return render_error(f)
+        script = scripted.script_of(latest_user_turn(req.messages))
+        if script is not None:  # e2e/provider_sim/scripted.py
+            return await self._scripted(request, req, script)
         reply = plan_reply(req, cfg)
         if req.stream:
             return await self._stream(request, req, reply, cfg, cut=action == "disconnect")
@@ -976,6 +980,41 @@ class OpenAIChat:
             final["choices"] = []
             final["usage"] = self._usage(reply)
             yield final, False
+
+    async def _scripted(
+        self, request: web.Request, req: ChatRequest, script: scripted.Script
+    ) -> web.StreamResponse:
+        cid, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+        prompt = req.prompt_tokens or 1
+        usage = Reply(None, None, "stop", prompt, scripted.completion_tokens(script))
+        if not req.stream:
+            out = self._envelope(req, cid, created, "chat.completion")
+            out["choices"] = [
+                {
+                    "index": 0,
+                    "message": scripted.message(script),
+                    "logprobs": None,
+                    "finish_reason": script.finish_reason,
+                }
+            ]
+            out["usage"] = self._usage(usage)
+            return web.json_response(out)
+        resp = await start_sse(request)
+        finish: list[tuple[dict[str, Any], str | None]] = [({}, script.finish_reason)]
+        for delta, reason in [*((d, None) for d in scripted.deltas(script)), *finish]:
+            chunk = self._envelope(req, cid, created, "chat.completion.chunk")
+            chunk["choices"] = [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            ]
+            await resp.write(sse(chunk))
+        if req.include_usage:
+            final = self._envelope(req, cid, created, "chat.completion.chunk")
+            final["choices"] = []
+            final["usage"] = self._usage(usage)
+            await resp.write(sse(final))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _stream(
         self, request: web.Request, req: ChatRequest, reply: Reply, cfg: SimConfig, *, cut: bool

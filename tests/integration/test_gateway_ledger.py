@@ -197,6 +197,8 @@ async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
             "session_id": "5b1f7e2a-claude-session",
             "list_model": "claude-sonnet-4-5-20250929",
             "labels": '{"project": "checkout", "team": "payments"}',
+            "failed_attempts": '[{"alias": "primary", "provider": "bedrock", '
+            '"provider_model": "m", "http_status": 429, "error_type": "RateLimitError"}]',
         }
     )
     failed = UsageRecord(
@@ -234,6 +236,15 @@ async def test_a_row_keeps_every_field(db: TenantDb, tmp_path: Path) -> None:
         "5b1f7e2a-claude-session",
         "claude-sonnet-4-5-20250929",
         {"project": "checkout", "team": "payments"},  # jsonb, read back as a dict
+        [
+            {
+                "alias": "primary",
+                "provider": "bedrock",
+                "provider_model": "m",
+                "http_status": 429,
+                "error_type": "RateLimitError",
+            }
+        ],
     )
     error = by_id[failed.request_id]
     assert error[14] is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -518,6 +519,42 @@ async def test_one_ledger_row_per_request_whatever_happened() -> None:
     await meter.on_final_failure(ctx(request_id="req-3"), RuntimeError("refused"))
     assert ledger.rows == [dataclasses.replace(ledger.rows[0], request_id="req-3")]
     assert (ledger.rows[0].cost_usd, ledger.rows[0].input_tokens) == (0.0, 0)
+
+
+async def test_the_row_lists_the_attempts_that_failed_before_it() -> None:
+    """A fallback's row names what served and every attempt that failed first, in order;
+    a request nothing served lists them all on its (last) failure's row. Names and numbers
+    only: the provider's error text never reaches the ledger."""
+    ledger = ListLedger()
+    meter = Meter(ledger=ledger, budgets=None, metrics=GatewayMetrics.registered())  # type: ignore[arg-type]
+    second = copy.deepcopy(FAILURE)
+    second["litellm_params"]["model_info"] = FREE_INFO
+    second["standard_logging_object"].update(startTime=1795825002.9, endTime=1795825003.0)
+    second["exception"] = InternalServerError("upstream said: the secret prompt")
+    await meter.on_failure(ctx(), FAILURE, None, None, None)
+    await meter.on_failure(ctx(), second, None, None, None)
+    await meter.on_success(ctx(), NON_STREAM, response(USAGE_3_5), None, None)
+    (row,) = ledger.rows
+    assert row.status == "success"
+    attempts = json.loads(row.failed_attempts or "null")
+    assert [(a["alias"], a["http_status"], a["error_type"]) for a in attempts] == [
+        ("fast-code", 500, "InternalServerError"),
+        ("free", 500, "InternalServerError"),
+    ]
+    assert set(attempts[0]) == {"alias", "provider", "provider_model", "http_status", "error_type"}
+    assert "secret" not in (row.failed_attempts or "")
+    # A request served at once lists none.
+    ledger.rows.clear()
+    await meter.on_success(ctx(request_id="req-2"), NON_STREAM, response(USAGE_3_5), None, None)
+    assert ledger.rows[0].failed_attempts is None
+    # Nothing served: the last failure is the row, every failure listed.
+    ledger.rows.clear()
+    await meter.on_failure(ctx(request_id="req-3"), FAILURE, None, None, None)
+    await meter.on_failure(ctx(request_id="req-3"), second, None, None, None)
+    await meter.on_final_failure(ctx(request_id="req-3"), RuntimeError("all failed"))
+    (row,) = ledger.rows
+    assert (row.request_id, row.alias) == ("req-3", "free")
+    assert [a["alias"] for a in json.loads(row.failed_attempts or "[]")] == ["fast-code", "free"]
 
 
 def test_a_refused_request_record() -> None:

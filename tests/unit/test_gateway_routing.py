@@ -347,3 +347,29 @@ def test_no_residency_means_any_region() -> None:
     raw["compliance"]["data_residency"] = None
     raw["aliases"]["reasoning"]["targets"][0]["region"] = "eu-west-1"
     residency.check_residency(Rules.model_validate(raw), "reasoning")
+
+
+def test_thinking_blocks_of_earlier_turns_are_dropped_for_other_providers() -> None:
+    """LiteLLM #32188: a signed thinking block sent back by Claude Code would reach an
+    OpenAI-shaped upstream as `thinking_blocks`, which strict servers refuse."""
+    signed = {"type": "thinking", "thinking": "plan", "signature": "sig-abc"}
+    tool = {"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "/a"}}
+    data: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [signed, tool]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+            {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "x"}]},
+            {"role": "user", "content": "and then?"},
+        ]
+    }
+    assert routing.adapt_thinking(data) == ["thinking blocks of earlier turns"]
+    assert data["messages"] == [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [tool]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+        {"role": "user", "content": "and then?"},
+    ]
+    assert "sig-abc" not in repr(data)
+    untouched: dict[str, Any] = {"messages": [{"role": "assistant", "content": [tool]}]}
+    assert routing.adapt_thinking(untouched) == []

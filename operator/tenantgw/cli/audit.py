@@ -33,8 +33,8 @@ from tenantgw.tenancy.audit import AuditAdmin
 CSV_FIELDS = (
     "seq", "ts", "kind", "request_id", "key", "route", "requested_model", "alias",
     "served_alias", "provider", "provider_model", "region", "decision", "status", "reason",
-    "outcome", "pii", "pii_response", "downgraded_from", "fallback_from", "tokens", "cost_usd",
-    "request_digest", "body", "hash",
+    "outcome", "pii", "pii_response", "downgraded_from", "fallback_from", "failed_attempts",
+    "tokens", "cost_usd", "request_digest", "body", "hash",
 )  # fmt: skip
 
 

@@ -9,9 +9,10 @@ on success or final failure. `enabled: false` in the rules makes all three do no
 
 What a record holds: time, key, route (the call type), requested model, alias routed to and
 alias that served (a fallback when they differ), provider, provider model, the region that
-served it, the decision (admitted / refused, with the status and the reason), the PII entity
-types and counts redacted, the downgrade, tokens, cost, the request id and the SHA-256 digest
-of the (redacted) request. Bodies (`redacted`: the request as sent upstream and the response,
+served it, the attempts that failed before (`failed_attempts`, as in the ledger), the decision
+(admitted / refused, with the status and the reason), the PII entity types and counts
+redacted, the downgrade, tokens, cost, the request id and the SHA-256 digest of the (redacted)
+request. Bodies (`redacted`: the request as sent upstream and the response,
 every PII entity type the scanner knows replaced by its placeholder, whatever the tenant's
 redaction mode; `full`: the request as the client sent it) are encrypted with the tenant key's
 data key (`tenantgw.api.audit_trail`); no credential, header or metadata is ever recorded.
@@ -297,6 +298,7 @@ class AuditTrail:
             "pii": dict(ctx.pii_counts) if ctx else {},
             "downgraded_from": ctx.downgraded_from if ctx else None,
             "fallback_from": None,
+            "failed_attempts": None,
             "session_id": ctx.session_id if ctx else None,
             "parent_request_id": ctx.parent_request_id if ctx else None,
             "safeguard_verdicts": dict(ctx.verdicts) if ctx and ctx.verdicts else None,
@@ -336,6 +338,10 @@ class AuditTrail:
             "response_withheld": ctx.response_withheld,
             "downgraded_from": ctx.downgraded_from,
             "fallback_from": ctx.alias if served and served != ctx.alias else None,
+            # The attempts that failed before the outcome, as in the ledger row.
+            "failed_attempts": (
+                json.loads(rec.failed_attempts) if rec and rec.failed_attempts else None
+            ),
             # Claude Code's session, and for an auto-mode check the request it judged and
             # its verdict per tool call (the ledger row has the same).
             "session_id": ctx.session_id,

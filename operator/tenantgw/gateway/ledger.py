@@ -28,8 +28,8 @@ SIGKILL leaves in memory (the rows of the last `flush_interval`) is lost.
 
 The table lives in the connection's default schema (the tenant role's own schema, first on its
 search_path) and is created at start if absent; columns added since the first release
-(`session_id`, `list_model`, `labels`) are added to an existing table at start too
-(`SCHEMA_SQL`).
+(`session_id`, `list_model`, `labels`, `failed_attempts`, ...) are added to an existing table
+at start too (`SCHEMA_SQL`).
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ COLUMNS: tuple[str, ...] = (
     "session_id",
     "list_model",
     "labels",
+    "failed_attempts",
 )
 """Columns of the usage table, in the order of `usage.UsageRecord`'s fields."""
 
@@ -130,9 +131,10 @@ BEGIN
         SELECT count(*) FROM information_schema.columns
         WHERE table_schema = current_schema() AND table_name = 'usage'
           AND column_name IN (
-            'parent_request_id', 'safeguard_verdicts', 'session_id', 'list_model', 'labels'
+            'parent_request_id', 'safeguard_verdicts', 'session_id', 'list_model', 'labels',
+            'failed_attempts'
           )
-    ) < 5 THEN
+    ) < 6 THEN
         ALTER TABLE usage
             ADD COLUMN IF NOT EXISTS parent_request_id text,
             ADD COLUMN IF NOT EXISTS safeguard_verdicts jsonb,
@@ -140,7 +142,10 @@ BEGIN
                 CONSTRAINT usage_session_id_check CHECK (session_id ~ '^[A-Za-z0-9._:-]{1,64}$'),
             ADD COLUMN IF NOT EXISTS list_model text,
             ADD COLUMN IF NOT EXISTS labels jsonb
-                CONSTRAINT usage_labels_check CHECK (jsonb_typeof(labels) = 'object');
+                CONSTRAINT usage_labels_check CHECK (jsonb_typeof(labels) = 'object'),
+            ADD COLUMN IF NOT EXISTS failed_attempts jsonb
+                CONSTRAINT usage_failed_attempts_check
+                CHECK (jsonb_typeof(failed_attempts) = 'array');
     END IF;
 END
 $$;
@@ -152,6 +157,9 @@ COMMENT ON COLUMN usage.list_model IS
     'tenantgw: the Claude model list_cost_usd is priced at (asked for, or spec.costBaseline)';
 COMMENT ON COLUMN usage.labels IS
     'tenantgw: cost labels {label: value} of the key and the allowed label header';
+COMMENT ON COLUMN usage.failed_attempts IS
+    'tenantgw: the failed attempts before the outcome, in order: [{alias, provider, '
+    'provider_model, http_status, error_type}] (never a body or a credential); NULL: none';
 COMMENT ON COLUMN usage.parent_request_id IS
     'tenantgw: for a classifier call, the request whose tool calls it judged';
 COMMENT ON COLUMN usage.safeguard_verdicts IS

@@ -9,7 +9,9 @@ the proxy's final failure hook if nothing did (also for requests refused before 
 call: rate limits, budgets, PII blocks). Failed attempts are metered at once (metrics, budget
 reservations) but their ledger row waits for the request's outcome: the success row replaces
 them, or the last failure becomes the request's row. So the `usage` table holds exactly one row
-per request id.
+per request id. That row lists the attempts that failed before it (`failed_attempts`: alias,
+provider, provider model, HTTP status, error class), so a fallback's row names the provider
+that served and the one that failed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.usage import (
     UsageRecord,
+    attempts_json,
     record_from_kwargs,
     refused,
     status_of,
@@ -56,7 +59,8 @@ class Meter:
         self.budgets = budgets
         self.metrics = metrics
         self._rules = rules
-        self._pending: dict[str, tuple[UsageRecord, float]] = {}
+        self._pending: dict[str, tuple[list[UsageRecord], float]] = {}
+        """Per request id: its failed attempts so far, oldest first, and when the last came."""
 
     # ------------------------------------------------------------------ one record
 
@@ -112,9 +116,11 @@ class Meter:
         Never raises (a metering bug must not fail a request that succeeded); the caller
         releases the rate limiter with `record.total_tokens`.
         """
-        self._pending.pop(ctx.request_id, None)
+        pending = self._pending.pop(ctx.request_id, None)
         try:
             rec = record_from_kwargs(ctx, kwargs, response_obj, start_time, end_time, ok=True)
+            if pending is not None:
+                rec = dataclasses.replace(rec, failed_attempts=attempts_json(pending[0]))
             self.metrics.finished(rec, ctx)
             await self.record(rec, ctx, ok=True)
         except Exception:
@@ -139,7 +145,9 @@ class Meter:
             return None
         now = time.monotonic()
         self._sweep(now)
-        self._pending[ctx.request_id] = (dataclasses.replace(rec, request_id=ctx.request_id), now)
+        failures = self._pending.get(ctx.request_id, ([], now))[0]
+        failures.append(dataclasses.replace(rec, request_id=ctx.request_id))
+        self._pending[ctx.request_id] = (failures, now)
         return rec
 
     async def on_final_failure(self, ctx: RequestContext, exc: BaseException) -> UsageRecord | None:
@@ -147,7 +155,7 @@ class Meter:
         pending = self._pending.pop(ctx.request_id, None)
         try:
             if pending is not None:
-                rec = pending[0]
+                rec = dataclasses.replace(pending[0][-1], failed_attempts=attempts_json(pending[0]))
                 status = status_of(exc)
                 if status is not None and status != rec.http_status:
                     rec = dataclasses.replace(rec, http_status=status)

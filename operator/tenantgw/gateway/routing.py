@@ -254,9 +254,14 @@ def adapt_thinking(data: dict[str, Any]) -> list[str]:
     `thinking` is removed; an explicit budget (`type: enabled`) becomes `reasoning_effort`
     unless the client set one, while `adaptive` leaves the effort to the provider. Edits of
     `context_management` that only concern thinking blocks go too (the whole field when none
-    is left). Returns what was changed, for the log; empty when nothing was.
+    is left). Thinking blocks of earlier assistant turns go as well: LiteLLM 1.106.12 forwards
+    them, signature included, as `thinking_blocks` on an OpenAI-shaped message, which strict
+    servers refuse (LiteLLM #32188, docs/litellm-notes.md (l)), and their signature means
+    nothing to another model. Returns what was changed, for the log; empty when nothing was.
     """
     changed: list[str] = []
+    if _drop_history_thinking(data):
+        changed.append("thinking blocks of earlier turns")
     thinking = data.pop("thinking", None)
     if thinking is not None:
         changed.append("thinking")
@@ -292,6 +297,40 @@ def adapt_thinking(data: dict[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- names
+
+
+HISTORY_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+def _drop_history_thinking(data: dict[str, Any]) -> bool:
+    """Remove thinking blocks from the assistant turns of `data["messages"]`; whether any were.
+
+    An assistant turn left empty goes too (a turn of thinking alone says nothing to the model).
+    """
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        return False
+    kept: list[Any] = []
+    dropped = False
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, list) or message.get("role") != "assistant":
+            kept.append(message)
+            continue
+        blocks = [
+            b
+            for b in content
+            if not (isinstance(b, Mapping) and b.get("type") in HISTORY_THINKING_BLOCKS)
+        ]
+        if len(blocks) == len(content):
+            kept.append(message)
+            continue
+        dropped = True
+        if blocks:
+            kept.append({**message, "content": blocks})
+    if dropped:
+        data["messages"] = kept
+    return dropped
 
 
 def is_glob(name: str) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +87,9 @@ class UsageRecord:
     """The Claude model `list_cost_usd` is priced at (`costlabels.list_model`)."""
     labels: str | None = None
     """JSON {label: value}: the key's cost labels and the header's (`costlabels.py`)."""
+    failed_attempts: str | None = None
+    """JSON list of the attempts that failed before this outcome (`attempts_json`), in order;
+    None when the first attempt served."""
 
     def as_row(self) -> dict[str, Any]:
         # Not dataclasses.asdict(): it deep-copies every value, and this runs per request.
@@ -260,6 +263,28 @@ def _verdicts(ctx: RequestContext, response_obj: Any) -> str | None:
         judged = safeguards.parse_verdicts(safeguards.response_text(response_obj), ctx.judged)
         verdicts = safeguards.ledger_summary(judged)
     return verdicts_json(verdicts)
+
+
+def attempts_json(failures: Sequence[UsageRecord]) -> str | None:
+    """The ledger's `failed_attempts` of failed-attempt records: what served, and how it failed.
+
+    Only names and numbers: never a message, a body or a credential (a provider's error text
+    may echo the prompt).
+    """
+    if not failures:
+        return None
+    return json.dumps(
+        [
+            {
+                "alias": f.alias,
+                "provider": f.provider,
+                "provider_model": f.provider_model,
+                "http_status": f.http_status,
+                "error_type": f.error_type,
+            }
+            for f in failures
+        ]
+    )
 
 
 def verdicts_json(verdicts: Mapping[str, str] | None) -> str | None:

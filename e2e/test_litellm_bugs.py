@@ -1,0 +1,301 @@
+"""LiteLLM's known Claude Code bugs, each reproduced by its trigger through a rendered gateway.
+
+The gateway runs from exactly what the operator renders (`render_tenant`, mounted as the
+kubelet would) for the Tenant of e2e/test_anthropic_provider.py, with its own tenant role in
+PostgreSQL and a throwaway redis-server; the providers are the simulator's Anthropic Messages
+API (`claude-native`) and its OpenAI chat completions (`other-model`, openai-compatible: the
+"non-Anthropic model" of the bug reports).
+Every streamed answer is read raw and held to `e2e.anthropic_stream.check_stream`, which
+rejects what Claude Code rejects (its unit tests, tests/unit/test_anthropic_stream.py, feed it
+the bad sequences the bug reports recorded). docs/litellm-notes.md "(l)" has one section per
+bug: its trigger, what LiteLLM 1.106.12 does, the repair where one was needed, and the test.
+
+User story: a developer whose tenant routes Claude Code to a non-Anthropic model gets tool
+calls with their arguments, thinking and text in the right blocks, usage Claude Code can read,
+a history with signed thinking accepted on the next turn, and token counts that count
+everything it sends.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from e2e.anthropic_stream import check_stream, tool_inputs
+from e2e.fixtures import Services
+from e2e.rendered_gateway import Gateway, run_rendered_gateway
+from e2e.test_anthropic_provider import (
+    BASH_TOOL,
+    NATIVE,
+    OTHER,
+    PROVIDER_KEY,
+    READ_TOOL,
+    tenant_inputs,
+)
+
+pytestmark = pytest.mark.e2e
+
+TOOLS: list[dict[str, Any]] = [READ_TOOL, BASH_TOOL]
+CALLS: list[dict[str, Any]] = [
+    {"name": "Read", "arguments": {"file_path": "/srv/app/main.py"}},
+    {"name": "Bash", "arguments": {"command": "grep -rn 'def handler' src/ | head -20"}},
+    {"name": "Read", "arguments": {"file_path": "/srv/app/config/settings.toml"}},
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with run_rendered_gateway(
+        services,
+        tmp_path_factory.mktemp("litellm-bugs"),
+        role_prefix="tg_llmbugs",
+        inputs=tenant_inputs,
+        provider_secrets={
+            "anthropic": {"apiKey": PROVIDER_KEY},
+            "compat": {"apiKey": PROVIDER_KEY},
+        },
+        simulator_kwargs={"api_key": PROVIDER_KEY},
+    ) as gateway:
+        yield gateway
+
+
+@pytest.fixture(autouse=True)
+def _fresh_simulator(gateway: Gateway) -> None:
+    gateway.sim.reset()
+
+
+def stream(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a streamed /v1/messages, read the raw SSE, hold it to `check_stream`."""
+    headers = {"x-api-key": gateway.key, "anthropic-version": "2023-06-01"}
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/messages",
+        json={**body, "stream": True},
+        headers=headers,
+        timeout=60,
+    ) as resp:
+        raw = resp.read()
+    assert resp.status_code == 200, raw[:500]
+    return check_stream(raw)
+
+
+def scripted(**answer: Any) -> str:
+    """A user turn the simulator's chat completions answer with exactly `answer`
+    (e2e/provider_sim/scripted.py)."""
+    return f"{secrets.token_hex(4)} [[sim:answer {json.dumps(answer)}]]"
+
+
+def tool_turn(gateway: Gateway, **answer: Any) -> dict[str, Any]:
+    """The streamed answer of `other-model`, offered TOOLS, whose upstream answers `answer`."""
+    return stream(
+        gateway,
+        {
+            "model": OTHER,
+            "max_tokens": 1024,
+            "tools": TOOLS,
+            "messages": [{"role": "user", "content": scripted(**answer)}],
+        },
+    )
+
+
+def expected_inputs() -> list[tuple[str, Any]]:
+    return [(str(c["name"]), c["arguments"]) for c in CALLS]
+
+
+# ----------------------------------------------------------- #25321: tool_use input lost
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["fragments", "whole-arguments"])
+def test_parallel_tool_calls_of_a_non_anthropic_model_keep_their_inputs(
+    gateway: Gateway, whole: bool
+) -> None:
+    """LiteLLM #25321: three tool calls streamed in one answer by an OpenAI-shaped upstream
+    (arguments in fragments, or whole in each call's opening chunk as vLLM sends them) reach
+    the client as three tool_use blocks with their full inputs, never `{}`."""
+    msg = tool_turn(gateway, tool_calls=CALLS, whole_arguments=whole)
+    assert tool_inputs(msg) == expected_inputs()
+    assert msg["stop_reason"] == "tool_use"
+
+
+# ----------------------------------------------- #13373 and #33224: blocks and their deltas
+
+
+def test_text_then_tool_calls_stream_in_well_formed_blocks(gateway: Gateway) -> None:
+    """LiteLLM #13373 ("Content block not found"): text, then tool calls, from an
+    OpenAI-shaped upstream; every delta goes to a block whose start was sent."""
+    msg = tool_turn(gateway, text="Let me look at that.", tool_calls=CALLS)
+    assert [b["type"] for b in msg["content"]] == ["text", "tool_use", "tool_use", "tool_use"]
+    assert msg["content"][0]["text"] == "Let me look at that."
+    assert tool_inputs(msg) == expected_inputs()
+
+
+def test_reasoning_then_text_then_tools_put_thinking_in_a_thinking_block(
+    gateway: Gateway,
+) -> None:
+    """LiteLLM #33224 ("Content block is not a thinking block"): an OpenAI-shaped upstream
+    that streams `reasoning_content` after an opening `content: ""` chunk (NVIDIA NIM, vLLM),
+    then text, then tool calls; no thinking_delta may land in a text block."""
+    msg = tool_turn(
+        gateway,
+        reasoning="The user wants the handler; read main.py first.",
+        text="Reading it now.",
+        tool_calls=CALLS[:1],
+    )
+    kinds = [b["type"] for b in msg["content"]]
+    assert "text" in kinds, kinds
+    assert "tool_use" in kinds, kinds
+    texts = [b["text"] for b in msg["content"] if b["type"] == "text"]
+    assert texts == ["Reading it now."], texts
+    thinking = [b["thinking"] for b in msg["content"] if b["type"] == "thinking"]
+    assert thinking in ([], ["The user wants the handler; read main.py first."]), thinking
+    assert tool_inputs(msg) == expected_inputs()[:1]
+
+
+def test_interleaved_thinking_and_tool_use_of_a_claude_provider(gateway: Gateway) -> None:
+    """The same strict reading of a native Claude stream: thinking (with its signature),
+    then a tool call."""
+    msg = stream(
+        gateway,
+        {
+            "model": NATIVE,
+            "max_tokens": 4096,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "tools": TOOLS[:1],
+            "messages": [{"role": "user", "content": "read main.py " + secrets.token_hex(4)}],
+        },
+    )
+    assert [b["type"] for b in msg["content"]] == ["thinking", "tool_use"]
+    assert msg["content"][0]["signature"]
+    assert msg["content"][1]["input"]
+
+
+# -------------------------------------------------------------- #24176: usage fields
+
+
+@pytest.mark.parametrize("alias", [OTHER, NATIVE])
+def test_usage_is_integer_counts_claude_code_can_read(gateway: Gateway, alias: str) -> None:
+    """LiteLLM #24176: message_start and message_delta carry integer usage counts (cache
+    counts included, with a cached system prompt), never null, for both kinds of provider."""
+    system = [{"type": "text", "text": "Be terse. " * 600, "cache_control": {"type": "ephemeral"}}]
+    for turn in range(2):  # a cache write, then a cache read
+        msg = stream(
+            gateway,
+            {
+                "model": alias,
+                "max_tokens": 256,
+                "system": system,
+                "messages": [{"role": "user", "content": f"usage {turn}"}],
+            },
+        )
+        usage = msg["usage"]
+        assert usage["output_tokens"] > 0
+        assert usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) > 0
+
+
+# ------------------------------------------------ #32188: signed thinking sent back upstream
+
+
+def test_signed_thinking_in_the_history_is_accepted_by_a_non_anthropic_upstream(
+    gateway: Gateway,
+) -> None:
+    """LiteLLM #32188: Claude Code sends the previous turn back with its thinking block and
+    signature; an OpenAI-shaped upstream gets a request it accepts (no Anthropic signature in
+    it), and the turn is answered, streamed and not."""
+    first = stream(
+        gateway,
+        {
+            "model": NATIVE,
+            "max_tokens": 4096,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "think first"}],
+        },
+    )
+    thinking = first["content"][0]
+    assert thinking["type"] == "thinking"
+    assert thinking["signature"]
+    for streamed in (True, False):
+        marker = "next-" + secrets.token_hex(4)
+        body = {
+            "model": OTHER,
+            "max_tokens": 1024,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {"role": "user", "content": "think first"},
+                {"role": "assistant", "content": first["content"]},
+                {"role": "user", "content": marker},
+            ],
+        }
+        if streamed:
+            answer = stream(gateway, body)
+        else:
+            resp = gateway.post(body, {"x-api-key": gateway.key, "anthropic-version": "2023-06-01"})
+            assert resp.status_code == 200, resp.text
+            answer = resp.json()
+        assert answer["content"][-1]["type"] == "text"
+        sent = json.dumps(gateway.upstream(marker)["body"])
+        assert thinking["signature"] not in sent
+        assert "thinking_blocks" not in sent
+
+
+# ------------------------------------------------- #13252, #37102: count_tokens
+
+
+def count(gateway: Gateway, body: dict[str, Any]) -> int:
+    resp = gateway.post(
+        body,
+        {"x-api-key": gateway.key, "anthropic-version": "2023-06-01"},
+        path="/v1/messages/count_tokens",
+    )
+    assert resp.status_code == 200, resp.text
+    tokens = resp.json()["input_tokens"]
+    assert isinstance(tokens, int)
+    return tokens
+
+
+PNG_1PX = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2217bc2"
+        "0000000049454e44ae426082"
+    )
+).decode()
+
+
+@pytest.mark.parametrize("alias", [OTHER, NATIVE])
+def test_count_tokens_counts_system_tools_and_images(gateway: Gateway, alias: str) -> None:
+    """LiteLLM #13252 (no count_tokens for a non-Anthropic model) and #37102 (tools, system
+    and images left out of the count): the route answers for both kinds of alias, and each
+    part Claude Code sends adds to the count."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "What does main.py do?"}]
+    base = count(gateway, {"model": alias, "messages": messages})
+    system = "You are Claude Code. Follow the repository's conventions. " * 20
+    with_system = count(gateway, {"model": alias, "messages": messages, "system": system})
+    with_tools = count(
+        gateway, {"model": alias, "messages": messages, "system": system, "tools": TOOLS}
+    )
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG_1PX},
+    }
+    with_image = count(
+        gateway,
+        {
+            "model": alias,
+            "system": system,
+            "tools": TOOLS,
+            "messages": [
+                {"role": "user", "content": [image, {"type": "text", "text": "What is this?"}]}
+            ],
+        },
+    )
+    assert base > 0
+    assert with_system >= base + 200, (base, with_system)  # 20 x a 10-word sentence
+    schema_tokens = len(json.dumps(TOOLS)) // 6
+    assert with_tools >= with_system + schema_tokens, (with_system, with_tools)
+    assert with_image > with_tools, (with_tools, with_image)
