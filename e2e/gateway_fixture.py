@@ -2,7 +2,10 @@
 
 `example_gateway` applies examples/ to the local control plane, waits until the operator reports
 the Tenant Ready, then runs the tenant's gateway with `tenantctl dev gateway` (exactly what its
-pod would mount and run) in front of the provider simulator, which stands in for every provider.
+pod would mount and run) in front of the provider simulator, which stands in for every provider:
+each provider's base URL is overlaid with the simulator's route of its protocol
+(`simulator_upstreams`), so every alias is served by its own provider type's wire protocol;
+examples/ itself keeps the real providers' URLs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from e2e.fixtures import DEV, ROOT
 from e2e.helpers import K8s, eventually
 from e2e.operator_fixture import RunningOperator, free_port
 from e2e.provider_sim import SimulatorHandle, start_simulator
+from e2e.provider_sim.server import DEFAULT_MODELS
+from tenantgw.api import Tenant
 from tenantgw.cli import devgateway
 
 EXAMPLE_TENANT = "engineering-team"
@@ -32,6 +37,26 @@ EXAMPLE_NAMESPACE = "tenant-engineering-team"
 GATEWAY_STARTUP_SECONDS = 180
 EXAMPLE_JUDGE_MODEL = "gpt-4.1-nano"
 """The model behind the example's classifier alias (safety-review): the simulator's judge."""
+
+SIMULATOR_BASES = {
+    "openai": "/v1",  # https://api.openai.com/v1 (Responses-only models: {base}/responses)
+    "openrouter": "/api/v1",  # https://openrouter.ai/api/v1
+    "azure": "",  # https://<resource>.openai.azure.com (/openai/deployments/<d>/...)
+    "bedrock": "",  # https://bedrock-runtime.<region>.amazonaws.com (/model/<id>/...)
+    "anthropic": "",  # https://api.anthropic.com (/v1/messages)
+    "ollama": "",  # http://<ollama>:11434 (/api/chat)
+    "gemini": "/v1beta",  # https://generativelanguage.googleapis.com/v1beta
+    "cohere": "/compatibility/v1",  # LiteLLM's api_base as rendered (render.litellm_config)
+    "mistral": "/v1",
+    "groq": "/v1",
+    "deepseek": "/v1",
+    "together": "/v1",
+    "fireworks": "/v1",
+    "openai-compatible": "/v1",
+}
+"""Where the provider simulator serves each provider type's protocol, below its root URL: the
+api_base LiteLLM is given for a provider of that type (`tenantctl dev gateway --upstream`
+overlays LiteLLM's api_base as is). Vertex is not here: its base is not a plain URL prefix."""
 
 
 @dataclass
@@ -89,6 +114,33 @@ def apply_examples(k8s: K8s) -> None:
             k8s.apply(obj)
 
 
+def simulator_upstreams(tenant: dict[str, Any], simulator_root: str) -> dict[str, str]:
+    """`--upstream` of each provider of `tenant`: the simulator's route of its protocol."""
+    providers = Tenant.model_validate(tenant).spec.providers
+    unserved = sorted({p.type.value for p in providers} - set(SIMULATOR_BASES))
+    if unserved:
+        raise ValueError(f"the provider simulator has no base URL for {', '.join(unserved)}")
+    return {p.name: simulator_root + SIMULATOR_BASES[p.type.value] for p in providers}
+
+
+def example_upstreams(simulator_root: str) -> dict[str, str]:
+    """`simulator_upstreams` of the example Tenant (examples/tenant.yaml)."""
+    return simulator_upstreams(load_examples()["tenant"][0], simulator_root)
+
+
+def example_simulator_config() -> dict[str, Any]:
+    """What the simulator must know to play the example's providers: the classifier's model
+    answers as a safety judge, and the team's Ollama has pulled the example's models (an Ollama
+    answers 404 "model not found" for any other)."""
+    tenant = load_examples()["tenant"][0]
+    ollama = {p["name"] for p in tenant["spec"]["providers"] if p["type"] == "ollama"}
+    pulled = [m["model"] for m in tenant["spec"].get("catalog", []) if m["provider"] in ollama]
+    return {
+        "judge_models": ["sim-judge", EXAMPLE_JUDGE_MODEL],
+        "models": [*DEFAULT_MODELS, *pulled],
+    }
+
+
 def wait_ready(url: str, process: Popen[bytes], log_file: Path) -> None:
     deadline = time.monotonic() + GATEWAY_STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -109,13 +161,15 @@ def wait_ready(url: str, process: Popen[bytes], log_file: Path) -> None:
 
 
 def start_example_gateway(
-    api: ApiClient, k8s: K8s, simulator_url: str
+    api: ApiClient, k8s: K8s, simulator_root: str
 ) -> tuple[str, Popen[bytes], Path]:
-    """Run the example tenant's gateway locally; returns (url, process, log file)."""
+    """Run the example tenant's gateway locally, every provider pointed at the simulator's
+    route of its protocol; returns (url, process, log file)."""
     port = free_port()
     workdir = DEV / "gateways" / EXAMPLE_TENANT
+    upstreams = example_upstreams(simulator_root)
     spec = devgateway.build_spec(
-        api, EXAMPLE_TENANT, workdir=workdir, port=port, upstreams={"*": simulator_url}
+        api, EXAMPLE_TENANT, workdir=workdir, port=port, upstreams=upstreams
     )
     log_file = DEV / "logs" / f"gateway-{EXAMPLE_TENANT}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +186,8 @@ def example_gateway(kube: ApiClient, operator: RunningOperator) -> Iterator[Exam
     k8s = K8s(kube)
     apply_examples(k8s)
     k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", timeout=60)
-    simulator_url, simulator = start_simulator(judge_models=[EXAMPLE_JUDGE_MODEL])
-    url, process, log_file = start_example_gateway(kube, k8s, simulator_url)
+    simulator_url, simulator = start_simulator(**example_simulator_config())
+    url, process, log_file = start_example_gateway(kube, k8s, simulator.root_url)
     keys = {
         name: k8s.secret_value(EXAMPLE_NAMESPACE, f"gateway-key-{name}", "apiKey")
         for name in ("alice", "ci")

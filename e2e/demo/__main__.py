@@ -1,14 +1,18 @@
 """`make demo`: the example tenant end to end on this machine, with one real Claude Code request.
 
     python -m e2e.demo up      # after `make cluster-up services-up` (the Makefile does both)
+    python -m e2e.demo check --all-aliases   # a Claude Code turn per alias of the running demo
     python -m e2e.demo down    # stops what `up` started in the background (by pid)
 
 `up` applies the CRDs and the operator's RBAC, runs the operator as its ServiceAccount, the
 provider simulator on :18080 and, once examples/ is applied and the Tenant is Ready, the
-tenant's gateway on :4000 with `tenantctl dev gateway` (the files its pod would mount, every
-provider pointed at the simulator). Then Claude Code reads a file through the gateway (`claude
--p`), and runs interactively in a tmux pane in auto mode: a command the tenant's classifier
-allows runs without a prompt, one it flags is blocked. Then a few dozen requests of both keys
+tenant's gateway on :4000 with `tenantctl dev gateway` (the files its pod would mount; each
+provider's base URL overlaid with the simulator's route of its protocol, `--upstream
+<provider>=<url>`: examples/ keeps the real providers' URLs). Then Claude Code reads a file
+through the gateway (`claude -p`), and runs interactively in a tmux pane in auto mode: a command
+the tenant's classifier allows runs without a prompt, one it flags is blocked. Then every alias
+of examples/ answers a `claude -p` turn of its own, each served by its own provider (the
+ledger's provider and model per alias; e2e/demo/aliases.py). Then a few dozen requests of both keys
 (alice, ci), several projects (the Tenant's `X-Project` values) and aliases go through the
 gateway (e2e/demo/traffic.py). The tenant URL, the onboarding environment, the fleet's managed
 settings, what the interactive session showed, the usage rows and `tenantctl report
@@ -22,6 +26,7 @@ when the operator rendered a different config or Secret for it).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -30,7 +35,6 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +47,7 @@ from kubernetes.config import new_client_from_config
 
 from e2e.claude import ClaudeCodeError, claude_binary, pinned_version, run_claude, seed_home
 from e2e.claude_tui import DANGEROUS, HARMLESS, AutoModeStory, ClaudeSession, auto_mode_story
+from e2e.demo import aliases as demo_aliases
 from e2e.demo import traffic as demo_traffic
 from e2e.demo.processes import (
     LOGS,
@@ -56,6 +61,7 @@ from e2e.demo.processes import (
     start_background,
     step,
     stop_background,
+    table,
     wait_http,
 )
 from e2e.fixtures import DEV, ROOT, Cluster, _read_env
@@ -64,6 +70,8 @@ from e2e.gateway_fixture import (
     EXAMPLE_NAMESPACE,
     EXAMPLE_TENANT,
     apply_examples,
+    example_simulator_config,
+    example_upstreams,
 )
 from e2e.helpers import K8s
 from e2e.operator_fixture import install_crds_and_rbac, service_account_kubeconfig
@@ -165,8 +173,9 @@ def ensure_simulator() -> None:
 
 
 def ensure_judge() -> None:
-    """The simulator plays the example's classifier model, even one started by an older demo."""
-    _simulator_config({"judge_models": ["sim-judge", EXAMPLE_JUDGE_MODEL]})
+    """The simulator plays the example's classifier model and its Ollama has the example's
+    models, even one started by an older demo."""
+    _simulator_config(example_simulator_config())
 
 
 def ensure_tenant(k8s: K8s) -> dict[str, Any]:
@@ -180,29 +189,28 @@ def ensure_tenant(k8s: K8s) -> dict[str, Any]:
     return k8s.tenant(EXAMPLE_TENANT)
 
 
-def _gateway_fingerprint(k8s: K8s) -> str:
-    """What the gateway process was built from: the pod template's config hash and the
-    resourceVersion of the Secret `gateway` (keys, master key, storage credentials)."""
+def upstream_args() -> list[str]:
+    """`--upstream <provider>=<url>` per provider of examples/tenant.yaml: the simulator's route
+    of the provider's protocol (only LiteLLM's api_base changes; examples/ keeps real URLs)."""
+    args: list[str] = []
+    for provider, url in example_upstreams(SIMULATOR_URL).items():
+        args += ["--upstream", f"{provider}={url}"]
+    return args
+
+
+def _gateway_fingerprint(k8s: K8s, argv: Sequence[str]) -> str:
+    """What the gateway process was built from: its command line, the pod template's config
+    hash and the resourceVersion of the Secret `gateway` (keys, master key, storage)."""
     dep = k8s.apps.read_namespaced_deployment("gateway", EXAMPLE_NAMESPACE)
     annotations = dep.spec.template.metadata.annotations or {}
     secret = k8s.core.read_namespaced_secret("gateway", EXAMPLE_NAMESPACE)
     tenant_uid = k8s.tenant(EXAMPLE_TENANT)["metadata"]["uid"]
-    return json.dumps([tenant_uid, sorted(annotations.items()), secret.metadata.resource_version])
+    return json.dumps(
+        [list(argv), tenant_uid, sorted(annotations.items()), secret.metadata.resource_version]
+    )
 
 
 def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
-    fingerprint = _gateway_fingerprint(k8s)
-    stamp = STATE / "gateway.fingerprint"
-    pid = running_pid("gateway")
-    if pid is not None:
-        same = stamp.exists() and stamp.read_text() == fingerprint
-        if same and http_ok(f"{GATEWAY_URL}/health/readiness"):
-            say(f"gateway: already running on {GATEWAY_URL} (pid {pid})")
-            return
-        say("gateway: the operator rendered it anew since it started: restarting it")
-        stop_background("gateway")
-    if port_busy(GATEWAY_PORT):
-        raise DemoError(f"port {GATEWAY_PORT} is taken by another process: stop it first")
     argv = [
         str(BIN / "tenantctl"),
         "--kubeconfig",
@@ -214,9 +222,20 @@ def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
         str(GATEWAY_PORT),
         "--workdir",
         str(STATE / "gateway"),
-        "--upstream",
-        f"*={SIMULATOR_URL}/v1",
+        *upstream_args(),
     ]
+    fingerprint = _gateway_fingerprint(k8s, argv)
+    stamp = STATE / "gateway.fingerprint"
+    pid = running_pid("gateway")
+    if pid is not None:
+        same = stamp.exists() and stamp.read_text() == fingerprint
+        if same and http_ok(f"{GATEWAY_URL}/health/readiness"):
+            say(f"gateway: already running on {GATEWAY_URL} (pid {pid})")
+            return
+        say("gateway: rendered or started differently since it started: restarting it")
+        stop_background("gateway")
+    if port_busy(GATEWAY_PORT):
+        raise DemoError(f"port {GATEWAY_PORT} is taken by another process: stop it first")
     pid, log_file = start_background("gateway", argv, cluster.env())
     stamp.write_text(fingerprint)
     say(f"gateway: {shlex.join(['tenantctl', *argv[3:]])}")
@@ -229,9 +248,9 @@ def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
     )
 
 
-def onboarding(cluster: Cluster) -> tuple[str, dict[str, str]]:
-    """`tenantctl onboard` output, and the environment it exports."""
-    argv = [str(BIN / "tenantctl"), "onboard", EXAMPLE_TENANT, "--key", KEY, "--url", GATEWAY_URL]
+def onboarding(cluster: Cluster, key: str = KEY) -> tuple[str, dict[str, str]]:
+    """`tenantctl onboard` output for `key`, and the environment it exports."""
+    argv = [str(BIN / "tenantctl"), "onboard", EXAMPLE_TENANT, "--key", key, "--url", GATEWAY_URL]
     proc = subprocess.run(
         argv, env=cluster.env(), capture_output=True, text=True, timeout=60, check=False
     )
@@ -267,14 +286,7 @@ def managed_settings(cluster: Cluster) -> tuple[str, str]:
 
 
 def _simulator_config(changes: dict[str, Any]) -> None:
-    request = urllib.request.Request(  # noqa: S310 (loopback)
-        f"{SIMULATOR_URL}/_sim/config",
-        data=json.dumps(changes).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
-        resp.read()
+    demo_aliases.simulator_config(SIMULATOR_URL, changes)
 
 
 def claude_request(env: dict[str, str]) -> tuple[str, dict[str, Any], float]:
@@ -348,6 +360,43 @@ def interactive_check(shell: str, env: dict[str, str]) -> AutoModeStory:
     return story
 
 
+def alias_check(
+    cluster: Cluster, k8s: K8s, names: Sequence[str] = ()
+) -> list[demo_aliases.AliasResult]:
+    """A `claude -p --model <alias>` turn per alias of examples/ (or of `names`), key ci."""
+    chosen = demo_aliases.example_aliases()
+    unknown = sorted(set(names) - {a.name for a in chosen})
+    if unknown:
+        raise DemoError(f"examples/ has no ModelAlias {', '.join(unknown)}")
+    if names:
+        chosen = [a for a in chosen if a.name in names]
+    _, env = onboarding(cluster, demo_aliases.CHECK_KEY)
+    dsn = k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn")
+    say(
+        f"Claude Code {pinned_version()}: claude -p {demo_aliases.PROMPT!r} --model <alias> "
+        f"for each of {len(chosen)} aliases (key {demo_aliases.CHECK_KEY}, "
+        f"{demo_aliases.PARALLEL} at a time)"
+    )
+    try:
+        return demo_aliases.check_aliases(
+            gateway_env=env,
+            simulator_root=SIMULATOR_URL,
+            dsn=dsn,
+            workdir=STATE / "aliases",
+            aliases=chosen,
+        )
+    except ClaudeCodeError as exc:
+        raise DemoError(f"Claude Code failed: {exc}") from None
+
+
+def print_alias_check(results: Sequence[demo_aliases.AliasResult]) -> None:
+    print(
+        f"Every alias of examples/, one Claude Code turn each (claude -p --model <alias>, key "
+        f"{demo_aliases.CHECK_KEY}; who served: the tenant's ledger):"
+    )
+    print(demo_aliases.lines(results))
+
+
 def usage_rows(dsn: str, since: float) -> list[tuple[Any, ...]]:
     """The request's rows in the tenant's ledger (metering writes them just after the reply)."""
     query = (
@@ -367,14 +416,6 @@ def usage_rows(dsn: str, since: float) -> list[tuple[Any, ...]]:
         f"no usage rows of key {KEY} reached the ledger within 30s: see "
         f"{(LOGS / 'demo-gateway.log').relative_to(ROOT)}"
     )
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
 
 
 def send_traffic(k8s: K8s) -> demo_traffic.Traffic:
@@ -434,6 +475,10 @@ def up() -> None:
     story = interactive_check(shell, env)
     dsn = k8s.secret_value(EXAMPLE_NAMESPACE, "gateway", "postgresDsn")
     rows = usage_rows(dsn, started)
+    checked = alias_check(cluster, k8s)
+    if not all(r.ok for r in checked):
+        print_alias_check(checked)
+        raise DemoError("an alias of examples/ was not served by its own provider (above)")
     sent = send_traffic(k8s)
     spend_report = report(cluster, services)
     spent = budget_spent_usd(services["TENANTGW_REDIS_URL"])
@@ -445,8 +490,8 @@ def up() -> None:
     print(f"Tenant {EXAMPLE_TENANT} is Ready; its gateway serves {models}")
     print(f"  tenant URL (status.url)  {tenant['status'].get('url')}")
     print(
-        f"  local gateway            {GATEWAY_URL}   (tenantctl dev gateway; providers -> "
-        f"simulator {SIMULATOR_URL}/v1)"
+        f"  local gateway            {GATEWAY_URL}   (tenantctl dev gateway; each provider -> "
+        f"simulator {SIMULATOR_URL}, the route of its protocol)"
     )
     print()
     print(f"Onboarding: tenantctl onboard {EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL}")
@@ -477,6 +522,8 @@ def up() -> None:
     print(f"  /status: {status}; session {story.session_id}")
     window = next((ln.strip() for ln in story.context.splitlines() if "tokens (" in ln), "")
     print(f"  /context: {window.strip(' ⛀⛁⛶⛝')} (no unrecognized-model warning)")
+    print()
+    print_alias_check(checked)
     print()
     print(f"Usage rows in the tenant's ledger (schema of tenant {EXAMPLE_TENANT}, key {KEY}):")
     print(
@@ -552,15 +599,46 @@ def down() -> None:
         stop_background(name)
 
 
+def check(names: Sequence[str]) -> int:
+    """`check --all-aliases` (or `--alias NAME`...): the alias check against the running demo."""
+    missing = [name for name in ("simulator", "gateway") if running_pid(name) is None]
+    if missing:
+        raise DemoError(f"the demo's {missing[0]} is not running: run `make demo` first")
+    cluster, _ = load_cluster()
+    api: ApiClient = new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        results = alias_check(cluster, K8s(api), names)
+    finally:
+        api.close()
+    print()
+    print_alias_check(results)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("up", help="start (or reuse) everything and run the demo")
+    sub.add_parser("down", help="stop what `up` started in the background")
+    chk = sub.add_parser("check", help="a Claude Code turn per alias of the running demo")
+    which = chk.add_mutually_exclusive_group()
+    which.add_argument(
+        "--all-aliases", action="store_true", help="every ModelAlias of examples/ (the default)"
+    )
+    which.add_argument(
+        "--alias", action="append", default=[], metavar="NAME", help="only this alias (repeat)"
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args[0] if args else "up"
-    if command == "up":
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command in (None, "up"):
         up()
-    elif command == "down":
+    elif args.command == "down":
         down()
     else:
-        raise SystemExit(f"usage: python -m e2e.demo [up|down], not {command!r}")
+        return check(args.alias)
     return 0
 
 

@@ -36,10 +36,10 @@ class Call:
 
 
 def plan() -> list[Call]:
-    """36 requests: alice's Claude Code (Opus, Sonnet, Haiku background calls) on checkout and
+    """38 requests: alice's Claude Code (Opus, Sonnet, Haiku background calls) on checkout and
     search, CI's scripts on ci, checkout and search, across fast-code, documentation,
-    reasoning and refactoring (security-analysis is left out: the simulator behind the demo's
-    single upstream URL does not answer its Azure and Bedrock paths)."""
+    reasoning, refactoring and security-analysis (each served by its own provider's protocol:
+    OpenRouter, OpenAI chat and Responses, Ollama, Azure)."""
     calls: list[Call] = []
     for i in range(6):
         calls.append(
@@ -63,6 +63,8 @@ def plan() -> list[Call]:
         calls.append(Call("ci", "refactoring", None, f"refactor the build script, step {i}"))
     for i in range(2):
         calls.append(Call("ci", "fast-code", "search", f"benchmark the indexer, case {i}"))
+    for i in range(2):
+        calls.append(Call("ci", "security-analysis", None, f"review the auth handler ({i})"))
     for i in range(3):
         calls.append(Call("ci", "claude-opus-5-5", "ci", f"triage flaky test {i}"))
     return calls
