@@ -32,6 +32,29 @@ BUSY = re.compile(rf"esc to interrupt|Do you want|Enter to|{PICKER_CURSOR} \d\."
 """A turn still running, or a question or a menu waiting for an answer."""
 
 
+SUBMIT_RETRIES = 3
+SUBMIT_CHECK_SECONDS = 2.0
+RULE = "\u2500"
+"""Claude Code draws its input box between two horizontal rules of this character."""
+
+
+def input_box(screen: str) -> str | None:
+    """The text in Claude Code's input box (between the last two rules), or None if not shown."""
+    lines = screen.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.strip().startswith(RULE * 3)]
+    if len(rules) < 2:
+        return None
+    inside = lines[rules[-2] + 1 : rules[-1]]
+    return "".join(line.strip().lstrip("\u276f>").strip() for line in inside)
+
+
+def still_in_input(screen: str, text: str) -> bool:
+    """Whether `text` (its first characters) still waits, unsent, in the input box."""
+    box = input_box(screen)
+    head = "".join(text.split())[:20]
+    return box is not None and bool(head) and head in "".join(box.split())
+
+
 def _tmux(*args: str, check: bool = True) -> str:
     proc = subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30, check=False)
     if check and proc.returncode != 0:
@@ -104,10 +127,24 @@ class ClaudeSession:
         return text
 
     def type(self, text: str, *, enter: bool = True) -> None:
-        """Type `text` literally, then Enter (as a separate key, as a person would)."""
+        """Type `text` literally, then Enter (as a separate key, as a person would).
+
+        On a loaded machine the TUI can take the Enter before it has drawn the typed text, and
+        the text then waits in the input box; as a person would, press Enter again once it shows.
+        """
         _tmux("send-keys", "-t", self.name, "-l", text)
-        if enter:
-            time.sleep(0.3)
+        if not enter:
+            return
+        time.sleep(0.3)
+        _tmux("send-keys", "-t", self.name, "Enter")
+        for _ in range(SUBMIT_RETRIES):
+            time.sleep(SUBMIT_CHECK_SECONDS)
+            first = self.screen()
+            if not still_in_input(first, text):
+                return
+            time.sleep(0.5)
+            if self.screen() != first:  # still drawing: look again rather than press blindly
+                continue
             _tmux("send-keys", "-t", self.name, "Enter")
 
     def press(self, *keys: str) -> None:
