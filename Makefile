@@ -6,13 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
-.PHONY: help setup venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code test test-unit lint fmt lock bench-deps \
+.PHONY: help setup venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code images test test-unit lint fmt lock bench-deps \
         cluster-up cluster-down services-up services-down crds run bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code ## Install everything the tests and the demo need
+# `make test` and `make demo` each install what they need first; `make setup` is an optional warm-up.
+setup: venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code images ## Install everything the tests and the demo need
 
 venv: $(VENV)/.installed ## Python dependencies from the lock file, into .venv
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-system-packages: ## PostgreSQL, Redis, openssl, curl from Debian's packages
+system-packages: ## PostgreSQL, Redis, openssl, curl, podman, mmdebstrap from Debian's packages
 	bash e2e/install-system-packages.sh
 
 control-plane: ## Build etcd, kube-* and kwok from Go modules into the cache (once per version)
@@ -37,10 +38,13 @@ argocd-health: ## Build the Argo CD health check runner (gopher-lua) from its Go
 manifest-tools: ## Build helm, kubeconform and kube-score from their Go modules into the cache
 	bash e2e/lint/build.sh
 
-claude-code: ## The pinned Claude Code CLI from npm, into the cache
+claude-code: system-packages ## The pinned Claude Code CLI from npm, into the cache
 	bash e2e/install-claude-code.sh >/dev/null
 
-test: venv argocd-health manifest-tools ## The whole suite: unit, integration, end-to-end
+images: system-packages ## Build tenantgw-operator and tenantgw-gateway with podman from Debian-package bases; digests in .dev/images.json
+	bash docker/build.sh
+
+test: venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code images ## The whole suite: unit, integration, end-to-end
 	$(BIN)/pytest
 
 test-unit: venv argocd-health ## Unit tests only, no servers
@@ -78,20 +82,20 @@ lock: venv ## Re-resolve the lock files from pyproject.toml
 	  --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	  -o requirements/bench.lock -q
 
-cluster-up: ## Local control plane on loopback; writes .dev/kubeconfig and .dev/env
+cluster-up: control-plane ## Local control plane on loopback; writes .dev/kubeconfig and .dev/env
 	bash e2e/cluster/up.sh
 
 cluster-down: ## Stop the control plane processes started by cluster-up
 	bash e2e/cluster/down.sh
 
-services-up: ## PostgreSQL and Redis on loopback; admin credentials in .dev/env
+services-up: system-packages ## PostgreSQL and Redis on loopback; admin credentials in .dev/env
 	bash e2e/services/up.sh
 
 services-down: ## Stop PostgreSQL and Redis
 	bash e2e/services/down.sh
 
 .PHONY: demo demo-down
-demo: venv cluster-up services-up ## The example tenant, its gateway, Claude Code, a few dozen requests and the cost report, left running
+demo: venv system-packages claude-code cluster-up services-up ## The example tenant, its gateway, Claude Code, a few dozen requests and the cost report, left running
 	$(BIN)/python -m e2e.demo up
 
 demo-down: ## Stop the demo's gateway, simulator and operator, then the services and control plane

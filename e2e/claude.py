@@ -80,6 +80,19 @@ class ClaudeRun:
         )
 
 
+def check_tool_turn(run: ClaudeRun, token: str) -> ClaudeRun:
+    """`run` ended well after at least one tool turn, with `token` in its answer; else
+    ClaudeCodeError with its output."""
+    result = run.result
+    if run.returncode != 0 or result.get("is_error") is not False:
+        raise ClaudeCodeError(f"claude -p failed:\n{run.describe()}")
+    if result.get("num_turns", 0) < 2:
+        raise ClaudeCodeError(f"no tool turn happened:\n{run.describe()}")
+    if token not in str(result.get("result")):
+        raise ClaudeCodeError(f"the answer lacks {token!r}:\n{run.describe()}")
+    return run
+
+
 def pinned_version() -> str:
     """CLAUDE_CODE_VERSION from e2e/versions.env."""
     for line in VERSIONS.read_text().splitlines():

@@ -2,7 +2,9 @@
 # Install the Debian packages the tests and the demo run: PostgreSQL, Redis, openssl, curl,
 # tmux (Claude Code's interactive sessions are driven in it), chromium-headless-shell (the
 # html report's screenshot), prometheus (promtool tests the alert rules; a throwaway Prometheus
-# scrapes a gateway in e2e/test_dashboard_queries.py).
+# scrapes a gateway in e2e/test_dashboard_queries.py), podman with Debian's runc and mmdebstrap
+# (`make images` builds the images from a Debian root filesystem; the container tests run them:
+# runc, not crun, which refuses these machines' cgroup v1 hybrid).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
@@ -17,6 +19,9 @@ command -v tmux >/dev/null || need+=(tmux)
 # The html report is opened and screenshot in a headless browser by the tests.
 command -v chromium-headless-shell >/dev/null || need+=(chromium-headless-shell fonts-dejavu-core)
 { command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 ((${#need[@]})) || { echo "[setup] system packages present" >&2; exit 0; }
 echo "[setup] installing ${need[*]}" >&2
 sudo=(); [[ "$(id -u)" == 0 ]] || sudo=(sudo)

@@ -3,10 +3,12 @@
 The operator gets only the RBAC that `manifests/` grants: the fixture applies the CRDs and the
 RBAC from the kustomization, mints a token for the operator's ServiceAccount and runs
 `kopf run` with a kubeconfig holding that token. A missing permission fails the tests.
+`start_operator_container` runs the operator IMAGE instead, as the install's Deployment.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from e2e.containers import remove_container, start_container
 from e2e.fixtures import DEV, ROOT, Cluster, Services
 
 OPERATOR_NS = "tenantgw-system"
@@ -50,6 +53,8 @@ class RunningOperator:
     log_file: Path
     kubeconfig: Path
     username: str
+    container: str | None = None
+    """The podman container's name when the operator runs from its image."""
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -94,6 +99,17 @@ def service_account_kubeconfig(cluster: Cluster, path: Path) -> None:
     path.chmod(0o600)
 
 
+def _paced(resync_seconds: float) -> dict[str, str]:
+    """The operator's periods on the pace of `resync_seconds` (production: 300 s)."""
+    return {
+        "TENANTGW_RESYNC_SECONDS": str(resync_seconds),
+        "TENANTGW_BUDGET_SYNC_SECONDS": str(min(resync_seconds, 30)),
+        "TENANTGW_BUDGET_REFRESH_SECONDS": str(min(resync_seconds, 60)),
+        # Audit checkpoints and retention on the resync's pace (production: 60 s).
+        "TENANTGW_AUDIT_CHECKPOINT_SECONDS": str(min(resync_seconds, 60)),
+    }
+
+
 def start_operator(
     cluster: Cluster, *, resync_seconds: float = 300, extra_env: dict[str, str] | None = None
 ) -> RunningOperator:
@@ -107,11 +123,7 @@ def start_operator(
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
-        "TENANTGW_RESYNC_SECONDS": str(resync_seconds),
-        "TENANTGW_BUDGET_SYNC_SECONDS": str(min(resync_seconds, 30)),
-        "TENANTGW_BUDGET_REFRESH_SECONDS": str(min(resync_seconds, 60)),
-        # Audit checkpoints and retention on the resync's pace (production: 60 s).
-        "TENANTGW_AUDIT_CHECKPOINT_SECONDS": str(min(resync_seconds, 60)),
+        **_paced(resync_seconds),
         **(extra_env or {}),
     }
     kopf = Path(sys.executable).parent / "kopf"
@@ -130,6 +142,120 @@ def start_operator(
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
+    _wait_live(proc, port, log_file)
+    return RunningOperator(
+        process=proc,
+        log_file=log_file,
+        kubeconfig=kubeconfig,
+        username=f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}",
+    )
+
+
+def start_operator_container(
+    cluster: Cluster,
+    image: str,
+    workdir: Path,
+    *,
+    admin: dict[str, str],
+    resync_seconds: float = 300,
+) -> RunningOperator:
+    """The operator IMAGE run as the Deployment of manifests/ runs it, with podman.
+
+    The container gets the Deployment's command, env (the namespace from its fieldRef, the
+    optional `tenantgw-admin` Secret's keys from `admin`), securityContext and /tmp volume; a
+    kubeconfig holding the ServiceAccount's token (CA inline) stands in for the token the
+    kubelet would mount. Its liveness endpoint listens on a free loopback port (the host's
+    network) instead of 0.0.0.0:8080, the one change to the command.
+    """
+    install_crds_and_rbac(cluster)
+    manifests = [
+        d
+        for d in yaml.safe_load_all(
+            cluster.run_kubectl("kustomize", str(ROOT / "manifests")).stdout
+        )
+        if d
+    ]
+    for doc in manifests:  # the peering the Deployment's --peering=tenantgw names
+        if doc["kind"] in {"CustomResourceDefinition", "ClusterKopfPeering"} and "kopf" in (
+            doc["apiVersion"] + doc["metadata"]["name"]
+        ):
+            cluster.run_kubectl(
+                "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(doc)
+            )
+            if doc["kind"] == "CustomResourceDefinition":
+                cluster.run_kubectl(
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    f"crd/{doc['metadata']['name']}",
+                )
+    deployment = next(
+        d for d in manifests if d["kind"] == "Deployment" and d["metadata"]["name"] == OPERATOR_SA
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    container = dict(pod["containers"][0])
+    kube_dir, tmp = workdir / "kubeconfig", workdir / "tmp"
+    for directory in (kube_dir, tmp):
+        directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = kube_dir / "config"
+    service_account_kubeconfig(cluster, kubeconfig)
+    config = yaml.safe_load(kubeconfig.read_text())
+    entry = config["clusters"][0]["cluster"]
+    ca = Path(entry.pop("certificate-authority"))
+    entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    kubeconfig.write_text(yaml.safe_dump(config))
+    uid = int(pod["securityContext"]["runAsUser"])
+    for path in (kube_dir, kubeconfig, tmp):
+        os.chown(path, uid, uid)
+    env: dict[str, str] = {}
+    for var in container["env"]:
+        source = var.get("valueFrom", {})
+        if "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.namespace", var
+            env[var["name"]] = deployment["metadata"]["namespace"]
+        elif "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            assert ref["name"] == "tenantgw-admin", var
+            if ref["key"] in admin:
+                env[var["name"]] = admin[ref["key"]]
+        else:
+            env[var["name"]] = var["value"]
+    env.update({"KUBECONFIG": "/var/run/tenantgw/kubeconfig/config", **_paced(resync_seconds)})
+    port = free_port()
+    container["command"] = [
+        f"--liveness=http://127.0.0.1:{port}/healthz" if arg.startswith("--liveness=") else arg
+        for arg in container["command"]
+    ]
+    container["volumeMounts"] = [
+        *container["volumeMounts"],
+        {"name": "kubeconfig", "mountPath": "/var/run/tenantgw/kubeconfig", "readOnly": True},
+    ]
+    name, proc, log_file = start_container(
+        image,
+        workdir,
+        role="operator",
+        pod=pod,
+        container=container,
+        env=env,
+        mounts={"/tmp": tmp, "/var/run/tenantgw/kubeconfig": kube_dir},
+        args=[],
+    )
+    try:
+        _wait_live(proc, port, log_file)
+    except BaseException:
+        remove_container(name)
+        raise
+    return RunningOperator(
+        process=proc,
+        log_file=log_file,
+        kubeconfig=kubeconfig,
+        username=f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}",
+        container=name,
+    )
+
+
+def _wait_live(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> None:
+    """Until the operator's /healthz answers 200; fails the test with its log's tail otherwise."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -145,12 +271,6 @@ def start_operator(
     else:
         proc.terminate()
         pytest.fail(f"the operator did not become live in 60s:\n{log_file.read_text()[-4000:]}")
-    return RunningOperator(
-        process=proc,
-        log_file=log_file,
-        kubeconfig=kubeconfig,
-        username=f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}",
-    )
 
 
 def stop_operator(op: RunningOperator) -> None:
@@ -159,6 +279,8 @@ def stop_operator(op: RunningOperator) -> None:
         op.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         op.process.kill()
+    if op.container is not None:
+        remove_container(op.container)
 
 
 @pytest.fixture(scope="session")

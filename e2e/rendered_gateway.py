@@ -30,7 +30,7 @@ from psycopg import sql
 
 from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
 from e2e.fixtures import Services, tenant_role
-from e2e.gateway_launch import launch_gateway
+from e2e.gateway_launch import launch_gateway, launch_gateway_container
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.throwaway_redis import ThrowawayRedis
 from tenantgw.api import ModelAlias, Tenant
@@ -56,12 +56,20 @@ LEDGER_COLUMNS = (
 
 @dataclass
 class GatewayFiles:
-    """What the gateway container would get: argv, resolved env, mounted files."""
+    """What the gateway container would get: argv, resolved env, mounted files.
+
+    `argv` and `env` point at the local copies of the mounted files (for a gateway process);
+    `mounts` (mount path -> local directory), `pod_env` and `pod` (the rendered pod spec) are
+    the same files and env at the container's own paths (for the gateway image).
+    """
 
     argv: list[str]
     env: dict[str, str]
     config: Path
     workdir: Path
+    mounts: dict[str, Path]
+    pod_env: dict[str, str]
+    pod: dict[str, Any]
 
 
 def _b64(value: str) -> str:
@@ -132,19 +140,29 @@ def materialize(
             text = local_paths_in(content) if "configMap" in volume else content
             (local / file_name).write_text(text)
 
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
+    pod_env: dict[str, str] = {}
     for var in container["env"]:
         if "valueFrom" in var:
             ref = var["valueFrom"]["secretKeyRef"]
-            env[var["name"]] = secrets_by_name[ref["name"]][ref["key"]]
+            pod_env[var["name"]] = secrets_by_name[ref["name"]][ref["key"]]
         else:
-            env[var["name"]] = local_path(var["value"])
+            pod_env[var["name"]] = var["value"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)}
+    env.update({name: local_path(value) for name, value in pod_env.items()})
     tmp = rewrites["/tmp"]  # the pod's emptyDir
     env["TMPDIR"] = tmp
     env["TENANTGW_SPOOL_DIR"] = f"{tmp}/tenantgw-spool"
     args = [local_path(a) for a in container["args"]]
     config = Path(args[args.index("--config") + 1])
-    return GatewayFiles(argv=args, env=env, config=config, workdir=workdir)
+    return GatewayFiles(
+        argv=args,
+        env=env,
+        config=config,
+        workdir=workdir,
+        mounts={path: Path(local) for path, local in rewrites.items()},
+        pod_env=pod_env,
+        pod=pod,
+    )
 
 
 @dataclass
@@ -218,8 +236,12 @@ def run_rendered_gateway(
     provider_secrets: dict[str, dict[str, str]],
     simulator_kwargs: dict[str, Any] | None = None,
     service_account_tokens: dict[str, str] | None = None,
+    image: str | None = None,
 ) -> Iterator[Gateway]:
     """A gateway run from what `render_tenant(inputs(sim, storage, key))` renders.
+
+    With `image`, the gateway image runs as the rendered container (read-only root filesystem,
+    the files mounted at the pod's paths: `launch_gateway_container`); otherwise a process.
 
     The simulator starts with `simulator_kwargs` as the configuration its `reset` restores;
     `key` is a fresh tenant key for the Tenant's `alice` to carry; storage is a tenant role
@@ -240,7 +262,14 @@ def run_rendered_gateway(
                 workdir / "pod",
                 service_account_tokens,
             )
-            with launch_gateway(files.workdir, files.config, files.env) as launched:
+            launcher = (
+                launch_gateway(files.workdir, files.config, files.env)
+                if image is None
+                else launch_gateway_container(
+                    image, files.workdir, files.pod, files.mounts, files.pod_env
+                )
+            )
+            with launcher as launched:
                 yield Gateway(launched.url, sim, key, dsn, launched.log)
     finally:
         sim.stop()
