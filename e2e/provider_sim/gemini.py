@@ -127,6 +127,10 @@ def _service_account_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+"""The `aud` google-auth puts in every service-account grant, whatever the key's token_uri."""
+
+
 def service_account_info(project: str, token_uri: str, name: str = "gateway") -> dict[str, str]:
     """A service-account key file (JSON) whose tokens this simulator's ``/token`` issues."""
     pem = _service_account_key().private_bytes(
@@ -537,7 +541,9 @@ class Gemini:
                 assertion,
                 public,
                 algorithms=["RS256"],
-                audience=token_uri,
+                # google-auth signs for Google's canonical endpoint whatever the key's
+                # token_uri says (google/oauth2/service_account.py), and Google takes it.
+                audience=[token_uri, GOOGLE_TOKEN_AUDIENCE],
                 options={"require": ["iss", "aud", "exp", "iat"]},
             )
         except jwt.InvalidAudienceError:
