@@ -29,7 +29,6 @@ import anthropic
 import openai
 import pytest
 
-from e2e.claude import ClaudeCodeError, run_claude, seed_home
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
@@ -39,7 +38,7 @@ from e2e.provider_sim.identity import (
     service_account_subject,
     service_account_token,
 )
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
+from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -62,15 +61,6 @@ ALIASES = {  # alias -> (provider, model)
     "claude-wi": ("bedrock-wi", CLAUDE),
     "gpt-key": ("azure-key", DEPLOYMENT),
     "gpt-wi": ("azure-wi", DEPLOYMENT),
-}
-READ_TOOL: dict[str, Any] = {
-    "name": "Read",
-    "description": "Read a file",
-    "input_schema": {
-        "type": "object",
-        "properties": {"file_path": {"type": "string"}},
-        "required": ["file_path"],
-    },
 }
 
 
@@ -418,37 +408,7 @@ def test_claude_code_runs_a_tool_through_each_cloud_provider(
     gateway: Gateway, alias: str, tmp_path: Path
 ) -> None:
     """US-001 on Bedrock and Azure with workload identity: `claude -p` runs Read and answers."""
-    project = tmp_path / "project"
-    project.mkdir()
-    token = "tgw-" + secrets.token_hex(6)
-    notes = project / "notes.txt"
-    notes.write_text(f"The release codename is {token}.\n")
-    home = tmp_path / "home"
-    home.mkdir()
-    seed_home(home, [project])
-    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
-    since = time.time()
-    env = {
-        "ANTHROPIC_BASE_URL": gateway.url,
-        "ANTHROPIC_AUTH_TOKEN": gateway.key,
-        "ANTHROPIC_MODEL": alias,
-        "ANTHROPIC_SMALL_FAST_MODEL": alias,
-    }
-    try:
-        run = run_claude(
-            "What is the release codename in notes.txt?",
-            project=project,
-            home=home,
-            gateway_env=env,
-            model=alias,
-            max_retries=0,
-        )
-    except ClaudeCodeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    assert run.returncode == 0, run.describe()
-    assert run.result["is_error"] is False, run.describe()
-    assert run.result["num_turns"] >= 2, "no tool turn happened"
-    assert token in run.result["result"], run.describe()
+    since = gateway.claude_read_turn(alias, tmp_path).started
     calls = [r for r in gateway.sim.requests() if r["protocol"] in ("bedrock", "azure")]
     assert calls
     rows = eventually(
