@@ -2,7 +2,12 @@
 
 import pytest
 
-pytest_plugins = ["e2e.fixtures", "e2e.operator_fixture", "e2e.gateway_fixture"]
+pytest_plugins = [
+    "e2e.fixtures",
+    "e2e.operator_fixture",
+    "e2e.gateway_fixture",
+    "e2e.conformance",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

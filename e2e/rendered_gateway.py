@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,9 @@ import anthropic
 import httpx
 import openai
 import psycopg
-import pytest
 from psycopg import sql
 
-from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
+from e2e.claude import ClaudeRun, run_claude, seed_home
 from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway, launch_gateway_container
 from e2e.provider_sim import SimulatorHandle, start_simulator
@@ -52,6 +52,30 @@ LEDGER_COLUMNS = (
     "stream",
 )
 """The `usage` columns `Gateway.rows` reads unless told otherwise."""
+
+
+ProviderSecrets = dict[str, dict[str, str]] | Callable[[SimulatorHandle], dict[str, dict[str, str]]]
+"""Provider credential Secrets by name (data key -> value), or a function of the simulator."""
+
+READ_TOOL: dict[str, Any] = {
+    "name": "Read",
+    "description": "Read a file",
+    "input_schema": {
+        "type": "object",
+        "properties": {"file_path": {"type": "string"}},
+        "required": ["file_path"],
+    },
+}
+"""Claude Code's Read tool as the anthropic SDK declares it (the simulator's tool plans use it)."""
+READ_FUNCTION: Any = {
+    "type": "function",
+    "function": {
+        "name": "Read",
+        "description": "Read a file",
+        "parameters": READ_TOOL["input_schema"],
+    },
+}
+"""The same tool as the openai SDK declares it."""
 
 
 @dataclass
@@ -165,6 +189,16 @@ def materialize(
     )
 
 
+@dataclass(frozen=True)
+class ClaudeTurn:
+    """A finished `claude -p` turn that ran Read and answered with the file's codename."""
+
+    run: ClaudeRun
+    token: str
+    started: float
+    """Epoch seconds before the CLI started: its ledger rows are `rows(started)`."""
+
+
 @dataclass
 class Gateway:
     """A running gateway: its URL, the simulator behind it, alice's key, the tenant's DSN."""
@@ -198,6 +232,41 @@ class Gateway:
         found = self.calls(marker)
         assert found, f"the provider received no request containing {marker!r}"
         return found[-1]
+
+    def claude_read_turn(self, model: str, workdir: Path) -> ClaudeTurn:
+        """`claude -p` with `model`, asked for the codename in a project's notes.txt.
+
+        The simulated model runs Read on the file (a `tool_plan`), then answers from its
+        result; the CLI must exit 0 with the codename in its answer and at least two turns
+        (AssertionError otherwise). Claude Code retries nothing (`max_retries=0`).
+        """
+        project, home = workdir / "project", workdir / "home"
+        project.mkdir(parents=True)
+        token = "tgw-" + secrets.token_hex(6)
+        notes = project / "notes.txt"
+        notes.write_text(f"The release codename is {token}.\n")
+        seed_home(home, [project])
+        self.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
+        started = time.time()
+        env = {
+            "ANTHROPIC_BASE_URL": self.url,
+            "ANTHROPIC_AUTH_TOKEN": self.key,
+            "ANTHROPIC_MODEL": model,
+            "ANTHROPIC_SMALL_FAST_MODEL": model,
+        }
+        run = run_claude(
+            "What is the release codename in notes.txt?",
+            project=project,
+            home=home,
+            gateway_env=env,
+            model=model,
+            max_retries=0,
+        )
+        assert run.returncode == 0, run.describe()
+        assert run.result["is_error"] is False, run.describe()
+        assert run.result["num_turns"] >= 2, "no tool turn happened"
+        assert token in run.result["result"], run.describe()
+        return ClaudeTurn(run, token, started)
 
     def rows(self, since: float, columns: Sequence[str] = LEDGER_COLUMNS) -> list[dict[str, Any]]:
         """The tenant's ledger rows written since `since` (epoch seconds), oldest first."""
@@ -233,7 +302,7 @@ def run_rendered_gateway(
     *,
     role_prefix: str,
     inputs: Callable[[SimulatorHandle, StorageEndpoints, str], RenderInputs],
-    provider_secrets: dict[str, dict[str, str]],
+    provider_secrets: ProviderSecrets,
     simulator_kwargs: dict[str, Any] | None = None,
     service_account_tokens: dict[str, str] | None = None,
     image: str | None = None,
@@ -247,7 +316,9 @@ def run_rendered_gateway(
     `key` is a fresh tenant key for the Tenant's `alice` to carry; storage is a tenant role
     named after `role_prefix` in the shared PostgreSQL (dropped afterwards) and a throwaway
     redis-server. `provider_secrets` and `service_account_tokens` are what the kubelet would
-    mount for the provider credential Secrets and the projected ServiceAccount tokens.
+    mount for the provider credential Secrets and the projected ServiceAccount tokens; the
+    Secrets may be made from the running simulator (a service-account key naming its token
+    endpoint).
     """
     _, sim = start_simulator(**(simulator_kwargs or {}))
     store = ThrowawayRedis(workdir)
@@ -256,6 +327,8 @@ def run_rendered_gateway(
     try:
         with tenant_role(services, role_prefix) as (_, dsn):
             storage = StorageEndpoints(postgres_dsn=dsn, redis_url=store.url)
+            if callable(provider_secrets):
+                provider_secrets = provider_secrets(sim)
             files = materialize(
                 render_tenant(inputs(sim, storage, key)),
                 provider_secrets,
@@ -274,42 +347,3 @@ def run_rendered_gateway(
     finally:
         sim.stop()
         store.kill()
-
-
-def claude_reads_notes(gateway: Gateway, alias: str, tmp_path: Path) -> ClaudeRun:
-    """One `claude -p` turn on `alias` that runs Read on a notes file and answers from it.
-
-    The simulator's tool plan makes the model call Read on the file; the run must succeed,
-    take at least two turns and answer with the codename only the file holds.
-    """
-    project = tmp_path / "project"
-    project.mkdir()
-    token = "tgw-" + secrets.token_hex(6)
-    notes = project / "notes.txt"
-    notes.write_text(f"The release codename is {token}.\n")
-    home = tmp_path / "home"
-    home.mkdir()
-    seed_home(home, [project])
-    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
-    env = {
-        "ANTHROPIC_BASE_URL": gateway.url,
-        "ANTHROPIC_AUTH_TOKEN": gateway.key,
-        "ANTHROPIC_MODEL": alias,
-        "ANTHROPIC_SMALL_FAST_MODEL": alias,
-    }
-    try:
-        run = run_claude(
-            "What is the release codename in notes.txt?",
-            project=project,
-            home=home,
-            gateway_env=env,
-            model=alias,
-            max_retries=0,
-        )
-    except ClaudeCodeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    assert run.returncode == 0, run.describe()
-    assert run.result["is_error"] is False, run.describe()
-    assert run.result["num_turns"] >= 2, "no tool turn happened"
-    assert token in run.result["result"], run.describe()
-    return run

@@ -29,7 +29,7 @@ from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
+from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -43,15 +43,6 @@ NATIVE_MODEL = "claude-sonnet-4-5"  # what the anthropic target asks the upstrea
 PROVIDER_KEY = "sk-ant-sim-provider-" + secrets.token_hex(6)
 DANGER_BETA = "dangerous-tool-use-2026-09-03"
 SAFEGUARDS = [{"type": "dangerous_tool_use", "classifier_context": {"permission_mode": "auto"}}]
-READ_TOOL: dict[str, Any] = {
-    "name": "Read",
-    "description": "Read a file",
-    "input_schema": {
-        "type": "object",
-        "properties": {"file_path": {"type": "string"}},
-        "required": ["file_path"],
-    },
-}
 BASH_TOOL: dict[str, Any] = {
     "name": "Bash",
     "description": "Run a shell command",

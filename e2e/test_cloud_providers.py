@@ -38,12 +38,7 @@ from e2e.provider_sim.identity import (
     service_account_subject,
     service_account_token,
 )
-from e2e.rendered_gateway import (
-    Gateway,
-    alice_inputs,
-    claude_reads_notes,
-    run_rendered_gateway,
-)
+from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -66,15 +61,6 @@ ALIASES = {  # alias -> (provider, model)
     "claude-wi": ("bedrock-wi", CLAUDE),
     "gpt-key": ("azure-key", DEPLOYMENT),
     "gpt-wi": ("azure-wi", DEPLOYMENT),
-}
-READ_TOOL: dict[str, Any] = {
-    "name": "Read",
-    "description": "Read a file",
-    "input_schema": {
-        "type": "object",
-        "properties": {"file_path": {"type": "string"}},
-        "required": ["file_path"],
-    },
 }
 
 
@@ -422,8 +408,7 @@ def test_claude_code_runs_a_tool_through_each_cloud_provider(
     gateway: Gateway, alias: str, tmp_path: Path
 ) -> None:
     """US-001 on Bedrock and Azure with workload identity: `claude -p` runs Read and answers."""
-    since = time.time()
-    claude_reads_notes(gateway, alias, tmp_path)
+    since = gateway.claude_read_turn(alias, tmp_path).started
     calls = [r for r in gateway.sim.requests() if r["protocol"] in ("bedrock", "azure")]
     assert calls
     rows = eventually(

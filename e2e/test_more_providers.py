@@ -26,11 +26,16 @@ from typing import Any
 
 import pytest
 
-from e2e.claude import ClaudeCodeError, run_claude, seed_home
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
+from e2e.rendered_gateway import (
+    READ_FUNCTION,
+    READ_TOOL,
+    Gateway,
+    alice_inputs,
+    run_rendered_gateway,
+)
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -96,24 +101,6 @@ def both() -> list[Any]:
 # The OpenAI-compatible family: LiteLLM's own prefix per type, all on chat completions.
 COMPAT_TYPES = ["openrouter", "mistral", "groq", "deepseek", "together", "fireworks"]
 SIM_MODELS = ["gemini-2.5-flash", "qwen2.5-coder:14b", "command-a-03-2025", "sim-fast"]
-
-READ_TOOL: dict[str, Any] = {
-    "name": "Read",
-    "description": "Read a file",
-    "input_schema": {
-        "type": "object",
-        "properties": {"file_path": {"type": "string"}},
-        "required": ["file_path"],
-    },
-}
-READ_FUNCTION: Any = {
-    "type": "function",
-    "function": {
-        "name": "Read",
-        "description": "Read a file",
-        "parameters": READ_TOOL["input_schema"],
-    },
-}
 
 
 def provider_spec(sim: SimulatorHandle, name: str) -> dict[str, Any]:
@@ -463,37 +450,7 @@ def test_claude_code_runs_a_tool_through_the_provider(
     gateway: Gateway, case: Case, tmp_path: Path
 ) -> None:
     """`claude -p` runs Read through the alias and answers from the file; every call is metered."""
-    project = tmp_path / "project"
-    project.mkdir()
-    token = "tgw-" + secrets.token_hex(6)
-    notes = project / "notes.txt"
-    notes.write_text(f"The release codename is {token}.\n")
-    home = tmp_path / "home"
-    home.mkdir()
-    seed_home(home, [project])
-    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
-    since = time.time()
-    env = {
-        "ANTHROPIC_BASE_URL": gateway.url,
-        "ANTHROPIC_AUTH_TOKEN": gateway.key,
-        "ANTHROPIC_MODEL": case.alias,
-        "ANTHROPIC_SMALL_FAST_MODEL": case.alias,
-    }
-    try:
-        run = run_claude(
-            "What is the release codename in notes.txt?",
-            project=project,
-            home=home,
-            gateway_env=env,
-            model=case.alias,
-            max_retries=0,
-        )
-    except ClaudeCodeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    assert run.returncode == 0, run.describe()
-    assert run.result["is_error"] is False, run.describe()
-    assert run.result["num_turns"] >= 2, "no tool turn happened"
-    assert token in run.result["result"], run.describe()
+    since = gateway.claude_read_turn(case.alias, tmp_path).started
     upstream = [r for r in gateway.sim.requests() if r["protocol"] == case.protocol]
     assert upstream, "no call reached the provider"
     assert all(r["model"] == case.model for r in upstream)

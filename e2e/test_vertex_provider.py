@@ -42,12 +42,7 @@ from e2e.provider_sim.identity import (
     service_account_subject,
     service_account_token,
 )
-from e2e.rendered_gateway import (
-    Gateway,
-    alice_inputs,
-    claude_reads_notes,
-    run_rendered_gateway,
-)
+from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -97,15 +92,6 @@ CASES = [
     Case("claude-wi", "vertex-wi", CLAUDE, (3.0, 15.0)),
 ]
 BY_ALIAS = {case.alias: case for case in CASES}
-READ_TOOL: dict[str, Any] = {
-    "name": "Read",
-    "description": "Read a file",
-    "input_schema": {
-        "type": "object",
-        "properties": {"file_path": {"type": "string"}},
-        "required": ["file_path"],
-    },
-}
 
 
 def cases() -> list[Any]:
@@ -417,8 +403,7 @@ def test_claude_code_runs_a_tool_through_vertex(
     gateway: Gateway, alias: str, tmp_path: Path
 ) -> None:
     """US-001 on Vertex with workload identity: `claude -p` runs Read and answers."""
-    since = time.time()
-    claude_reads_notes(gateway, alias, tmp_path)
+    since = gateway.claude_read_turn(alias, tmp_path).started
     calls = [r for r in gateway.sim.requests() if r.get("vertex")]
     assert calls
     assert {r["google_identity"] for r in calls} == {WI_SERVICE_ACCOUNT}

@@ -39,6 +39,7 @@ from tenantgw.gateway import (
     residency,
     routing,
     safeguards,
+    system_turns,
 )
 from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.context import (
@@ -286,13 +287,15 @@ class TenantGatewayHandler(CustomLogger):
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any
     ) -> dict[str, Any] | None:
-        """`safeguards` reaches only a Claude-native deployment (`autoreview.for_deployment`)."""
+        """`safeguards` reaches only a Claude-native deployment (`autoreview.for_deployment`);
+        `system` turns of `/v1/messages` reach no Anthropic-wire upstream (`system_turns`)."""
         try:
+            kwargs = system_turns.for_deployment(kwargs, call_type) or kwargs
             tracked = self.contexts.find_in_request(kwargs)
             review = tracked.ctx.review if tracked is not None else None
             if review is None and safeguards.REQUEST_FIELD not in kwargs:
-                return None
-            return autoreview.for_deployment(kwargs, review)
+                return kwargs
+            return autoreview.for_deployment(kwargs, review) or kwargs
         except Exception:
             log.exception("tenantgw deployment hook failed")
             return {k: v for k, v in kwargs.items() if k != safeguards.REQUEST_FIELD}
