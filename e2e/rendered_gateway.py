@@ -28,7 +28,7 @@ import openai
 import psycopg
 from psycopg import sql
 
-from e2e.claude import ClaudeRun, run_claude, seed_home
+from e2e.claude import ClaudeRun, check_tool_turn, run_claude, seed_home
 from e2e.fixtures import Services, tenant_role
 from e2e.gateway_launch import launch_gateway, launch_gateway_container
 from e2e.provider_sim import SimulatorHandle, start_simulator
@@ -238,7 +238,7 @@ class Gateway:
 
         The simulated model runs Read on the file (a `tool_plan`), then answers from its
         result; the CLI must exit 0 with the codename in its answer and at least two turns
-        (AssertionError otherwise). Claude Code retries nothing (`max_retries=0`).
+        (ClaudeCodeError otherwise). Claude Code retries nothing (`max_retries=0`).
         """
         project, home = workdir / "project", workdir / "home"
         project.mkdir(parents=True)
@@ -262,11 +262,7 @@ class Gateway:
             model=model,
             max_retries=0,
         )
-        assert run.returncode == 0, run.describe()
-        assert run.result["is_error"] is False, run.describe()
-        assert run.result["num_turns"] >= 2, "no tool turn happened"
-        assert token in run.result["result"], run.describe()
-        return ClaudeTurn(run, token, started)
+        return ClaudeTurn(check_tool_turn(run, token), token, started)
 
     def rows(self, since: float, columns: Sequence[str] = LEDGER_COLUMNS) -> list[dict[str, Any]]:
         """The tenant's ledger rows written since `since` (epoch seconds), oldest first."""

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from e2e.claude import ClaudeCodeError, check_tool_turn, run_claude, seed_home
+from e2e.claude import ClaudeCodeError
 from e2e.containers import Image, ImageError, built_images, inspect_image, podman, run_in_image
 from e2e.fixtures import ROOT, Cluster, Services
 from e2e.gateway_fixture import load_examples
@@ -215,24 +214,9 @@ def test_claude_code_runs_a_tool_through_the_gateway_image(
         "tenantgw.gateway",
     ], "the rendered command runs, not the image's own entrypoint"
 
-    project, home = tmp_path / "project", tmp_path / "home"
-    project.mkdir()
-    token = "tgw-" + secrets.token_hex(6)
-    notes = project / "notes.txt"
-    notes.write_text(f"The release codename is {token}.\n")
-    seed_home(home, [project])
-    gateway.sim.configure(
-        api_key=PROVIDER_KEY, tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}}
-    )
-    started = time.time()
-    env = {"ANTHROPIC_BASE_URL": gateway.url, "ANTHROPIC_AUTH_TOKEN": gateway.key}
-    env |= {"ANTHROPIC_MODEL": MODEL, "ANTHROPIC_SMALL_FAST_MODEL": MODEL}
-    prompt = "What is the release codename in notes.txt?"
+    gateway.sim.configure(api_key=PROVIDER_KEY)
     try:
-        run = run_claude(
-            prompt, project=project, home=home, gateway_env=env, model=MODEL, max_retries=0
-        )
-        check_tool_turn(run, token)
+        started = gateway.claude_read_turn(MODEL, tmp_path).started
     except ClaudeCodeError as exc:
         pytest.fail(str(exc), pytrace=False)
 
