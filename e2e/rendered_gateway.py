@@ -3,8 +3,14 @@
 `materialize` mounts the rendered ConfigMap and Secrets as the kubelet would and resolves the
 container's env; `run_rendered_gateway` starts the provider simulator, a throwaway
 redis-server and a tenant role in the shared PostgreSQL, renders the caller's `RenderInputs`
-with `render_tenant`, and runs the gateway process from those files. The benchmark
-(e2e/bench/gateway_bench.py) and e2e/compaction_gateway.py use `materialize` too.
+with `render_tenant`, and runs the gateway process from those files; `gateway_fixture` makes
+a test module's `gateway` fixture of it. The benchmark (e2e/bench/gateway_bench.py) and
+e2e/compaction_gateway.py use `materialize` too.
+
+One rewrite is the harness's own, never the product's: EKS Pod Identity's agent listens on the
+node's link-local 169.254.170.23, which a test process cannot reach, so with
+`pod_identity_agent_at_simulator` the rendered `AWS_CONTAINER_CREDENTIALS_FULL_URI` is pointed
+at the simulator's agent (`Gateway.rendered_env` keeps what the operator rendered).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ import anthropic
 import httpx
 import openai
 import psycopg
+import pytest
 from psycopg import sql
 
 from e2e.claude import ClaudeRun, check_tool_turn, run_claude, seed_home
@@ -35,6 +42,10 @@ from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.throwaway_redis import ThrowawayRedis
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
+from tenantgw.render.identity import POD_IDENTITY_CREDENTIALS_URI
+
+POD_IDENTITY_URI_ENV = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+POD_IDENTITY_TOKEN_ENV = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
 
 LEDGER_COLUMNS = (
     "request_id",
@@ -208,6 +219,10 @@ class Gateway:
     key: str
     dsn: str
     log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """The gateway process's environment, as the harness ran it."""
+    rendered_env: dict[str, str] = field(default_factory=dict)
+    """The same, as the operator rendered it (before any harness rewrite)."""
 
     def anthropic(self, **kw: Any) -> anthropic.Anthropic:
         return anthropic.Anthropic(
@@ -302,6 +317,7 @@ def run_rendered_gateway(
     simulator_kwargs: dict[str, Any] | None = None,
     service_account_tokens: dict[str, str] | None = None,
     image: str | None = None,
+    pod_identity_agent_at_simulator: bool = False,
 ) -> Iterator[Gateway]:
     """A gateway run from what `render_tenant(inputs(sim, storage, key))` renders.
 
@@ -314,7 +330,9 @@ def run_rendered_gateway(
     redis-server. `provider_secrets` and `service_account_tokens` are what the kubelet would
     mount for the provider credential Secrets and the projected ServiceAccount tokens; the
     Secrets may be made from the running simulator (a service-account key naming its token
-    endpoint).
+    endpoint). `image`: run the gateway image as a container instead of a process.
+    `pod_identity_agent_at_simulator`: the rendered EKS Pod Identity agent URL (link-local,
+    on the node) becomes the simulator's agent, the one rewrite of rendered values here.
     """
     _, sim = start_simulator(**(simulator_kwargs or {}))
     store = ThrowawayRedis(workdir)
@@ -331,6 +349,11 @@ def run_rendered_gateway(
                 workdir / "pod",
                 service_account_tokens,
             )
+            rendered_env = dict(files.env)
+            if pod_identity_agent_at_simulator:
+                assert files.env[POD_IDENTITY_URI_ENV] == POD_IDENTITY_CREDENTIALS_URI
+                files.env[POD_IDENTITY_URI_ENV] = sim.root_url + "/v1/credentials"
+                files.pod_env[POD_IDENTITY_URI_ENV] = files.env[POD_IDENTITY_URI_ENV]
             launcher = (
                 launch_gateway(files.workdir, files.config, files.env)
                 if image is None
@@ -339,7 +362,39 @@ def run_rendered_gateway(
                 )
             )
             with launcher as launched:
-                yield Gateway(launched.url, sim, key, dsn, launched.log)
+                yield Gateway(
+                    launched.url, sim, key, dsn, launched.log, dict(files.env), rendered_env
+                )
     finally:
         sim.stop()
         store.kill()
+
+
+def gateway_fixture(
+    name: str,
+    *,
+    role_prefix: str,
+    inputs: Callable[[SimulatorHandle, StorageEndpoints, str], RenderInputs],
+    provider_secrets: ProviderSecrets,
+    simulator_kwargs: dict[str, Any] | None = None,
+    service_account_tokens: dict[str, str] | None = None,
+    pod_identity_agent_at_simulator: bool = False,
+) -> Any:
+    """A module-scoped `gateway` fixture: `run_rendered_gateway` with these arguments, in a
+    temporary directory named after `name`. Assign it to `gateway` in the test module."""
+
+    @pytest.fixture(scope="module")
+    def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+        with run_rendered_gateway(
+            services,
+            tmp_path_factory.mktemp(name),
+            role_prefix=role_prefix,
+            inputs=inputs,
+            provider_secrets=provider_secrets,
+            simulator_kwargs=simulator_kwargs,
+            service_account_tokens=service_account_tokens,
+            pod_identity_agent_at_simulator=pod_identity_agent_at_simulator,
+        ) as running:
+            yield running
+
+    return gateway

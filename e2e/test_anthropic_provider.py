@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +25,9 @@ import anthropic
 import pytest
 
 from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
-from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
+from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, gateway_fixture
 from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
@@ -115,20 +113,22 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
     return alice_inputs(tenant, aliases, storage, key)
 
 
-@pytest.fixture(scope="module")
-def gateway(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with run_rendered_gateway(
-        services,
-        tmp_path_factory.mktemp("anthropic-provider"),
-        role_prefix="tg_anthro",
+def provider_gateway(name: str, role_prefix: str) -> Any:
+    """A module's `gateway` fixture: this Tenant's rendered gateway (e2e/test_litellm_bugs.py
+    runs on it too), its provider Secrets holding the simulator's key."""
+    return gateway_fixture(
+        name,
+        role_prefix=role_prefix,
         inputs=tenant_inputs,
         provider_secrets={
             "anthropic": {"apiKey": PROVIDER_KEY},
             "compat": {"apiKey": PROVIDER_KEY},
         },
         simulator_kwargs={"api_key": PROVIDER_KEY},
-    ) as gateway:
-        yield gateway
+    )
+
+
+gateway = provider_gateway("anthropic-provider", "tg_anthro")
 
 
 @pytest.fixture(autouse=True)

@@ -188,7 +188,7 @@ def anthropic_error(fault: ProviderError) -> web.Response:
     rid = request_id()
     headers = {"request-id": rid}
     if fault.status in (429, 529):
-        headers["retry-after"] = "1"
+        headers["retry-after"] = str(fault.retry_after or 1)
     body = {"type": "error", "error": {"type": kind, "message": fault.message}, "request_id": rid}
     return web.json_response(body, status=fault.status, headers=headers)
 

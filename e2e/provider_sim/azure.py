@@ -103,7 +103,7 @@ def azure_error(fault: ProviderError) -> web.Response:
         }
     headers = {"apim-request-id": str(uuid.uuid4())}
     if fault.status == 429:
-        headers["retry-after"] = "1"
+        headers["retry-after"] = str(fault.retry_after or 1)
     return web.json_response(body, status=fault.status, headers=headers)
 
 

@@ -18,6 +18,15 @@ Routes (bedrock-runtime's REST paths; the model id is URL-encoded, ``:`` as ``%3
   the trust of the role (``SimConfig.aws_roles``: role ARN -> the ServiceAccount subject it
   trusts) and answers temporary credentials (``ASIA...`` key, secret, session token) in STS's
   XML.
+* ``GET /v1/credentials``: the EKS Pod Identity Agent (on a node, ``http://169.254.170.23``;
+  a test reaches it here). As the agent and the EKS Auth API behind it
+  (``AssumeRoleForPodIdentity``) do, it takes the projected ServiceAccount token as the raw
+  ``Authorization`` header, checks it (``identity.verify_service_account_token``, audience
+  ``pods.eks.amazonaws.com``), finds the association of its subject
+  (``SimConfig.eks_pod_identity_associations``) and answers the container credential
+  provider's JSON (``AccessKeyId``, ``SecretAccessKey``, ``Token``, ``AccountId``,
+  ``Expiration``). No token: 400; a bad, expired or foreign-audience one: 401; no
+  association: 403; each as ``{"code", "message"}``.
 
 Authentication, checked on every runtime request as Bedrock does:
 
@@ -62,6 +71,7 @@ from aiohttp import web
 from e2e.provider_sim.anthropic import Answer, cache_usage, parse_messages, wants_thinking
 from e2e.provider_sim.identity import (
     AWS_AUDIENCE,
+    POD_IDENTITY_AUDIENCE,
     IdentityError,
     aws_session_secret,
     issue_aws_session,
@@ -614,6 +624,7 @@ class Bedrock:
             web.post("/model/{model_id}/invoke", self.invoke),
             web.post("/model/{model_id}/invoke-with-response-stream", self.invoke_stream),
             web.post("/", self.sts),
+            web.get("/v1/credentials", self.pod_identity_agent),
         ]
 
     async def _begin(self, request: web.Request, operation: str) -> tuple[str, Any, SimConfig]:
@@ -818,6 +829,49 @@ class Bedrock:
             "</AssumeRoleWithWebIdentityResponse>"
         )
         return web.Response(text=xml, content_type="text/xml")
+
+    # ---- EKS Pod Identity Agent
+    async def pod_identity_agent(self, request: web.Request) -> web.StreamResponse:
+        token = request.headers.get("Authorization", "")
+        entry = self.sim.record(
+            request, None, protocol="eks-pod-identity", model=None, operation="credentials"
+        )
+        # The token is a credential: not kept in what the simulator reports.
+        entry["headers"] = {
+            k: v for k, v in entry["headers"].items() if k.lower() != "authorization"
+        }
+        entry["token_sent"] = bool(token)
+        if not token.strip():
+            return agent_error(400, "InvalidTokenException", "Service account token missing")
+        try:
+            claims = verify_service_account_token(token, POD_IDENTITY_AUDIENCE)
+        except IdentityError as exc:
+            entry["refused"] = exc.code
+            return agent_error(401, exc.code, exc.message)
+        entry["subject"] = claims["sub"]
+        role = self.sim.config_snapshot().eks_pod_identity_associations.get(claims["sub"])
+        if role is None:
+            entry["refused"] = "AccessDeniedException"
+            return agent_error(
+                403, "AccessDeniedException", f"No pod identity association for {claims['sub']}"
+            )
+        namespace, _, account = claims["sub"].removeprefix("system:serviceaccount:").partition(":")
+        session_name = f"eks-sim-{namespace}-{account}"[:64]
+        creds = issue_aws_session(role, session_name, 6 * 3600)
+        expires = dt.datetime.fromtimestamp(int(creds["Expiration"]), dt.UTC)
+        return web.json_response(
+            {
+                "AccessKeyId": creds["AccessKeyId"],
+                "SecretAccessKey": creds["SecretAccessKey"],
+                "Token": creds["SessionToken"],
+                "AccountId": role.split(":")[4],
+                "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+
+
+def agent_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status)
 
 
 def sts_error(status: int, code: str, message: str) -> web.Response:

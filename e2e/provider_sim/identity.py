@@ -31,6 +31,7 @@ ISSUER = "https://oidc.provider-sim.invalid/cluster"
 """The simulated cluster's service-account issuer (an EKS/AKS OIDC issuer URL)."""
 AWS_AUDIENCE = "sts.amazonaws.com"
 AZURE_AUDIENCE = "api://AzureADTokenExchange"
+POD_IDENTITY_AUDIENCE = "pods.eks.amazonaws.com"
 GCP_IAM = "//iam.googleapis.com/"
 _CLUSTER_KEY = b"provider-sim-cluster-issuer-signing-key"  # signs projected ServiceAccount tokens
 _CLOUD_KEY = b"provider-sim-cloud-credentials-signing"  # derives and signs what the clouds hand out
@@ -210,6 +211,7 @@ __all__ = [
     "AZURE_AUDIENCE",
     "GCP_IAM",
     "ISSUER",
+    "POD_IDENTITY_AUDIENCE",
     "IdentityError",
     "aws_session_secret",
     "gcp_audience",

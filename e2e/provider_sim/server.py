@@ -70,6 +70,8 @@ class SimConfig:
     not ``/models``). ``fail_models`` fails every request for a model, until changed. A fault is
     an HTTP status as a string ("500", "429", "503", ...), "timeout" (hang ``timeout_s`` seconds,
     then 504) or "disconnect" (drop the connection; a stream is cut after its first token).
+    OpenAI's chat completions answer a 429 with ``retry-after: <retry_after_s>`` (and the
+    ``x-ratelimit-*`` headers OpenAI sends with it), as OpenAI and Azure do.
 
     Tools: by default the model calls the first tool a request offers (arguments from its
     schema). ``tool_plan`` = ``{"tool": NAME, "arguments": {...}}`` makes it call only tool NAME,
@@ -93,7 +95,9 @@ class SimConfig:
     Clouds (``bedrock.py``, ``azure.py``): ``aws_region`` is the region SigV4 signatures must be
     scoped to; ``aws_access_keys`` the static key pairs (id -> secret); ``bedrock_api_keys`` the
     Bedrock API keys accepted as bearer tokens; ``aws_roles`` the IAM roles STS lets a web
-    identity assume (role ARN -> the ServiceAccount subject its trust policy names).
+    identity assume (role ARN -> the ServiceAccount subject its trust policy names);
+    ``eks_pod_identity_associations`` the EKS Pod Identity associations the simulated agent
+    knows (ServiceAccount subject ``system:serviceaccount:<ns>:<sa>`` -> role ARN).
     ``azure_api_versions`` the ``api-version`` values Azure accepts (None: ``azure.API_VERSIONS``),
     ``azure_deployments`` its deployments (None: any), ``entra_apps`` the Entra ID apps with a
     federated credential (client id -> {"tenant": tenant id, "subject": ServiceAccount subject}).
@@ -128,12 +132,14 @@ class SimConfig:
     aws_access_keys: dict[str, str] = field(default_factory=dict)
     bedrock_api_keys: list[str] = field(default_factory=list)
     aws_roles: dict[str, str] = field(default_factory=dict)
+    eks_pod_identity_associations: dict[str, str] = field(default_factory=dict)
     azure_api_versions: list[str] | None = None
     azure_deployments: list[str] | None = None
     entra_apps: dict[str, dict[str, str]] = field(default_factory=dict)
     gcp_workload_pools: list[str] = field(default_factory=list)
     gcp_service_accounts: dict[str, list[str]] = field(default_factory=dict)
     context_windows: dict[str, int] = field(default_factory=dict)
+    retry_after_s: int = 1
 
     def update(self, changes: Mapping[str, Any]) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -600,12 +606,22 @@ def content_text(content: Any) -> str:
 class ProviderError(Exception):
     """Raised inside a handler to answer with an HTTP error in the protocol's shape."""
 
-    def __init__(self, status: int, message: str, *, type_: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_
         self.code = code
+        self.retry_after = retry_after
+        """Seconds of the ``retry-after`` header, for the renderers that send one."""
 
 
 FAULT_MESSAGES: dict[int, tuple[str, str, str | None]] = {
@@ -684,7 +700,10 @@ async def apply_fault(sim: Simulator, fault: str | None) -> str | None:
     except ValueError:
         log.warning("unknown fault %r ignored", fault)
         return None
-    raise fault_for_status(status)
+    error = fault_for_status(status)
+    if status == 429:
+        error.retry_after = sim.config_snapshot().retry_after_s
+    raise error
 
 
 def drop_connection(request: web.Request) -> None:
@@ -721,7 +740,15 @@ def openai_error(fault: ProviderError) -> web.Response:
     body = {
         "error": {"message": fault.message, "type": fault.type, "param": None, "code": fault.code}
     }
-    return web.json_response(body, status=fault.status)
+    headers = None
+    if fault.status == 429:
+        wait = fault.retry_after or 1
+        headers = {
+            "retry-after": str(wait),
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": f"{wait}s",
+        }
+    return web.json_response(body, status=fault.status, headers=headers)
 
 
 def parse_openai_chat(body: Mapping[str, Any], default_model: str | None = None) -> ChatRequest:

@@ -4,6 +4,8 @@ Two tenants are rendered from examples/ exactly as the operator renders them; th
 reads their NetworkPolicies and says, connection by connection, whether Kubernetes would let
 it through. A tenant's gateway must reach its providers, its storage and DNS, and nothing of
 the cluster: not another tenant's namespace, not the API server, not the metadata address.
+A third tenant's Bedrock uses EKS Pod Identity: its gateway, and only it, reaches the node's
+agent at 169.254.170.23 / fd00:ec2::23 on port 80, and nothing else link-local.
 """
 
 from __future__ import annotations
@@ -41,11 +43,16 @@ def analyzer() -> Path:
     return binary
 
 
-def tenant_inputs(name: str) -> RenderInputs:
-    """The example tenant of examples/, renamed to `name`, with in-cluster storage."""
+def tenant_inputs(name: str, pod_identity: bool = False) -> RenderInputs:
+    """The example tenant of examples/, renamed to `name`, with in-cluster storage; with
+    `pod_identity`, its Bedrock provider takes EKS Pod Identity instead of its key."""
     body = yaml.safe_load((ROOT / "examples" / "tenant.yaml").read_text())
     body["metadata"] = {"name": name, "uid": f"uid-{name}"}
     body["spec"].pop("namespace", None)
+    if pod_identity:
+        (bedrock,) = [p for p in body["spec"]["providers"] if p["type"] == "bedrock"]
+        del bedrock["credentialsSecretRef"]
+        bedrock["workloadIdentity"] = {"aws": {"podIdentity": True}}
     tenant = Tenant.model_validate(body)
     namespace = tenant.namespace_name()
     aliases = []
@@ -103,10 +110,11 @@ def traffic(source: dict[str, Any], dest: dict[str, Any], port: int, proto: str 
 def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bool]:
     """Each named connection and whether the analyzer allows it."""
     a, b = tenant_inputs("team-a"), tenant_inputs("team-b")
+    c = tenant_inputs("team-c", pod_identity=True)
     work = tmp_path_factory.mktemp("netpol")
     policies = work / "policies"
     policies.mkdir()
-    for inputs in (a, b):
+    for inputs in (a, b, c):
         for obj in render_tenant(inputs):
             if obj["kind"] == "NetworkPolicy":
                 name = f"{obj['metadata']['namespace']}-{obj['metadata']['name']}.yaml"
@@ -121,6 +129,8 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bool]:
     ci = Pod("eng-ci", {"app": "runner"}, "10.244.4.4")
     monitoring = Pod("monitoring", {"app": "prometheus"}, "10.244.5.5")
     ollama = Pod("ollama", {"app": "ollama"}, "10.244.6.6")
+    gw_c = Pod("tenant-team-c", gateway_selector("team-c"), "10.244.7.10")
+    agent, agent6 = external("169.254.170.23"), external("fd00:ec2::23")
 
     cases: dict[str, Any] = {
         # What the gateway needs: these must be allowed, or the check proves nothing.
@@ -134,6 +144,9 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bool]:
         ),
         "a caller in an allowed namespace": traffic(ci.peer(), gw_a.peer(), 4000),
         "prometheus on the metrics port": traffic(monitoring.peer(), gw_a.peer(), 9464),
+        "pod identity: the agent": traffic(gw_c.peer(), agent, 80),
+        "pod identity: the agent over IPv6": traffic(gw_c.peer(), agent6, 80),
+        "pod identity: a provider on 443": traffic(gw_c.peer(), external("104.18.6.192"), 443),
         # What it must never reach or be reached by.
         "another tenant's gateway": traffic(gw_a.peer(), gw_b.peer(), 4000),
         "another tenant's pod on 443": traffic(gw_a.peer(), other_b.peer(), 443),
@@ -147,6 +160,23 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bool]:
         "a kube-system pod on 443": traffic(gw_a.peer(), not_dns.peer(), 443),
         "another tenant calling it": traffic(other_b.peer(), gw_a.peer(), 4000),
         "prometheus on the API port": traffic(monitoring.peer(), gw_a.peer(), 4000),
+        "no pod identity: the agent": traffic(gw_a.peer(), agent, 80),
+        "no pod identity: the agent over IPv6": traffic(gw_a.peer(), agent6, 80),
+        "pod identity: the agent on another port": traffic(gw_c.peer(), agent, 443),
+        "pod identity: the agent over IPv6 on another port": traffic(gw_c.peer(), agent6, 8080),
+        "pod identity: the cloud metadata address": traffic(
+            gw_c.peer(), external("169.254.169.254"), 80
+        ),
+        "pod identity: the IPv6 metadata address": traffic(
+            gw_c.peer(), external("fd00:ec2::254"), 80
+        ),
+        "pod identity: the ECS credentials address": traffic(
+            gw_c.peer(), external("169.254.170.2"), 80
+        ),
+        "pod identity: another link-local address": traffic(
+            gw_c.peer(), external("169.254.170.24"), 80
+        ),
+        "pod identity: another tenant's gateway": traffic(gw_c.peer(), gw_b.peer(), 4000),
     }
     names = list(cases)
     traffic_file = work / "traffic.json"
@@ -181,6 +211,9 @@ ALLOWED = [
     "a caller in its namespace",
     "a caller in an allowed namespace",
     "prometheus on the metrics port",
+    "pod identity: the agent",
+    "pod identity: the agent over IPv6",
+    "pod identity: a provider on 443",
 ]
 DENIED = [
     "another tenant's gateway",
@@ -195,6 +228,15 @@ DENIED = [
     "a kube-system pod on 443",
     "another tenant calling it",
     "prometheus on the API port",
+    "no pod identity: the agent",
+    "no pod identity: the agent over IPv6",
+    "pod identity: the agent on another port",
+    "pod identity: the agent over IPv6 on another port",
+    "pod identity: the cloud metadata address",
+    "pod identity: the IPv6 metadata address",
+    "pod identity: the ECS credentials address",
+    "pod identity: another link-local address",
+    "pod identity: another tenant's gateway",
 ]
 
 

@@ -249,6 +249,34 @@ CLOUD_IDENTITY_ALIASES = """
       - {provider: vertex, model: gemini-2.5-pro}
 """
 
+POD_IDENTITY_TENANT = """
+apiVersion: tenantgw.io/v1alpha1
+kind: Tenant
+metadata:
+  name: podid
+  uid: 0d6b4b1e-0000-4000-8000-000000000004
+spec:
+  providers:
+    - name: bedrock
+      type: bedrock
+      region: us-east-1
+      workloadIdentity:
+        aws:
+          podIdentity: true
+  catalog:
+    - {provider: bedrock, model: "us.anthropic.claude-sonnet-4-5-20250929-v1:0", costTier: high}
+  keys:
+    - {name: dev}
+  routing: {defaultAlias: claude}
+"""
+
+POD_IDENTITY_ALIASES = """
+- metadata: {name: claude, namespace: tenant-podid}
+  spec:
+    targets:
+      - {provider: bedrock, model: "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}
+"""
+
 
 def _engineering() -> RenderInputs:
     # Imported here: a broken render package must not break the other unit tests.
@@ -327,6 +355,27 @@ def _cloud_identity() -> RenderInputs:
 def cloud_identity_tenant() -> RenderInputs:
     """RenderInputs of a tenant whose Bedrock and Azure providers use workload identity."""
     return _cloud_identity()
+
+
+def _pod_identity() -> RenderInputs:
+    from tenantgw.api import ModelAlias, Tenant
+    from tenantgw.render import RenderInputs
+
+    return RenderInputs(
+        tenant=Tenant.model_validate(yaml.safe_load(POD_IDENTITY_TENANT)),
+        aliases=[ModelAlias.model_validate(body) for body in yaml.safe_load(POD_IDENTITY_ALIASES)],
+        budgets=[],
+        master_key="sk-tgw-MASTER-podid-0000",
+        keys={"dev": "sk-tgw-DEV-0004"},
+        image=IMAGE,
+        monitoring=False,
+    )
+
+
+@pytest.fixture
+def pod_identity_tenant() -> RenderInputs:
+    """RenderInputs of a tenant whose Bedrock provider uses EKS Pod Identity."""
+    return _pod_identity()
 
 
 @pytest.fixture

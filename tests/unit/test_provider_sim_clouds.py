@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,6 +18,7 @@ import botocore.awsrequest
 import botocore.config
 import botocore.credentials
 import botocore.exceptions
+import botocore.utils
 import httpx
 import openai
 import pytest
@@ -26,6 +28,7 @@ from e2e.provider_sim.bedrock import decode_events, event_message
 from e2e.provider_sim.identity import (
     AWS_AUDIENCE,
     AZURE_AUDIENCE,
+    POD_IDENTITY_AUDIENCE,
     service_account_subject,
     service_account_token,
 )
@@ -71,6 +74,7 @@ def sim(running: SimulatorHandle) -> SimulatorHandle:
         aws_access_keys={KEY_ID: SECRET},
         bedrock_api_keys=[API_KEY],
         aws_roles={ROLE: SUBJECT},
+        eks_pod_identity_associations={SUBJECT: ROLE},
         entra_apps={ENTRA_CLIENT: {"tenant": ENTRA_TENANT, "subject": SUBJECT}},
     )
     return running
@@ -301,6 +305,68 @@ def test_sts_refuses_a_forged_or_expired_token(sim: SimulatorHandle) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as err:
         assume(sim, service_account_token(SUBJECT, AWS_AUDIENCE, ttl_s=-60))
     assert err.value.response["Error"]["Code"] == "ExpiredToken"
+
+
+# --------------------------------------------------------------------------- EKS Pod Identity
+
+
+def pod_identity_credentials(sim: SimulatorHandle, token_file: Path) -> Any:
+    """What boto3's container credential provider gets from the simulated agent."""
+    provider = botocore.credentials.ContainerProvider(
+        environ={
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": sim.root_url + "/v1/credentials",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file),
+        },
+        fetcher=botocore.utils.ContainerMetadataFetcher(sleep=lambda _: None),
+    )
+    return provider.load().get_frozen_credentials()
+
+
+def test_pod_identity_credentials_sign_bedrock_requests(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "eks-pod-identity-token"
+    token_file.write_text(service_account_token(SUBJECT, POD_IDENTITY_AUDIENCE))
+    creds = pod_identity_credentials(sim, token_file)
+    assert creds.access_key.startswith("ASIA")
+    (call,) = [r for r in sim.requests() if r["protocol"] == "eks-pod-identity"]
+    assert call["subject"] == SUBJECT
+    assert "authorization" not in {k.lower() for k in call["headers"]}
+    runtime(
+        sim,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key,
+        aws_session_token=creds.token,
+    ).converse(modelId=MODEL, messages=user("hi"))
+    identity = sim.requests()[-1]["aws_identity"]
+    assert identity["kind"] == "sts"
+    assert identity["role_arn"] == ROLE
+    assert identity["session_name"] == "eks-sim-tenant-x-gateway"
+
+
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [
+        (service_account_token(SUBJECT, AWS_AUDIENCE), "401"),
+        (service_account_token(SUBJECT, POD_IDENTITY_AUDIENCE, ttl_s=-60), "401"),
+        (service_account_token(SUBJECT, "https://kubernetes.default.svc"), "401"),
+        (
+            service_account_token(
+                service_account_subject("tenant-y", "gateway"), POD_IDENTITY_AUDIENCE
+            ),
+            "403",
+        ),
+        (" ", "400"),
+    ],
+    ids=["irsa-audience", "expired", "api-server-audience", "no-association", "empty"],
+)
+def test_the_pod_identity_agent_refuses_a_token_it_must_not_trust(
+    sim: SimulatorHandle, tmp_path: Path, token: str, status: str
+) -> None:
+    token_file = tmp_path / "eks-pod-identity-token"
+    token_file.write_text(token)
+    with pytest.raises(botocore.exceptions.CredentialRetrievalError, match=f"response {status}"):
+        pod_identity_credentials(sim, token_file)
 
 
 # --------------------------------------------------------------------------- InvokeModel (Claude)

@@ -265,6 +265,21 @@ def test_cohere_compatibility_api_answers_openai_chat(sim: SimulatorHandle) -> N
     assert {r["protocol"] for r in sim.requests()} == {"cohere-compat"}
 
 
+def test_openai_chat_429_says_when_to_retry(sim: SimulatorHandle) -> None:
+    """OpenAI (and the compatible family and Azure's v1 path, which share the route) send
+    `retry-after` with a 429; the simulator's default is 1 s, `retry_after_s` changes it."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    for wait in (None, 7):
+        if wait is not None:
+            sim.configure(retry_after_s=wait)
+        sim.fail_next("429")
+        resp = post(sim, "/v1/chat/completions", body, Authorization=f"Bearer {KEY}")
+        assert resp.status_code == 429
+        assert resp.headers["retry-after"] == str(wait or 1)
+        assert resp.headers["x-ratelimit-remaining-requests"] == "0"
+        assert resp.json()["error"]["code"] == "rate_limit_exceeded"
+
+
 def test_cohere_429_says_when_to_retry(sim: SimulatorHandle) -> None:
     sim.fail_next("429")
     body = {"model": "command-a-03-2025", "messages": [{"role": "user", "content": "hi"}]}

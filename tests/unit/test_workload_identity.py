@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ROLE = "arn:aws:iam::123456789012:role/tenantgw-clouds-bedrock"
 AWS = {"aws": {"roleArn": ROLE}}
+POD_IDENTITY = {"aws": {"podIdentity": True}}
 AZURE = {
     "azure": {
         "clientId": "6f1c2a4e-3b5d-4c7e-9f01-23456789abcd",
@@ -99,6 +100,24 @@ def gcp(**fields: str) -> dict[str, Any]:
             "workloadIdentityProvider",
         ),
         (bedrock(workloadIdentity={"aws": {"roleArn": "admin"}}), "roleArn"),
+        (bedrock(workloadIdentity={"aws": {}}), "exactly one of roleArn .* or podIdentity"),
+        (
+            bedrock(workloadIdentity={"aws": {"podIdentity": False}}),
+            "exactly one of roleArn .* or podIdentity",
+        ),
+        (
+            bedrock(workloadIdentity={"aws": {"roleArn": ROLE, "podIdentity": True}}),
+            "exactly one of roleArn .* or podIdentity",
+        ),
+        (
+            bedrock(
+                workloadIdentity={
+                    "aws": {"podIdentity": True, "stsEndpoint": "https://sts.example.com"}
+                }
+            ),
+            "stsEndpoint is for IRSA",
+        ),
+        (azure(workloadIdentity=POD_IDENTITY), "workloadIdentity.aws is for providers of type"),
         (azure(workloadIdentity={"azure": {"clientId": "x", "tenantId": "y"}}), "clientId"),
     ],
 )
@@ -120,6 +139,24 @@ def test_a_misused_gcp_identity_becomes_a_condition_naming_the_field() -> None:
     assert describe_validation_error(exc.value) == (
         "spec.providers[0]: workloadIdentity.gcp is for providers of type vertex"
     )
+
+
+def test_a_misused_aws_identity_becomes_a_condition_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as exc:
+        tenant(bedrock(workloadIdentity={"aws": {"roleArn": ROLE, "podIdentity": True}}))
+    assert describe_validation_error(exc.value) == (
+        "spec.providers[0].workloadIdentity.aws: workloadIdentity.aws needs exactly one of "
+        "roleArn (IRSA) or podIdentity: true (EKS Pod Identity)"
+    )
+
+
+def test_irsa_and_pod_identity_are_not_mixed_in_one_tenant() -> None:
+    with pytest.raises(ValidationError, match=r"same identity .*; bedrock and bedrock-eu differ"):
+        tenant(bedrock(workloadIdentity=AWS), bedrock("bedrock-eu", workloadIdentity=POD_IDENTITY))
+    ok = tenant(
+        bedrock(workloadIdentity=POD_IDENTITY), bedrock("b2", workloadIdentity=POD_IDENTITY)
+    )
+    assert ok.spec.workload_identity("aws") is not None
 
 
 def test_one_role_and_one_app_per_tenant() -> None:
@@ -148,6 +185,8 @@ def test_the_crd_carries_the_same_rules() -> None:
         "workloadIdentity.gcp is for providers of type vertex",
         "workloadIdentity needs exactly one of aws, azure or gcp",
         "every workloadIdentity of one cloud must be the same identity",
+        "workloadIdentity.aws needs exactly one of roleArn (IRSA) or podIdentity: true",
+        "workloadIdentity.aws.stsEndpoint is for IRSA (roleArn), not podIdentity",
     ):
         assert message in text
 
@@ -263,3 +302,80 @@ def test_a_private_token_endpoint_is_let_through_the_network_policy(
         for rule in rules
         for peer in rule["to"]
     ), rules
+
+
+AGENT = {("169.254.170.23/32", 80), ("fd00:ec2::23/128", 80)}
+
+
+def ip_blocks(inputs: RenderInputs) -> set[tuple[str, int]]:
+    """(cidr, port) of every ipBlock egress rule, `except`s aside."""
+    return {
+        (peer["ipBlock"]["cidr"], port["port"])
+        for rule in egress_rules(inputs)
+        for peer in rule["to"]
+        if "ipBlock" in peer
+        for port in rule["ports"]
+    }
+
+
+def test_pod_identity_renders_the_agent_env_token_and_nothing_else(
+    pod_identity_tenant: RenderInputs,
+) -> None:
+    objects = {o["kind"]: o for o in render_tenant(pod_identity_tenant)}
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (volume,) = [v for v in pod["volumes"] if "projected" in v]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "pods.eks.amazonaws.com"
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == "http://169.254.170.23/v1/credentials"
+    token_file = env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+    assert token_file == f"{mounts[volume['name']]}/{source['serviceAccountToken']['path']}"
+    # Not IRSA: no role, no web identity token; no annotation; no key anywhere.
+    assert not {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"} & set(env)
+    assert not objects["ServiceAccount"]["metadata"].get("annotations")
+    assert not any("TENANTGW_PROVIDER_" in name for name in env)
+    config = json.dumps(objects["ConfigMap"]["data"])
+    assert "169.254.170.23" not in config
+    assert "pods.eks.amazonaws.com" not in config
+    assert ip_blocks(pod_identity_tenant) >= AGENT
+
+
+def test_the_agent_is_let_through_only_with_pod_identity(
+    pod_identity_tenant: RenderInputs, cloud_identity_tenant: RenderInputs
+) -> None:
+    """Exactly the agent's two addresses on port 80, and only for a Pod Identity tenant."""
+    with_flag = ip_blocks(pod_identity_tenant)
+    link_local = {
+        (cidr, port)
+        for cidr, port in with_flag
+        if cidr.startswith(("169.254.", "fd00:ec2:", "fe80:"))
+    }
+    assert link_local == AGENT
+    assert not AGENT & ip_blocks(cloud_identity_tenant)  # IRSA: no agent
+    inputs = copy.deepcopy(pod_identity_tenant)
+    identity = inputs.tenant.spec.providers[0].workload_identity
+    assert identity is not None
+    inputs.tenant.spec.providers[0].workload_identity = None
+    inputs.tenant.spec.providers[0].credentials_secret_ref = None
+    assert not AGENT & ip_blocks(inputs)
+    text = json.dumps(render_tenant(inputs))
+    assert "169.254.170.23" not in text
+    assert "fd00:ec2::23" not in text
+
+
+def test_a_provider_cannot_open_the_agent_address_by_its_api_base(
+    pod_identity_tenant: RenderInputs,
+) -> None:
+    """An apiBase on a link-local address never becomes an egress rule: with the flag the
+    agent's port 80 stays the only link-local opening, without it there is none."""
+    inputs = copy.deepcopy(pod_identity_tenant)
+    provider = inputs.tenant.spec.providers[0]
+    provider.api_base = "http://169.254.170.23:8080/v1"
+    assert {b for b in ip_blocks(inputs) if b[0].startswith("169.254.")} == {
+        ("169.254.170.23/32", 80)
+    }
+    provider.workload_identity = None
+    assert not any(cidr.startswith("169.254.") for cidr, _ in ip_blocks(inputs))

@@ -71,6 +71,11 @@ IDENTITY_ONE_MESSAGE = "workloadIdentity needs exactly one of aws, azure or gcp"
 IDENTITY_AWS_MESSAGE = "workloadIdentity.aws is for providers of type bedrock"
 IDENTITY_AZURE_MESSAGE = "workloadIdentity.azure is for providers of type azure"
 IDENTITY_GCP_MESSAGE = "workloadIdentity.gcp is for providers of type vertex"
+AWS_MODE_MESSAGE = (
+    "workloadIdentity.aws needs exactly one of roleArn (IRSA) or podIdentity: true "
+    "(EKS Pod Identity)"
+)
+AWS_STS_MESSAGE = "workloadIdentity.aws.stsEndpoint is for IRSA (roleArn), not podIdentity"
 IDENTITY_SHARED_MESSAGE = (
     "spec.providers: every workloadIdentity of one cloud must be the same identity "
     "(the gateway's ServiceAccount has one AWS role, one Entra ID app and one GCP "
@@ -129,26 +134,54 @@ class PiiEntity(StrEnum):
 
 
 class AwsWorkloadIdentity(CamelModel):
-    """IRSA / EKS Pod Identity: the gateway assumes an IAM role with its ServiceAccount token."""
+    """An IAM role for the gateway, by IRSA (`roleArn`) or EKS Pod Identity (`podIdentity`)."""
 
-    role_arn: str = Field(
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.roleArn) != (has(self.podIdentity) && self.podIdentity)",
+                AWS_MODE_MESSAGE,
+            ),
+            cel("!has(self.stsEndpoint) || has(self.roleArn)", AWS_STS_MESSAGE),
+        )
+    )
+
+    role_arn: str | None = Field(
+        default=None,
         description=(
-            "IAM role the gateway assumes (sts:AssumeRoleWithWebIdentity). Its trust policy "
-            "must name the cluster's OIDC issuer and the subject "
-            "system:serviceaccount:<tenant namespace>:gateway."
+            "IRSA: the IAM role the gateway assumes (sts:AssumeRoleWithWebIdentity). Its trust "
+            "policy must name the cluster's OIDC issuer and the subject "
+            "system:serviceaccount:<tenant namespace>:gateway. Exclusive with podIdentity."
         ),
         pattern=ROLE_ARN_PATTERN,
         max_length=600,
     )
+    pod_identity: bool | None = Field(
+        default=None,
+        description=(
+            "EKS Pod Identity: true to take credentials from the node's EKS Pod Identity Agent "
+            "(169.254.170.23 / fd00:ec2::23, TCP 80, let through the NetworkPolicy for this "
+            "tenant only). The role is the one of the cluster's pod identity association for "
+            "<tenant namespace>/gateway, made by the platform. Exclusive with roleArn."
+        ),
+    )
     sts_endpoint: str | None = Field(
         default=None,
         description=(
-            "STS endpoint, e.g. a regional or VPC endpoint (https://sts.us-east-1.amazonaws.com);"
-            " the SDK's default when omitted."
+            "IRSA only: STS endpoint, e.g. a regional or VPC endpoint "
+            "(https://sts.us-east-1.amazonaws.com); the SDK's default when omitted."
         ),
         pattern=HTTPS_URL_PATTERN,
         max_length=URL_MAX,
     )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> AwsWorkloadIdentity:
+        if (self.role_arn is not None) == bool(self.pod_identity):
+            raise ValueError(AWS_MODE_MESSAGE)
+        if self.sts_endpoint is not None and self.role_arn is None:
+            raise ValueError(AWS_STS_MESSAGE)
+        return self
 
 
 class AzureWorkloadIdentity(CamelModel):

@@ -9,6 +9,15 @@ audience into the pod (never the API server's: the token opens no door to Kubern
   which LiteLLM uses when a Bedrock deployment names no key, calls STS
   AssumeRoleWithWebIdentity and refreshes before expiry. The volume name and path are those
   the EKS pod identity webhook uses, so the pod is the same with or without the webhook.
+* AWS (EKS Pod Identity, `podIdentity: true`): `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the
+  node's EKS Pod Identity Agent, `http://169.254.170.23/v1/credentials`) +
+  `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (a token projected for `pods.eks.amazonaws.com`);
+  boto3's container credential provider sends the file's token as `Authorization` and gets
+  the role of the cluster's pod identity association for `<namespace>/gateway`. The agent is
+  link-local, which the NetworkPolicy blocks: `network.py` opens exactly its two addresses on
+  TCP 80 for such a tenant (`POD_IDENTITY_AGENT`). Volume, path and env are the EKS Pod
+  Identity webhook's, so the pod is the same with or without it. The ServiceAccount carries
+  no annotation: the association lives in the EKS API.
 * Azure (Entra Workload ID): `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
   `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`; LiteLLM's `azure_ad_token:
   oidc/azure/...` reads the file on each exchange and posts it to
@@ -40,6 +49,14 @@ AWS_AUDIENCE = "sts.amazonaws.com"
 AWS_TOKEN_VOLUME = "aws-iam-token"  # noqa: S105 (names and paths, not secrets)
 AWS_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"  # noqa: S105
 AWS_TOKEN_SECONDS = 86400
+POD_IDENTITY_AUDIENCE = "pods.eks.amazonaws.com"
+POD_IDENTITY_TOKEN_VOLUME = "eks-pod-identity-token"  # noqa: S105
+POD_IDENTITY_TOKEN_DIR = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"  # noqa: S105
+POD_IDENTITY_TOKEN_SECONDS = 86400
+POD_IDENTITY_AGENT = ("169.254.170.23/32", "fd00:ec2::23/128")
+"""The EKS Pod Identity Agent's addresses on every node (IPv4, IPv6); it listens on TCP 80."""
+POD_IDENTITY_AGENT_PORT = 80
+POD_IDENTITY_CREDENTIALS_URI = "http://169.254.170.23/v1/credentials"
 AZURE_CLIENT_ANNOTATION = "azure.workload.identity/client-id"
 AZURE_TENANT_ANNOTATION = "azure.workload.identity/tenant-id"
 AZURE_AUDIENCE = "api://AzureADTokenExchange"
@@ -65,6 +82,18 @@ TOKEN_FILE = "token"  # noqa: S105
 def aws_identity(inputs: RenderInputs) -> AwsWorkloadIdentity | None:
     identity = inputs.tenant.spec.workload_identity("aws")
     return identity.aws if identity is not None else None
+
+
+def irsa_identity(inputs: RenderInputs) -> AwsWorkloadIdentity | None:
+    """The tenant's AWS identity when it is IRSA (a role ARN)."""
+    aws = aws_identity(inputs)
+    return aws if aws is not None and aws.role_arn is not None else None
+
+
+def pod_identity(inputs: RenderInputs) -> bool:
+    """Whether the tenant's AWS identity is EKS Pod Identity."""
+    aws = aws_identity(inputs)
+    return aws is not None and bool(aws.pod_identity)
 
 
 def azure_identity(inputs: RenderInputs) -> AzureWorkloadIdentity | None:
@@ -113,8 +142,8 @@ def identity_files(inputs: RenderInputs) -> dict[str, str]:
 def service_account_annotations(inputs: RenderInputs) -> dict[str, str]:
     """What the clouds' trust configuration and webhooks read on the gateway ServiceAccount."""
     annotations: dict[str, str] = {}
-    aws = aws_identity(inputs)
-    if aws is not None:
+    aws = irsa_identity(inputs)
+    if aws is not None and aws.role_arn is not None:
         annotations[AWS_ROLE_ANNOTATION] = aws.role_arn
     azure = azure_identity(inputs)
     if azure is not None:
@@ -126,8 +155,8 @@ def service_account_annotations(inputs: RenderInputs) -> dict[str, str]:
 def identity_env(inputs: RenderInputs) -> list[dict[str, Any]]:
     """Environment the clouds' SDKs read: role or app, and where the projected token is."""
     env: list[dict[str, Any]] = []
-    aws = aws_identity(inputs)
-    if aws is not None:
+    aws = irsa_identity(inputs)
+    if aws is not None and aws.role_arn is not None:
         env += [
             {"name": "AWS_ROLE_ARN", "value": aws.role_arn},
             {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": f"{AWS_TOKEN_DIR}/{TOKEN_FILE}"},
@@ -137,6 +166,12 @@ def identity_env(inputs: RenderInputs) -> list[dict[str, Any]]:
         ]
         if aws.sts_endpoint:
             env.append({"name": "AWS_ENDPOINT_URL_STS", "value": aws.sts_endpoint})
+    if pod_identity(inputs):
+        token_file = f"{POD_IDENTITY_TOKEN_DIR}/{POD_IDENTITY_TOKEN_VOLUME}"
+        env += [
+            {"name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": POD_IDENTITY_CREDENTIALS_URI},
+            {"name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "value": token_file},
+        ]
     azure = azure_identity(inputs)
     if azure is not None:
         env += [
@@ -165,8 +200,17 @@ def _projected(name: str, audience: str, seconds: int, path: str) -> dict[str, A
 def identity_volumes(inputs: RenderInputs) -> list[dict[str, Any]]:
     """Projected ServiceAccount tokens, one per cloud, with that cloud's audience."""
     volumes = []
-    if aws_identity(inputs) is not None:
+    if irsa_identity(inputs) is not None:
         volumes.append(_projected(AWS_TOKEN_VOLUME, AWS_AUDIENCE, AWS_TOKEN_SECONDS, TOKEN_FILE))
+    if pod_identity(inputs):
+        volumes.append(
+            _projected(
+                POD_IDENTITY_TOKEN_VOLUME,
+                POD_IDENTITY_AUDIENCE,
+                POD_IDENTITY_TOKEN_SECONDS,
+                POD_IDENTITY_TOKEN_VOLUME,
+            )
+        )
     if azure_identity(inputs) is not None:
         volumes.append(
             _projected(AZURE_TOKEN_VOLUME, AZURE_AUDIENCE, AZURE_TOKEN_SECONDS, AZURE_TOKEN_VOLUME)
@@ -181,8 +225,16 @@ def identity_volumes(inputs: RenderInputs) -> list[dict[str, Any]]:
 
 def identity_mounts(inputs: RenderInputs) -> list[dict[str, Any]]:
     mounts = []
-    if aws_identity(inputs) is not None:
+    if irsa_identity(inputs) is not None:
         mounts.append({"name": AWS_TOKEN_VOLUME, "mountPath": AWS_TOKEN_DIR, "readOnly": True})
+    if pod_identity(inputs):
+        mounts.append(
+            {
+                "name": POD_IDENTITY_TOKEN_VOLUME,
+                "mountPath": POD_IDENTITY_TOKEN_DIR,
+                "readOnly": True,
+            }
+        )
     if azure_identity(inputs) is not None:
         mounts.append({"name": AZURE_TOKEN_VOLUME, "mountPath": AZURE_TOKEN_DIR, "readOnly": True})
     if gcp_identity(inputs) is not None:
@@ -193,7 +245,7 @@ def identity_mounts(inputs: RenderInputs) -> list[dict[str, Any]]:
 def identity_endpoints(inputs: RenderInputs) -> list[str]:
     """URLs the gateway exchanges its token at, when not the clouds' public defaults."""
     urls = []
-    aws = aws_identity(inputs)
+    aws = irsa_identity(inputs)
     if aws is not None and aws.sts_endpoint:
         urls.append(aws.sts_endpoint)
     azure = azure_identity(inputs)

@@ -12,6 +12,9 @@ Egress is derived from what the gateway is meant to reach, host by host:
   range (cloud metadata at 169.254.169.254 included). Providers without an apiBase are public
   endpoints on 443.
 - DNS goes to the platform's DNS peers only.
+- EKS Pod Identity (`workloadIdentity.aws.podIdentity`), and only then: the node's agent at
+  exactly 169.254.170.23/32 and fd00:ec2::23/128 on TCP 80 (`identity.POD_IDENTITY_AGENT`),
+  the one link-local exception, in a rule of its own.
 So a gateway never reaches another tenant's namespace, the API server or the metadata address,
 whatever ports its providers use.
 """
@@ -23,7 +26,12 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from tenantgw.render.identity import identity_endpoints
+from tenantgw.render.identity import (
+    POD_IDENTITY_AGENT,
+    POD_IDENTITY_AGENT_PORT,
+    identity_endpoints,
+    pod_identity,
+)
 from tenantgw.render.inputs import NetworkSettings, Peer, RenderInputs
 from tenantgw.render.labels import gateway_selector, object_meta
 from tenantgw.render.names import GATEWAY_NAME, GATEWAY_PORT, METRICS_PORT, tenant_name
@@ -128,6 +136,10 @@ def egress_endpoints(inputs: RenderInputs) -> dict[Peer, set[int]]:
         peer = host_peer(host)
         if peer is not None:
             wanted.setdefault(peer, set()).add(port)
+    if pod_identity(inputs):
+        # Not through host_peer, which refuses every link-local address: these two only.
+        for cidr in POD_IDENTITY_AGENT:
+            wanted.setdefault(Peer(cidr=cidr), set()).add(POD_IDENTITY_AGENT_PORT)
     return wanted
 
 
