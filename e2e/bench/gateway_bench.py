@@ -1488,7 +1488,8 @@ def start_proxies(
         if variant == "tenantgw":
             flags = set_flag(set_flag(files.argv, "--host", "127.0.0.1"), "--port", str(port))
             flags = set_flag(flags, "--num_workers", str(workers))
-            env = dict(files.env)
+            # This checkout's tenantgw, not whichever one the venv has installed.
+            env = {**files.env, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
             cwd = files.workdir
         else:
             flags = [
