@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tenantgw.gateway import bodies, models, routes, tokencount
+from tenantgw.gateway import bodies, models, routes, tokencount, trim
 from tenantgw.gateway.errors import (
     Family,
     GatewayError,
@@ -477,12 +477,14 @@ def configure_logging() -> None:
 
 
 def prepare_worker() -> None:
-    """In a worker, before LiteLLM's proxy is imported: hand it the config like its CLI does.
+    """In a worker, before LiteLLM's proxy is imported: switch off the LiteLLM work the gateway
+    does not need (`trim`), and hand LiteLLM the config like its CLI does.
 
     `litellm --config F` stores its options as JSON in $WORKER_CONFIG, which the proxy's
     start-up reads; these are the CLI's defaults with the config path.
     """
     configure_logging()
+    trim.switch_off_unused_litellm_work()
     config = os.environ.get(CONFIG_ENV)
     if not config or os.environ.get("WORKER_CONFIG"):
         return
