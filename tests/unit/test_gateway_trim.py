@@ -80,3 +80,40 @@ def test_nothing_is_switched_off_when_the_sdk_is_importable() -> None:
         """
     )
     assert out.strip().endswith("ok")
+
+
+def test_the_duplicated_proxy_hooks_leave_every_callback_list_and_the_others_stay() -> None:
+    out = run(
+        """
+        import litellm
+        from litellm.proxy import proxy_server
+        from tenantgw.gateway import trim
+        logging_obj = proxy_server.proxy_logging_obj
+        logging_obj._init_litellm_callbacks()  # what LiteLLM's start-up registers
+        for cb in list(litellm.callbacks):  # and what its first request fans out
+            for name in trim.CALLBACK_LISTS[1:]:
+                getattr(litellm, name).append(cb)
+        mapping = logging_obj.proxy_hook_mapping
+        # (the auto-router's hook is registered only with a database)
+        hooks = {name: mapping[name] for name in trim.DUPLICATED_PROXY_HOOKS if name in mapping}
+        assert "parallel_request_limiter" in hooks, sorted(mapping)
+        hooks[trim.MODEL_MAX_BUDGET_LIMITER] = proxy_server.model_max_budget_limiter
+        kept = [name for name in mapping if name not in trim.DUPLICATED_PROXY_HOOKS]
+        assert "responses_id_security" in kept and "litellm_skills" in kept, kept
+        lists = {name: getattr(litellm, name) for name in trim.CALLBACK_LISTS}
+        assert all(h in lists["callbacks"] for h in hooks.values())
+
+        dropped = trim.drop_duplicated_proxy_hooks()
+
+        assert sorted(dropped) == sorted(hooks), dropped
+        for name, callbacks in lists.items():
+            assert getattr(litellm, name) is callbacks  # the same list objects, changed in place
+            assert not [h for h in hooks.values() if h in callbacks], name
+        assert sorted(mapping) == sorted(kept)
+        for name in kept:  # the others still run on every request
+            assert logging_obj.get_proxy_hook(name) in litellm.callbacks, name
+        assert trim.drop_duplicated_proxy_hooks() == []
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")

@@ -516,7 +516,8 @@ def create_app() -> ASGIApp:
     """LiteLLM's proxy app wrapped in GatewayMiddleware (uvicorn factory).
 
     The composition root: the worker's one GatewayRuntime is built here, attached to the
-    handler LiteLLM finds by name, started at the app's startup and closed at its shutdown.
+    handler LiteLLM finds by name, started at the app's startup and closed at its shutdown;
+    the LiteLLM work tenantgw does not need is switched off once LiteLLM has started (`trim`).
     """
     prepare_worker()
     from litellm.proxy.proxy_server import app as proxy_app
@@ -526,7 +527,9 @@ def create_app() -> ASGIApp:
 
     runtime = GatewayRuntime.from_settings()
     handler.attach(runtime)
-    wrapped: ASGIApp = serve_with(GatewayMiddleware(proxy_app), runtime)
+    wrapped: ASGIApp = serve_with(
+        GatewayMiddleware(proxy_app), runtime, after_startup=trim.after_litellm_startup
+    )
     return wrapped
 
 

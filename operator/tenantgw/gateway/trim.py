@@ -1,4 +1,5 @@
-"""LiteLLM work a tenantgw gateway switches off, before LiteLLM's proxy is imported.
+"""LiteLLM work a tenantgw gateway switches off: before LiteLLM's proxy is imported, and once
+it has started.
 
 Each switch-off here removes per-request work that LiteLLM 1.106.12 does by default and that a
 tenantgw gateway does not need; none changes what a request does or what it records.
@@ -12,6 +13,14 @@ tenantgw gateway does not need; none changes what a request does or what it reco
   Every caller catches the failure and goes on without OpenTelemetry.
   With the SDK absent, the module is entered in `sys.modules` as absent (`None`), so the
   import fails at once, as it would anyway. With the SDK installed nothing is changed.
+* LiteLLM's proxy registers hooks that run on every request whether or not anything is
+  configured for them (`litellm.proxy.hooks.PROXY_HOOKS`, and the model max-budget limiter).
+  Those in `DUPLICATED_PROXY_HOOKS` enforce limits and budgets stored on LiteLLM virtual keys,
+  or serve LiteLLM features the rendered config never turns on. A tenantgw key carries none of
+  those fields (`auth.user_auth`), and tenantgw enforces its own limits and budgets
+  (`ratelimit`, `budgets`), so these hooks only cost CPU: after LiteLLM's start-up they are
+  taken out of LiteLLM's callback lists (`drop_duplicated_proxy_hooks`). The hooks that can
+  change a request (skills injection, Responses API id security) stay.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from typing import Any
 
 log = logging.getLogger("tenantgw.gateway")
 
@@ -41,8 +51,69 @@ def mark_otel_logger_absent() -> bool:
     return True
 
 
+DUPLICATED_PROXY_HOOKS: dict[str, str] = {
+    "parallel_request_limiter": "rpm/tpm/parallel limits of LiteLLM keys (tenantgw: ratelimit)",
+    "max_budget_per_session_limiter": "session budgets of LiteLLM keys (tenantgw: budgets)",
+    "max_iterations_limiter": "iteration caps of LiteLLM keys",
+    "cache_control_check": "cache controls of LiteLLM keys (no LiteLLM response cache)",
+    "sensitive_data_routing": "per-session routing set through LiteLLM's management API",
+    "prompt_cache_prediction": "prompt-cache observations for LiteLLM's management API",
+    "autorouter_baseline_cache": "LiteLLM's auto-router (not configured)",
+}
+"""`PROXY_HOOKS` names of the hooks a tenantgw gateway takes out, and what each enforces."""
+MODEL_MAX_BUDGET_LIMITER = "model_max_budget_limiter"
+"""The proxy's per-model budgets of LiteLLM keys (tenantgw: budgets), registered apart."""
+CALLBACK_LISTS = (
+    "callbacks",
+    "success_callback",
+    "failure_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+)
+
+
+def drop_duplicated_proxy_hooks() -> list[str]:
+    """Take the hooks of `DUPLICATED_PROXY_HOOKS` out of LiteLLM's callback lists.
+
+    Run after LiteLLM's start-up (which registers them); returns the names taken out.
+    """
+    import litellm
+    from litellm.proxy import proxy_server
+    from litellm.proxy.hooks import PROXY_HOOKS
+
+    logging_obj = getattr(proxy_server, "proxy_logging_obj", None)
+    mapping: dict[str, Any] = getattr(logging_obj, "proxy_hook_mapping", None) or {}
+    drop: dict[int, str] = {}
+    for name in DUPLICATED_PROXY_HOOKS:
+        hook = mapping.get(name)
+        if hook is not None and isinstance(hook, PROXY_HOOKS.get(name, ())):
+            drop[id(hook)] = name
+    limiter = getattr(proxy_server, MODEL_MAX_BUDGET_LIMITER, None)
+    if limiter is not None:
+        drop[id(limiter)] = MODEL_MAX_BUDGET_LIMITER
+    dropped: set[str] = set()
+    for list_name in CALLBACK_LISTS:
+        callbacks = getattr(litellm, list_name, None)
+        if not isinstance(callbacks, list):
+            continue
+        kept = [cb for cb in callbacks if id(cb) not in drop]
+        dropped.update(drop[id(cb)] for cb in callbacks if id(cb) in drop)
+        callbacks[:] = kept  # in place: LiteLLM's modules hold the same list objects
+    for name in dropped & set(mapping):
+        del mapping[name]
+    names = sorted(dropped)
+    if names:
+        log.info("LiteLLM proxy hooks switched off (tenantgw enforces its own): %s", names)
+    return names
+
+
+def after_litellm_startup() -> None:
+    """The switch-offs of LiteLLM's started proxy (its hooks exist only now)."""
+    drop_duplicated_proxy_hooks()
+
+
 def switch_off_unused_litellm_work() -> list[str]:
-    """Every switch-off of this module; the names of those applied (logged once)."""
+    """The switch-offs made before LiteLLM's proxy is imported; those applied (logged)."""
     applied = []
     if mark_otel_logger_absent():
         applied.append(f"{OTEL_V2_LOGGER} marked absent ({OTEL_SDK} is not installed)")
