@@ -117,3 +117,50 @@ def test_the_duplicated_proxy_hooks_leave_every_callback_list_and_the_others_sta
         """
     )
     assert out.strip().endswith("ok")
+
+
+def test_the_router_skips_usage_counting_only_for_deployments_without_limits() -> None:
+    out = run(
+        """
+        import asyncio
+        from litellm import Router
+        from tenantgw.gateway import trim
+
+        def deployment(name, **limits):
+            params = {"model": f"openai/{name}", "api_key": "sk-x",
+                      "api_base": "http://127.0.0.1:9/v1", **limits}
+            return {"model_name": name, "litellm_params": params,
+                    "model_info": {"id": f"{name}-0"}}
+
+        router = Router(model_list=[deployment("free"), deployment("capped", rpm=100)])
+        original = type(router)._increment_deployment_usage
+        built = []
+        model_info = router.get_router_model_info
+        router.get_router_model_info = lambda **kw: built.append(kw) or model_info(**kw)
+
+        def usage(name):
+            return dict(deployment_id=f"{name}-0", deployment_name=None, model_group=name,
+                        total_tokens=10, rpm_increment=1, parent_otel_span=None)
+
+        async def main():
+            # LiteLLM's own answer for the deployment without limits: nothing counted.
+            assert await original(router, **usage("free")) is None
+            assert trim.skip_usage_of_unlimited_deployments(router) == ["free-0"]
+            assert trim.skip_usage_of_unlimited_deployments(router) == []  # once
+            built.clear()
+            assert await router._increment_deployment_usage(**usage("free")) is None
+            assert built == [], built  # returned at once
+            key = await router._increment_deployment_usage(**usage("capped"))
+            assert key is not None and router.cache.get_cache(key) == 10, key
+            assert built, "the capped deployment is counted as before"
+            # Limits a provider reports later: LiteLLM decides again.
+            built.clear()
+            router._discovered_model_info_cache.set_cache("free-0", object())
+            await router._increment_deployment_usage(**usage("free"))
+            assert built, "discovered limits go through LiteLLM's own check"
+
+        asyncio.run(main())
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")

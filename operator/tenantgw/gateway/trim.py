@@ -21,6 +21,14 @@ tenantgw gateway does not need; none changes what a request does or what it reco
   (`ratelimit`, `budgets`), so these hooks only cost CPU: after LiteLLM's start-up they are
   taken out of LiteLLM's callback lists (`drop_duplicated_proxy_hooks`). The hooks that can
   change a request (skills injection, Responses API id security) stay.
+* LiteLLM's router counts each deployment's tokens and requests per minute twice per request
+  (`Router._increment_deployment_usage`, from its success callback and after the call), and
+  each time first builds the deployment's model info (a deep copy of its cost-map entry) only
+  to find that the deployment has no tpm/rpm limit and return without counting. The rendered
+  config sets no such limit (tenantgw's limits are its own), so for each deployment whose
+  limits are all unset at start-up, and which has no limits discovered from its provider, the
+  router's method returns at once (`skip_usage_of_unlimited_deployments`). Successes and
+  failures per minute, which cooldowns use, are counted elsewhere and still are.
 """
 
 from __future__ import annotations
@@ -107,9 +115,71 @@ def drop_duplicated_proxy_hooks() -> list[str]:
     return names
 
 
+USAGE_METHOD = "_increment_deployment_usage"
+_TRIMMED = "__tenantgw_trimmed__"
+
+
+def _has_usage_limits(router: Any, deployment_id: str, model_group: str) -> bool:
+    """LiteLLM's own test (`Router._increment_deployment_usage`); True when unsure."""
+    try:
+        from litellm.router_utils.pre_call_checks.io_token_rate_limit_check import (
+            deployment_has_io_token_limits,
+        )
+
+        deployment = router.get_deployment(model_id=deployment_id)
+        info = router.get_router_model_info(deployment=deployment, received_model_name=model_group)
+        limits = (
+            deployment.get("tpm", None),
+            deployment.get("rpm", None),
+            deployment.litellm_params.tpm,
+            deployment.litellm_params.rpm,
+            info.get("tpm", None),
+            info.get("rpm", None),
+        )
+        return any(limit is not None for limit in limits) or bool(
+            deployment_has_io_token_limits(deployment.model_dump())
+        )
+    except Exception:
+        return True
+
+
+def skip_usage_of_unlimited_deployments(router: Any = None) -> list[str]:
+    """Deployments without tpm/rpm limits skip the router's usage counting; their ids."""
+    if router is None:
+        from litellm.proxy import proxy_server
+
+        router = getattr(proxy_server, "llm_router", None)
+    count = getattr(router, USAGE_METHOD, None)
+    if count is None or getattr(count, _TRIMMED, False):
+        return []
+    unlimited = frozenset(
+        str(d["model_info"]["id"])
+        for d in router.model_list
+        if (d.get("model_info") or {}).get("id") is not None
+        and not _has_usage_limits(router, str(d["model_info"]["id"]), d["model_name"])
+    )
+    discovered = router._discovered_model_info_cache  # limits a provider reported later
+
+    async def increment(*, deployment_id: str, **kwargs: Any) -> str | None:
+        if deployment_id in unlimited and discovered.get_cache(deployment_id) is None:
+            return None  # what LiteLLM returns for it, without building its model info
+        result: str | None = await count(deployment_id=deployment_id, **kwargs)
+        return result
+
+    setattr(increment, _TRIMMED, True)
+    setattr(router, USAGE_METHOD, increment)
+    if unlimited:
+        log.info(
+            "LiteLLM router usage counting skipped for deployments without tpm/rpm limits: %s",
+            sorted(unlimited),
+        )
+    return sorted(unlimited)
+
+
 def after_litellm_startup() -> None:
-    """The switch-offs of LiteLLM's started proxy (its hooks exist only now)."""
+    """The switch-offs of LiteLLM's started proxy (its hooks and router exist only now)."""
     drop_duplicated_proxy_hooks()
+    skip_usage_of_unlimited_deployments()
 
 
 def switch_off_unused_litellm_work() -> list[str]:
