@@ -110,10 +110,11 @@ $(BENCH_VENV)/.installed: requirements/bench.lock
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/bench.lock
 	touch $@
 
-bench: venv bench-deps ## Measure the design's numbers into docs/benchmarks.md: PII detection, the gateway's, the operator's
+bench: venv bench-deps ## Measure the design's numbers into docs/benchmarks.md: PII detection, the gateway's, the operator's; then the targets table
 	PYTHONPATH=operator:. $(BENCH_VENV)/bin/python -m e2e.bench.pii_bench
 	$(BIN)/python -m e2e.bench.gateway_bench
 	$(BIN)/python -m e2e.bench.audit_cpu
 	if [ -f e2e/bench/operator_bench.py ]; then \
 	  $(BIN)/python -m e2e.bench.operator_bench --tenants 20 --scale 20 --wait-for-other 120; \
 	fi
+	$(BIN)/python -m e2e.bench.targets

@@ -10,9 +10,11 @@ them alike:
   byte, a time to first token and a delay between tokens;
 * bare: LiteLLM's proxy (`litellm --config bare.yaml`) with the same model_list and a master
   key, no tenantgw plugin;
-* tenantgw: `python -m tenantgw.gateway` with every plugin on (custom auth with a tenant key,
-  routing, PII redaction, rate limits and budgets in Redis, the usage ledger in Postgres, the
-  Prometheus exporter), from the files the real renderer (`tenantgw.render.render_tenant`)
+* tenantgw: `python -m tenantgw.gateway` of this checkout with every plugin on (custom auth
+  with a tenant key, routing, PII redaction, rate limits and budgets in Redis, the usage ledger
+  in Postgres, the audit trail, tenantgw's own Prometheus collectors; LiteLLM's exporter is not
+  loaded, and the LiteLLM work the gateway does not need is switched off, see
+  `tenantgw.gateway.trim`), from the files the real renderer (`tenantgw.render.render_tenant`)
   produces for a Tenant built here, whose storage a `tenantgw.tenancy.Provisioner` creates on
   the local PostgreSQL and Redis (and removes at the end).
 
@@ -952,7 +954,7 @@ def summarize_profile(path: Path, requests: int) -> dict[str, Any]:
         "tenantgw plugins (auth, hooks, callbacks, ledger), inclusive": plugins,
         "  of which the Redis client (redis-py)": inclusive(raw, lambda f: REDIS_PY in f),
         "tenantgw middleware, own time of its wrappers": middleware,
-        "LiteLLM's Prometheus exporter (rendered config), inclusive": inclusive(
+        "LiteLLM's Prometheus exporter (not loaded by tenantgw), inclusive": inclusive(
             raw, lambda f: PROMETHEUS in f
         ),
     }
@@ -1117,7 +1119,9 @@ def render_section(res: dict[str, Any]) -> str:
         "master key, no tenantgw plugin), the tenantgw gateway "
         "(`python -m tenantgw.gateway` from the files `render_tenant()` produces, a tenant "
         "key, routing rules, PII redaction of 7 entities, rate limits and two BudgetPolicies in "
-        "Redis, the usage ledger in Postgres, LiteLLM's Prometheus exporter; storage "
+        "Redis, the usage ledger in Postgres, the audit trail, tenantgw's own Prometheus "
+        "collectors (LiteLLM's exporter is not loaded), the LiteLLM work it does not need "
+        "switched off (`tenantgw.gateway.trim`); storage "
         "provisioned by `Provisioner.ensure`) and the load generator (`e2e/bench/load.py`, "
         "asyncio and aiohttp, its connector raised to the concurrency). Both proxies run "
         f"{a['workers']} uvicorn worker(s) and the same LiteLLM. Each cell is "
@@ -1400,16 +1404,16 @@ def reading(res: dict[str, Any]) -> list[str]:
         plugins, redis = part("tenantgw plugins"), part("Redis client")
         prom, middleware = part("Prometheus"), part("middleware")
         rest = extra - plugins - prom - middleware
+        exporter = f"LiteLLM's Prometheus exporter {prom:.1f} ms, " if prom else ""
         out.append(
             f"- {mode}, concurrency {concurrency}: tenantgw used {cpu['tenantgw']:.1f} ms of CPU "
             f"per request, bare LiteLLM {cpu['bare']:.1f} ms ({extra:+.1f} ms, "
             f"{cpu['tenantgw'] / cpu['bare']:.2f}x; unprofiled runs). Scaled from the profile: "
             f"tenantgw's plugins about {plugins:.1f} ms (the Redis client in them {redis:.1f} ms), "
-            f"LiteLLM's Prometheus exporter, which the rendered config switches on, {prom:.1f} ms, "
-            f"the middleware's own code {middleware:.1f} ms; the remaining {rest:+.1f} ms is "
-            "LiteLLM's callback machinery (it builds its logging payload, cost and model-info "
-            "copies only when a callback is registered), more event-loop trips for the extra "
-            "awaits, and noise."
+            f"{exporter}the middleware's own code {middleware:.1f} ms; the remaining "
+            f"{rest:+.1f} ms is the LiteLLM work tenantgw switches off (`tenantgw.gateway.trim`: "
+            "negative when it saves more than the plugins cost), more event-loop trips for the "
+            "extra awaits, and noise."
         )
     steps = by_mode.get(("non-stream", "tenantgw"), {}).get("tenantgw_steps_ms", {})
     parts = sorted(
@@ -1488,7 +1492,8 @@ def start_proxies(
         if variant == "tenantgw":
             flags = set_flag(set_flag(files.argv, "--host", "127.0.0.1"), "--port", str(port))
             flags = set_flag(flags, "--num_workers", str(workers))
-            env = dict(files.env)
+            # This checkout's tenantgw, not whichever one the venv has installed.
+            env = {**files.env, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
             cwd = files.workdir
         else:
             flags = [

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tenantgw.gateway import bodies, models, routes, tokencount
+from tenantgw.gateway import bodies, models, routes, tokencount, trim
 from tenantgw.gateway.errors import (
     Family,
     GatewayError,
@@ -477,12 +477,14 @@ def configure_logging() -> None:
 
 
 def prepare_worker() -> None:
-    """In a worker, before LiteLLM's proxy is imported: hand it the config like its CLI does.
+    """In a worker, before LiteLLM's proxy is imported: switch off the LiteLLM work the gateway
+    does not need (`trim`), and hand LiteLLM the config like its CLI does.
 
     `litellm --config F` stores its options as JSON in $WORKER_CONFIG, which the proxy's
     start-up reads; these are the CLI's defaults with the config path.
     """
     configure_logging()
+    trim.switch_off_unused_litellm_work()
     config = os.environ.get(CONFIG_ENV)
     if not config or os.environ.get("WORKER_CONFIG"):
         return
@@ -514,7 +516,8 @@ def create_app() -> ASGIApp:
     """LiteLLM's proxy app wrapped in GatewayMiddleware (uvicorn factory).
 
     The composition root: the worker's one GatewayRuntime is built here, attached to the
-    handler LiteLLM finds by name, started at the app's startup and closed at its shutdown.
+    handler LiteLLM finds by name, started at the app's startup and closed at its shutdown;
+    the LiteLLM work tenantgw does not need is switched off once LiteLLM has started (`trim`).
     """
     prepare_worker()
     from litellm.proxy.proxy_server import app as proxy_app
@@ -524,7 +527,9 @@ def create_app() -> ASGIApp:
 
     runtime = GatewayRuntime.from_settings()
     handler.attach(runtime)
-    wrapped: ASGIApp = serve_with(GatewayMiddleware(proxy_app), runtime)
+    wrapped: ASGIApp = serve_with(
+        GatewayMiddleware(proxy_app), runtime, after_startup=trim.after_litellm_startup
+    )
     return wrapped
 
 

@@ -215,8 +215,11 @@ class GatewayRuntime:
             await self.redis.aclose()
 
 
-def serve_with(app: ASGIApp, runtime: GatewayRuntime) -> ASGIApp:
-    """`app` with `runtime` started at the ASGI lifespan's startup and closed at its shutdown."""
+def serve_with(
+    app: ASGIApp, runtime: GatewayRuntime, after_startup: Callable[[], object] | None = None
+) -> ASGIApp:
+    """`app` with `runtime` started at the ASGI lifespan's startup and closed at its shutdown;
+    `after_startup` runs once the app's own startup is complete, before the server hears it."""
 
     async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -227,6 +230,8 @@ def serve_with(app: ASGIApp, runtime: GatewayRuntime) -> ASGIApp:
 
         async def send_around(message: Message) -> None:
             kind = message["type"]
+            if kind == "lifespan.startup.complete" and after_startup is not None:
+                after_startup()  # the app's own start-up is done, no request served yet
             if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 # After LiteLLM's own shutdown, before uvicorn hears it is complete (see
                 # `lifespan`): the last usage rows are written or spooled before the exit.

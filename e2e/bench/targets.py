@@ -1,0 +1,208 @@
+"""The performance targets (issue 13) in one table: each with its measured value and verdict.
+
+    python -m e2e.bench.targets
+
+Reads what the benchmarks last wrote (.dev/bench/gateway.json from `e2e.bench.gateway_bench`,
+.dev/bench/operator.json from `e2e.bench.operator_bench`), prints the table and writes it as
+the "Targets" section of docs/benchmarks.md. Every gateway row comes from one gateway run (one
+machine, bare LiteLLM and tenantgw measured in interleaved rounds); the operator rows are those
+`operator_bench.summary_rows` reports, with their targets. A benchmark not run yet gives rows
+saying so. Nothing is measured here and nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from e2e.bench import report
+
+DEV = report.ROOT / ".dev"
+GATEWAY_JSON = DEV / "bench" / "gateway.json"
+OPERATOR_JSON = DEV / "bench" / "operator.json"
+SECTION = "Targets"
+HEADERS = ["Target", "Measured", "Verdict"]
+LEVEL = (32, False)  # concurrency and streaming of the RPS, p99 and CPU targets
+RPS_RATIO = 1.2
+STREAMS = 1000
+REDIS_ROUND_TRIPS = 2
+SCRIPT_COMMANDS = ("evalsha", "eval", "fcall", "evalsha_ro", "eval_ro", "fcall_ro")
+
+Row = list[str]
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("met" if ok else "not met")
+
+
+def _level(res: dict[str, Any], concurrency: int, stream: bool) -> dict[str, Any] | None:
+    for lv in res.get("levels", []):
+        if lv["concurrency"] == concurrency and lv["stream"] == stream and lv["api"] == "chat":
+            rows: dict[str, Any] = lv["rows"]
+            return rows
+    return None
+
+
+def gateway_rows(res: dict[str, Any] | None) -> list[Row]:
+    """The gateway's targets, from one gateway_bench run."""
+    concurrency, stream = LEVEL
+    where = f"chat {'stream' if stream else 'non-stream'} c={concurrency}"
+    names = [
+        f"tenantgw RPS ≥ {RPS_RATIO}x bare LiteLLM's per core ({where})",
+        f"tenantgw added p99 ≤ bare LiteLLM's added p99 ({where})",
+        f"tenantgw CPU per request ≤ bare LiteLLM's ({where})",
+        f"Redis round trips per tenantgw request ≤ {REDIS_ROUND_TRIPS}",
+        f"{STREAMS} concurrent streams through tenantgw, 0 errors",
+    ]
+    if res is None:
+        return [
+            [name, f"no gateway run ({GATEWAY_JSON.name} missing)", verdict(None)] for name in names
+        ]
+    rows = _level(res, concurrency, stream)
+    tgw, bare = (rows or {}).get("tenantgw", {}), (rows or {}).get("bare", {})
+    out: list[Row] = []
+    rps = tgw.get("rps_vs_bare")
+    out.append(
+        [
+            names[0],
+            f"{rps:.2f}x ({tgw['rps']:.1f} vs {bare['rps']:.1f} req/s, {res['args']['workers']} "
+            "worker each)"
+            if rps is not None
+            else "not measured at this level",
+            verdict(None if rps is None else rps >= RPS_RATIO),
+        ]
+    )
+    p99 = tgw.get("added_p99_vs_bare")
+    added = tgw.get("added_latency_s") or {}
+    bare_added = bare.get("added_latency_s") or {}
+    out.append(
+        [
+            names[1],
+            f"{p99:.2f}x ({added['p99'] * 1000:.0f} vs {bare_added['p99'] * 1000:.0f} ms)"
+            if p99 is not None
+            else "not measured at this level",
+            verdict(None if p99 is None else p99 <= 1.0),
+        ]
+    )
+    cpu, bare_cpu = tgw.get("cpu_ms_per_request"), bare.get("cpu_ms_per_request")
+    out.append(
+        [
+            names[2],
+            f"{cpu:.1f} vs {bare_cpu:.1f} ms ({cpu / bare_cpu:.2f}x)"
+            if cpu is not None and bare_cpu
+            else "not measured at this level",
+            verdict(None if cpu is None or not bare_cpu else cpu <= bare_cpu),
+        ]
+    )
+    out.append(redis_row(names[3], res))
+    out.append(streams_row(names[4], res))
+    return out
+
+
+def redis_row(name: str, res: dict[str, Any]) -> Row:
+    """Script calls per request of the profiled non-streamed run (server-wide commandstats)."""
+    prof = ((res.get("profile") or {}).get("non-stream") or {}).get("tenantgw") or {}
+    calls = (prof.get("redis_per_request") or {}).get("calls_per_request")
+    if not calls:
+        return [name, "not measured (the profile phase counts them)", verdict(None)]
+    scripts = sum(v for k, v in calls.items() if k in SCRIPT_COMMANDS)
+    return [
+        name,
+        f"{scripts:.2f} script calls per request (Redis INFO commandstats of the profiled "
+        "non-streamed run; server-wide, so other clients' scripts count too)",
+        verdict(scripts <= REDIS_ROUND_TRIPS),
+    ]
+
+
+def streams_row(name: str, res: dict[str, Any]) -> Row:
+    runs = [s for s in res.get("streams", []) if s["variant"] == "tenantgw"]
+    if not runs:
+        return [name, "not measured", verdict(None)]
+    s = max(runs, key=lambda s: s["streams"])
+    errors = sum(s["errors"].values()) + s["not_sent"]
+    text = f"{s['ok']}/{s['streams']} complete, {errors} errors, {s['wall_s']:.1f} s"
+    if s["streams"] < STREAMS:
+        return [name, text + f" (only {s['streams']} streams sent)", verdict(None)]
+    return [name, text, verdict(errors == 0)]
+
+
+def operator_rows(res: dict[str, Any] | None) -> list[Row]:
+    """The rows `operator_bench` reports with a target, as it words them."""
+    if res is None:
+        return [
+            ["operator targets", f"no operator run ({OPERATOR_JSON.name} missing)", "not measured"]
+        ]
+    from e2e.bench.operator_bench import summary_rows
+
+    out: list[Row] = []
+    for measure, result, target, reading in summary_rows(res):
+        if target.strip() in ("", "-"):
+            continue
+        lowered = reading.lower()  # operator_bench's words: "meets" / "misses the target"
+        if "meets" in lowered or "miss" in lowered or "not measured" in lowered:
+            said = verdict(None if "not measured" in lowered else "meets" in lowered)
+        else:
+            said = reading  # no verdict of its own (e.g. RSS below the 1000 tenants)
+        out.append([f"{measure}: {target}", result, said])
+    return out
+
+
+def rows(gateway: dict[str, Any] | None, operator: dict[str, Any] | None) -> list[Row]:
+    return gateway_rows(gateway) + operator_rows(operator)
+
+
+def render_section(gateway: dict[str, Any] | None, operator: dict[str, Any] | None) -> str:
+    when = []
+    if gateway is not None:
+        when.append(
+            f"gateway: {gateway.get('date', '?')}, load average {gateway.get('loadavg_start', '?')}"
+            f" at the start and {gateway.get('loadavg_end', '?')} at the end"
+        )
+    if operator is not None:
+        when.append(f"operator: {operator.get('date', '?')}")
+    return "\n".join(
+        [
+            "Each performance target with its measured value and verdict, from the last run of "
+            "each benchmark (" + ("; ".join(when) or "none yet") + "). `python -m "
+            "e2e.bench.targets` rebuilds this table from their JSON; the sections below carry "
+            "the runs. The gateway's rows all come from one gateway run, bare LiteLLM and "
+            "tenantgw measured in the same interleaved rounds on the same machine.",
+            "",
+            report.markdown_table(HEADERS, rows(gateway, operator)),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m e2e.bench.targets", description=__doc__)
+    p.add_argument("--gateway-json", type=Path, default=GATEWAY_JSON)
+    p.add_argument("--operator-json", type=Path, default=OPERATOR_JSON)
+    p.add_argument("--out", type=Path, default=report.DOC, help="results page (Markdown)")
+    args = p.parse_args(argv)
+    gateway, operator = load(args.gateway_json), load(args.operator_json)
+    print(report.text_table(HEADERS, rows(gateway, operator)))
+    # First on the page: before the sections of the benchmarks it summarises.
+    page = args.out.read_text() if args.out.exists() else report.new_page()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        report.replace_section(
+            page, SECTION, render_section(gateway, operator), (SECTION, *report.SECTIONS)
+        )
+    )
+    print(f"\nwrote the {SECTION} section of {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
