@@ -16,7 +16,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import ssl
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,29 +148,60 @@ def materialize(
     return GatewayFiles(argv=args, env=env, config=config, workdir=workdir)
 
 
+TLS_FLAGS = ("--ssl_certfile_path", "--ssl_keyfile_path")
+
+
+def tls_flags(argv: Sequence[str]) -> tuple[str, ...]:
+    """The rendered container's certificate and key flags with their (local) paths."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in TLS_FLAGS:
+            out += [arg, argv[i + 1]]
+    return tuple(out)
+
+
 @dataclass
 class Gateway:
-    """A running gateway: its URL, the simulator behind it, alice's key, the tenant's DSN."""
+    """A running gateway: its URL, the simulator behind it, alice's key, the tenant's DSN.
+
+    `ca` is the CA certificate the clients trust when the gateway serves HTTPS.
+    """
 
     url: str
     sim: SimulatorHandle
     key: str
     dsn: str
     log: Path
+    ca: Path | None = None
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca) if self.ca is not None else True
 
     def anthropic(self, **kw: Any) -> anthropic.Anthropic:
+        if self.ca is not None and "http_client" not in kw:
+            kw["http_client"] = httpx.Client(verify=self.verify)
         return anthropic.Anthropic(
             base_url=self.url, api_key=self.key, max_retries=0, timeout=60, **kw
         )
 
     def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, timeout=60)
+        client = httpx.Client(verify=self.verify) if self.ca is not None else None
+        return openai.OpenAI(
+            base_url=self.url + "/v1",
+            api_key=self.key,
+            max_retries=0,
+            timeout=60,
+            http_client=client,
+        )
 
     def post(
         self, body: dict[str, Any], headers: dict[str, str], path: str = "/v1/messages"
     ) -> httpx.Response:
         """A raw POST with exactly `headers` (no SDK adds or drops any)."""
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=60)
+        return httpx.post(
+            self.url + path, json=body, headers=headers, timeout=60, verify=self.verify
+        )
 
     def calls(self, marker: str) -> list[dict[str, Any]]:
         """Every request the simulator received whose body contains `marker`, oldest first."""
@@ -218,6 +250,7 @@ def run_rendered_gateway(
     provider_secrets: dict[str, dict[str, str]],
     simulator_kwargs: dict[str, Any] | None = None,
     service_account_tokens: dict[str, str] | None = None,
+    ca: Path | None = None,
 ) -> Iterator[Gateway]:
     """A gateway run from what `render_tenant(inputs(sim, storage, key))` renders.
 
@@ -225,7 +258,8 @@ def run_rendered_gateway(
     `key` is a fresh tenant key for the Tenant's `alice` to carry; storage is a tenant role
     named after `role_prefix` in the shared PostgreSQL (dropped afterwards) and a throwaway
     redis-server. `provider_secrets` and `service_account_tokens` are what the kubelet would
-    mount for the provider credential Secrets and the projected ServiceAccount tokens.
+    mount for the provider credential Secrets and the projected ServiceAccount tokens; with
+    spec.gateway.tls its Secret is one of `provider_secrets` too, and the clients trust `ca`.
     """
     _, sim = start_simulator(**(simulator_kwargs or {}))
     store = ThrowawayRedis(workdir)
@@ -240,18 +274,23 @@ def run_rendered_gateway(
                 workdir / "pod",
                 service_account_tokens,
             )
-            with launch_gateway(files.workdir, files.config, files.env) as launched:
-                yield Gateway(launched.url, sim, key, dsn, launched.log)
+            with launch_gateway(
+                files.workdir, files.config, files.env, args=tls_flags(files.argv), ca=ca
+            ) as launched:
+                yield Gateway(launched.url, sim, key, dsn, launched.log, ca)
     finally:
         sim.stop()
         store.kill()
 
 
-def claude_reads_notes(gateway: Gateway, alias: str, tmp_path: Path) -> ClaudeRun:
+def claude_reads_notes(
+    gateway: Gateway, alias: str, tmp_path: Path, extra_env: Mapping[str, str] | None = None
+) -> ClaudeRun:
     """One `claude -p` turn on `alias` that runs Read on a notes file and answers from it.
 
     The simulator's tool plan makes the model call Read on the file; the run must succeed,
-    take at least two turns and answer with the codename only the file holds.
+    take at least two turns and answer with the codename only the file holds. `extra_env`
+    is more of Claude Code's environment (e.g. NODE_EXTRA_CA_CERTS for an HTTPS gateway).
     """
     project = tmp_path / "project"
     project.mkdir()
@@ -267,6 +306,7 @@ def claude_reads_notes(gateway: Gateway, alias: str, tmp_path: Path) -> ClaudeRu
         "ANTHROPIC_AUTH_TOKEN": gateway.key,
         "ANTHROPIC_MODEL": alias,
         "ANTHROPIC_SMALL_FAST_MODEL": alias,
+        **(extra_env or {}),
     }
     try:
         run = run_claude(

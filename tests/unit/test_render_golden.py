@@ -23,6 +23,7 @@ CASES = {
     "cloud-identity": "cloud_identity_tenant",
     "engineering-team": "engineering_team",
     "minimal": "minimal_tenant",
+    "tls": "tls_tenant",
 }
 
 
