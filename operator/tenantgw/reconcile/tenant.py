@@ -31,6 +31,7 @@ from tenantgw.reconcile.enforcement import observe_enforcement
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.material import new_key, read_material, stored_endpoints
 from tenantgw.reconcile.plan import (
+    CERT_MANAGER_KINDS,
     MONITORING_API,
     MONITORING_KINDS,
     PRUNABLE_KINDS,
@@ -48,6 +49,7 @@ from tenantgw.render.tls import CERT_MANAGER_API
 from tenantgw.tenancy import Provisioner
 
 __all__ = [
+    "CERT_MANAGER_KINDS",
     "MONITORING_API",
     "MONITORING_KINDS",
     "PRUNABLE_KINDS",
