@@ -99,9 +99,7 @@ def test_certificate_only_when_cert_managers_crd_exists(
     try:
         eventually(lambda: k8s.namespace_exists(ns), 30, f"namespace {ns}")
         k8s.apply(secret_body(ns, "sim", {"apiKey": "sim-" + name}))
-        k8s.apply(
-            alias_body(ns, "fast", targets=[{"provider": "sim", "model": "m", "weight": 1}])
-        )
+        k8s.apply(alias_body(ns, "fast", targets=[{"provider": "sim", "model": "m", "weight": 1}]))
 
         # Without the CRD: no Certificate, no failed apply, a condition saying what to do.
         missing = eventually(

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,7 +34,7 @@ class Pem:
         """The decoded data of a kubernetes.io/tls Secret holding this pair."""
         return {"tls.crt": self.cert.read_text(), "tls.key": self.key.read_text()}
 
-    def secret_body(self, name: str, namespace: str) -> dict[str, object]:
+    def secret_body(self, name: str, namespace: str) -> dict[str, Any]:
         """A kubernetes.io/tls Secret holding this pair."""
         return {
             "apiVersion": "v1",
