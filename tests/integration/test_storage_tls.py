@@ -16,7 +16,6 @@ import logging
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,12 +23,12 @@ import psycopg
 import pytest
 import redis.exceptions as rexc
 from psycopg import sql
+from tests.integration.test_gateway_ledger import usage
 
 from e2e.throwaway_tls_stores import TlsPostgres, TlsRedis, tls_postgres, tls_redis
 from e2e.tls_certs import CertificateAuthority
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.runtime import connect_redis
-from tenantgw.gateway.usage import UsageRecord
 from tenantgw.tenancy import Provisioner
 from tenantgw.tenancy.errors import StorageError
 from tenantgw.tenancy.naming import role_name
@@ -53,33 +52,6 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
     server = authority.issue("store", ["localhost", "127.0.0.1"])
     with tls_postgres(server) as pg, tls_redis(server, workdir / "redis") as rd:
         yield Stores(pg, rd, authority.cert_path, rogue.cert_path)
-
-
-def usage(n: int, tenant: str) -> UsageRecord:
-    return UsageRecord(
-        request_id=f"tls-{n:04d}",
-        ts=datetime.now(UTC),
-        tenant=tenant,
-        key_name="alice",
-        requested_model="fast",
-        alias="fast",
-        provider="sim",
-        provider_model="sim-fast",
-        region=None,
-        input_tokens=10,
-        output_tokens=5,
-        cache_read_tokens=0,
-        cache_write_tokens=0,
-        cost_usd=0.001,
-        list_cost_usd=0.002,
-        latency_ms=12,
-        ttft_ms=None,
-        status="success",
-        http_status=200,
-        error_type=None,
-        downgraded_from=None,
-        stream=False,
-    )
 
 
 def test_the_servers_take_no_plaintext(stores: Stores) -> None:
@@ -109,7 +81,7 @@ async def test_provisioned_tenant_storage_carries_the_checks_and_lands_rows_over
         ledger = Ledger(storage.postgres_dsn, tmp_path / "spool", redis=redis, tenant=tenant)
         await ledger.start()
         for n in range(3):
-            ledger.record(usage(n, tenant))
+            ledger.record(usage(n, prefix=tenant))
         await ledger.drain()
         with psycopg.connect(stores.pg.dsn(stores.ca), autocommit=True) as admin:
             ssl_sessions = admin.execute(
@@ -150,7 +122,7 @@ async def test_a_server_certificate_the_ca_does_not_vouch_for_is_refused(
     caplog.set_level(logging.WARNING)
     ledger = Ledger(stores.pg.dsn(stores.rogue_ca), tmp_path / "spool", connect_timeout=3)
     await ledger.start()
-    ledger.record(usage(0, "tls-rogue"))
+    ledger.record(usage(0, prefix="tls-rogue"))
     await ledger.stop()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "certificate verify failed" in logged, logged
