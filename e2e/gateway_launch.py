@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,15 +45,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    """Until /health/readiness answers 200; GatewayStartError with the log's tail otherwise."""
+def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, ca: Path | None = None) -> None:
+    """Until /health/readiness answers 200; GatewayStartError with the log's tail otherwise.
+
+    An https `url` is checked against the CA certificate `ca`.
+    """
     deadline = time.monotonic() + STARTUP_TIMEOUT
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-4000:]
             raise GatewayStartError(f"gateway exited with {proc.returncode}:\n{tail}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health/readiness", timeout=2).status_code == 200:
+            if httpx.get(url + "/health/readiness", timeout=2, verify=verify).status_code == 200:
                 return
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-4000:]
@@ -67,8 +72,13 @@ def launch_gateway(
     *,
     workers: int = 1,
     args: tuple[str, ...] = (),
+    ca: Path | None = None,
 ) -> Iterator[LaunchedGateway]:
-    """A gateway process on a free loopback port with `env` (plus PATH, HOME, PYTHONPATH)."""
+    """A gateway process on a free loopback port with `env` (plus PATH, HOME, PYTHONPATH).
+
+    With `ca` the gateway serves HTTPS (`args` carry its certificate and key) and the URL is
+    https://127.0.0.1:<port>, checked against that CA certificate.
+    """
     port = free_port()
     environment = {
         "PATH": os.environ.get("PATH", ""),
@@ -97,8 +107,8 @@ def launch_gateway(
             argv, env=environment, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
         )
     with _stopped_at_exit(proc):
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(proc, url, log)
+        url = f"{'https' if ca is not None else 'http'}://127.0.0.1:{port}"
+        wait_ready(proc, url, log, ca)
         yield LaunchedGateway(url=url, log=log, process=proc)
 
 

@@ -22,8 +22,9 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,18 @@ class ClaudeTurn:
     """Epoch seconds before the CLI started: its ledger rows are `rows(started)`."""
 
 
+TLS_FLAGS = ("--ssl_certfile_path", "--ssl_keyfile_path")
+
+
+def tls_flags(argv: Sequence[str]) -> tuple[str, ...]:
+    """The rendered container's certificate and key flags with their (local) paths."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in TLS_FLAGS:
+            out += [arg, argv[i + 1]]
+    return tuple(out)
+
+
 @dataclass
 class Gateway:
     """A running gateway: its URL, the simulator behind it, alice's key, the tenant's DSN."""
@@ -223,20 +236,37 @@ class Gateway:
     """The gateway process's environment, as the harness ran it."""
     rendered_env: dict[str, str] = field(default_factory=dict)
     """The same, as the operator rendered it (before any harness rewrite)."""
+    ca: Path | None = None
+    """The CA certificate the clients trust when the gateway serves HTTPS."""
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca) if self.ca is not None else True
 
     def anthropic(self, **kw: Any) -> anthropic.Anthropic:
+        if self.ca is not None and "http_client" not in kw:
+            kw["http_client"] = httpx.Client(verify=self.verify)
         return anthropic.Anthropic(
             base_url=self.url, api_key=self.key, max_retries=0, timeout=60, **kw
         )
 
     def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, timeout=60)
+        client = httpx.Client(verify=self.verify) if self.ca is not None else None
+        return openai.OpenAI(
+            base_url=self.url + "/v1",
+            api_key=self.key,
+            max_retries=0,
+            timeout=60,
+            http_client=client,
+        )
 
     def post(
         self, body: dict[str, Any], headers: dict[str, str], path: str = "/v1/messages"
     ) -> httpx.Response:
         """A raw POST with exactly `headers` (no SDK adds or drops any)."""
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=60)
+        return httpx.post(
+            self.url + path, json=body, headers=headers, timeout=60, verify=self.verify
+        )
 
     def calls(self, marker: str) -> list[dict[str, Any]]:
         """Every request the simulator received whose body contains `marker`, oldest first."""
@@ -248,7 +278,9 @@ class Gateway:
         assert found, f"the provider received no request containing {marker!r}"
         return found[-1]
 
-    def claude_read_turn(self, model: str, workdir: Path) -> ClaudeTurn:
+    def claude_read_turn(
+        self, model: str, workdir: Path, extra_env: Mapping[str, str] | None = None
+    ) -> ClaudeTurn:
         """`claude -p` with `model`, asked for the codename in a project's notes.txt.
 
         The simulated model runs Read on the file (a `tool_plan`), then answers from its
@@ -268,6 +300,7 @@ class Gateway:
             "ANTHROPIC_AUTH_TOKEN": self.key,
             "ANTHROPIC_MODEL": model,
             "ANTHROPIC_SMALL_FAST_MODEL": model,
+            **(extra_env or {}),
         }
         run = run_claude(
             "What is the release codename in notes.txt?",
@@ -318,6 +351,7 @@ def run_rendered_gateway(
     service_account_tokens: dict[str, str] | None = None,
     image: str | None = None,
     pod_identity_agent_at_simulator: bool = False,
+    ca: Path | None = None,
 ) -> Iterator[Gateway]:
     """A gateway run from what `render_tenant(inputs(sim, storage, key))` renders.
 
@@ -333,6 +367,8 @@ def run_rendered_gateway(
     endpoint). `image`: run the gateway image as a container instead of a process.
     `pod_identity_agent_at_simulator`: the rendered EKS Pod Identity agent URL (link-local,
     on the node) becomes the simulator's agent, the one rewrite of rendered values here.
+    With spec.gateway.tls its Secret is one of `provider_secrets` too, and the clients trust
+    `ca`.
     """
     _, sim = start_simulator(**(simulator_kwargs or {}))
     store = ThrowawayRedis(workdir)
@@ -355,7 +391,9 @@ def run_rendered_gateway(
                 files.env[POD_IDENTITY_URI_ENV] = sim.root_url + "/v1/credentials"
                 files.pod_env[POD_IDENTITY_URI_ENV] = files.env[POD_IDENTITY_URI_ENV]
             launcher = (
-                launch_gateway(files.workdir, files.config, files.env)
+                launch_gateway(
+                    files.workdir, files.config, files.env, args=tls_flags(files.argv), ca=ca
+                )
                 if image is None
                 else launch_gateway_container(
                     image, files.workdir, files.pod, files.mounts, files.pod_env
@@ -363,7 +401,14 @@ def run_rendered_gateway(
             )
             with launcher as launched:
                 yield Gateway(
-                    launched.url, sim, key, dsn, launched.log, dict(files.env), rendered_env
+                    launched.url,
+                    sim,
+                    key,
+                    dsn,
+                    launched.log,
+                    env=dict(files.env),
+                    rendered_env=rendered_env,
+                    ca=ca,
                 )
     finally:
         sim.stop()

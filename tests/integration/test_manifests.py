@@ -63,6 +63,7 @@ OPERATOR_RULES: dict[tuple[str, str], set[str]] = {
     ("rbac.authorization.k8s.io", "rolebindings"): OWNED_VERBS,
     ("monitoring.coreos.com", "servicemonitors"): OWNED_VERBS,
     ("monitoring.coreos.com", "prometheusrules"): OWNED_VERBS,
+    ("cert-manager.io", "certificates"): OWNED_VERBS,
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
 }

@@ -372,10 +372,35 @@ def _pod_identity() -> RenderInputs:
     )
 
 
+def _tls() -> RenderInputs:
+    import dataclasses
+
+    from tenantgw.api import Tenant
+
+    minimal = _minimal()
+    body = yaml.safe_load(MINIMAL_TENANT)
+    body["spec"].setdefault("gateway", {})["tls"] = {
+        "secretName": "gateway-cert",
+        "issuerRef": {"name": "platform-ca", "kind": "ClusterIssuer"},
+    }
+    return dataclasses.replace(
+        minimal,
+        tenant=Tenant.model_validate(body),
+        cert_manager=True,
+        tls_digest="0" * 64,
+    )
+
+
 @pytest.fixture
 def pod_identity_tenant() -> RenderInputs:
     """RenderInputs of a tenant whose Bedrock provider uses EKS Pod Identity."""
     return _pod_identity()
+
+
+@pytest.fixture
+def tls_tenant() -> RenderInputs:
+    """The minimal tenant serving HTTPS, cert-manager installed and the certificate issued."""
+    return _tls()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -82,3 +83,19 @@ def test_the_documented_locations() -> None:
         "linux": "/etc/claude-code/managed-settings.json",
         "macos": "/Library/Application Support/ClaudeCode/managed-settings.json",
     }
+
+
+def test_an_https_gateway_gets_the_ca_hint_and_its_export() -> None:
+    """onboard tells how to trust an HTTPS gateway's CA: NODE_EXTRA_CA_CERTS for Claude Code
+    (exported when --ca-file names it), SSL_CERT_FILE for the SDKs; nothing for plain HTTP."""
+    https = dataclasses.replace(
+        INFO, base_url="https://gateway.tenant-eng.svc:4000", ca_file="/etc/ssl/eng-ca.crt"
+    )
+    hint = https.tls_hint() or ""
+    assert "NODE_EXTRA_CA_CERTS=/etc/ssl/eng-ca.crt" in hint
+    assert "SSL_CERT_FILE=/etc/ssl/eng-ca.crt" in hint
+    assert "export NODE_EXTRA_CA_CERTS=/etc/ssl/eng-ca.crt" in https.shell()
+    assert "export ANTHROPIC_BASE_URL=https://gateway.tenant-eng.svc:4000" in https.shell()
+    plain = dataclasses.replace(INFO, base_url="http://gateway.tenant-eng.svc:4000")
+    assert plain.tls_hint() is None
+    assert "NODE_EXTRA_CA_CERTS" not in dataclasses.replace(plain, ca_file="/x").shell()

@@ -14,6 +14,7 @@ from tenantgw.api.common import (
     DNS_LABEL_PATTERN,
     DNS_LABEL_RE,
     LONG_NAME_MAX,
+    NAME_MAX,
     URL_MAX,
     CamelModel,
     Condition,
@@ -558,6 +559,75 @@ class GatewayAutoscaling(CamelModel):
         return self
 
 
+DEFAULT_TLS_SECRET = "gateway-tls"  # noqa: S105 (a Secret's name)
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+TLS_SECRET_RESERVED_MESSAGE = "secretName must not be gateway or start with gateway-key-"  # noqa: S105
+
+
+class IssuerRef(CamelModel):
+    """A cert-manager issuer, as a Certificate's spec.issuerRef names it."""
+
+    name: str = Field(
+        description="Name of the Issuer (in the tenant namespace) or ClusterIssuer.",
+        min_length=1,
+        max_length=LONG_NAME_MAX,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    kind: Literal["Issuer", "ClusterIssuer"] = Field(
+        default="ClusterIssuer",
+        description="ClusterIssuer (default: the platform's, cluster-wide) or Issuer.",
+    )
+    group: str = Field(
+        default="cert-manager.io",
+        description="API group of the issuer; another group for an external issuer.",
+        min_length=1,
+        max_length=LONG_NAME_MAX,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+
+
+class GatewayTLS(CamelModel):
+    """HTTPS on the gateway's port, with the certificate and key of a kubernetes.io/tls Secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.secretName != 'gateway' && !self.secretName.startsWith('gateway-key-')",
+                TLS_SECRET_RESERVED_MESSAGE,
+                ".secretName",
+            )
+        )
+    )
+
+    secret_name: str = Field(
+        default=DEFAULT_TLS_SECRET,
+        description=(
+            "kubernetes.io/tls Secret in the tenant namespace with tls.crt and tls.key, mounted "
+            "read-only into the gateway pods; cert-manager writes it when an issuer is known, "
+            "else the platform creates it. gateway-tls when omitted."
+        ),
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    issuer_ref: IssuerRef | None = Field(
+        default=None,
+        description=(
+            "cert-manager issuer of the gateway's Certificate; the operator's default issuer "
+            "($TENANTGW_TLS_ISSUER) when omitted. With an issuer and cert-manager's CRDs "
+            "installed, the operator renders Certificate gateway into secretName; with "
+            "neither, secretName must be provided."
+        ),
+    )
+
+    @field_validator("secret_name")
+    @classmethod
+    def _not_ours(cls, name: str) -> str:
+        if name == "gateway" or name.startswith(KEY_SECRET_PREFIX):
+            raise ValueError(TLS_SECRET_RESERVED_MESSAGE)
+        return name
+
+
 class GatewaySpec(CamelModel):
     """The tenant's gateway Deployment."""
 
@@ -591,6 +661,13 @@ class GatewaySpec(CamelModel):
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
         description="Resources of the gateway container; operator defaults when empty.",
+    )
+    tls: GatewayTLS | None = Field(
+        default=None,
+        description=(
+            "Serve HTTPS instead of plain HTTP, from a kubernetes.io/tls Secret (issued by "
+            "cert-manager when an issuer is known); plain HTTP when omitted."
+        ),
     )
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ob.add_argument("--url", default=None, help="gateway URL to print instead of status.url")
     ob.add_argument(
+        "--ca-file",
+        default=None,
+        help="env: the CA certificate of an HTTPS gateway on the developer's machine, "
+        "exported as NODE_EXTRA_CA_CERTS",
+    )
+    ob.add_argument(
         "--key-file",
         default=None,
         help="managed-settings: the file the apiKeyHelper reads the key from "
@@ -80,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return audit.run(args, lambda: new_client_from_config(config_file=args.kubeconfig))
     api = new_client_from_config(config_file=args.kubeconfig)
     if args.command == "onboard":
-        info = onboard(api, args.tenant, args.key, args.url)
+        info = dataclasses.replace(
+            onboard(api, args.tenant, args.key, args.url), ca_file=args.ca_file
+        )
+        hint = info.tls_hint()
+        if hint:
+            print(hint, file=sys.stderr)
         if args.format == "managed-settings":
             print(
                 info.managed_settings_json(

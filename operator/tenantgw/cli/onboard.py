@@ -92,6 +92,21 @@ class Onboarding:
     haiku: str
     models: Mapping[str, ModelInfo] = field(default_factory=dict)
     """What the gateway's GET /v1/models says of the aliases above."""
+    ca_file: str | None = None
+    """The CA certificate (PEM) an HTTPS gateway's certificate chains to, on the developer's
+    machine: exported as NODE_EXTRA_CA_CERTS, which Node (Claude Code) reads at start-up."""
+
+    def tls_hint(self) -> str | None:
+        """What a developer must do to trust an HTTPS gateway; None for plain HTTP."""
+        if not self.base_url.startswith("https://"):
+            return None
+        ca = self.ca_file or "<ca.crt>"
+        return (
+            f"# {self.base_url} serves HTTPS. If its certificate comes from a private CA, trust "
+            f"it: Claude Code with NODE_EXTRA_CA_CERTS={ca} (in its environment, set before it "
+            f"starts), the anthropic and openai SDKs (httpx) with SSL_CERT_FILE={ca} (a bundle "
+            "holding that CA: it replaces their default trust store)"
+        )
 
     def context_window(self) -> int:
         """The smallest window among the aliases Claude Code will use.
@@ -155,6 +170,8 @@ class Onboarding:
         only (settings.json, `--settings`), never from the process environment.
         """
         exports = [f"export {k}={shlex.quote(v)}" for k, v in self.env().items()]
+        if self.ca_file and self.base_url.startswith("https://"):
+            exports.append(f"export NODE_EXTRA_CA_CERTS={shlex.quote(self.ca_file)}")
         command = shlex.join(["claude", *self.claude_args()])
         return "\n".join([*exports, f"alias claude={shlex.quote(command)}"])
 

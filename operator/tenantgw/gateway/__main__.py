@@ -1,5 +1,9 @@
 """`python -m tenantgw.gateway --config F --host H --port P --num_workers N`: run a gateway.
 
+With `--ssl_certfile_path` and `--ssl_keyfile_path` (LiteLLM's own flags) it serves HTTPS: the
+pair is loaded once before anything starts, so a bad certificate or key stops the process
+with a message naming the flag instead of a worker crash.
+
 Takes the flags the gateway container passes (the same as `litellm`'s), prepares the
 environment the way `litellm --config` does for its workers, and serves
 `tenantgw.gateway.app:create_app` (LiteLLM's proxy inside tenantgw's middleware) with uvicorn.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -44,12 +49,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="serve Prometheus metrics on this port too (0: only /metrics on --port)",
     )
+    parser.add_argument("--ssl_certfile_path", default=None, help="PEM certificate chain: HTTPS")
+    parser.add_argument("--ssl_keyfile_path", default=None, help="PEM private key of the chain")
     args = parser.parse_args(argv)
     if args.num_workers < 1:
         parser.error("--num_workers must be at least 1")
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config}: no such file")
+    problem = tls_problem(args.ssl_certfile_path, args.ssl_keyfile_path)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def tls_problem(certfile: str | None, keyfile: str | None) -> str | None:
+    """Why the certificate and key cannot serve HTTPS, None when they can (or neither is set)."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        return "--ssl_certfile_path and --ssl_keyfile_path go together: set both or neither"
+    for flag, path in (("--ssl_certfile_path", certfile), ("--ssl_keyfile_path", keyfile)):
+        if not Path(path).is_file():
+            return f"{flag} {path}: no such file"
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return (
+            f"--ssl_certfile_path {certfile} / --ssl_keyfile_path {keyfile}: not a PEM "
+            f"certificate chain and its private key ({exc})"
+        )
+    return None
 
 
 def prepare_environment(config: str, num_workers: int) -> None:
@@ -86,7 +115,13 @@ def start_metrics_server(host: str, port: int) -> None:
     prometheus_client.start_http_server(port, addr=host, registry=scrape_registry())
 
 
-def _uvicorn_options(host: str, port: int, num_workers: int) -> dict[str, Any]:
+def _uvicorn_options(
+    host: str,
+    port: int,
+    num_workers: int,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> dict[str, Any]:
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -94,6 +129,9 @@ def _uvicorn_options(host: str, port: int, num_workers: int) -> dict[str, Any]:
         "factory": True,
         "server_header": False,
     }
+    if certfile and keyfile:
+        options["ssl_certfile"] = certfile
+        options["ssl_keyfile"] = keyfile
     try:
         import uvloop  # noqa: F401
 
@@ -114,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_metrics_server(args.host, args.metrics_port)
     import uvicorn
 
-    uvicorn.run(APP_FACTORY, **_uvicorn_options(args.host, args.port, args.num_workers))
+    options = _uvicorn_options(
+        args.host, args.port, args.num_workers, args.ssl_certfile_path, args.ssl_keyfile_path
+    )
+    uvicorn.run(APP_FACTORY, **options)
     return 0
 
 

@@ -64,6 +64,7 @@ _KIND_LIST: Final = [
     Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", True),
     Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules", True),
+    Kind("cert-manager.io/v1", "Certificate", "certificates", True),
     Kind("tenantgw.io/v1alpha1", "Tenant", "tenants", False),
     Kind("tenantgw.io/v1alpha1", "ModelAlias", "modelaliases", True),
     Kind("tenantgw.io/v1alpha1", "BudgetPolicy", "budgetpolicies", True),

@@ -49,6 +49,7 @@ OWNED: list[tuple[str, str, str]] = [
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("monitoring.coreos.com", "v1", "prometheusrules"),
+    ("cert-manager.io", "v1", "certificates"),
 ]
 # Secrets are selected by part-of, which our own Secrets carry and which the platform puts on
 # provider credential Secrets so that a rotated or newly created credential wakes its tenant at
@@ -286,6 +287,7 @@ async def budget_policy_event(
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED)
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED)
+@kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)
 async def owned_object_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     """An object the operator applied changed or went away: revert drift now, not at resync.
 

@@ -14,8 +14,14 @@ from __future__ import annotations
 from tenantgw.api import API_VERSION, Tenant
 from tenantgw.kube.client import JSON, Kube
 from tenantgw.reconcile.namespace import ADOPTED_ANNOTATION
-from tenantgw.reconcile.tenant import MONITORING_API, MONITORING_KINDS, PRUNABLE_KINDS
+from tenantgw.reconcile.tenant import (
+    CERT_MANAGER_KINDS,
+    MONITORING_API,
+    MONITORING_KINDS,
+    PRUNABLE_KINDS,
+)
 from tenantgw.render.labels import TENANT_LABEL, selector
+from tenantgw.render.tls import CERT_MANAGER_API
 from tenantgw.tenancy import Provisioner
 
 
@@ -47,8 +53,10 @@ async def cleanup_tenant(
     if retain:
         await _disown(kube, live)
     deleted = []
-    kinds = PRUNABLE_KINDS + (
-        MONITORING_KINDS if await kube.has_api(MONITORING_API, "ServiceMonitor") else []
+    kinds = (
+        PRUNABLE_KINDS
+        + (MONITORING_KINDS if await kube.has_api(MONITORING_API, "ServiceMonitor") else [])
+        + (CERT_MANAGER_KINDS if await kube.has_api(CERT_MANAGER_API, "Certificate") else [])
     )
     for api_version, kind in kinds:
         for obj in await kube.list(api_version, kind, ns, selector=selector(name)):

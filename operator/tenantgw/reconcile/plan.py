@@ -11,7 +11,7 @@ reader would notice changed: the zero-write idle resync) and the Events to post 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from tenantgw.reconcile.readiness import missing_credentials, tenant_conditions
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.status import child_status
 from tenantgw.reconcile.storage import StorageOutcome
+from tenantgw.reconcile.tls import TlsJudgement, judge_tls
 from tenantgw.reconcile.validate import (
     Verdict,
     describe_validation_error,
@@ -41,6 +42,7 @@ from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import selector
 from tenantgw.render.names import key_secret_name
 from tenantgw.render.objects import render_tenant, service_url
+from tenantgw.render.tls import CERT_MANAGER_API, render_certificate, tls_issuer
 
 MONITORING_API = "monitoring.coreos.com/v1"
 PRUNABLE_KINDS: list[tuple[str, str]] = [
@@ -59,6 +61,7 @@ MONITORING_KINDS: list[tuple[str, str]] = [
     (MONITORING_API, "ServiceMonitor"),
     (MONITORING_API, "PrometheusRule"),
 ]
+CERT_MANAGER_KINDS: list[tuple[str, str]] = [(CERT_MANAGER_API, "Certificate")]
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ class TenantSnapshot:
     enforcement: EnforcementObservation = field(
         default_factory=lambda: EnforcementObservation(configured=False)
     )
+    cert_manager: bool = False
+    """Whether cert-manager's Certificate CRD is served (discovery)."""
+    tls_secret: JSON | None = None
+    """The Secret spec.gateway.tls names, None when missing or without TLS."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ class Findings:
     fields: dict[str, Any]
     rotated: list[tuple[str, datetime | None]]
     """Keys rotated by this plan, with the time their previous value stops working."""
+    tls: TlsJudgement | None = None
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,19 @@ def plan_tenant(
         network=settings.network,
         storage=storage.endpoints,
         key_state=material.key_state,
+        cert_manager=snapshot.cert_manager,
+        default_issuer=settings.tls_issuer,
+        cluster_domain=settings.cluster_domain,
     )
+    tls = judge_tls(
+        tenant,
+        snapshot.tls_secret,
+        tls_issuer(inputs),
+        render_certificate(inputs) is not None,
+        generation,
+    )
+    if tls is not None and tls.digest is not None:
+        inputs = replace(inputs, tls_digest=tls.digest)
     objects = render_tenant(inputs)
     if admission.adopted:
         _mark_adopted(objects)
@@ -287,6 +307,7 @@ def plan_tenant(
         enforcement=enforcement_condition(tenant, snapshot.enforcement, generation),
         fields=_status_fields(tenant, inputs),
         rotated=[(k, material.key_state[k].previous_valid_until) for k in material.rotated],
+        tls=tls,
     )
     return TenantPlan(
         name,
@@ -296,7 +317,11 @@ def plan_tenant(
         known=material.live,
         prune_namespace=ns,
         prune_selector=selector(name),
-        prune_kinds=tuple(PRUNABLE_KINDS + (MONITORING_KINDS if snapshot.monitoring else [])),
+        prune_kinds=tuple(
+            PRUNABLE_KINDS
+            + (MONITORING_KINDS if snapshot.monitoring else [])
+            + (CERT_MANAGER_KINDS if snapshot.cert_manager else [])
+        ),
         child_statuses=tuple(children),
         findings=findings,
         requeue=storage.failed,
@@ -322,6 +347,7 @@ def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
             result,
             found.monitoring,
             found.storage,
+            found.tls.condition if found.tls else None,
         )
         conds.append(found.enforcement)
         extra = found.fields

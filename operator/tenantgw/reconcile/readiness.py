@@ -48,13 +48,15 @@ def tenant_conditions(
     result: ApplyResult,
     monitoring: bool,
     storage: StorageOutcome,
+    tls: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Ready means the gateway serves the tenant's valid configuration.
 
     A rejected ModelAlias or BudgetPolicy is left out of that configuration: ConfigValid says
     which and why, and Ready stays True with reason `Degraded` (the printer column shows it)
     while the rest keeps serving. Ready is False when nothing serves the current spec: a
-    missing credential, an apply the API server refused, storage, or a gateway not available.
+    missing credential, an apply the API server refused, the TLS Secret (spec.gateway.tls),
+    storage, or a gateway not available. `tls` is the TLSConfigured condition, with TLS only.
     """
     rejected = [f"ModelAlias {v.name}: {v.message}" for v in alias_verdicts if not v.accepted]
     rejected_budgets = [
@@ -126,6 +128,8 @@ def tenant_conditions(
         ready = condition("Ready", False, "ApplyFailed", message, generation)
     elif missing:
         ready = condition("Ready", False, config["reason"], config["message"], generation)
+    elif tls is not None and tls["status"] != "True":
+        ready = condition("Ready", False, tls["reason"], tls["message"], generation)
     elif not available:
         ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
     elif not store_ok:
@@ -140,7 +144,7 @@ def tenant_conditions(
         ready = condition("Ready", True, "Degraded", message, generation)
     else:
         ready = condition("Ready", True, "Ready", serves, generation)
-    return [ready, config, gateway, store, mon]
+    return [ready, config, gateway, store, mon, *([tls] if tls is not None else [])]
 
 
 def deployment_available(dep: JSON | None) -> bool:

@@ -62,6 +62,11 @@ REASONS: dict[tuple[Kind, str], Reason] = dict(
         # Tenant: MonitoringConfigured
         _r("ServiceMonitorCreated", "Tenant", ("MonitoringConfigured",), None),
         _r("MonitoringCRDsMissing", "Tenant", ("MonitoringConfigured",), None),
+        # Tenant: TLSConfigured, with spec.gateway.tls only (the False ones also on Ready)
+        _r("SecretReady", "Tenant", ("TLSConfigured",), None),
+        _r("CertificatePending", "Tenant", ("Ready", "TLSConfigured"), "Progressing"),
+        _r("TLSSecretMissing", "Tenant", ("Ready", "TLSConfigured"), "Degraded"),
+        _r("TLSSecretInvalid", "Tenant", ("Ready", "TLSConfigured"), "Degraded"),
         # Tenant: EnforcementAvailable
         _r("Enforced", "Tenant", ("EnforcementAvailable",), None),
         _r("Recovered", "Tenant", ("EnforcementAvailable",), None),

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from tenantgw.api.tenant import OPERATOR_NAMESPACE
+from pydantic import ValidationError
+
+from tenantgw.api.tenant import OPERATOR_NAMESPACE, IssuerRef
 from tenantgw.render.inputs import DEFAULT_CLUSTER_CIDRS, NetworkSettings, Peer
 
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
@@ -31,6 +33,9 @@ class Settings:
     """The operator's own namespace (from the downward API): never given to a Tenant."""
     notify_retry_seconds: float = 30.0
     """First backoff of a failed webhook delivery; doubled per attempt up to an hour."""
+    tls_issuer: IssuerRef | None = None
+    """cert-manager issuer of the gateways whose spec.gateway.tls names none."""
+    cluster_domain: str = "cluster.local"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,6 +51,8 @@ class Settings:
             network=network_from_env(env),
             operator_namespace=env.get("TENANTGW_OPERATOR_NAMESPACE") or OPERATOR_NAMESPACE,
             notify_retry_seconds=float(env.get("TENANTGW_NOTIFY_RETRY_SECONDS", "30")),
+            tls_issuer=issuer_from_env(env),
+            cluster_domain=env.get(CLUSTER_DOMAIN_ENV) or "cluster.local",
         )
 
 
@@ -54,6 +61,30 @@ class SettingsError(ValueError):
 
 
 CLUSTER_CIDRS_ENV = "TENANTGW_CLUSTER_CIDRS"
+TLS_ISSUER_ENV = "TENANTGW_TLS_ISSUER"
+TLS_ISSUER_GROUP_ENV = "TENANTGW_TLS_ISSUER_GROUP"
+CLUSTER_DOMAIN_ENV = "TENANTGW_CLUSTER_DOMAIN"
+
+
+def issuer_from_env(env: Any) -> IssuerRef | None:
+    """$TENANTGW_TLS_ISSUER as ClusterIssuer/<name> or Issuer/<name> (group from
+    $TENANTGW_TLS_ISSUER_GROUP, cert-manager.io by default); None when unset."""
+    raw = env.get(TLS_ISSUER_ENV, "").strip()
+    if not raw:
+        return None
+    kind, sep, name = raw.partition("/")
+    hint = "e.g. ClusterIssuer/platform-ca or Issuer/gateway-ca"
+    if not sep or kind not in ("ClusterIssuer", "Issuer"):
+        raise SettingsError(f"{TLS_ISSUER_ENV}: {raw!r} is not <Kind>/<name>, {hint}")
+    group = env.get(TLS_ISSUER_GROUP_ENV, "").strip() or "cert-manager.io"
+    try:
+        return IssuerRef.model_validate({"name": name, "kind": kind, "group": group})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SettingsError(f"{TLS_ISSUER_ENV}: {where}: {first['msg']} ({hint})") from None
+
+
 DNS_PEERS_ENV = "TENANTGW_DNS_PEERS"
 
 

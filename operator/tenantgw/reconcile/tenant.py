@@ -31,6 +31,7 @@ from tenantgw.reconcile.enforcement import observe_enforcement
 from tenantgw.reconcile.events import post_event
 from tenantgw.reconcile.material import new_key, read_material, stored_endpoints
 from tenantgw.reconcile.plan import (
+    CERT_MANAGER_KINDS,
     MONITORING_API,
     MONITORING_KINDS,
     PRUNABLE_KINDS,
@@ -44,9 +45,11 @@ from tenantgw.reconcile.plan import (
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.status import write_child_status, write_tenant_status
 from tenantgw.reconcile.storage import StorageOutcome, ensure_storage
+from tenantgw.render.tls import CERT_MANAGER_API
 from tenantgw.tenancy import Provisioner
 
 __all__ = [
+    "CERT_MANAGER_KINDS",
     "MONITORING_API",
     "MONITORING_KINDS",
     "PRUNABLE_KINDS",
@@ -130,6 +133,12 @@ async def observe_tenant(
             for secret in provider_secret_names(tenant)
         },
         enforcement=await observe_enforcement(provisioner, name),
+        cert_manager=await kube.has_api(CERT_MANAGER_API, "Certificate"),
+        tls_secret=(
+            await kube.get("v1", "Secret", tls.secret_name, ns)
+            if (tls := tenant.spec.gateway.tls) is not None and live_ns
+            else None
+        ),
     )
 
 

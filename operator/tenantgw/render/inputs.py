@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+from tenantgw.api import BudgetPolicy, IssuerRef, ModelAlias, Tenant
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,15 @@ class RenderInputs:
     """Rotation state by key name; a key without one renders no rotation annotations."""
     unenforceable_budgets: tuple[UnenforceableBudget, ...] = ()
     """BudgetPolicies validation rejected: rendered so that the gateway fails closed."""
+    cert_manager: bool = False
+    """Whether cert-manager's CRDs exist (discovered): a Certificate can be rendered."""
+    default_issuer: IssuerRef | None = None
+    """The operator's issuer for gateways whose spec.gateway.tls names none."""
+    cluster_domain: str = "cluster.local"
+    tls_digest: str | None = None
+    """SHA-256 of the TLS Secret's certificate, when it exists: a renewed certificate changes
+    the pod template, so the gateways restart with it (uvicorn reads it at start only)."""
+    """The cluster's DNS domain, for the Certificate's <service>.<ns>.svc.<domain> name."""
 
     def sorted_aliases(self) -> list[ModelAlias]:
         """The aliases by name, whatever order they came in."""

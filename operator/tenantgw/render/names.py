@@ -15,6 +15,8 @@ CONFIG_NAME = "gateway-config"
 """Name of the ConfigMap holding config.yaml and tenantgw.json."""
 GATEWAY_PORT = 4000
 PORT_NAME = "http"
+TLS_PORT_NAME = "https"
+"""Name of the gateway's port (container and Service) when it serves HTTPS."""
 METRICS_PORT = 9464
 """Port of the gateway's Prometheus exporter: the monitoring namespace reaches only this one."""
 METRICS_PORT_NAME = "metrics"
@@ -25,6 +27,10 @@ RULES_FILE = "tenantgw.json"
 KEYS_FILE = "keys.json"
 CONFIG_MOUNT = "/etc/tenantgw/config"
 SECRET_MOUNT = "/etc/tenantgw/secret"  # noqa: S105 (a path)
+TLS_MOUNT = "/etc/tenantgw/tls"
+TLS_CERT_FILE = "tls.crt"
+TLS_KEY_FILE = "tls.key"
+"""Keys of a kubernetes.io/tls Secret, mounted as files of the same names under TLS_MOUNT."""
 
 # Fields of Secret `gateway` and of each Secret `gateway-key-<name>`.
 MASTER_KEY_FIELD = "masterKey"
@@ -56,7 +62,12 @@ __all__ = [
     "REDIS_URL_FIELD",
     "RULES_FILE",
     "SECRET_MOUNT",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
+    "TLS_MOUNT",
+    "TLS_PORT_NAME",
     "key_secret_name",
+    "service_host",
     "service_url",
     "tenant_name",
 ]
@@ -69,9 +80,16 @@ def tenant_name(tenant: Tenant) -> str:
     return tenant.metadata.name
 
 
+def service_host(tenant: Tenant) -> str:
+    """In-cluster host name of the tenant's gateway Service, e.g. gateway.tenant-eng.svc."""
+    return f"{GATEWAY_NAME}.{tenant.namespace_name()}.svc"
+
+
 def service_url(tenant: Tenant) -> str:
-    """In-cluster URL of the tenant's gateway, e.g. http://gateway.tenant-eng.svc:4000."""
-    return f"http://{GATEWAY_NAME}.{tenant.namespace_name()}.svc:{GATEWAY_PORT}"
+    """In-cluster URL of the tenant's gateway, e.g. http://gateway.tenant-eng.svc:4000
+    (https:// with spec.gateway.tls)."""
+    scheme = "https" if tenant.spec.gateway.tls is not None else "http"
+    return f"{scheme}://{service_host(tenant)}:{GATEWAY_PORT}"
 
 
 def key_secret_name(key_name: str) -> str:

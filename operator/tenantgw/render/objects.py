@@ -30,6 +30,7 @@ from tenantgw.render.names import (
     tenant_name,
 )
 from tenantgw.render.network import render_network_policy
+from tenantgw.render.tls import render_certificate
 from tenantgw.render.workload import (
     render_autoscaler,
     render_deployment,
@@ -91,7 +92,8 @@ def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
     """All objects of the tenant, in the order they are applied.
 
     ServiceMonitor and PrometheusRule only when `inputs.monitoring` (their CRDs exist); the
-    Role and RoleBindings of the tenant's principals only when it names any (render.access).
+    Role and RoleBindings of the tenant's principals only when it names any (render.access);
+    cert-manager's Certificate only with TLS, an issuer and its CRDs (render.tls).
     """
     data = configmap_data(inputs)
     objects = [
@@ -111,4 +113,9 @@ def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
         objects.append(autoscaler)
     if inputs.monitoring:
         objects += [render_service_monitor(inputs), render_prometheus_rule(inputs)]
+    certificate = render_certificate(inputs)
+    if certificate is not None:
+        # Before the Deployment would be nicer for a first start, but the kubelet waits for
+        # the Secret either way; last keeps every other object's apply order unchanged.
+        objects.append(certificate)
     return objects

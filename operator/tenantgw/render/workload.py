@@ -26,14 +26,22 @@ from tenantgw.render.names import (
     MASTER_KEY_FIELD,
     METRICS_PORT,
     METRICS_PORT_NAME,
-    PORT_NAME,
     POSTGRES_DSN_FIELD,
     REDIS_URL_FIELD,
     RULES_FILE,
     SECRET_MOUNT,
+    TLS_PORT_NAME,
     tenant_name,
 )
 from tenantgw.render.quantity import canonical_resources
+from tenantgw.render.tls import (
+    port_name,
+    probe_scheme,
+    tls_annotations,
+    tls_args,
+    tls_mounts,
+    tls_volumes,
+)
 
 # The distroless "nonroot" user; the gateway image runs as it.
 RUN_AS = 65532
@@ -106,9 +114,9 @@ def resources(inputs: RenderInputs) -> dict[str, dict[str, str]]:
     return result
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def _probe(inputs: RenderInputs, path: str, period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": PORT_NAME},
+        "httpGet": {"path": path, "port": port_name(inputs), **probe_scheme(inputs)},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -133,17 +141,18 @@ def _container(inputs: RenderInputs) -> dict[str, Any]:
             str(workers),
             "--metrics_port",
             str(METRICS_PORT),
+            *tls_args(inputs),
         ],
         "ports": [
-            {"name": PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"},
+            {"name": port_name(inputs), "containerPort": GATEWAY_PORT, "protocol": "TCP"},
             {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": container_env(inputs),
         "resources": resources(inputs),
         # Start-up loads LiteLLM (tens of seconds on a cold node): up to 3 minutes.
-        "startupProbe": _probe("/health/liveliness", period=2, failures=90),
-        "readinessProbe": _probe("/health/readiness", period=10, failures=3),
-        "livenessProbe": _probe("/health/liveliness", period=15, failures=4),
+        "startupProbe": _probe(inputs, "/health/liveliness", period=2, failures=90),
+        "readinessProbe": _probe(inputs, "/health/readiness", period=10, failures=3),
+        "livenessProbe": _probe(inputs, "/health/liveliness", period=15, failures=4),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -155,6 +164,7 @@ def _container(inputs: RenderInputs) -> dict[str, Any]:
             {"name": "secret", "mountPath": SECRET_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir)
             *identity_mounts(inputs),
+            *tls_mounts(inputs),
         ],
     }
 
@@ -193,7 +203,10 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
             "template": {
                 "metadata": {
                     "labels": gateway_labels(name),
-                    "annotations": {CONFIG_HASH_ANNOTATION: digest},
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: digest,
+                        **tls_annotations(inputs),
+                    },
                 },
                 "spec": {
                     "serviceAccountName": GATEWAY_NAME,
@@ -229,6 +242,7 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
                         },
                         {"name": "tmp", "emptyDir": {}},
                         *identity_volumes(inputs),
+                        *tls_volumes(inputs),
                     ],
                 },
             },
@@ -237,8 +251,10 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
 
 
 def render_service(inputs: RenderInputs) -> dict[str, Any]:
-    """Service `gateway`: ClusterIP, port 4000 named http (clients), 9464 named metrics."""
+    """Service `gateway`: ClusterIP, port 4000 named http or https (clients), 9464 named
+    metrics."""
     name = tenant_name(inputs.tenant)
+    port = port_name(inputs)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -248,10 +264,11 @@ def render_service(inputs: RenderInputs) -> dict[str, Any]:
             "selector": gateway_selector(name),
             "ports": [
                 {
-                    "name": PORT_NAME,
+                    "name": port,
                     "port": GATEWAY_PORT,
-                    "targetPort": PORT_NAME,
+                    "targetPort": port,
                     "protocol": "TCP",
+                    **({"appProtocol": "https"} if port == TLS_PORT_NAME else {}),
                 },
                 {
                     "name": METRICS_PORT_NAME,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from urllib.parse import quote, unquote, urlsplit
+from collections.abc import Mapping
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from tenantgw.api.tenant import TENANT_NAME_MAX
 from tenantgw.tenancy.errors import StorageError
@@ -26,6 +27,11 @@ _TENANT_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PASSWORD_RE = re.compile(r"^[\x21-\x7e]+$")
 PASSWORD_MIN = 16
 PASSWORD_MAX = 256
+POSTGRES_TLS_PARAMS = ("sslrootcert", "sslcrl", "ssl_min_protocol_version")
+"""libpq parameters of the admin DSN that the tenants' DSNs carry too (with sslmode): how to
+check the server, never who the admin is (sslcert and sslkey stay the operator's)."""
+REDIS_TLS_PARAMS = ("ssl_ca_certs", "ssl_ca_path", "ssl_cert_reqs", "ssl_check_hostname")
+"""redis-py URL parameters of the admin URL that the tenants' URLs carry too (rediss://)."""
 
 
 def validate_tenant_name(tenant_name: str) -> str:
@@ -87,21 +93,39 @@ def tenant_postgres_dsn(
     dbname: str,
     *,
     sslmode: str | None = None,
+    tls_params: Mapping[str, str] | None = None,
 ) -> str:
-    """postgresql://tgw_<tenant>:<password>@host:port/<dbname>, every part URL-encoded."""
+    """postgresql://tgw_<tenant>:<password>@host:port/<dbname>, every part URL-encoded.
+
+    `sslmode` and `tls_params` (POSTGRES_TLS_PARAMS of the admin DSN: sslrootcert...) go into
+    the query, so the gateway checks the server exactly as the operator does.
+    """
     dsn = (
         f"postgresql://{quote(role_name(tenant_name), safe='')}:{quote(password, safe='')}"
         f"@{url_host(host)}:{port}/{quote(dbname, safe='')}"
     )
-    return f"{dsn}?sslmode={quote(sslmode, safe='')}" if sslmode else dsn
+    query = {**({"sslmode": sslmode} if sslmode else {}), **(tls_params or {})}
+    return f"{dsn}?{urlencode(query, safe='/')}" if query else dsn
 
 
 def tenant_redis_url(
-    tenant_name: str, password: str, host: str, port: int, db: int, *, scheme: str = "redis"
+    tenant_name: str,
+    password: str,
+    host: str,
+    port: int,
+    db: int,
+    *,
+    scheme: str = "redis",
+    tls_params: Mapping[str, str] | None = None,
 ) -> str:
-    """redis://tgw%3A<tenant>:<password>@host:port/<db>: the ':' of the user name is encoded."""
+    """redis://tgw%3A<tenant>:<password>@host:port/<db>: the ':' of the user name is encoded.
+
+    With scheme rediss, `tls_params` (REDIS_TLS_PARAMS of the admin URL: ssl_ca_certs...) go
+    into the query.
+    """
     user = quote(redis_username(tenant_name), safe="")
-    return f"{scheme}://{user}:{quote(password, safe='')}@{url_host(host)}:{port}/{db}"
+    url = f"{scheme}://{user}:{quote(password, safe='')}@{url_host(host)}:{port}/{db}"
+    return f"{url}?{urlencode(tls_params, safe='/')}" if tls_params else url
 
 
 def password_from(storage_dsn: str) -> str:

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from tenantgw.tenancy.errors import StorageError
-from tenantgw.tenancy.naming import role_name, schema_name
+from tenantgw.tenancy.naming import POSTGRES_TLS_PARAMS, role_name, schema_name
 from tenantgw.tenancy.pg_catalog import Conn, one, read_state
 from tenantgw.tenancy.pg_plan import PgState, Step, plan_ensure, plan_remove
 from tenantgw.tenancy.pg_pool import ConnectionPool
@@ -57,6 +57,7 @@ class PostgresAdmin:
         self.port = int(str(params.get("port") or 5432).split(",")[0])
         self.dbname = str(params.get("dbname") or "")
         self.sslmode = str(params["sslmode"]) if params.get("sslmode") else None
+        self.tls_params = {k: str(params[k]) for k in POSTGRES_TLS_PARAMS if params.get(k)}
         if not self.dbname:
             raise StorageError("TENANTGW_POSTGRES_DSN names no database: end it with /tenantgw")
         self.endpoint = f"{self.host or 'local socket'}:{self.port}"

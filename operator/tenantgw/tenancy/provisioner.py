@@ -156,6 +156,7 @@ class Provisioner:
                 self._pg_port,
                 self._postgres.dbname,
                 sslmode=self._postgres.sslmode,
+                tls_params=self._postgres.tls_params,
             ),
             redis_url=tenant_redis_url(
                 tenant_name,
@@ -164,6 +165,7 @@ class Provisioner:
                 self._redis_port,
                 self._redis.db,
                 scheme=self._redis.scheme,
+                tls_params=self._redis.tls_params,
             ),
         )
 

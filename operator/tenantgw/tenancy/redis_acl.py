@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from tenantgw.tenancy.errors import StorageError
-from tenantgw.tenancy.naming import key_prefix, redis_username
+from tenantgw.tenancy.naming import REDIS_TLS_PARAMS, key_prefix, redis_username
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,12 @@ class RedisAdmin:
         if path and not path.isdigit():
             raise StorageError(f"TENANTGW_REDIS_URL: {path!r} is not a database number")
         self.scheme = parts.scheme
+        query = dict(parse_qsl(parts.query))
+        self.tls_params = (
+            {k: query[k] for k in REDIS_TLS_PARAMS if query.get(k)}
+            if self.scheme == "rediss"
+            else {}
+        )
         self.host = parts.hostname
         self.port = port
         self.db = int(path or 0)

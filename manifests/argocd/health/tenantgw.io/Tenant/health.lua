@@ -38,7 +38,8 @@ if ready.status == "True" then
   return {status = "Healthy", message = ready.message or ""}
 end
 -- Ready is False (or Unknown). These heal on their own: the operator is waiting.
-if ready.reason == "DeploymentProgressing" or ready.reason == "NamespaceTerminating" then
+if ready.reason == "DeploymentProgressing" or ready.reason == "NamespaceTerminating"
+    or ready.reason == "CertificatePending" then
   return {status = "Progressing", message = message}
 end
 if ready.status == "Unknown" then
