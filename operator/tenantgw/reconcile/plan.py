@@ -59,6 +59,10 @@ MONITORING_KINDS: list[tuple[str, str]] = [
     (MONITORING_API, "PrometheusRule"),
 ]
 
+# False conditions that every new tenant and every rollout passes through: the condition says
+# so; a Warning Event for each would be noise (and an API write per tenant).
+QUIET_REASONS = frozenset({"DeploymentProgressing"})
+
 
 @dataclass(frozen=True)
 class TenantSnapshot:
@@ -334,8 +338,10 @@ def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
     if changed:
         for cond in conds:
             before = find(old.get("conditions"), cond["type"])
-            if cond["status"] == "False" and (
-                before is None or before.get("message") != cond["message"]
+            if (
+                cond["status"] == "False"
+                and cond["reason"] not in QUIET_REASONS
+                and (before is None or before.get("message") != cond["message"])
             ):
                 events.append(Event("Warning", cond["reason"], cond["message"]))
     if found is not None:
