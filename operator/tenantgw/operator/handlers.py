@@ -10,8 +10,9 @@ from typing import Any
 import kopf
 
 from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
-from tenantgw.kube.client import Kube, KubeError
-from tenantgw.operator.waker import Waker
+from tenantgw.kube.cache import LiveCache, index_key, trimmed
+from tenantgw.kube.client import JSON, KINDS, Kube, KubeError
+from tenantgw.operator.waker import Waker, jittered, run_resync_loop
 from tenantgw.reconcile.audit import load_signing_key, run_audit_loop
 from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
 from tenantgw.reconcile.cache import ReconcileCache
@@ -32,6 +33,7 @@ from tenantgw.tenancy.notify_outbox import Outbox
 log = logging.getLogger("tenantgw.operator")
 SETTINGS = Settings.from_env()
 TENANTS = (GROUP, VERSION, "tenants")
+FINALIZER = f"{GROUP}/finalizer"
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 # Every kind the operator creates for a tenant, watched so that drift is reverted within
 # seconds: (group, version, plural). Each watch is filtered by the API server (see configure()),
@@ -58,6 +60,57 @@ AUDIT_INTERVAL = float(os.environ.get("TENANTGW_AUDIT_CHECKPOINT_SECONDS", "60")
 """Seconds between signed checkpoints (and retention passes) of the tenants' audit trails."""
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps no last-handled configuration on Tenants (a write per new or changed Tenant).
+
+    The reconcile decides from the whole state, never from a diff, and Tenants wake it through
+    `tenant_event`; with nothing stored, kopf sees every event as a creation, for which there
+    is no handler, and only runs `tenant_deleted` (under its finalizer).
+    """
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
+# The kinds whose reads come from the watch caches (kube/cache.py): each gets a kopf index of
+# its objects. kopf runs no other handler before every index is filled, so no reconcile reads a
+# cache that has not listed yet. The monitoring kinds are left out: their CRDs may be missing.
+CACHED: list[tuple[str, str, str]] = [
+    *[w for w in OWNED if w[0] != "monitoring.coreos.com"],
+    ("", "v1", "secrets"),
+    (GROUP, VERSION, "tenants"),
+    (GROUP, VERSION, "modelaliases"),
+    (GROUP, VERSION, "budgetpolicies"),
+]
+
+
+def _kind(group: str, version: str, plural: str) -> tuple[str, str]:
+    api_version = f"{group}/{version}" if group else version
+    for k in KINDS.values():
+        if (k.api_version, k.plural) == (api_version, plural):
+            return api_version, k.kind
+    raise ValueError(f"tenantgw.kube.client has no kind for {api_version} {plural}")
+
+
+def _live(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, JSON]:
+    return {index_key(namespace, name): trimmed(body)}
+
+
+for _group, _version, _plural in CACHED:
+    kopf.index(_group, _version, _plural, id=f"live_{_plural}")(_live)
+
+
+def live_cache(indexes: dict[str, Any]) -> LiveCache:
+    """The reads cache over the indexes kopf passes to handlers as keyword arguments."""
+    return LiveCache(
+        indexes={_kind(*w): indexes[f"live_{w[2]}"] for w in CACHED},
+        selected=frozenset(_kind(*w) for w in CACHED if w[0] != GROUP),
+    )
+
+
 def select_watches(settings: kopf.OperatorSettings) -> None:
     """Have the API server filter every watch of a kind tenantgw does not define, by label."""
     managed = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -68,11 +121,9 @@ def select_watches(settings: kopf.OperatorSettings) -> None:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # We post our own Events, only when something changed; kopf's would cost a write per handler.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
@@ -81,6 +132,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     # No worker limit: kopf indexes every Tenant before any handler runs, and a limit below
     # the number of Tenants would stall the operator at startup.
     kube = Kube()
+    kube.cache = live_cache(kwargs)
     provisioner = Provisioner.from_env()
     if provisioner is None:
         log.warning("no TENANTGW_POSTGRES_DSN/TENANTGW_REDIS_URL: tenants get no storage")
@@ -88,8 +140,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo["provisioner"] = provisioner
     cache = ReconcileCache(storage_ttl=SETTINGS.resync_seconds)
     memo["cache"] = cache
-    memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
+    waker = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
+    waker.resync = jittered(SETTINGS.resync_seconds)
+    memo["waker"] = waker
     memo["generations"] = {}
+    memo["tenants_seen"] = {}
+    by_namespace: kopf.Index[str, str] = kwargs["tenant_by_namespace"]
+    memo["resync_loop"] = asyncio.create_task(
+        run_resync_loop(
+            waker,
+            lambda: [t for ns in list(by_namespace) for t in by_namespace.get(ns, [])],
+            tick=min(1.0, SETTINGS.resync_seconds / 10),
+        ),
+        name="tenant-resync",
+    )
     if provisioner is not None:
         # Both indexes are live views of the watch caches, filled as the watches list.
         policies: kopf.Index[str, PolicyEntry] = kwargs["budget_policies"]
@@ -147,7 +211,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for loop in ("budget_loop", "audit_loop"):
+    for loop in ("budget_loop", "audit_loop", "resync_loop"):
         task = memo.get(loop)
         if task is not None:
             task.cancel()
@@ -202,16 +266,26 @@ def tenant_by_namespace(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("namespace") or f"tenant-{name}": name}
 
 
-@kopf.on.create(*TENANTS, backoff=5)
-@kopf.on.update(*TENANTS, backoff=5)
-@kopf.on.resume(*TENANTS, backoff=5)
-async def tenant_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(*TENANTS)
+async def tenant_event(
+    type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A new Tenant, a changed spec, or every Tenant at start: reconcile it.
+
+    Status writes (ours) and kopf's finalizer leave the generation as it was and wake nothing;
+    the reconcile's own resync, watches and requeues cover the rest.
+    """
+    meta = body.get("metadata", {})
+    if type == "DELETED" or meta.get("deletionTimestamp"):
+        return  # tenant_deleted runs
+    if FINALIZER not in (meta.get("finalizers") or []):
+        return  # kopf adds it first, so that nothing is created that its deletion would miss
+    seen: dict[str, tuple[str, int | None]] = memo["tenants_seen"]
+    mark = (meta.get("uid", ""), meta.get("generation"))
+    if seen.get(name) == mark:
+        return
+    seen[name] = mark
     memo["waker"].allow(name)  # a Tenant created again under the name of a deleted one
-    await memo["waker"].wake(name)
-
-
-@kopf.timer(*TENANTS, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
-async def tenant_resync(name: str, memo: kopf.Memo, **_: Any) -> None:
     await memo["waker"].wake(name)
 
 
@@ -225,6 +299,7 @@ async def tenant_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # No reconcile may run during or after the cleanup: it would recreate what is removed.
     await memo["waker"].stop(name)
     memo["cache"].forget(name)
+    memo["tenants_seen"].pop(name, None)
     try:
         deleted = await cleanup_tenant(memo["kube"], tenant, memo["provisioner"])
     except StorageError as err:
