@@ -93,3 +93,22 @@ def test_remembered_writes_are_dropped_after_the_horizon() -> None:
     for i in range(300):
         c.wrote(obj(CM, f"new-{i}", i + 2))
     assert ("v1", "ConfigMap", "old", "tenant-a") not in c.written
+
+
+def test_an_object_deleted_after_our_write_does_not_come_back() -> None:
+    """We wrote its status; then it was deleted and its watch dropped it."""
+    c, idx = cache(obj(ALIAS, "reasoning", 4))
+    c.wrote(obj(ALIAS, "reasoning", 5, status={"conditions": []}))
+    idx[ALIAS]["tenant-a"] = []
+    c.observed("DELETED", obj(ALIAS, "reasoning", 6))
+    assert c.lookup(*ALIAS, "reasoning", "tenant-a") is None
+    assert c.list(*ALIAS, "tenant-a") == []
+
+
+def test_an_event_that_caught_up_drops_the_remembered_write() -> None:
+    c, _ = cache()
+    c.wrote(obj(ALIAS, "fast-code", 5))
+    c.observed("MODIFIED", obj(ALIAS, "fast-code", 4))
+    assert c.written, "an older event dropped a newer write"
+    c.observed("MODIFIED", obj(ALIAS, "fast-code", 5))
+    assert c.written == {}

@@ -154,3 +154,22 @@ async def test_resyncs_are_jittered_and_counted_from_the_last_reconcile() -> Non
     await waker.stop("team-a")
     await asyncio.sleep(0.06)
     assert waker.due(["team-a"]) == [], "a deleted tenant stayed on the resync schedule"
+
+
+async def test_at_most_concurrency_tenants_are_reconciled_at_once_in_arrival_order() -> None:
+    running, most, order = 0, 0, []
+
+    async def reconcile(name: str) -> bool:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        order.append(name)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return True
+
+    waker = Waker(reconcile, concurrency=3)
+    names = [f"team-{i}" for i in range(10)]
+    await asyncio.gather(*(waker.wake(n) for n in names))
+    assert most == 3
+    assert order == names

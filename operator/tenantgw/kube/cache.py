@@ -145,6 +145,19 @@ class LiveCache:
                 out.append(obj)
         return out
 
+    def observed(self, event: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event arrived: a remembered write it has caught up with is dropped, and so
+        is one of an object it reports deleted (else the write would bring the object back)."""
+        meta = body.get("metadata") or {}
+        ref = (str(body.get("apiVersion")), str(body.get("kind")), str(meta.get("name")),
+               meta.get("namespace"))  # fmt: skip
+        mine = self.written.get(ref)
+        if mine is None:
+            return
+        version = _version(body)
+        if version is None or version >= mine.version or event == "DELETED":
+            del self.written[ref]
+
     def wrote(self, body: Mapping[str, Any]) -> None:
         """Remember what a write answered, until the watch brings that version."""
         meta = body.get("metadata") or {}

@@ -140,7 +140,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo["provisioner"] = provisioner
     cache = ReconcileCache(storage_ttl=SETTINGS.resync_seconds)
     memo["cache"] = cache
-    waker = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
+    waker = Waker(
+        lambda name: _reconcile(kube, provisioner, cache, name),
+        concurrency=SETTINGS.concurrent_reconciles,
+    )
     waker.resync = jittered(SETTINGS.resync_seconds)
     memo["waker"] = waker
     memo["generations"] = {}
@@ -275,6 +278,7 @@ async def tenant_event(
     Status writes (ours) and kopf's finalizer leave the generation as it was and wake nothing;
     the reconcile's own resync, watches and requeues cover the rest.
     """
+    _saw(memo, type, body)
     meta = body.get("metadata", {})
     if type == "DELETED" or meta.get("deletionTimestamp"):
         return  # tenant_deleted runs
@@ -314,8 +318,18 @@ def _tenant_of(namespace: str | None, index: kopf.Index[str, str]) -> str | None
     return None
 
 
+def _saw(memo: kopf.Memo, event: str | None, body: kopf.Body) -> None:
+    """Tell the reads cache what the watch brought (kube/cache.py, `LiveCache.observed`)."""
+    cache = memo["kube"].cache
+    if cache is not None:
+        cache.observed(event, body)
+
+
 @kopf.on.event(GROUP, VERSION, "modelaliases")
-async def child_resource_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def child_resource_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    _saw(memo, type, body)
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)
@@ -333,6 +347,7 @@ async def budget_policy_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """Wake the tenant for a new, changed or deleted policy; spend-only status changes do not."""
+    _saw(memo, type, body)
     meta = body.get("metadata", {})
     uid, generation = meta.get("uid", ""), meta.get("generation")
     seen: dict[str, int | None] = memo["generations"]
@@ -359,12 +374,15 @@ async def budget_policy_event(
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED)
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED)
-async def owned_object_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def owned_object_event(
+    type: str | None, body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
     """An object the operator applied changed or went away: revert drift now, not at resync.
 
     The reconcile compares before writing, so the echo of our own writes costs reads only. A
     tenant namespace that finished terminating wakes a Tenant re-created meanwhile.
     """
+    _saw(memo, type, body)
     tenant = labels.get(TENANT_LABEL)
     if tenant:
         await memo["waker"].wake(tenant)
@@ -375,8 +393,11 @@ def _foreign_secret(labels: kopf.Labels, **_: Any) -> bool:
 
 
 @kopf.on.event("v1", "secrets", when=_foreign_secret)
-async def provider_secret_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def provider_secret_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
     """A provider credential Secret (labelled part-of tenantgw) changed in a tenant namespace."""
+    _saw(memo, type, body)
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)

@@ -47,8 +47,13 @@ class Waker:
         *,
         first_retry: float = 1.0,
         max_retry: float = 60.0,
+        concurrency: int | None = None,
     ) -> None:
         self._reconcile = reconcile
+        # A thousand tenants woken together (a cold start) would otherwise all be half-way for
+        # as long as all of them take: their API calls and storage steps share the same
+        # queues. With turns, each tenant's reconcile runs through while the others wait.
+        self._turns = asyncio.Semaphore(concurrency) if concurrency else None
         self._first, self._cap = first_retry, max_retry
         self._states: dict[str, _State] = {}
         self._stopped: set[str] = set()
@@ -109,7 +114,10 @@ class Waker:
 
     async def _run(self, name: str) -> bool:
         try:
-            return await self._reconcile(name)
+            if self._turns is None:
+                return await self._reconcile(name)
+            async with self._turns:
+                return await self._reconcile(name)
         except Exception:  # any failure is retried; the log says what it was
             log.exception("tenant %s: reconcile failed", name)
             return False

@@ -31,6 +31,8 @@ class Settings:
     """The operator's own namespace (from the downward API): never given to a Tenant."""
     notify_retry_seconds: float = 30.0
     """First backoff of a failed webhook delivery; doubled per attempt up to an hour."""
+    concurrent_reconciles: int = 16
+    """Most tenants reconciled at once; the others wait their turn in arrival order."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,6 +48,7 @@ class Settings:
             network=network_from_env(env),
             operator_namespace=env.get("TENANTGW_OPERATOR_NAMESPACE") or OPERATOR_NAMESPACE,
             notify_retry_seconds=float(env.get("TENANTGW_NOTIFY_RETRY_SECONDS", "30")),
+            concurrent_reconciles=max(1, int(env.get("TENANTGW_CONCURRENT_RECONCILES", "16"))),
         )
 
 
