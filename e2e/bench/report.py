@@ -195,3 +195,40 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
     }
+
+
+# --------------------------------------------------------------------------- targets
+
+TARGETS_DIR = ROOT / ".dev" / "bench"
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One target with its measured value, as each benchmark hands it to `make bench`'s table."""
+
+    bench: str
+    measure: str
+    value: str
+    target: str
+    verdict: str
+    """"meets", "misses" or "not measured"."""
+
+
+def verdict(value: float | None, limit: float) -> str:
+    """Whether `value` is at most `limit`."""
+    return "not measured" if value is None else "meets" if value <= limit else "misses"
+
+
+def write_targets(bench: str, rows: Sequence[TargetRow], directory: Path = TARGETS_DIR) -> Path:
+    """Write `bench`'s target rows to `<directory>/targets-<bench>.json` (replacing its last)."""
+    path = directory / f"targets-{bench}.json"
+    write_json(path, [asdict(r) for r in rows])
+    return path
+
+
+def read_targets(directory: Path = TARGETS_DIR) -> list[TargetRow]:
+    """Every benchmark's last target rows, benchmark by benchmark."""
+    rows: list[TargetRow] = []
+    for path in sorted(directory.glob("targets-*.json")):
+        rows += [TargetRow(**r) for r in json.loads(path.read_text())]
+    return rows

@@ -542,3 +542,19 @@ async def test_erase_destroys_a_keys_bodies_and_the_chain_still_verifies(
     assert "after erasure" in out.getvalue()
     assert "alice secret plan" not in out.getvalue()
     assert (await world.verify()).ok
+
+
+async def test_checkpoints_and_retention_pass_over_a_tenant_not_provisioned_yet(
+    services: Services,
+) -> None:
+    """A thousand new tenants wait their turn for storage; the checkpoint loop meanwhile finds
+    no trail for them, which is nothing to sign or prune, not an error."""
+    provisioner = Provisioner(services.postgres_dsn, services.redis_url)
+    private, _ = generate_signing_key()
+    name = f"it-audit-new-{secrets.token_hex(4)}"
+    try:
+        assert await provisioner.audit.checkpoint(name, private) is None
+        assert await provisioner.audit.prune(name, 30, private) == 0
+        assert provisioner.writes == 0
+    finally:
+        await provisioner.close()

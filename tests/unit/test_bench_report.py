@@ -115,3 +115,53 @@ def test_the_first_write_creates_the_page_with_a_place_for_every_benchmark(
     assert "Operator numbers." in doc.read_text()
     assert NOT_MEASURED not in doc.read_text()
     assert new_page().count("## ") == 2
+
+
+def test_target_rows_round_trip_and_each_bench_replaces_only_its_own(tmp_path: Path) -> None:
+    from e2e.bench.report import TargetRow, read_targets, verdict, write_targets
+
+    assert (verdict(2.9, 3), verdict(3.1, 3), verdict(None, 3)) == (
+        "meets",
+        "misses",
+        "not measured",
+    )
+    write_targets("operator", [TargetRow("operator", "idle writes", "0", "0", "meets")], tmp_path)
+    write_targets("gateway", [TargetRow("gateway", "rps", "1.3x", "≥ 1.2x", "meets")], tmp_path)
+    write_targets("operator", [TargetRow("operator", "idle writes", "3", "0", "misses")], tmp_path)
+    assert [(r.bench, r.value) for r in read_targets(tmp_path)] == [
+        ("gateway", "1.3x"),
+        ("operator", "3"),
+    ]
+
+
+def test_the_operator_bench_states_each_target_with_its_verdict() -> None:
+    from e2e.bench.operator_bench import target_rows
+
+    summary = {"p50": 1.0, "p95": 2.5, "p99": 2.9, "max": 3.0, "mean": 1.2, "count": 50}
+    res = {
+        "latency": {
+            "tenants": 50,
+            "interval_s": 0.2,
+            "outcome": "ready",
+            "from_apply": {"available": summary},
+            "operator_writes": 900,
+        },
+        "idle": {"tenants": 55, "writes": 0},
+        "converge": [
+            {
+                "tenants": 1000,
+                "seconds_to_all_ready": 130.0,
+                "ready": 1000,
+                "wall_seconds": 130.0,
+                "memory": {"rss_mb": 240.0},
+            }
+        ],
+    }
+    got = {r.measure: (r.value, r.verdict) for r in target_rows(res)}
+    assert got == {
+        "operator: apply → Deployment Available, 50 tenants at 5/s, p95": ("2.50 s", "meets"),
+        "operator: API writes per new tenant (paced tenants)": ("18.0", "meets"),
+        "operator: API writes in an idle window (55 tenants)": ("0", "meets"),
+        "operator: 1000 tenants from cold → all Ready": ("130 s", "misses"),
+        "operator: RSS at 1000 tenants": ("240 MB", "meets"),
+    }

@@ -125,3 +125,51 @@ async def test_stop_drops_a_queued_retry() -> None:
 
 def test_backoff_doubles_per_failure_up_to_the_cap() -> None:
     assert [backoff(n, 1.0, 30.0) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+async def test_resyncs_are_jittered_and_counted_from_the_last_reconcile() -> None:
+    from tenantgw.operator.waker import jittered
+
+    draws = [jittered(100.0)() for _ in range(200)]
+    assert all(80.0 <= d <= 120.0 for d in draws)
+    assert max(draws) - min(draws) > 20, "every tenant would come back at the same moment"
+
+    runs: list[str] = []
+
+    async def reconcile(name: str) -> bool:
+        runs.append(name)
+        return True
+
+    waker = Waker(reconcile)
+    waker.resync = lambda: 0.05
+    assert waker.due(["team-a"]) == [], "a tenant never reconciled is not due for a resync"
+    await waker.wake("team-a")
+    assert waker.due(["team-a"]) == []
+    await asyncio.sleep(0.06)
+    assert waker.due(["team-a"]) == ["team-a"]
+    waker.spawn("team-a")
+    assert waker.due(["team-a"]) == [], "a tenant being resynced was due twice"
+    await asyncio.sleep(0.01)
+    assert runs == ["team-a", "team-a"]
+    await waker.stop("team-a")
+    await asyncio.sleep(0.06)
+    assert waker.due(["team-a"]) == [], "a deleted tenant stayed on the resync schedule"
+
+
+async def test_at_most_concurrency_tenants_are_reconciled_at_once_in_arrival_order() -> None:
+    running, most, order = 0, 0, []
+
+    async def reconcile(name: str) -> bool:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        order.append(name)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return True
+
+    waker = Waker(reconcile, concurrency=3)
+    names = [f"team-{i}" for i in range(10)]
+    await asyncio.gather(*(waker.wake(n) for n in names))
+    assert most == 3
+    assert order == names

@@ -129,7 +129,8 @@ async def apply_objects(
     objects: Sequence[JSON],
     known: Mapping[Ref, JSON | None] | None = None,
 ) -> ApplyResult:
-    """Apply each object that needs it (see `needs_apply`); namespaces go first.
+    """Apply each object that needs it (see `needs_apply`); namespaces go first, RoleBindings
+    after the Roles they bind.
 
     `known` holds live objects the caller read in this same pass (None: it does not exist), so
     they are neither read twice nor compared with a different version than the one used.
@@ -138,11 +139,9 @@ async def apply_objects(
     """
     known = known or {}
     result = ApplyResult()
-    first = [stamped(o) for o in objects if not kind_of(o).namespaced]
-    rest = [stamped(o) for o in objects if kind_of(o).namespaced]
-    for batch in (first, rest):
-        if result.failed:
-            break
+    for batch in _batches([stamped(o) for o in objects]):
+        if any(f.object.startswith("Namespace/") for f in result.failed):
+            break  # the Namespace was refused: nothing can go into it
         lives = await asyncio.gather(*(_live(kube, o, known) for o in batch))
         todo = []
         for obj, live in zip(batch, lives, strict=True):
@@ -158,6 +157,18 @@ async def apply_objects(
                 result.live[ref(obj)] = outcome
                 result.applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
     return result
+
+
+def _batches(objects: list[JSON]) -> list[list[JSON]]:
+    """Cluster-scoped objects (the Namespace), then namespaced ones, then RoleBindings.
+
+    A RoleBinding to a Role that does not exist yet is refused (404: the API server checks that
+    the binder holds the Role's permissions), so the Roles it binds go in the batch before.
+    """
+    first = [o for o in objects if not kind_of(o).namespaced]
+    bindings = [o for o in objects if kind_of(o).namespaced and o["kind"] == "RoleBinding"]
+    rest = [o for o in objects if kind_of(o).namespaced and o["kind"] != "RoleBinding"]
+    return [b for b in (first, rest, bindings) if b]
 
 
 async def _apply(kube: Kube, obj: JSON) -> JSON | ApplyFailure:
@@ -189,7 +200,7 @@ async def _live(kube: Kube, obj: JSON, known: Mapping[Ref, JSON | None]) -> JSON
     key = ref(obj)
     if key in known:
         return known[key]
-    return await kube.get(*key)
+    return await kube.peek(*key)
 
 
 async def prune(

@@ -20,6 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config import load_incluster_config, load_kube_config
 from kubernetes.config.config_exception import ConfigException
 
+from tenantgw.kube.cache import MISS, LiveCache
+
 FIELD_MANAGER: Final = "tenantgw-operator"
 USER_AGENT: Final = "tenantgw-operator"
 
@@ -113,7 +115,11 @@ def load_configuration() -> Configuration:
 
 
 class Kube:
-    """Async calls to the API server; `writes` counts the non-GET ones."""
+    """Async calls to the API server; `writes` counts the non-GET ones.
+
+    With a `cache` (kube/cache.py), reads of the kinds it holds are answered from the watch
+    caches and every write's answer is handed to it.
+    """
 
     def __init__(self, config: Configuration | None = None, *, workers: int = 16) -> None:
         config = config or load_configuration()
@@ -123,6 +129,7 @@ class Kube:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.writes = 0
         self._apis: dict[tuple[str, str], tuple[bool, float]] = {}
+        self.cache: LiveCache | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -165,6 +172,10 @@ class Kube:
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> JSON | None:
         """The object, or None when it does not exist."""
+        if self.cache is not None:
+            hit = self.cache.lookup(api_version, kind, name, namespace)
+            if hit is not MISS:
+                return hit  # type: ignore[no-any-return]
         try:
             return await self._call("GET", KINDS[(api_version, kind)].path(namespace, name))
         except KubeError as exc:
@@ -175,6 +186,10 @@ class Kube:
     async def list(
         self, api_version: str, kind: str, namespace: str | None = None, *, selector: str = ""
     ) -> list[JSON]:
+        if self.cache is not None and namespace:
+            cached = self.cache.list(api_version, kind, namespace, selector)
+            if cached is not None:
+                return cached
         k = KINDS[(api_version, kind)]
         path = (
             k.path(namespace)
@@ -196,8 +211,10 @@ class Kube:
         meta = obj["metadata"]
         path = k.path(meta.get("namespace"), meta["name"])
         query = [("fieldManager", field_manager), ("force", "true")]
-        return await self._call(
-            "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+        return self._wrote(
+            await self._call(
+                "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+            )
         )
 
     async def apply_status(self, obj: JSON, *, field_manager: str = FIELD_MANAGER) -> JSON:
@@ -206,8 +223,10 @@ class Kube:
         meta = obj["metadata"]
         path = k.path(meta.get("namespace"), meta["name"]) + "/status"
         query = [("fieldManager", field_manager), ("force", "true")]
-        return await self._call(
-            "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+        return self._wrote(
+            await self._call(
+                "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+            )
         )
 
     async def patch_status(
@@ -215,8 +234,10 @@ class Kube:
     ) -> JSON:
         """Merge-patch the status subresource; lists in `status` replace the live ones whole."""
         path = KINDS[(api_version, kind)].path(namespace, name) + "/status"
-        return await self._call(
-            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        return self._wrote(
+            await self._call(
+                "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+            )
         )
 
     async def merge_patch(
@@ -224,8 +245,8 @@ class Kube:
     ) -> JSON:
         """JSON merge patch of an object; lists in `patch` replace the live ones whole."""
         path = KINDS[(api_version, kind)].path(namespace, name)
-        return await self._call(
-            "PATCH", path, body=patch, content_type="application/merge-patch+json"
+        return self._wrote(
+            await self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
         )
 
     async def create(self, obj: JSON) -> JSON:
@@ -243,7 +264,25 @@ class Kube:
             if exc.status == 404:
                 return False
             raise
+        finally:
+            if self.cache is not None:
+                self.cache.deleted(api_version, kind, name, namespace)
         return True
+
+    async def peek(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> JSON | None:
+        """Like `get()`, but for a kind the cache holds its answer alone: an object it has
+        not seen counts as missing (for the apply path, where missing means "apply")."""
+        if self.cache is not None and self.cache.holds(api_version, kind):
+            hit = self.cache.lookup(api_version, kind, name, namespace)
+            return None if hit is MISS else hit
+        return await self.get(api_version, kind, name, namespace)
+
+    def _wrote(self, answer: JSON) -> JSON:
+        if self.cache is not None:
+            self.cache.wrote(answer)
+        return answer
 
     async def has_api(self, group_version: str, kind: str, *, ttl: float = 60.0) -> bool:
         """Whether the API server serves `kind` in `group_version` (optional CRDs).

@@ -10,8 +10,9 @@ from typing import Any
 import kopf
 
 from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
-from tenantgw.kube.client import Kube, KubeError
-from tenantgw.operator.waker import Waker
+from tenantgw.kube.cache import LiveCache, index_key, trimmed
+from tenantgw.kube.client import JSON, KINDS, Kube, KubeError
+from tenantgw.operator.waker import Waker, jittered, run_resync_loop
 from tenantgw.reconcile.audit import load_signing_key, run_audit_loop
 from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
 from tenantgw.reconcile.cache import ReconcileCache
@@ -32,6 +33,7 @@ from tenantgw.tenancy.notify_outbox import Outbox
 log = logging.getLogger("tenantgw.operator")
 SETTINGS = Settings.from_env()
 TENANTS = (GROUP, VERSION, "tenants")
+FINALIZER = f"{GROUP}/finalizer"
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 # Every kind the operator creates for a tenant, watched so that drift is reverted within
 # seconds: (group, version, plural). Each watch is filtered by the API server (see configure()),
@@ -60,6 +62,59 @@ AUDIT_INTERVAL = float(os.environ.get("TENANTGW_AUDIT_CHECKPOINT_SECONDS", "60")
 """Seconds between signed checkpoints (and retention passes) of the tenants' audit trails."""
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps no last-handled configuration on Tenants (a write per new or changed Tenant).
+
+    The reconcile decides from the whole state, never from a diff, and Tenants wake it through
+    `tenant_event`; with nothing stored, kopf sees every event as a creation, for which there
+    is no handler, and only runs `tenant_deleted` (under its finalizer).
+    """
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
+# The kinds whose reads come from the watch caches (kube/cache.py): each gets a kopf index of
+# its objects. kopf runs no other handler before every index is filled, so no reconcile reads a
+# cache that has not listed yet. The kinds of optional CRDs (monitoring, cert-manager) are left
+# out: a missing CRD would leave its index unfilled and every handler waiting.
+OPTIONAL_GROUPS = frozenset({"monitoring.coreos.com", "cert-manager.io"})
+CACHED: list[tuple[str, str, str]] = [
+    *[w for w in OWNED if w[0] not in OPTIONAL_GROUPS],
+    ("", "v1", "secrets"),
+    (GROUP, VERSION, "tenants"),
+    (GROUP, VERSION, "modelaliases"),
+    (GROUP, VERSION, "budgetpolicies"),
+]
+
+
+def _kind(group: str, version: str, plural: str) -> tuple[str, str]:
+    api_version = f"{group}/{version}" if group else version
+    for k in KINDS.values():
+        if (k.api_version, k.plural) == (api_version, plural):
+            return api_version, k.kind
+    raise ValueError(f"tenantgw.kube.client has no kind for {api_version} {plural}")
+
+
+def _live(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, JSON]:
+    return {index_key(namespace, name): trimmed(body)}
+
+
+for _group, _version, _plural in CACHED:
+    kopf.index(_group, _version, _plural, id=f"live_{_plural}")(_live)
+
+
+def live_cache(indexes: dict[str, Any]) -> LiveCache:
+    """The reads cache over the indexes kopf passes to handlers as keyword arguments."""
+    return LiveCache(
+        indexes={_kind(*w): indexes[f"live_{w[2]}"] for w in CACHED},
+        selected=frozenset(_kind(*w) for w in CACHED if w[0] != GROUP),
+    )
+
+
 def select_watches(settings: kopf.OperatorSettings) -> None:
     """Have the API server filter every watch of a kind tenantgw does not define, by label."""
     managed = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -70,11 +125,9 @@ def select_watches(settings: kopf.OperatorSettings) -> None:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # We post our own Events, only when something changed; kopf's would cost a write per handler.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
@@ -83,6 +136,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     # No worker limit: kopf indexes every Tenant before any handler runs, and a limit below
     # the number of Tenants would stall the operator at startup.
     kube = Kube()
+    kube.cache = live_cache(kwargs)
     provisioner = Provisioner.from_env()
     if provisioner is None:
         log.warning("no TENANTGW_POSTGRES_DSN/TENANTGW_REDIS_URL: tenants get no storage")
@@ -90,8 +144,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo["provisioner"] = provisioner
     cache = ReconcileCache(storage_ttl=SETTINGS.resync_seconds)
     memo["cache"] = cache
-    memo["waker"] = Waker(lambda name: _reconcile(kube, provisioner, cache, name))
+    waker = Waker(
+        lambda name: _reconcile(kube, provisioner, cache, name),
+        concurrency=SETTINGS.concurrent_reconciles,
+    )
+    waker.resync = jittered(SETTINGS.resync_seconds)
+    memo["waker"] = waker
     memo["generations"] = {}
+    memo["tenants_seen"] = {}
+    by_namespace: kopf.Index[str, str] = kwargs["tenant_by_namespace"]
+    memo["resync_loop"] = asyncio.create_task(
+        run_resync_loop(
+            waker,
+            lambda: [t for ns in list(by_namespace) for t in by_namespace.get(ns, [])],
+            tick=min(1.0, SETTINGS.resync_seconds / 10),
+        ),
+        name="tenant-resync",
+    )
     if provisioner is not None:
         # Both indexes are live views of the watch caches, filled as the watches list.
         policies: kopf.Index[str, PolicyEntry] = kwargs["budget_policies"]
@@ -149,7 +218,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for loop in ("budget_loop", "audit_loop"):
+    for loop in ("budget_loop", "audit_loop", "resync_loop"):
         task = memo.get(loop)
         if task is not None:
             task.cancel()
@@ -204,16 +273,27 @@ def tenant_by_namespace(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("namespace") or f"tenant-{name}": name}
 
 
-@kopf.on.create(*TENANTS, backoff=5)
-@kopf.on.update(*TENANTS, backoff=5)
-@kopf.on.resume(*TENANTS, backoff=5)
-async def tenant_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event(*TENANTS)
+async def tenant_event(
+    type: str | None, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A new Tenant, a changed spec, or every Tenant at start: reconcile it.
+
+    Status writes (ours) and kopf's finalizer leave the generation as it was and wake nothing;
+    the reconcile's own resync, watches and requeues cover the rest.
+    """
+    _saw(memo, type, body)
+    meta = body.get("metadata", {})
+    if type == "DELETED" or meta.get("deletionTimestamp"):
+        return  # tenant_deleted runs
+    if FINALIZER not in (meta.get("finalizers") or []):
+        return  # kopf adds it first, so that nothing is created that its deletion would miss
+    seen: dict[str, tuple[str, int | None]] = memo["tenants_seen"]
+    mark = (meta.get("uid", ""), meta.get("generation"))
+    if seen.get(name) == mark:
+        return
+    seen[name] = mark
     memo["waker"].allow(name)  # a Tenant created again under the name of a deleted one
-    await memo["waker"].wake(name)
-
-
-@kopf.timer(*TENANTS, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
-async def tenant_resync(name: str, memo: kopf.Memo, **_: Any) -> None:
     await memo["waker"].wake(name)
 
 
@@ -227,6 +307,7 @@ async def tenant_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # No reconcile may run during or after the cleanup: it would recreate what is removed.
     await memo["waker"].stop(name)
     memo["cache"].forget(name)
+    memo["tenants_seen"].pop(name, None)
     try:
         deleted = await cleanup_tenant(memo["kube"], tenant, memo["provisioner"])
     except StorageError as err:
@@ -241,8 +322,18 @@ def _tenant_of(namespace: str | None, index: kopf.Index[str, str]) -> str | None
     return None
 
 
+def _saw(memo: kopf.Memo, event: str | None, body: kopf.Body) -> None:
+    """Tell the reads cache what the watch brought (kube/cache.py, `LiveCache.observed`)."""
+    cache = memo["kube"].cache
+    if cache is not None:
+        cache.observed(event, body)
+
+
 @kopf.on.event(GROUP, VERSION, "modelaliases")
-async def child_resource_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def child_resource_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    _saw(memo, type, body)
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)
@@ -260,6 +351,7 @@ async def budget_policy_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """Wake the tenant for a new, changed or deleted policy; spend-only status changes do not."""
+    _saw(memo, type, body)
     meta = body.get("metadata", {})
     uid, generation = meta.get("uid", ""), meta.get("generation")
     seen: dict[str, int | None] = memo["generations"]
@@ -288,12 +380,15 @@ async def budget_policy_event(
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED)
 @kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED)
 @kopf.on.event("cert-manager.io", "v1", "certificates", labels=MANAGED)
-async def owned_object_event(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def owned_object_event(
+    type: str | None, body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
     """An object the operator applied changed or went away: revert drift now, not at resync.
 
     The reconcile compares before writing, so the echo of our own writes costs reads only. A
     tenant namespace that finished terminating wakes a Tenant re-created meanwhile.
     """
+    _saw(memo, type, body)
     tenant = labels.get(TENANT_LABEL)
     if tenant:
         await memo["waker"].wake(tenant)
@@ -304,8 +399,11 @@ def _foreign_secret(labels: kopf.Labels, **_: Any) -> bool:
 
 
 @kopf.on.event("v1", "secrets", when=_foreign_secret)
-async def provider_secret_event(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def provider_secret_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
     """A provider credential Secret (labelled part-of tenantgw) changed in a tenant namespace."""
+    _saw(memo, type, body)
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)

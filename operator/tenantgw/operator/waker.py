@@ -3,13 +3,19 @@
 A reconcile that did not finish its work (it raised, or said so) is tried again after a backoff
 that doubles per consecutive failure, so no wake-up is lost to a failure: kopf does not retry
 `on.event` handlers, and the next resync may be minutes away.
+
+`run_resync_loop` wakes each tenant once per resync period counted from its last reconcile,
+with the period drawn afresh each time (±`jitter`): a thousand tenants reconciled together at
+start do not come back together every period, and a tenant an event just reconciled is not
+resynced on top of it. One loop, not a timer task per Tenant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -41,14 +47,23 @@ class Waker:
         *,
         first_retry: float = 1.0,
         max_retry: float = 60.0,
+        concurrency: int | None = None,
     ) -> None:
         self._reconcile = reconcile
+        # A thousand tenants woken together (a cold start) would otherwise all be half-way for
+        # as long as all of them take: their API calls and storage steps share the same
+        # queues. With turns, each tenant's reconcile runs through while the others wait.
+        self._turns = asyncio.Semaphore(concurrency) if concurrency else None
         self._first, self._cap = first_retry, max_retry
         self._states: dict[str, _State] = {}
         self._stopped: set[str] = set()
         self._failures: dict[str, int] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._due: dict[str, float] = {}
+        """When each tenant is resynced next (event-loop time), set as its reconcile ends."""
+        self.resync: Callable[[], float] | None = None
+        """Draws the seconds from a reconcile to its tenant's next resync (None: no resyncs)."""
 
     def allow(self, name: str) -> None:
         """Let `name` be reconciled again (a Tenant of that name exists)."""
@@ -58,6 +73,7 @@ class Waker:
         """Refuse new reconciles of `name`, drop its retries, wait for a running one to end."""
         self._stopped.add(name)
         self._forget_retry(name)
+        self._due.pop(name, None)
         while (state := self._states.get(name)) is not None and state.running:
             state.again = False
             await asyncio.sleep(0.05)
@@ -89,6 +105,8 @@ class Waker:
             self._states.pop(name, None)
         if name in self._stopped:
             return
+        if self.resync is not None:
+            self._due[name] = asyncio.get_running_loop().time() + self.resync()
         if done:
             self._forget_retry(name)
         else:
@@ -96,7 +114,10 @@ class Waker:
 
     async def _run(self, name: str) -> bool:
         try:
-            return await self._reconcile(name)
+            if self._turns is None:
+                return await self._reconcile(name)
+            async with self._turns:
+                return await self._reconcile(name)
         except Exception:  # any failure is retried; the log says what it was
             log.exception("tenant %s: reconcile failed", name)
             return False
@@ -119,3 +140,28 @@ class Waker:
         handle = self._retries.pop(name, None)
         if handle is not None:
             handle.cancel()
+
+    def due(self, names: Iterable[str]) -> list[str]:
+        """Those of `names` whose resync time has come (never reconciled: not yet due)."""
+        now = asyncio.get_running_loop().time()
+        return [n for n in names if self._due.get(n, now + 1) <= now]
+
+    def spawn(self, name: str) -> None:
+        """Wake `name` in a task of its own (the resync loop does not wait for it)."""
+        self._due.pop(name, None)  # set again when this reconcile ends
+        task = asyncio.create_task(self.wake(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def jittered(period: float, jitter: float = 0.2) -> Callable[[], float]:
+    """A draw of `period` ± `jitter` (a fraction), uniform."""
+    return lambda: period * (1 + jitter * (2 * random.random() - 1))  # noqa: S311 - not secret
+
+
+async def run_resync_loop(waker: Waker, names: Callable[[], Iterable[str]], tick: float) -> None:
+    """Every `tick` s, wake the tenants of `names()` whose resync is due (see `Waker.resync`)."""
+    while True:
+        await asyncio.sleep(tick)
+        for name in waker.due(list(names())):
+            waker.spawn(name)

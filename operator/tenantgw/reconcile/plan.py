@@ -63,6 +63,10 @@ MONITORING_KINDS: list[tuple[str, str]] = [
 ]
 CERT_MANAGER_KINDS: list[tuple[str, str]] = [(CERT_MANAGER_API, "Certificate")]
 
+# False conditions that every new tenant and every rollout passes through: the condition says
+# so; a Warning Event for each would be noise (and an API write per tenant).
+QUIET_REASONS = frozenset({"DeploymentProgressing"})
+
 
 @dataclass(frozen=True)
 class TenantSnapshot:
@@ -361,8 +365,10 @@ def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
     if changed:
         for cond in conds:
             before = find(old.get("conditions"), cond["type"])
-            if cond["status"] == "False" and (
-                before is None or before.get("message") != cond["message"]
+            if (
+                cond["status"] == "False"
+                and cond["reason"] not in QUIET_REASONS
+                and (before is None or before.get("message") != cond["message"])
             ):
                 events.append(Event("Warning", cond["reason"], cond["message"]))
     if found is not None:

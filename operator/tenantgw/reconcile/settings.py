@@ -36,6 +36,8 @@ class Settings:
     tls_issuer: IssuerRef | None = None
     """cert-manager issuer of the gateways whose spec.gateway.tls names none."""
     cluster_domain: str = "cluster.local"
+    concurrent_reconciles: int = 16
+    """Most tenants reconciled at once; the others wait their turn in arrival order."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,6 +55,7 @@ class Settings:
             notify_retry_seconds=float(env.get("TENANTGW_NOTIFY_RETRY_SECONDS", "30")),
             tls_issuer=issuer_from_env(env),
             cluster_domain=env.get(CLUSTER_DOMAIN_ENV) or "cluster.local",
+            concurrent_reconciles=max(1, int(env.get("TENANTGW_CONCURRENT_RECONCILES", "16"))),
         )
 
 

@@ -14,6 +14,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from tenantgw.api.audit_trail import (
     CHAIN_COLUMNS,
     CHECKPOINTS,
@@ -192,9 +194,12 @@ class AuditAdmin:
         """Sign the chain head when it moved since the last checkpoint; the seq signed, or None."""
         s = audit_schema(validate_tenant_name(tenant))
         async with self._connect() as conn:
-            cur = await conn.execute(
-                f'SELECT r.seq, r.hash FROM "{s}".{RECORDS} r ORDER BY r.seq DESC LIMIT 1'
-            )
+            try:
+                cur = await conn.execute(
+                    f'SELECT r.seq, r.hash FROM "{s}".{RECORDS} r ORDER BY r.seq DESC LIMIT 1'
+                )
+            except psycopg.errors.UndefinedTable:
+                return None  # not provisioned yet (a new tenant waiting its turn): no records
             head = await cur.fetchone()
             if head is None:
                 return None
@@ -217,6 +222,14 @@ class AuditAdmin:
         """
         s = audit_schema(validate_tenant_name(tenant))
         cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+        try:
+            return await self._prune(s, tenant, cutoff, retention_days, private_key)
+        except psycopg.errors.UndefinedTable:
+            return 0  # not provisioned yet: nothing to prune
+
+    async def _prune(
+        self, s: str, tenant: str, cutoff: datetime, retention_days: int, private_key: bytes
+    ) -> int:
         async with self._connect() as conn, conn.transaction():
             await conn.execute(f'SELECT 1 FROM "{s}".{WRITE_LOCK} FOR UPDATE')
             cur = await conn.execute(f'SELECT min(seq), max(seq) FROM "{s}".{RECORDS}')

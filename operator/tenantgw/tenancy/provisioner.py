@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -91,6 +92,7 @@ class Provisioner:
         if connection_limit < 1:
             raise StorageError(f"connection_limit must be at least 1, not {connection_limit}")
         self._writes = 0
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._postgres = PostgresAdmin(
             admin_postgres_dsn,
             connect_timeout=connect_timeout,
@@ -178,16 +180,31 @@ class Provisioner:
         validate_tenant_name(tenant_name)
         password = generate_password() if password is None else password
         storage = self.storage(tenant_name, password)
-        await self._postgres.ensure(tenant_name, password)
-        try:
-            await self.audit.ensure(tenant_name)
-        except psycopg.Error as err:
-            raise StorageError(
-                f"PostgreSQL at {self._postgres.endpoint} failed to provision the audit trail "
-                f"of tenant {tenant_name}: {err}"
-            ) from err
-        await self._redis.ensure(tenant_name, password)
+        async with self._turn():
+            await self._postgres.ensure(tenant_name, password)
+            try:
+                await self.audit.ensure(tenant_name)
+            except psycopg.Error as err:
+                raise StorageError(
+                    f"PostgreSQL at {self._postgres.endpoint} failed to provision the audit "
+                    f"trail of tenant {tenant_name}: {err}"
+                ) from err
+            await self._redis.ensure(tenant_name, password)
         return storage
+
+    def _turn(self) -> asyncio.Semaphore:
+        """A turn among the tenants being provisioned: at most as many as the pool has
+        connections, the others wait in arrival order.
+
+        A thousand tenants reconciled at once would otherwise move through the steps in
+        lockstep (every role, then every audit trail, then every Redis user), and none would
+        get its gateway until all had storage; one tenant at a time per turn, each finishes
+        and goes on to be applied while the next is provisioned.
+        """
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Semaphore(self._postgres.pool.max_size))
+        return self._turns[1]
 
     async def read_counters(self, keys: list[str]) -> list[int]:
         """Integer counters under tenants' key prefixes (budget spend), 0 when missing."""

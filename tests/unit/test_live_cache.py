@@ -1,0 +1,114 @@
+"""Reads from the watch caches: the newer of the index and the operator's own last write wins,
+a delete hides the object until the watch drops it, and a label-selected kind's miss is not
+taken for proof that the object is absent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tenantgw.kube.cache import MISS, LiveCache, index_key, trimmed
+
+pytestmark = pytest.mark.unit
+
+CM = ("v1", "ConfigMap")
+ALIAS = ("tenantgw.io/v1alpha1", "ModelAlias")
+
+
+def obj(kind: tuple[str, str], name: str, rv: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": kind[0],
+        "kind": kind[1],
+        "metadata": {"name": name, "namespace": "tenant-a", "resourceVersion": str(rv)},
+        **extra,
+    }
+
+
+def cache(*objects: dict[str, Any]) -> tuple[LiveCache, dict[tuple[str, str], dict[str, list]]]:
+    indexes: dict[tuple[str, str], dict[str, list]] = {CM: {}, ALIAS: {}}
+    for o in objects:
+        key = (o["apiVersion"], o["kind"])
+        meta = o["metadata"]
+        indexes[key].setdefault(index_key(meta["namespace"], meta["name"]), []).append(o)
+    return LiveCache(indexes=indexes, selected=frozenset({CM})), indexes
+
+
+def test_a_write_is_read_back_until_the_watch_brings_that_version() -> None:
+    c, idx = cache(obj(CM, "gateway-config", 10, data={"v": "old"}))
+    c.wrote(obj(CM, "gateway-config", 12, data={"v": "new"}))
+    assert c.lookup(*CM, "gateway-config", "tenant-a")["data"] == {"v": "new"}
+    idx[CM]["tenant-a"] = [obj(CM, "gateway-config", 12, data={"v": "new"})]
+    assert c.lookup(*CM, "gateway-config", "tenant-a")["data"] == {"v": "new"}
+    assert c.written == {}, "the remembered write outlived the watch catching up"
+    # A later change by someone else shows as soon as the watch has it.
+    idx[CM]["tenant-a"] = [obj(CM, "gateway-config", 15, data={"v": "edited"})]
+    assert c.lookup(*CM, "gateway-config", "tenant-a")["data"] == {"v": "edited"}
+
+
+def test_a_deleted_object_is_gone_at_once_and_a_recreated_one_shows() -> None:
+    c, idx = cache(obj(ALIAS, "fast-code", 7))
+    c.deleted(*ALIAS, "fast-code", "tenant-a")
+    assert c.lookup(*ALIAS, "fast-code", "tenant-a") is None
+    assert c.list(*ALIAS, "tenant-a") == []
+    idx[ALIAS]["tenant-a"] = [obj(ALIAS, "fast-code", 9)]  # created again
+    assert c.lookup(*ALIAS, "fast-code", "tenant-a")["metadata"]["resourceVersion"] == "9"
+
+
+def test_a_created_object_is_listed_before_its_watch_event() -> None:
+    c, _ = cache()
+    c.wrote(obj(ALIAS, "fast-code", 3))
+    assert [o["metadata"]["name"] for o in c.list(*ALIAS, "tenant-a")] == ["fast-code"]
+
+
+def test_a_label_selected_kind_cannot_say_an_object_is_missing() -> None:
+    c, _ = cache()
+    assert c.lookup(*CM, "not-ours", "tenant-a") is MISS
+    assert c.lookup(*ALIAS, "nothing", "tenant-a") is None  # watched whole: truly absent
+    assert c.lookup("apps/v1", "Deployment", "gateway", "tenant-a") is MISS  # not held
+
+
+def test_list_filters_by_equality_selectors() -> None:
+    labelled = obj(CM, "a", 1)
+    labelled["metadata"]["labels"] = {"x": "1", "y": "2"}
+    c, _ = cache(labelled, obj(CM, "b", 2))
+    assert [o["metadata"]["name"] for o in c.list(*CM, "tenant-a", "x=1,y=2")] == ["a"]
+    assert c.list(*CM, "tenant-a", "x=1,y=3") == []
+
+
+def test_the_cache_keeps_no_managed_fields() -> None:
+    body = obj(CM, "a", 1)
+    body["metadata"]["managedFields"] = [{"manager": "x"}]
+    assert "managedFields" not in trimmed(body)["metadata"]
+    assert "managedFields" in body["metadata"]
+
+
+def test_remembered_writes_are_dropped_after_the_horizon() -> None:
+    now = [0.0]
+    c, _ = cache()
+    c.clock = lambda: now[0]
+    c.horizon = 60
+    c.wrote(obj(CM, "old", 1))
+    now[0] = 120
+    for i in range(300):
+        c.wrote(obj(CM, f"new-{i}", i + 2))
+    assert ("v1", "ConfigMap", "old", "tenant-a") not in c.written
+
+
+def test_an_object_deleted_after_our_write_does_not_come_back() -> None:
+    """We wrote its status; then it was deleted and its watch dropped it."""
+    c, idx = cache(obj(ALIAS, "reasoning", 4))
+    c.wrote(obj(ALIAS, "reasoning", 5, status={"conditions": []}))
+    idx[ALIAS]["tenant-a"] = []
+    c.observed("DELETED", obj(ALIAS, "reasoning", 6))
+    assert c.lookup(*ALIAS, "reasoning", "tenant-a") is None
+    assert c.list(*ALIAS, "tenant-a") == []
+
+
+def test_an_event_that_caught_up_drops_the_remembered_write() -> None:
+    c, _ = cache()
+    c.wrote(obj(ALIAS, "fast-code", 5))
+    c.observed("MODIFIED", obj(ALIAS, "fast-code", 4))
+    assert c.written, "an older event dropped a newer write"
+    c.observed("MODIFIED", obj(ALIAS, "fast-code", 5))
+    assert c.written == {}
