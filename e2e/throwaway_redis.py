@@ -6,13 +6,16 @@ Never the shared Redis of .dev/: tests that take a store down use one of these.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -93,3 +96,58 @@ def throwaway_redis(workdir: Path) -> Iterator[ThrowawayRedis]:
         yield server
     finally:
         server.kill()
+
+
+class CommandLog:
+    """Every command a Redis server runs while it is open (MONITOR, in a thread).
+
+    `round_trips()` are the commands clients sent (not those a Lua script ran), each one a
+    round trip, as (client "host:port", command words); `ignore` holds clients not to count
+    (test helpers). Script calls show as `EVALSHA <sha> ...`: `script_of()` names them.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=None)
+        self._monitor = self._client.monitor()  # type: ignore[no-untyped-call]
+        self._entries: list[dict[str, Any]] = []
+        self._thread: threading.Thread | None = None
+        self.ignore: set[str] = set()
+
+    def __enter__(self) -> CommandLog:
+        self._monitor.__enter__()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError, ValueError, AttributeError):
+            while True:
+                entry = self._monitor.next_command()
+                if entry is not None:
+                    self._entries.append(entry)
+
+    def __exit__(self, *exc: object) -> None:
+        self._monitor.__exit__()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._client.close()
+
+    def mark(self) -> int:
+        """A position in the log, to count from."""
+        return len(self._entries)
+
+    def round_trips(self, since: int = 0) -> list[tuple[str, list[str]]]:
+        out = []
+        for entry in self._entries[since:]:
+            if entry["client_type"] == "lua":
+                continue
+            client = f"{entry['client_address']}:{entry['client_port']}"
+            if client in self.ignore:
+                continue
+            out.append((client, entry["command"].split(" ")))
+        return out
+
+
+def script_sha(text: str) -> str:
+    """The SHA1 that EVALSHA names a script by."""
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 (Redis's name for it)

@@ -27,12 +27,14 @@ from redis.backoff import ExponentialBackoff
 from tenantgw.gateway import files
 from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.budgets import BudgetGuard
+from tenantgw.gateway.enforcer import Enforcer
 from tenantgw.gateway.files import Rules, StoreMode
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.lifespan import flush_litellm_callbacks, stop_ledger
 from tenantgw.gateway.metering import Meter
 from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.ratelimit import RateLimiter
+from tenantgw.gateway.scripts import Scripts
 from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR
 from tenantgw.gateway.storehealth import StoreHealth
 
@@ -117,6 +119,8 @@ class GatewayRuntime:
     rules: Callable[[], Rules] = files.current_rules
     owns_redis: bool = False
     audit: AuditTrail | None = None
+    enforcer: Enforcer | None = None
+    """The limiter and the guard called together: one ADMIT and one SETTLE per request."""
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings | None = None) -> GatewayRuntime:
@@ -167,18 +171,23 @@ class GatewayRuntime:
         limiter: RateLimiter | None = None,
         budgets: BudgetGuard | None = None,
         audit: AuditTrail | None = None,
+        enforcer: Enforcer | None = None,
     ) -> GatewayRuntime:
         """A runtime from its parts; those not given are built from `redis` and `ledger`."""
         metrics = metrics or GatewayMetrics.registered()
         if store is None:
             store = StoreHealth(tenant, metrics, redis=redis, mode=_mode_of(rules))
-        if limiter is None and redis is not None:
-            limiter = RateLimiter(redis, tenant, store)
-        if budgets is None and redis is not None:
-            budgets = BudgetGuard(redis, tenant, store, ledger_reader=ledger)
+        if redis is not None:
+            scripts = Scripts(redis)
+            if limiter is None:
+                limiter = RateLimiter(redis, tenant, store, scripts=scripts)
+            if budgets is None:
+                budgets = BudgetGuard(redis, tenant, store, ledger_reader=ledger, scripts=scripts)
+            if enforcer is None:
+                enforcer = Enforcer(limiter, budgets, store, scripts)
         # The guard that checks a request is the one that adds its spend: it holds the
         # request's reservation.
-        meter = Meter(ledger=ledger, budgets=budgets, metrics=metrics, rules=rules)
+        meter = Meter(ledger=ledger, enforcer=enforcer, metrics=metrics, rules=rules)
         return cls(
             tenant=tenant,
             metrics=metrics,
@@ -191,6 +200,7 @@ class GatewayRuntime:
             rules=rules,
             owns_redis=owns_redis,
             audit=audit,
+            enforcer=enforcer,
         )
 
     async def start(self) -> None:

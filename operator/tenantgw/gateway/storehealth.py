@@ -89,6 +89,10 @@ class StoreUnavailable(Exception):  # noqa: N818 (it is a condition, not a failu
         self.detail = detail
         self.retry_after = retry_after
 
+    def for_step(self, step: str) -> StoreUnavailable:
+        """The same unavailability, for another step of the same call."""
+        return StoreUnavailable(step, self.reason, self.detail, self.retry_after)
+
 
 @dataclass
 class Outage:
