@@ -22,6 +22,7 @@ import redis
 import redis.asyncio as aioredis
 
 from e2e.throwaway_redis import CommandLog, ThrowawayRedis, script_sha, throwaway_redis
+from tenantgw.api.markers import key_prefix
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.enforcer import Enforcer
@@ -169,8 +170,8 @@ async def test_a_refused_budget_takes_no_rate_limit_slot(server: ThrowawayRedis)
         await enf.settle(paying, limits, cost_usd=0.01, free_slot=True)  # the budget is spent
         refused = [await enf.admit(request(tenant), limits) for _ in range(5)]
         admin = redis.Redis.from_url(server.url)
-        window = cast("list[bytes]", admin.hvals(f"t:{tenant}:rl:req:key:alice"))
-        inflight = admin.zcard(f"t:{tenant}:rl:inflight")
+        window = cast("list[bytes]", admin.hvals(f"{key_prefix(tenant)}rl:req:key:alice"))
+        inflight = admin.zcard(f"{key_prefix(tenant)}rl:inflight")
         admin.close()
     # Five refusals by the budget, none counted against the key's 3 requests per minute.
     assert [(a.decision.action, a.holds_slot) for a in refused] == [("block", False)] * 5

@@ -1,6 +1,6 @@
 """BudgetPolicy enforcement: per-period spend counters in Redis, checked before each request.
 
-Counters. Each policy has one counter per period, `t:<tenant>:budget:<policy>:<YYYY-MM-DD of
+Counters. Each policy has one counter per period, `t:{<tenant>}:budget:<policy>:<YYYY-MM-DD of
 the period start>`, in micro-USD (integers, INCRBY). `add_spend()` adds a request's cost to
 every policy whose scope matches it: the tenant, its key, its ModelAlias.
 
@@ -10,7 +10,7 @@ the request's ADMIT script (`scripts.py`; `check()` alone, or with the rate limi
 `enforcer.Enforcer`) atomically admits a request only while `spent + reserved < limit` for
 every matching policy, and reserves an estimate of its cost against each: the alias's recent
 average request cost (an exponential moving average kept in Redis,
-`t:<tenant>:budget:avg:<alias>`; `default_estimate_usd` until the alias has history). A
+`t:{<tenant>}:budget:avg:<alias>`; `default_estimate_usd` until the alias has history). A
 downgrade is decided in the same call: the guard prepares the plans (the alias, and each
 cheaper alias a downgrade policy may send it to) and the script runs `decide()`'s rules on
 them. SETTLE (`add_spend()`) adds the real cost and drops the reservation. Reservations are
@@ -25,7 +25,7 @@ each counter to the ledger's sum for the period, every 60 s once a check has run
 restart or flush does not forgive spend.
 
 Session policies (`scope: {kind: Session}`) count each session apart: one sorted set per policy
-and period, `t:<tenant>:budget:<policy>:<period start>:sessions`, scores are a session's
+and period, `t:{<tenant>}:budget:<policy>:<period start>:sessions`, scores are a session's
 micro-USD (ZINCRBY), members its validated id. It expires with the period like the other
 counters, and holds at most `MAX_SESSIONS` members: past that, the session that spent least is
 dropped to make room (a client rotating ids per request, to bloat it, only forgets the
@@ -50,6 +50,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from tenantgw.api.markers import tenant_key
 from tenantgw.gateway import tasks
 from tenantgw.gateway.budget_policy import (
     ALLOW,
@@ -237,7 +238,7 @@ class BudgetGuard:
         self.tenant = tenant
         self.store = store
         self.ledger_reader = ledger_reader
-        self.prefix = f"t:{tenant}:budget"
+        self.prefix = tenant_key(tenant, "budget")
         self.default_estimate_usd = default_estimate_usd
         self.lease_seconds = lease_seconds
         self.reconcile_interval = reconcile_interval
@@ -253,7 +254,7 @@ class BudgetGuard:
     # ------------------------------------------------------------------ keys
 
     def counter_key(self, policy: str, when: datetime, period: str) -> str:
-        """`t:<tenant>:budget:<policy>:<period start>`: micro-USD spent in that period.
+        """`t:{<tenant>}:budget:<policy>:<period start>`: micro-USD spent in that period.
 
         The operator reads the same key (tenantgw.api.periods) for the BudgetPolicy's status.
         """

@@ -8,7 +8,7 @@ When Postgres fails, the batch goes to the spool and the writer backs off (0.2 s
 `max_backoff`); while it backs off, new batches go straight to the spool, so memory stays small
 however long the outage. The spool is, in order (`spool.py`):
 
-1. the tenant's Redis stream `t:<tenant>:ledger:spool`, shared by every replica: rows there
+1. the tenant's Redis stream `t:{<tenant>}:ledger:spool`, shared by every replica: rows there
    survive the pod (a rollout, an eviction, SIGKILL) and any replica that reaches Postgres
    replays them, deleting by entry id only what it inserted;
 2. the local disk spool (fsynced JSON lines in the pod's emptyDir), when Redis fails too or the

@@ -3,7 +3,7 @@
 Every gateway replica of a tenant shares the same counters, so the limits hold for the tenant
 as a whole. The checks are part of the request's ADMIT script and the release part of its
 SETTLE (`scripts.py`, one EVALSHA each, together with the budgets'), atomic across replicas;
-they touch only keys under `t:<tenant>:` (the tenant's Redis ACL allows nothing else) and read
+they touch only keys under `t:{<tenant>}:` (the tenant's Redis ACL allows nothing else) and read
 the clock of the Redis server, so replicas with skewed clocks agree.
 
 Windows slide over the last 60 s in one-second buckets: a hash per counter whose fields are

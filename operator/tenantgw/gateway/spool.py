@@ -33,6 +33,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from tenantgw.api.markers import tenant_key
+
 log = logging.getLogger("tenantgw.gateway.spool")
 
 DEFAULT_SPOOL_DIR = "/tmp/tenantgw-spool"  # noqa: S108 (an emptyDir in the pod, 0700)
@@ -194,18 +196,18 @@ class StreamFullError(Exception):
 
 
 def stream_key(tenant: str) -> str:
-    """The Redis stream of a tenant's spooled usage rows, inside its ACL's `t:<tenant>:*`."""
-    return f"t:{tenant}:ledger:spool"
+    """The Redis stream of a tenant's spooled usage rows, inside its ACL's `t:{<tenant>}:*`."""
+    return tenant_key(tenant, "ledger", "spool")
 
 
 def lease_key(tenant: str) -> str:
     """Who replays the stream now: one replica at a time, so they do not insert in lockstep."""
-    return f"t:{tenant}:ledger:replaying"
+    return tenant_key(tenant, "ledger", "replaying")
 
 
 def rejected_key(tenant: str) -> str:
     """The Redis stream of spooled rows that Postgres refused as data."""
-    return f"t:{tenant}:ledger:rejected"
+    return tenant_key(tenant, "ledger", "rejected")
 
 
 def _text(value: Any) -> str:

@@ -11,7 +11,7 @@ in `tenantgw_enforcement_skipped_total{step,reason,action}`.
 Transitions. One log line when Redis stops answering (healthy -> unavailable, naming the mode
 in force) and one when it answers again (with how long, and how many requests were refused or
 admitted unchecked meanwhile), never one per request. On recovery the gateway writes that
-summary to `t:<tenant>:enforcement` (an hour's TTL), which the operator reads for the Tenant's
+summary to `t:{<tenant>}:enforcement` (an hour's TTL), which the operator reads for the Tenant's
 `EnforcementAvailable` condition.
 
 Writes that free something. Releasing a rate-limit slot and adding spend (which drops the
@@ -62,7 +62,7 @@ Write = Callable[[], Awaitable[Any]]
 
 
 def marker_key(tenant: str) -> str:
-    """`t:<tenant>:enforcement`: the last outage a gateway of the tenant lived through."""
+    """`t:{<tenant>}:enforcement`: the last outage a gateway of the tenant lived through."""
     return enforcement_marker_key(tenant)
 
 
