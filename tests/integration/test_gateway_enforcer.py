@@ -29,7 +29,7 @@ from tenantgw.gateway.enforcer import Enforcer
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.ratelimit import RateLimited, RateLimiter
-from tenantgw.gateway.scripts import ADMIT, SETTLE, TOTAL_FIELD, Scripts
+from tenantgw.gateway.scripts import ADMIT, NO_LIMITS, SETTLE, TOTAL_FIELD, Scripts
 from tenantgw.gateway.storehealth import StoreHealth
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ async def enforcer(server: ThrowawayRedis, tenant: str, **kw: Any) -> AsyncItera
     """A gateway process's enforcer, with its own connection."""
     client = aioredis.Redis.from_url(server.url, socket_timeout=5)
     store = StoreHealth(tenant, GatewayMetrics.registered(), redis=client)
-    scripts = Scripts(client)
+    scripts = Scripts(client, tenant)
     limiter = RateLimiter(client, tenant, store, scripts=scripts, **kw)
     guard = BudgetGuard(client, tenant, store, scripts=scripts, default_estimate_usd=0.01, **kw)
     try:
@@ -233,3 +233,28 @@ async def test_running_totals_hold_through_settles_crashes_and_expiry(
         assert_totals_match(server, tenant)
         for fields in reservations(server, tenant).values():
             assert set(fields) == {live.request_id, TOTAL_FIELD}
+
+
+async def test_a_settlement_run_twice_counts_once(server: ThrowawayRedis) -> None:
+    """A retry of a SETTLE whose reply was lost (or a failover right after it ran) must not
+    charge the request twice; a second settlement of the same request (a fallback's) does."""
+    tenant = f"once-{uuid.uuid4().hex[:8]}"
+    limits = rules(budget("team", 100), alice_tpm=10**6)
+    async with enforcer(server, tenant) as enf:
+        assert enf.budgets is not None
+        assert enf.limiter is not None
+        ctx = request(tenant)
+        await enf.admit(ctx, limits)
+        settle = enf.budgets.settle_part(ctx, 0.25, limits)
+        call = enf.scripts.settle_call(
+            ctx.request_id, enf.limiter.settle_part(ctx, 500), settle.part
+        )
+        assert await call() == [250_000]
+        assert await call() is None  # the same call again: nothing added
+        again = enf.budgets.settle_part(ctx, 0.25, limits)
+        second = enf.scripts.settle_call(ctx.request_id, NO_LIMITS, again.part)
+        assert await second() == [500_000]  # another settlement of the request counts
+        admin = redis.Redis.from_url(server.url)
+        tokens = cast("list[bytes]", admin.hvals(f"{key_prefix(tenant)}rl:tok:key:alice"))
+        admin.close()
+    assert sum(int(t) for t in tokens) == 500

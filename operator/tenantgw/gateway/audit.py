@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from tenantgw.api.audit_trail import (
@@ -53,6 +52,7 @@ from tenantgw.api.markers import tenant_key
 from tenantgw.gateway import pii
 from tenantgw.gateway.context import RequestContext, new_request_id
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.redisclient import RedisClient
 from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR, Spool, StreamFullError, StreamSpool
 from tenantgw.gateway.usage import UsageRecord, status_of
 
@@ -185,7 +185,7 @@ class AuditTrail:
         rules: Callable[[], Rules],
         spool_dir: Path | str = DEFAULT_SPOOL_DIR,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         batch_size: int = BATCH_SIZE,
         flush_interval: float = FLUSH_INTERVAL,
         max_backoff: float = MAX_BACKOFF,

@@ -39,7 +39,6 @@ over the limit).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
@@ -47,8 +46,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-
-import redis.asyncio as aioredis
 
 from tenantgw.api.markers import tenant_key
 from tenantgw.gateway import tasks
@@ -75,6 +72,7 @@ from tenantgw.gateway.periods import (
     period_start,
     session_spend_key,
 )
+from tenantgw.gateway.redisclient import RedisClient, register_script
 from tenantgw.gateway.scripts import NO_LIMITS, Part, Scripts
 from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
 
@@ -223,7 +221,7 @@ class BudgetGuard:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         tenant: str,
         store: StoreHealth,
         ledger_reader: LedgerReader | None = None,
@@ -245,9 +243,9 @@ class BudgetGuard:
         self.rules: Rules | None = None
         """The rules of the last check(), used by add_spend() and reconciliation by default."""
         self._now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        self.scripts = scripts or Scripts(redis)
-        self._raise = redis.register_script(_RAISE)
-        self._raise_sessions = redis.register_script(_RAISE_SESSIONS)
+        self.scripts = scripts or Scripts(redis, tenant)
+        self._raise = register_script(redis, _RAISE)
+        self._raise_sessions = register_script(redis, _RAISE_SESSIONS)
         self._held: dict[str, _Held] = {}
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -469,7 +467,7 @@ class BudgetGuard:
 
     def _unreserve_call(self, request_id: str, keys: list[str]) -> Callable[[], Awaitable[Any]]:
         part = Part(keys=keys, args=(0, len(keys) // 2, 0, "", 0))
-        return functools.partial(self.scripts.run_settle, request_id, NO_LIMITS, part)
+        return self.scripts.settle_call(request_id, NO_LIMITS, part)
 
     def holds(self, ctx: RequestContext) -> bool:
         """Whether the request holds a reservation this process made."""
@@ -564,9 +562,9 @@ class BudgetGuard:
         settle = self.settle_part(ctx, cost_usd, rules, update_estimate=update_estimate)
         if not settle.needed:
             return []
-        add = functools.partial(self.scripts.run_settle, ctx.request_id, NO_LIMITS, settle.part)
+        add = self.scripts.settle_call(ctx.request_id, NO_LIMITS, settle.part)
         result = await self.store.write(STEP, f"spend of {ctx.request_id}", add)
-        if result is None:
+        if not result:
             return []
         return self.spends(settle, result)
 

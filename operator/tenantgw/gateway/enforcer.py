@@ -13,7 +13,6 @@ answers, whatever the call may have taken; `settle()` waits in `store` until Red
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from tenantgw.gateway.budget_policy import ALLOW, Decision, Spend
@@ -112,14 +111,13 @@ class Enforcer:
                 budget = None
         if limits is None and budget is None:
             return []
-        call = functools.partial(
-            self.scripts.run_settle,
+        call = self.scripts.settle_call(
             ctx.request_id,
             limits or NO_LIMITS,
             budget.part if budget is not None else NO_BUDGETS_SETTLE,
         )
         step = BUDGET_STEP if budget is not None else RATELIMIT_STEP
         result = await self.store.write(step, f"settlement of {ctx.request_id}", call)
-        if result is None or budget is None or self.budgets is None:
+        if not result or budget is None or self.budgets is None:
             return []
         return self.budgets.spends(budget, result)

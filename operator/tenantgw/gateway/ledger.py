@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from tenantgw.gateway.redisclient import RedisClient
 from tenantgw.gateway.spool import (
     DEFAULT_SPOOL_DIR,
     MAX_STREAM_ROWS,
@@ -231,7 +231,7 @@ class Ledger:
         dsn: str,
         spool_dir: Path | str = DEFAULT_SPOOL_DIR,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         tenant: str | None = None,
         batch_size: int = BATCH_SIZE,
         flush_interval: float = FLUSH_INTERVAL,

@@ -16,16 +16,14 @@ leaking them forever.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from tenantgw.api.markers import tenant_key
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.redisclient import RedisClient
 from tenantgw.gateway.scripts import NO_BUDGETS_ADMIT, NO_BUDGETS_SETTLE, Part, Scripts
 from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
 
@@ -94,7 +92,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         tenant: str,
         store: StoreHealth,
         *,
@@ -108,7 +106,7 @@ class RateLimiter:
         self.prefix = tenant_key(tenant, "rl")
         self.window_seconds = window_seconds
         self.lease_seconds = lease_seconds
-        self.scripts = scripts or Scripts(redis)
+        self.scripts = scripts or Scripts(redis, tenant)
 
     def _keys(self, key_name: str) -> list[str]:
         return [
@@ -182,11 +180,8 @@ class RateLimiter:
         await self.store.write(STEP, f"release of {ctx.request_id}", self._free(ctx, tokens))
 
     def _free(self, ctx: RequestContext, tokens: int) -> Callable[[], Awaitable[Any]]:
-        return functools.partial(
-            self.scripts.run_settle,
-            ctx.request_id,
-            self.settle_part(ctx, tokens),
-            NO_BUDGETS_SETTLE,
+        return self.scripts.settle_call(
+            ctx.request_id, self.settle_part(ctx, tokens), NO_BUDGETS_SETTLE
         )
 
     def _refusal(self, ctx: RequestContext, code: int, value: int, wait: int) -> RateLimited:

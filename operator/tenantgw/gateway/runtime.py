@@ -20,10 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
 from tenantgw.gateway import files
 from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.budgets import BudgetGuard
@@ -34,6 +30,7 @@ from tenantgw.gateway.lifespan import flush_litellm_callbacks, stop_ledger
 from tenantgw.gateway.metering import Meter
 from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.ratelimit import RateLimiter
+from tenantgw.gateway.redisclient import RedisClient, connect
 from tenantgw.gateway.scripts import Scripts
 from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR
 from tenantgw.gateway.storehealth import StoreHealth
@@ -82,15 +79,10 @@ def _tenant_from_rules() -> str:
         return "unknown"
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """The gateway's Redis client: it fails fast, so an outage costs a request 2 s at most."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
-    )
+def connect_redis(url: str) -> RedisClient:
+    """The gateway's Redis client (`redisclient.connect`): one server, or a Redis Cluster for a
+    `redis+cluster://` URL; it fails fast, so an outage costs a request 2 s at most."""
+    return connect(url, REDIS_TIMEOUT)
 
 
 def _mode_of(rules: Callable[[], Rules]) -> Callable[[], StoreMode]:
@@ -112,7 +104,7 @@ class GatewayRuntime:
     metrics: GatewayMetrics
     store: StoreHealth
     meter: Meter
-    redis: aioredis.Redis | None = None
+    redis: RedisClient | None = None
     ledger: Ledger | None = None
     limiter: RateLimiter | None = None
     budgets: BudgetGuard | None = None
@@ -162,7 +154,7 @@ class GatewayRuntime:
         cls,
         tenant: str,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         ledger: Ledger | None = None,
         metrics: GatewayMetrics | None = None,
         rules: Callable[[], Rules] = files.current_rules,
@@ -178,7 +170,7 @@ class GatewayRuntime:
         if store is None:
             store = StoreHealth(tenant, metrics, redis=redis, mode=_mode_of(rules))
         if redis is not None:
-            scripts = Scripts(redis)
+            scripts = Scripts(redis, tenant)
             if limiter is None:
                 limiter = RateLimiter(redis, tenant, store, scripts=scripts)
             if budgets is None:

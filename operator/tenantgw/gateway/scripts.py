@@ -22,17 +22,24 @@ is swept by the next ADMIT that touches the policy, which subtracts it from the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+
+from tenantgw.api.markers import tenant_key
+from tenantgw.gateway.redisclient import RedisClient, register_script
 
 TOTAL_FIELD = "#total"
 """The field of a reservation hash that holds the sum of its reservations."""
 SWEEP_BATCH = 1000
 """Expired reservations one ADMIT sweeps per policy at most (more wait for the next one)."""
+SETTLED_SECONDS = 900
+"""How long SETTLE remembers a call it ran (`t:{<tenant>}:settled:<request id>:<call>`), so
+that the same call run again within that time (a retry after a reply that was lost, a
+failover right after it ran) adds nothing twice."""
 
 _COMMON = f"""
 local rid = ARGV[1]
@@ -239,24 +246,27 @@ return out
 
 SETTLE = (
     _COMMON
-    + """
-local a, k = 3, 1
+    + f"""
+-- Once per call: run again (a retry after a reply that was lost, or a failover right after
+-- it ran), it adds nothing twice.
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', {SETTLED_SECONDS}) then return {{}} end
+local a, k = 3, 2
 if ARGV[2] == '1' then
   local tokens, window = tonumber(ARGV[4]), tonumber(ARGV[5])
-  if ARGV[3] == '1' then redis.call('ZREM', KEYS[3], rid) end
+  if ARGV[3] == '1' then redis.call('ZREM', KEYS[4], rid) end
   if tokens > 0 then
-    for i = 1, 2 do
+    for i = 2, 3 do
       redis.call('HINCRBY', KEYS[i], sec, tokens)
       redis.call('EXPIRE', KEYS[i], window + 1)
     end
   end
-  a, k = 6, 4
+  a, k = 6, 5
 end
 
 local ns, nr, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
 local weight, max_sessions = ARGV[a + 3], tonumber(ARGV[a + 4])
 a = a + 5
-local out = {}
+local out = {{}}
 for i = 1, ns do
   local key, expire_at, member = KEYS[k], tonumber(ARGV[a]), ARGV[a + 1]
   if member == '' then
@@ -303,11 +313,13 @@ NO_BUDGETS_SETTLE = Part(keys=(), args=(0, 0, 0, "", 0))
 
 
 class Scripts:
-    """ADMIT and SETTLE registered on one Redis client (EVALSHA, loaded on first use)."""
+    """ADMIT and SETTLE of one tenant, registered on one Redis client (EVALSHA, loaded on
+    first use)."""
 
-    def __init__(self, redis: aioredis.Redis | Any) -> None:
-        self.admit: AsyncScript = redis.register_script(ADMIT)
-        self.settle: AsyncScript = redis.register_script(SETTLE)
+    def __init__(self, redis: RedisClient, tenant: str) -> None:
+        self.tenant = tenant
+        self.admit: AsyncScript = register_script(redis, ADMIT)
+        self.settle: AsyncScript = register_script(redis, SETTLE)
 
     async def run_admit(self, request_id: str, limits: Part, budgets: Part) -> list[int]:
         """One ADMIT: [rate-limit code, its value, its wait, chosen plan, (spent, held)...]."""
@@ -316,9 +328,18 @@ class Scripts:
         )
         return [int(x) for x in result]
 
-    async def run_settle(self, request_id: str, limits: Part, budgets: Part) -> list[int]:
-        """One SETTLE: each spend policy's total after adding the cost."""
-        result = await self.settle(
-            keys=[*limits.keys, *budgets.keys], args=[request_id, *limits.args, *budgets.args]
-        )
-        return [int(x) for x in result]
+    def settle_call(
+        self, request_id: str, limits: Part, budgets: Part
+    ) -> Callable[[], Awaitable[list[int] | None]]:
+        """One SETTLE, ready to run (and to run again: a retry of the same call adds nothing
+        twice). Its result: each spend policy's total after adding the cost; None when this
+        call had run already."""
+        once = tenant_key(self.tenant, "settled", f"{request_id}:{secrets.token_hex(6)}")
+        keys = [once, *limits.keys, *budgets.keys]
+        args = [request_id, *limits.args, *budgets.args]
+
+        async def run() -> list[int] | None:
+            result = await self.settle(keys=keys, args=args)
+            return [int(x) for x in result] if result else None
+
+        return run

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,6 +41,7 @@ from tenantgw.api.markers import enforcement_marker_key
 from tenantgw.gateway import tasks
 from tenantgw.gateway.files import StoreMode
 from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.redisclient import RedisClient
 
 log = logging.getLogger("tenantgw.gateway.store")
 
@@ -119,7 +119,7 @@ class StoreHealth:
         tenant: str,
         metrics: GatewayMetrics,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         mode: Callable[[], StoreMode] = lambda: "Closed",
         skip_after: float = SKIP_AFTER_ERROR,
         max_pending: int = MAX_PENDING,
