@@ -12,13 +12,15 @@ waits for Redis 2 s at most, then gets the Tenant's onStoreUnavailable.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 RedisClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 """What the gateway's parts take: a client of one server or of a Redis Cluster."""
@@ -40,11 +42,30 @@ def node_url(url: str) -> str:
     return urlunsplit(parts._replace(scheme=scheme))
 
 
-def register_script(client: RedisClient, text: str) -> AsyncScript:
-    """A Lua script on `client` (EVALSHA, loaded on first use), for either kind of client."""
-    registering: Any = client  # redis-py types register_script for Redis only
-    script: AsyncScript = registering.register_script(text)
-    return script
+class LuaScript:
+    """A Lua script called by its SHA (EVALSHA), sent whole (EVAL) where the server lacks it.
+
+    Not redis-py's Script: on a Cluster its NOSCRIPT recovery loads the script on another node
+    than the one that serves the keys, so after a failover (a promoted replica has an empty
+    script cache) every call would fail for good. EVAL goes where the keys are and caches the
+    script there.
+    """
+
+    def __init__(self, client: RedisClient, text: str) -> None:
+        self.client: Any = client  # redis-py types evalsha/eval per client class
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.client.eval(self.text, len(keys), *keys, *args)
+
+
+def register_script(client: RedisClient, text: str) -> LuaScript:
+    """A Lua script on `client` (EVALSHA, EVAL once per server), for either kind of client."""
+    return LuaScript(client, text)
 
 
 def connect(url: str, timeout: float = DEFAULT_TIMEOUT) -> RedisClient:

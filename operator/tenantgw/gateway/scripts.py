@@ -22,15 +22,16 @@ is swept by the next ADMIT that touches the policy, which subtracts it from the 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tenantgw.api.markers import tenant_key
-from tenantgw.gateway.redisclient import RedisClient, register_script
+from tenantgw.gateway.redisclient import LuaScript, RedisClient, register_script
 
 TOTAL_FIELD = "#total"
 """The field of a reservation hash that holds the sum of its reservations."""
@@ -296,6 +297,21 @@ return out
 )
 
 
+@contextlib.contextmanager
+def torn_connections() -> Iterator[None]:
+    """A connection the server closed, as the ConnectionError it is.
+
+    redis-py's asyncio clients (plain and cluster, 7.4) raise AttributeError or TypeError from
+    the transport when they write to a connection the peer closed, as during a failover
+    (redis/redis-py#4287): neither is a RedisError, so without this a request would fail with
+    a 500 instead of the Tenant's onStoreUnavailable.
+    """
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        raise RedisConnectionError(f"connection lost ({type(exc).__name__}: {exc})") from exc
+
+
 @dataclass(frozen=True)
 class Part:
     """One caller's share of a script call: its keys, and its arguments headed by its counts."""
@@ -318,14 +334,15 @@ class Scripts:
 
     def __init__(self, redis: RedisClient, tenant: str) -> None:
         self.tenant = tenant
-        self.admit: AsyncScript = register_script(redis, ADMIT)
-        self.settle: AsyncScript = register_script(redis, SETTLE)
+        self.admit: LuaScript = register_script(redis, ADMIT)
+        self.settle: LuaScript = register_script(redis, SETTLE)
 
     async def run_admit(self, request_id: str, limits: Part, budgets: Part) -> list[int]:
         """One ADMIT: [rate-limit code, its value, its wait, chosen plan, (spent, held)...]."""
-        result = await self.admit(
-            keys=[*limits.keys, *budgets.keys], args=[request_id, *limits.args, *budgets.args]
-        )
+        with torn_connections():
+            result = await self.admit(
+                keys=[*limits.keys, *budgets.keys], args=[request_id, *limits.args, *budgets.args]
+            )
         return [int(x) for x in result]
 
     def settle_call(
@@ -339,7 +356,8 @@ class Scripts:
         args = [request_id, *limits.args, *budgets.args]
 
         async def run() -> list[int] | None:
-            result = await self.settle(keys=keys, args=args)
+            with torn_connections():
+                result = await self.settle(keys=keys, args=args)
             return [int(x) for x in result] if result else None
 
         return run

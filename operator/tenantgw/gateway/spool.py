@@ -319,10 +319,9 @@ class StreamSpool:
             return 0
         if self._sync is None:
             self._sync = _sync_client(self.client, timeout)
-        sync: Any = self._sync  # redis-py types register_script for Redis only
-        added = sync.register_script(_APPEND_SCRIPT)(
-            keys=[self.key], args=[self.max_rows, *map(encode_row, rows)]
-        )
+        sync: Any = self._sync  # redis-py types eval per client class
+        # EVAL: a rare call (shutdown), and it reaches the node of the key on a Cluster too.
+        added = sync.eval(_APPEND_SCRIPT, 1, self.key, self.max_rows, *map(encode_row, rows))
         if int(added) < 0:
             raise StreamFullError(f"{self.key} holds {self.max_rows} rows already")
         return int(added)
