@@ -1488,7 +1488,10 @@ def start_proxies(
         if variant == "tenantgw":
             flags = set_flag(set_flag(files.argv, "--host", "127.0.0.1"), "--port", str(port))
             flags = set_flag(flags, "--num_workers", str(workers))
-            env = dict(files.env)
+            if "--metrics_port" in flags:  # free, so that benches of two checkouts can run
+                flags = set_flag(flags, "--metrics_port", str(free_port()))
+            # The tenantgw of this checkout (the venv may point at another one's).
+            env = {**files.env, "PYTHONPATH": str(ROOT / "operator")}
             cwd = files.workdir
         else:
             flags = [
