@@ -26,6 +26,7 @@ import yaml
 from psycopg import sql
 
 from e2e.fixtures import Services
+from tenantgw.api.markers import key_prefix
 from tenantgw.tenancy.redis_acl import COMMAND_RULES
 
 
@@ -74,7 +75,7 @@ def tenant_stores(services: Services) -> Iterator[Stores]:
     parts = urlsplit(services.redis_url)
     admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
     admin.execute_command(
-        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~t:{tenant}:*",
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~{key_prefix(tenant)}*",
         "resetchannels", *COMMAND_RULES,
     )  # fmt: skip
     redis_url = urlunsplit(
@@ -95,7 +96,7 @@ def tenant_stores(services: Services) -> Iterator[Stores]:
     try:
         yield Stores(tenant, redis_url, admin, dsn)
     finally:
-        keys = list(admin.scan_iter(match=f"t:{tenant}:*"))
+        keys = list(admin.scan_iter(match=f"{key_prefix(tenant)}*"))
         if keys:
             admin.delete(*keys)
         admin.acl_deluser(user)

@@ -40,7 +40,10 @@ from e2e.test_gateway_process import (
     TENANT,
     write_gateway_files,
 )
-from e2e.throwaway_redis import ThrowawayRedis
+from e2e.throwaway_redis import CommandLog, ThrowawayRedis, script_sha
+from tenantgw.api.markers import key_prefix
+from tenantgw.gateway import budgets as budgets_module
+from tenantgw.gateway.scripts import ADMIT, SETTLE
 
 pytestmark = pytest.mark.e2e
 
@@ -200,9 +203,11 @@ def test_a_forged_context_charges_the_authenticated_key(gateway: Gateway) -> Non
 
     admin = gateway.admin()
     try:
-        assert admin.exists(f"t:{TENANT}:rl:req:key:bob")
-        assert not admin.exists(f"t:{TENANT}:rl:req:key:alice")
-        budget_keys = {k.decode() for k in admin.scan_iter(match=f"t:{TENANT}:budget:*-daily:*")}
+        assert admin.exists(f"{key_prefix(TENANT)}rl:req:key:bob")
+        assert not admin.exists(f"{key_prefix(TENANT)}rl:req:key:alice")
+        budget_keys = {
+            k.decode() for k in admin.scan_iter(match=f"{key_prefix(TENANT)}budget:*-daily:*")
+        }
         spent = {k.split(":")[3]: int(admin.get(k) or 0) for k in budget_keys if k.count(":") == 4}
     finally:
         admin.close()
@@ -215,7 +220,7 @@ def test_a_client_chosen_call_id_cannot_free_another_requests_slot(gateway: Gate
     call ids (header and forged metadata) must not free their slots."""
     gateway.sim.configure(latency_ms=SLOW_MS)
     admin = gateway.admin()
-    inflight = f"t:{TENANT}:rl:inflight"
+    inflight = f"{key_prefix(TENANT)}rl:inflight"
     try:
         with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
             victims = [
@@ -244,6 +249,58 @@ def test_a_client_chosen_call_id_cannot_free_another_requests_slot(gateway: Gate
     admin.close()
 
 
+# --------------------------------------------------------------------------- round trips
+
+
+def test_a_request_costs_the_gateway_two_redis_round_trips(gateway: Gateway) -> None:
+    """alice's requests are covered by the tenant's maxParallelRequests, her key's rpm and her
+    key's budget: each costs one ADMIT and one SETTLE, streamed or not, on both families.
+    Counted by the server (MONITOR); the gateway's periodic background work is left out: the
+    budget reconciliation from the ledger (its own scripts, every 60 s) and the ledger's look
+    at its spool stream (XLEN, every 5 s). This fixture's tenant role has
+    no audit schema, so its audit trail would spool every record to Redis (its Postgres-down
+    path): the audit is switched off for the count, and the background replay of what it
+    spooled before (`t:{<tenant>}:audit:*`) is left out."""
+    admit, settle = script_sha(ADMIT), script_sha(SETTLE)
+    background = {script_sha(budgets_module._RAISE), script_sha(budgets_module._RAISE_SESSIONS)}
+    admin = gateway.admin()
+    inflight = f"{key_prefix(TENANT)}rl:inflight"
+    sends = [
+        lambda: gateway.post("/v1/chat/completions", chat("count"), ALICE_KEY),
+        lambda: gateway.post("/v1/chat/completions", chat("count", stream=True), ALICE_KEY),
+        lambda: gateway.post("/v1/messages", messages("count"), ALICE_KEY),
+        lambda: gateway.post("/v1/messages", messages("count", stream=True), ALICE_KEY),
+    ]
+    raw = json.loads(gateway.rules_file.read_text())
+    raw["compliance"]["audit"]["enabled"] = False
+    gateway.rules_file.write_text(json.dumps(raw))
+    time.sleep(1.5)  # the rules file is re-read within a second
+    for send in sends:  # the scripts are loaded once per Redis server, not per request
+        assert send().status_code == 200
+    eventually(lambda: admin.zcard(inflight) == 0, "the warm-up requests to settle")
+    per_request = []
+    with CommandLog(gateway.redis.url) as log:
+        log.ignore.add(str(admin.client_info()["addr"]))
+        for send in sends:
+            mark = log.mark()
+            assert send().status_code == 200
+            eventually(lambda: admin.zcard(inflight) == 0, "the request to settle")
+            time.sleep(0.3)  # MONITOR's lines arrive after the replies
+            trips = [
+                words
+                for _, words in log.round_trips(mark)
+                if words[0].upper() != "PING"  # the client's idle health check, not per request
+                and not (words[0].upper() == "EVALSHA" and words[1] in background)
+                and not any(":audit:" in word for word in words)
+                and words[0].upper() != "XLEN"
+            ]
+            per_request.append([(w[0].upper(), w[1] if len(w) > 1 else "") for w in trips])
+    admin.close()
+    raw["compliance"]["audit"]["enabled"] = True
+    gateway.rules_file.write_text(json.dumps(raw))
+    assert per_request == [[("EVALSHA", admit), ("EVALSHA", settle)]] * len(sends), per_request
+
+
 # --------------------------------------------------------------------------- Redis down
 
 
@@ -264,7 +321,7 @@ def test_redis_down_closed_refuses_then_releases_are_delivered(gateway: Gateway)
     gateway.set_mode("Closed")
     gateway.sim.configure(latency_ms=SLOW_MS)
     admin = gateway.admin()
-    inflight = f"t:{TENANT}:rl:inflight"
+    inflight = f"{key_prefix(TENANT)}rl:inflight"
     try:
         with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
             slow = [
@@ -324,7 +381,9 @@ def test_redis_down_open_admits_and_a_restart_loses_no_release(gateway: Gateway)
     )
     admin = gateway.admin()
     try:
-        eventually(lambda: admin.zcard(f"t:{TENANT}:rl:inflight") == 0, "no slot left held")
+        eventually(
+            lambda: admin.zcard(f"{key_prefix(TENANT)}rl:inflight") == 0, "no slot left held"
+        )
     finally:
         admin.close()
     assert len(gateway.log_lines("Redis unavailable for tenant")) - before <= 2  # per outage

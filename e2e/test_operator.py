@@ -19,6 +19,7 @@ from kubernetes.client import ApiClient
 from e2e.fixtures import Services
 from e2e.helpers import K8s, alias_body, eventually, secret_body, tenant_body
 from e2e.operator_fixture import RunningOperator, audit_events
+from tenantgw.api.markers import key_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -390,9 +391,9 @@ def test_each_tenant_gets_its_own_storage_removed_with_it(
         row = conn.execute("select current_user, current_schema()").fetchone()
     assert row == (f"tgw_{name.replace('-', '_')}", f"t_{name.replace('-', '_')}")
     r = redis.Redis.from_url(url, socket_timeout=5)
-    r.set(f"t:{name}:probe", "1")
+    r.set(f"{key_prefix(name)}probe", "1")
     with pytest.raises(redis.exceptions.NoPermissionError):
-        r.set("t:someone-else:probe", "1")
+        r.set(f"{key_prefix('someone-else')}probe", "1")
     r.close()
     k8s.wait_condition(lambda: k8s.tenant(name), "Ready", "True", timeout=30)
 

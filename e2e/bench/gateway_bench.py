@@ -1492,6 +1492,8 @@ def start_proxies(
         if variant == "tenantgw":
             flags = set_flag(set_flag(files.argv, "--host", "127.0.0.1"), "--port", str(port))
             flags = set_flag(flags, "--num_workers", str(workers))
+            if "--metrics_port" in flags:  # free, so that benches of two checkouts can run
+                flags = set_flag(flags, "--metrics_port", str(free_port()))
             # This checkout's tenantgw, not whichever one the venv has installed.
             env = {**files.env, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
             cwd = files.workdir

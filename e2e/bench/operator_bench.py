@@ -1052,7 +1052,7 @@ def spend_traffic(
 ) -> dict[str, Any]:
     """Add spend to each tenant's budget counter every `every` s until `stop`, as gateways do.
 
-    A gateway adds each request's cost in micro-USD to `t:<tenant>:budget:<policy>:<period>`
+    A gateway adds each request's cost in micro-USD to `t:{<tenant>}:budget:<policy>:<period>`
     (INCRBY); here each tenant "serves" a few requests of 0.2 to 2 cents per round.
     """
     import redis

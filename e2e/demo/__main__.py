@@ -580,7 +580,7 @@ def up() -> None:
     )
     print(
         f"Budget {BUDGET_POLICY}: {spent:.6f} of 100 USD spent today "
-        f"(Redis t:{EXAMPLE_TENANT}:budget:{BUDGET_POLICY}:<day>)"
+        f"(Redis t:{{{EXAMPLE_TENANT}}}:budget:{BUDGET_POLICY}:<day>)"
     )
     print()
     pids = ", ".join(f"{name} {running_pid(name)}" for name in ("operator", "simulator", "gateway"))

@@ -1,6 +1,6 @@
 """Budgets against the real Redis (and Postgres for the ledger): block, downgrade, no overshoot.
 
-Each test is a fresh tenant whose Redis ACL user may touch only `t:<tenant>:*`. The flush test
+Each test is a fresh tenant whose Redis ACL user may touch only `t:{<tenant>}:*`. The flush test
 uses a Redis database of its own, so that a real FLUSHDB wipes nobody else's keys.
 """
 
@@ -23,6 +23,7 @@ import redis
 import redis.asyncio as aioredis
 
 from e2e.fixtures import Services, tenant_role
+from tenantgw.api.markers import key_prefix
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
@@ -42,7 +43,7 @@ RNG = random.Random(20261128)  # noqa: S311 (timings and costs, not secrets)
 class TenantRedis:
     tenant: str
     url: str
-    """The tenant's own ACL user (keys t:<tenant>:* only)."""
+    """The tenant's own ACL user (keys t:{<tenant>}:* only)."""
     admin_url: str
 
 
@@ -54,7 +55,7 @@ def _tenant_redis(admin_url: str, db: int = 0) -> Iterator[TenantRedis]:
     admin = redis.Redis.from_url(admin_url, socket_timeout=5)
     # Exactly the rules the operator gives a tenant's gateway (tenantgw.tenancy).
     admin.execute_command(
-        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~t:{tenant}:*",
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~{key_prefix(tenant)}*",
         "resetchannels", *COMMAND_RULES,
     )  # fmt: skip
     netloc = f"{quote(user)}:{quote(password)}@{parts.hostname}:{parts.port}"
@@ -63,7 +64,7 @@ def _tenant_redis(admin_url: str, db: int = 0) -> Iterator[TenantRedis]:
             tenant, urlunsplit(parts._replace(netloc=netloc, path=f"/{db}")), admin_url
         )
     finally:
-        keys = list(admin.scan_iter(match=f"t:{tenant}:*"))
+        keys = list(admin.scan_iter(match=f"{key_prefix(tenant)}*"))
         if keys:
             admin.delete(*keys)
         admin.acl_deluser(user)
@@ -241,7 +242,7 @@ async def test_a_downgrade_target_over_its_own_budget_is_blocked(tenant_redis: T
         await guard.check(spend, limits)
         await guard.add_spend(spend, 0.02)
         decision = await guard.check(request(tenant_redis, alias="reasoning"), limits)
-        resv = admin_keys(tenant_redis, f"t:{tenant_redis.tenant}:budget:*:resv")
+        resv = admin_keys(tenant_redis, f"{key_prefix(tenant_redis.tenant)}budget:*:resv")
         held = sum([await hlen(guard.redis, k) for k in resv])
     assert (decision.action, decision.policy) == ("block", "docs-a-cap")
     assert held == 0  # a blocked request holds nothing
@@ -296,7 +297,7 @@ async def test_fifty_concurrent_clients_do_not_overshoot(tenant_redis: TenantRed
             replicas, tenant_redis, limits, clients=50, cost=cost, requests_each=10
         )
         spent = await replicas[0].spent("small")
-        leftovers = admin_keys(tenant_redis, f"t:{tenant_redis.tenant}:*:resv")
+        leftovers = admin_keys(tenant_redis, f"{key_prefix(tenant_redis.tenant)}*:resv")
         held = sum([await hlen(replicas[0].redis, k) for k in leftovers])
     overshoot = spent - limit
     print(f"50 clients x 2 replicas: {admitted} admitted, spent ${spent:.4f} of ${limit:.2f}")
@@ -398,7 +399,7 @@ async def test_counters_survive_a_redis_flush(
 
         # Redis restarts without persistence: every counter of the tenant is gone.
         admin = aioredis.Redis.from_url(flush_redis.admin_url)
-        lost = [k async for k in admin.scan_iter(match=f"t:{flush_redis.tenant}:*")]
+        lost = [k async for k in admin.scan_iter(match=f"{key_prefix(flush_redis.tenant)}*")]
         await admin.unlink(*lost)
         await admin.aclose()
         assert await guard.spent("team-monthly") == 0

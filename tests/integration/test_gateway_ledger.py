@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from psycopg import sql
 
 from e2e.fixtures import Services
+from tenantgw.api.markers import key_prefix
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.spool import Spool, rejected_key, stream_key
 from tenantgw.gateway.usage import UsageRecord
@@ -399,7 +400,7 @@ async def test_spent_since_sums_a_budget_scope(db: TenantDb, tmp_path: Path) -> 
 class TenantRedis:
     tenant: str
     url: str
-    """The tenant ACL user's URL (keys `t:<tenant>:*` only), as its gateway gets it."""
+    """The tenant ACL user's URL (keys `t:{<tenant>}:*` only), as its gateway gets it."""
     admin_url: str
 
     def client(self) -> aioredis.Redis:
@@ -520,7 +521,7 @@ async def test_a_lease_left_by_a_dead_replica_only_delays_the_replay(
     await spooler.stop()
     await asyncio.to_thread(db.recover)
     # The replica that held the lease was killed mid-replay: its lease runs out by itself.
-    key = f"t:{tenant_redis.tenant}:ledger:replaying"
+    key = f"{key_prefix(tenant_redis.tenant)}ledger:replaying"
     await tenant_redis.admin("SET", key, "killed-replica", "PX", 2_000)
     survivor = Ledger(db.dsn, tmp_path / "survivor", redis=client, tenant=tenant_redis.tenant,
                       stream_check_interval=0.5)  # fmt: skip

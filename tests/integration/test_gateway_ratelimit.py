@@ -1,6 +1,6 @@
 """Rate limits hold across gateway replicas: two RateLimiters share the real Redis.
 
-Each test runs as a fresh tenant whose Redis ACL user may touch only `t:<tenant>:*`, as the
+Each test runs as a fresh tenant whose Redis ACL user may touch only `t:{<tenant>}:*`, as the
 operator provisions it, so the limiter's scripts are proven to stay inside that prefix.
 """
 
@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
 
 from e2e.fixtures import Services
+from tenantgw.api.markers import key_prefix
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.metrics import GatewayMetrics
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.integration
 class TenantRedis:
     tenant: str
     url: str
-    """The tenant's own ACL user (keys t:<tenant>:* only)."""
+    """The tenant's own ACL user (keys t:{<tenant>}:* only)."""
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def tenant_redis(services: Services) -> Iterator[TenantRedis]:
     admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
     # Exactly the rules the operator gives a tenant's gateway (tenantgw.tenancy).
     admin.execute_command(
-        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~t:{tenant}:*",
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~{key_prefix(tenant)}*",
         "resetchannels", *COMMAND_RULES,
     )  # fmt: skip
     parts = urlsplit(services.redis_url)
@@ -57,7 +58,7 @@ def tenant_redis(services: Services) -> Iterator[TenantRedis]:
     try:
         yield TenantRedis(tenant, urlunsplit(parts._replace(netloc=netloc)))
     finally:
-        keys = list(admin.scan_iter(match=f"t:{tenant}:*"))
+        keys = list(admin.scan_iter(match=f"{key_prefix(tenant)}*"))
         if keys:
             admin.delete(*keys)
         admin.acl_deluser(user)
@@ -151,7 +152,8 @@ async def test_refused_requests_do_not_use_up_the_window(tenant_redis: TenantRed
             with pytest.raises(RateLimited):
                 await one.acquire(request(tenant_redis), limits)
         window = await cast(
-            "Awaitable[list[bytes]]", one.redis.hvals(f"t:{tenant_redis.tenant}:rl:req:key:alice")
+            "Awaitable[list[bytes]]",
+            one.redis.hvals(f"{key_prefix(tenant_redis.tenant)}rl:req:key:alice"),
         )
     assert sum(int(v) for v in window) == 2
 
@@ -232,13 +234,13 @@ async def test_the_tenant_user_cannot_reach_other_tenants(
     async with replicas(tenant_redis, 1) as (one,):
         await one.acquire(request(tenant_redis), rules(rpm=10, alice_tpm=10, parallel=3))
         with pytest.raises(NoPermissionError):
-            await one.redis.set("t:someone-else:x", "1")
+            await one.redis.set(f"{key_prefix('someone-else')}x", "1")
         with pytest.raises(NoPermissionError):
             await one.redis.scan(match="t:*")
     admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
-    keys = sorted(k.decode() for k in admin.scan_iter(match=f"t:{tenant_redis.tenant}:*"))
+    keys = sorted(k.decode() for k in admin.scan_iter(match=f"{key_prefix(tenant_redis.tenant)}*"))
     admin.close()
-    prefix = f"t:{tenant_redis.tenant}:rl"
+    prefix = f"{key_prefix(tenant_redis.tenant)}rl"
     assert keys == [f"{prefix}:inflight", f"{prefix}:req"]
 
 

@@ -4,7 +4,7 @@ What must hold: while Redis does not answer, checks raise StoreUnavailable at on
 per request after the first); releases and spend updates are never dropped, they are delivered
 once Redis answers, so `maxParallelRequests` and budget reservations are free again right away
 rather than after their 660 s lease; one log line per transition, not per request; the outage
-summary is left in `t:<tenant>:enforcement` for the operator.
+summary is left in `t:{<tenant>}:enforcement` for the operator.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from e2e.fixtures import Services
+from tenantgw.api.markers import key_prefix
 from tenantgw.tenancy import (
     Provisioner,
     StorageError,
@@ -47,7 +48,7 @@ class Tenant:
 
     @property
     def keys(self) -> str:
-        return f"t:{self.name}:"
+        return f"{key_prefix(self.name)}"
 
 
 def _name(label: str) -> str:
@@ -221,7 +222,7 @@ async def test_a_tenant_cannot_reach_other_keys_or_the_server(
 async def test_a_tenant_spools_usage_in_its_own_stream_only(
     two_tenants: tuple[Tenant, Tenant],
 ) -> None:
-    # The gateway's ledger keeps rows Postgres cannot take in `t:<tenant>:ledger:spool`: the
+    # The gateway's ledger keeps rows Postgres cannot take in `t:{<tenant>}:ledger:spool`: the
     # stream commands it uses work there, and on no other tenant's stream, scripts included.
     a, b = two_tenants
     mine, theirs = a.keys + "ledger:spool", b.keys + "ledger:spool"
@@ -398,7 +399,7 @@ async def test_remove_leaves_no_role_schema_user_or_key(
     lingering = await _pg(storage.postgres_dsn)  # a gateway still connected
     await lingering.execute("create table ledger (x int)")
     client = _redis(storage.redis_url)
-    keys = [f"t:{name}:{i}" for i in range(1234)]
+    keys = [f"{key_prefix(name)}{i}" for i in range(1234)]
     await client.mset(dict.fromkeys(keys, "1"))
     await client.aclose()
 
@@ -418,7 +419,7 @@ async def test_remove_leaves_no_role_schema_user_or_key(
     admin = _redis(services.redis_url)
     try:
         assert await admin.execute_command("ACL", "GETUSER", f"tgw:{name}") is None  # type: ignore[no-untyped-call]
-        assert [k async for k in admin.scan_iter(match=f"t:{name}:*")] == []
+        assert [k async for k in admin.scan_iter(match=f"{key_prefix(name)}*")] == []
     finally:
         await admin.aclose()
     writes = provisioner.writes
@@ -538,7 +539,7 @@ async def test_a_redis_without_aclfile_still_gets_users(
         assert "has no aclfile" in caplog.text
         client = _redis(storage.redis_url)
         try:
-            assert await client.set(f"t:{name}:x", "1") is True
+            assert await client.set(f"{key_prefix(name)}x", "1") is True
         finally:
             await client.aclose()
     finally:

@@ -21,10 +21,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from tenantgw.gateway import callbacks, files
-from tenantgw.gateway.budget_policy import Decision
+from tenantgw.gateway.budget_policy import Decision, policies
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.enforcer import Admitted
 from tenantgw.gateway.metrics import GatewayMetrics
-from tenantgw.gateway.ratelimit import RateLimited
+from tenantgw.gateway.ratelimit import RateLimited, has_limits
 from tenantgw.gateway.runtime import GatewayRuntime
 from tenantgw.gateway.storehealth import StoreHealth, StoreUnavailable
 
@@ -40,7 +41,7 @@ class FakeLimiter:
     acquired: list[str] = field(default_factory=list)
     released: list[tuple[str, int]] = field(default_factory=list)
 
-    async def acquire(self, ctx: RequestContext, rules: Any) -> bool:
+    def check(self, ctx: RequestContext) -> None:
         if self.down:
             raise StoreUnavailable("ratelimit", "timeout", "Redis frozen", retry_after=4.2)
         if self.refuse:
@@ -51,8 +52,6 @@ class FakeLimiter:
                 scope="key",
                 value=10,
             )
-        self.acquired.append(ctx.request_id)
-        return True
 
     async def release(self, ctx: RequestContext, tokens: int) -> None:
         self.released.append((ctx.request_id, tokens))
@@ -62,21 +61,36 @@ class FakeLimiter:
 class FakeGuard:
     decision: Decision = field(default_factory=lambda: Decision("allow"))
     down: bool = False
-    dropped: list[str] = field(default_factory=list)
     rules: Any = None
     checked: list[str] = field(default_factory=list)
 
-    async def check(self, ctx: RequestContext, rules: Any) -> Decision:
+    def decide(self, ctx: RequestContext) -> Decision:
         self.checked.append(ctx.request_id)
         if self.down:
             raise StoreUnavailable("budget", "connection_error", "Redis gone", retry_after=5)
         return self.decision
 
-    async def release(self, ctx: RequestContext) -> None:
-        self.dropped.append(ctx.request_id)
-
     async def aclose(self) -> None:
         pass
+
+
+@dataclass
+class FakeEnforcer:
+    """The one ADMIT call: limits checked, then budgets; the slot taken only when both admit."""
+
+    limiter: FakeLimiter
+    guard: FakeGuard
+    rules: Any = None
+
+    async def admit(self, ctx: RequestContext, rules: Any) -> Admitted:
+        limited = has_limits(rules, ctx.key_name)
+        if limited:
+            self.limiter.check(ctx)
+        decision = self.guard.decide(ctx) if policies(rules) else Decision("allow")
+        holds = limited and decision.action != "block"
+        if holds:
+            self.limiter.acquired.append(ctx.request_id)
+        return Admitted(holds_slot=holds, decision=decision)
 
 
 class FakeMeter:
@@ -84,15 +98,24 @@ class FakeMeter:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, RequestContext]] = []
+        self.freed: list[tuple[str, str]] = []
+        """(event, request id) of each settlement that freed the request's slot."""
 
-    async def on_success(self, ctx: RequestContext, *args: Any) -> None:
+    async def on_success(self, ctx: RequestContext, *args: Any, free_slot: bool = False) -> Any:
         self.events.append(("success", ctx))
+        if free_slot:
+            self.freed.append(("success", ctx.request_id))
+        return object()
 
     async def on_failure(self, ctx: RequestContext, *args: Any) -> None:
         self.events.append(("failure", ctx))
 
-    async def on_final_failure(self, ctx: RequestContext, exc: BaseException) -> None:
+    async def on_final_failure(
+        self, ctx: RequestContext, exc: BaseException, *, free_slot: bool = False
+    ) -> None:
         self.events.append(("final", ctx))
+        if free_slot:
+            self.freed.append(("final", ctx.request_id))
 
 
 @pytest.fixture
@@ -130,12 +153,14 @@ class Setup:
 def runtime_of(limiter: Any = None, guard: Any = None, meter: Any = None) -> GatewayRuntime:
     """A GatewayRuntime from stand-in parts (no Redis, no Postgres)."""
     metrics = GatewayMetrics.registered()
+    enforcer: Any = FakeEnforcer(limiter, guard) if limiter is not None else None
     runtime = GatewayRuntime.assemble(
         "engineering-team",
         metrics=metrics,
         store=StoreHealth("engineering-team", metrics),
         limiter=limiter,
         budgets=guard,
+        enforcer=enforcer,
     )
     if meter is not None:
         object.__setattr__(runtime, "meter", meter)  # frozen: a stand-in meter for this test
@@ -253,7 +278,7 @@ async def test_a_spent_budget_is_a_final_402_and_frees_the_slot(setup: Setup) ->
     assert caught.value.type == "billing_error"
     assert caught.value.headers == {"x-should-retry": "false"}
     assert caught.value.message == "budget team-monthly is exhausted"
-    assert setup.limiter.released == [(setup.limiter.acquired[0], 0)]
+    assert setup.limiter.acquired == []  # a refused budget uses up no rate-limit slot
 
 
 async def test_budget_downgrade_points_the_request_at_a_cheaper_alias(setup: Setup) -> None:
@@ -365,11 +390,11 @@ async def test_success_meters_and_frees_the_slot_once(setup: Setup) -> None:
     }
     # a failed model group first (a fallback follows), then the fallback's success
     await setup.handler.async_log_failure_event(kwargs, None, None, None)
-    assert setup.limiter.released == []
+    assert setup.metering.freed == []
     await setup.handler.async_log_success_event(kwargs, None, None, None)
     await setup.handler.async_log_success_event(kwargs, None, None, None)
     ctx = stored(setup.handler, data, "metadata")
-    assert setup.limiter.released == [(ctx.request_id, 42)]
+    assert setup.metering.freed == [("success", ctx.request_id)]  # with its spend, once
     assert [kind for kind, _ in setup.metering.events] == ["failure", "success", "success"]
     assert setup.metering.events[0][1].alias == "fast-code"
 
@@ -380,8 +405,8 @@ async def test_final_failure_frees_the_slot(setup: Setup) -> None:
     ctx = stored(setup.handler, data, "metadata")
     await setup.handler.async_post_call_failure_hook(data, RuntimeError("upstream"), ALICE)
     await setup.handler.async_post_call_failure_hook(data, RuntimeError("upstream"), ALICE)
-    assert setup.limiter.released == [(ctx.request_id, 0)]
-    assert ctx.request_id in setup.guard.dropped  # its budget reservation is given back
+    # Freed, and its budget reservation given back, in the final settlement, once.
+    assert setup.metering.freed == [("final", ctx.request_id)]
     assert [kind for kind, _ in setup.metering.events] == ["final"]
 
 
@@ -453,21 +478,25 @@ async def test_redis_down_on_messages_keeps_the_overloaded_type(setup: Setup) ->
 
 async def test_redis_down_open_admits_and_counts(setup: Setup, rules_file: Path) -> None:
     edit_rules(rules_file, lambda raw: raw.update(enforcement={"on_store_unavailable": "Open"}))
-    setup.limiter.down = setup.guard.down = True
+    setup.limiter.down = True
     before = (
         _skipped("ratelimit", "timeout", "admitted"),
-        _skipped("budget", "connection_error", "admitted"),
+        _skipped("budget", "timeout", "admitted"),
     )
     data = chat_request("fast-code", "hi")
     assert await setup.handler.async_pre_call_hook(ALICE, None, data, "acompletion") is data
+    # One call checks both: each step it would have run is counted as admitted unchecked.
     assert _skipped("ratelimit", "timeout", "admitted") == before[0] + 1
-    assert _skipped("budget", "connection_error", "admitted") == before[1] + 1
+    assert _skipped("budget", "timeout", "admitted") == before[1] + 1
     # No slot was taken, so none is released.
     await setup.handler.async_post_call_failure_hook(data, RuntimeError("x"), ALICE)
-    assert setup.limiter.released == []
+    assert setup.metering.freed == []
 
 
-async def test_budget_store_down_closed_frees_the_slot(setup: Setup) -> None:
+async def test_budget_store_down_closed_refuses_a_tenant_with_budgets_only(
+    setup: Setup, rules_file: Path
+) -> None:
+    edit_rules(rules_file, lambda raw: raw.update(limits={}, keys=[]))
     setup.guard.down = True
     with pytest.raises(ProxyException) as caught:
         await setup.handler.async_pre_call_hook(
@@ -475,7 +504,7 @@ async def test_budget_store_down_closed_frees_the_slot(setup: Setup) -> None:
         )
     assert caught.value.code == "503"
     assert "budgets cannot be checked" in caught.value.message
-    assert setup.limiter.released == [(setup.limiter.acquired[0], 0)]
+    assert setup.limiter.acquired == []
 
 
 async def test_a_forged_context_is_never_trusted(setup: Setup) -> None:
@@ -495,7 +524,7 @@ async def test_a_forged_context_is_never_trusted(setup: Setup) -> None:
         await setup.handler.async_log_success_event(
             {"litellm_params": {"metadata": {"tenantgw": forged}}}, None, None, None
         )
-    assert setup.limiter.released == []  # the victim's slot is still held
+    assert setup.metering.freed == []  # the victim's slot is still held
     assert setup.metering.events == []
     # An admitted request's own context is the server's, whatever the client sent.
     attack = chat_request("fast-code", "hi")

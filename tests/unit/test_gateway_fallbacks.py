@@ -161,8 +161,9 @@ async def test_a_fallback_over_its_budget_gets_no_deployments() -> None:
     r = rules({"a": ["b"], "b": ["c"], "c": []})
     got = await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, ctx_for("a"), r)
     assert got == []
-    # The failed alias's reservation is given back; the refused hop's too.
-    assert guard.released == ["a", "b"]
+    # The failed alias's reservation goes in the hop's own check (one call); a refused hop
+    # holds nothing, and whatever it might hold is given back.
+    assert guard.released == ["b"]
     # Its own fallback is checked when the router gets there, and admitted.
     assert await fallbacks.admit_hop(guard, "c", DEPLOYMENTS, ctx_for("a"), r) == DEPLOYMENTS
     assert guard.checked == ["b", "c"]
@@ -205,7 +206,7 @@ async def test_a_fallback_a_budget_would_downgrade_is_not_used() -> None:
     guard = Downgrading()
     r = rules({"a": ["b"], "b": []})
     assert await fallbacks.admit_hop(guard, "b", DEPLOYMENTS, ctx_for("a"), r) == []
-    assert guard.released == ["a", "b"]
+    assert guard.released == ["b"]  # the reservation a downgrade made under its target
 
 
 # --------------------------------------------------------------------------- operator side

@@ -399,7 +399,7 @@ def _sample(name: str, labels: dict[str, str]) -> float:
 
 def bare_meter() -> Meter:
     """A meter without ledger nor budgets: metrics only."""
-    return Meter(ledger=None, budgets=None, metrics=GatewayMetrics.registered())
+    return Meter(ledger=None, enforcer=None, metrics=GatewayMetrics.registered())
 
 
 async def test_callbacks_count_metrics_without_a_configured_gateway() -> None:
@@ -501,7 +501,7 @@ class ListLedger:
 
 async def test_one_ledger_row_per_request_whatever_happened() -> None:
     ledger = ListLedger()
-    meter = Meter(ledger=ledger, budgets=None, metrics=GatewayMetrics.registered())  # type: ignore[arg-type]
+    meter = Meter(ledger=ledger, enforcer=None, metrics=GatewayMetrics.registered())  # type: ignore[arg-type]
     # A failed attempt, then a fallback's success: the success is the row.
     await meter.on_failure(ctx(), FAILURE, None, None, None)
     assert ledger.rows == []

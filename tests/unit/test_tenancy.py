@@ -58,7 +58,7 @@ def test_names_of_a_tenant() -> None:
     assert role_name("engineering-team") == "tgw_engineering_team"
     assert schema_name("engineering-team") == "t_engineering_team"
     assert redis_username("engineering-team") == "tgw:engineering-team"
-    assert key_prefix("engineering-team") == "t:engineering-team:"
+    assert key_prefix("engineering-team") == "t:{engineering-team}:"  # one Cluster slot
 
 
 def test_the_longest_tenant_name_still_fits_a_postgres_identifier() -> None:
@@ -367,7 +367,7 @@ def _user(password: str = PASSWORD, changes: dict[str, object] | None = None) ->
         "flags": ["on", "sanitize-payload"],
         "passwords": [password_hash(password)],
         "commands": "-@all +@string +@scripting +@transaction +client|id",
-        "keys": "~t:team-a:*",
+        "keys": "~t:{team-a}:*",
         "channels": "",
         "selectors": [],
     }
@@ -385,7 +385,8 @@ def test_a_provisioned_user_has_no_drift() -> None:
         ({"flags": ["on", "allkeys"]}, ["flags"]),
         ({"passwords": []}, ["password"]),
         ({"keys": "~*"}, ["keys"]),
-        ({"keys": "~t:team-a:* ~t:team-b:*"}, ["keys"]),
+        ({"keys": "~t:{team-a}:* ~t:{team-b}:*"}, ["keys"]),
+        ({"keys": "~t:team-a:*"}, ["keys"]),  # the pattern before the hash tag: re-applied
         ({"channels": "&*"}, ["channels"]),
         ({"selectors": [["commands", "+@all"]]}, ["selectors"]),
         ({"commands": "-@all +@string +@scripting +@transaction +client|id +keys"}, ["commands"]),
@@ -406,7 +407,7 @@ def test_setuser_starts_from_nothing_and_sends_only_the_hash() -> None:
         "reset",
         "on",
         "#" + password_hash(PASSWORD),
-        "~t:team-a:*",
+        "~t:{team-a}:*",
         "resetchannels",
     ]
     assert PASSWORD not in " ".join(rules)

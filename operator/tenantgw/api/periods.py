@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
+from tenantgw.api.markers import tenant_key
+
 Period = Literal["daily", "weekly", "monthly"]
 PERIODS: tuple[str, ...] = get_args(Period)
 
@@ -61,11 +63,11 @@ def format_reset(when: datetime) -> str:
 
 
 def budget_counter_key(tenant: str, policy: str, period: str, when: datetime) -> str:
-    """`t:<tenant>:budget:<policy>:<YYYY-MM-DD>`: micro-USD spent under a policy in a period.
+    """`t:{<tenant>}:budget:<policy>:<YYYY-MM-DD>`: micro-USD spent under a policy in a period.
 
     The gateway increments it; the operator reads it for the BudgetPolicy's status.
     """
-    return f"t:{tenant}:budget:{policy}:{period_label(period, when)}"
+    return tenant_key(tenant, "budget", policy, period_label(period, when))
 
 
 def session_spend_key(counter_key: str) -> str:

@@ -1,5 +1,5 @@
 """Rate limits, then budgets, of a request whose context is attached (the pre-call hook's
-last checks, also run for the auto-mode classifier's own calls).
+last checks, also run for the auto-mode classifier's own calls), in one Redis round trip.
 
 When Redis, which limits and budgets need, is unavailable or not configured, the Tenant's
 `spec.enforcement.onStoreUnavailable` decides: Closed refuses with 503 and `retry-after`, Open
@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from tenantgw.gateway import files, refusals, residency
-from tenantgw.gateway.budget_policy import covering, policies, refuse_unenforceable
+from tenantgw.gateway.budget_policy import Decision, covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import RequestContext, Tracked
 from tenantgw.gateway.errors import RateLimitError, ServiceUnavailableError
 from tenantgw.gateway.ratelimit import RateLimited, has_limits
@@ -38,41 +38,46 @@ def unavailable(runtime: GatewayRuntime, rules: files.Rules, exc: StoreUnavailab
         )
 
 
-async def acquire(runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules) -> None:
-    """Take the request's rate-limit slot (RateLimitError when a limit is reached)."""
+async def admit(
+    runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules, data: dict[str, Any]
+) -> None:
+    """Rate limits and budgets of the request in one Redis call (`enforcer.Enforcer`): a
+    RateLimitError when a limit is reached, a budget refusal when a budget blocks it, else
+    the slot and reservation taken and a downgrade applied to `data`."""
     ctx = tracked.ctx
-    if not has_limits(rules, ctx.key_name):
+    steps = []
+    if has_limits(rules, ctx.key_name):
+        steps.append("ratelimit")
+    if policies(rules):
+        steps.append("budget")
+        # A policy the operator could not apply refuses, Redis or not (it needs no counter).
+        refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias, ctx.session_id))
+        if refused is not None:
+            raise refusals.budget_refusal(refused, ctx.tenant)
+    if not steps:
         return
-    if runtime.limiter is None:
-        unavailable(runtime, rules, not_configured("ratelimit"))
+    enforcer = runtime.enforcer
+    if enforcer is None:
+        for step in steps:
+            unavailable(runtime, rules, not_configured(step))
         return
     try:
-        tracked.holds_slot = await runtime.limiter.acquire(ctx, rules)
+        admitted = await enforcer.admit(ctx, rules)
     except RateLimited as exc:
         raise RateLimitError(exc.message, retry_after=float(exc.retry_after)) from None
     except StoreUnavailable as exc:
-        unavailable(runtime, rules, exc)
+        # One call for both steps: each that applies gets the Tenant's onStoreUnavailable.
+        for step in steps:
+            unavailable(runtime, rules, exc if step == exc.step else exc.for_step(step))
+        return
+    tracked.holds_slot = admitted.holds_slot
+    apply_decision(rules, ctx, admitted.decision, data)
 
 
-async def check_budget(
-    runtime: GatewayRuntime, ctx: RequestContext, rules: files.Rules, data: dict[str, Any]
+def apply_decision(
+    rules: files.Rules, ctx: RequestContext, decision: Decision, data: dict[str, Any]
 ) -> None:
     """Refuse a request over budget, or downgrade it to the policy's cheaper alias."""
-    if not policies(rules):
-        return
-    # A policy the operator could not apply refuses, Redis or not (it needs no counter).
-    refused = refuse_unenforceable(covering(rules, ctx.key_name, ctx.alias, ctx.session_id))
-    if refused is not None:
-        raise refusals.budget_refusal(refused, ctx.tenant)
-    guard = runtime.budgets
-    if guard is None:
-        unavailable(runtime, rules, not_configured("budget"))
-        return
-    try:
-        decision = await guard.check(ctx, rules)
-    except StoreUnavailable as exc:
-        unavailable(runtime, rules, exc)
-        return
     if decision.action == "block":
         raise refusals.budget_refusal(decision, ctx.tenant)
     if decision.action != "downgrade":

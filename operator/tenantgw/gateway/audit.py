@@ -19,7 +19,7 @@ data key (`tenantgw.api.audit_trail`); no credential, header or metadata is ever
 
 Writing follows the ledger's rules (`ledger.py`), simplified: `record` only queues; a
 background task appends batches to the chain (`audit_trail.append`); when Postgres fails,
-batches wait in the tenant's Redis stream `t:<tenant>:audit:spool`, else on local disk, and
+batches wait in the tenant's Redis stream `t:{<tenant>}:audit:spool`, else on local disk, and
 are appended when Postgres answers again (by event id, so a replay never duplicates a record).
 While they wait, bodies are in the clear in the tenant's own Redis and the pod's emptyDir.
 """
@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from tenantgw.api.audit_trail import (
@@ -50,9 +49,11 @@ from tenantgw.api.audit_trail import (
     encrypt_body,
     new_data_key,
 )
+from tenantgw.api.markers import tenant_key
 from tenantgw.gateway import pii
 from tenantgw.gateway.context import RequestContext, new_request_id
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.redisclient import RedisClient
 from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR, Spool, StreamFullError, StreamSpool
 from tenantgw.gateway.usage import UsageRecord, status_of
 
@@ -74,7 +75,7 @@ _REDIS_ERRORS = (rexc.RedisError, OSError, TimeoutError)
 
 
 def stream_key(tenant: str) -> str:
-    return f"t:{tenant}:audit:spool"
+    return tenant_key(tenant, "audit", "spool")
 
 
 def request_subset(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,7 +186,7 @@ class AuditTrail:
         rules: Callable[[], Rules],
         spool_dir: Path | str = DEFAULT_SPOOL_DIR,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         batch_size: int = BATCH_SIZE,
         flush_interval: float = FLUSH_INTERVAL,
         max_backoff: float = MAX_BACKOFF,
@@ -201,8 +202,8 @@ class AuditTrail:
             self.stream = StreamSpool(redis, tenant)
             # The same mechanism as the ledger's spool, under the audit's own keys.
             self.stream.key = stream_key(tenant)
-            self.stream.lease_key = f"t:{tenant}:audit:replaying"
-            self.stream.rejected_key = f"t:{tenant}:audit:rejected"
+            self.stream.lease_key = tenant_key(tenant, "audit", "replaying")
+            self.stream.rejected_key = tenant_key(tenant, "audit", "rejected")
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_backoff = max_backoff

@@ -1,25 +1,31 @@
 """BudgetPolicy enforcement: per-period spend counters in Redis, checked before each request.
 
-Counters. Each policy has one counter per period, `t:<tenant>:budget:<policy>:<YYYY-MM-DD of
+Counters. Each policy has one counter per period, `t:{<tenant>}:budget:<policy>:<YYYY-MM-DD of
 the period start>`, in micro-USD (integers, INCRBY). `add_spend()` adds a request's cost to
 every policy whose scope matches it: the tenant, its key, its ModelAlias.
 
 Reservations keep concurrent requests from overshooting a limit. A request that reaches the
 limit only when it completes would let every request admitted meanwhile overshoot too, so
-`check()` atomically (one Lua script over all matching policies) admits a request only while
-`spent + reserved < limit`, and reserves an estimate of its cost against each policy: the
-alias's recent average request cost (an exponential moving average kept in Redis,
-`t:<tenant>:budget:avg:<alias>`; `default_estimate_usd` until the alias has history).
-`add_spend()` adds the real cost and drops the reservation. While estimates match real costs,
-the spend of everything admitted stays within the limit plus the cost of the last request
-admitted; a replica that dies mid-request loses its reservation after a lease, not forever.
+the request's ADMIT script (`scripts.py`; `check()` alone, or with the rate limits through
+`enforcer.Enforcer`) atomically admits a request only while `spent + reserved < limit` for
+every matching policy, and reserves an estimate of its cost against each: the alias's recent
+average request cost (an exponential moving average kept in Redis,
+`t:{<tenant>}:budget:avg:<alias>`; `default_estimate_usd` until the alias has history). A
+downgrade is decided in the same call: the guard prepares the plans (the alias, and each
+cheaper alias a downgrade policy may send it to) and the script runs `decide()`'s rules on
+them. SETTLE (`add_spend()`) adds the real cost and drops the reservation. Reservations are
+kept with running totals (`<counter>:resv`, request id -> micro-USD plus the `#total` field,
+and `<counter>:resv:exp` by deadline), so a check reads one field whatever the number of
+requests in flight. While estimates match real costs, the spend of everything admitted stays
+within the limit plus the cost of the last request admitted; a replica that dies mid-request
+loses its reservation after a lease, not forever (the next check sweeps it off the total).
 
 Redis is a cache of spend, the ledger (Postgres) its record: `reconcile_from_ledger()` raises
 each counter to the ledger's sum for the period, every 60 s once a check has run, so a Redis
 restart or flush does not forgive spend.
 
 Session policies (`scope: {kind: Session}`) count each session apart: one sorted set per policy
-and period, `t:<tenant>:budget:<policy>:<period start>:sessions`, scores are a session's
+and period, `t:{<tenant>}:budget:<policy>:<period start>:sessions`, scores are a session's
 micro-USD (ZINCRBY), members its validated id. It expires with the period like the other
 counters, and holds at most `MAX_SESSIONS` members: past that, the session that spent least is
 dropped to make room (a client rotating ids per request, to bloat it, only forgets the
@@ -33,17 +39,15 @@ over the limit).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
+from tenantgw.api.markers import tenant_key
 from tenantgw.gateway import tasks
 from tenantgw.gateway.budget_policy import (
     ALLOW,
@@ -68,6 +72,8 @@ from tenantgw.gateway.periods import (
     period_start,
     session_spend_key,
 )
+from tenantgw.gateway.redisclient import RedisClient, register_script
+from tenantgw.gateway.scripts import NO_LIMITS, Part, Scripts
 from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
 
 __all__ = [
@@ -116,86 +122,6 @@ class LedgerReader(Protocol):
     ) -> list[tuple[str, float]]: ...
 
 
-_CHECK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rid, lease, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local est = tonumber(redis.call('GET', KEYS[3 * n + 1]) or ARGV[4])
-local out = {0, est}
-for i = 1, n do
-  local spent_key, resv_key, exp_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local limit, block = tonumber(ARGV[2 + 3 * i]), ARGV[3 + 3 * i] == '1'
-  local member = ARGV[4 + 3 * i]
-  local expired = redis.call('ZRANGEBYSCORE', exp_key, '-inf', now)
-  if #expired > 0 then
-    redis.call('HDEL', resv_key, unpack(expired))
-    redis.call('ZREM', exp_key, unpack(expired))
-  end
-  local spent
-  if member == '' then
-    spent = tonumber(redis.call('GET', spent_key) or '0')
-  else
-    spent = math.floor(tonumber(redis.call('ZSCORE', spent_key, member) or '0'))
-  end
-  local reserved = 0
-  for _, v in ipairs(redis.call('HVALS', resv_key)) do reserved = reserved + tonumber(v) end
-  reserved = reserved - tonumber(redis.call('HGET', resv_key, rid) or '0')
-  out[#out + 1] = spent
-  out[#out + 1] = reserved
-  if block and spent + reserved >= limit and out[1] == 0 then out[1] = i end
-end
-if out[1] == 0 then
-  for i = 1, n do
-    redis.call('HSET', KEYS[3 * i - 1], rid, est)
-    redis.call('ZADD', KEYS[3 * i], now + lease, rid)
-    redis.call('EXPIRE', KEYS[3 * i - 1], lease)
-    redis.call('EXPIRE', KEYS[3 * i], lease)
-  end
-end
-return out
-"""
-
-_UNRESERVE = """
-for i = 1, #KEYS, 2 do
-  redis.call('HDEL', KEYS[i], ARGV[1])
-  redis.call('ZREM', KEYS[i + 1], ARGV[1])
-end
-return 0
-"""
-
-_ADD_SPEND = """
-local rid, cost = ARGV[1], tonumber(ARGV[2])
-local ns, nr = tonumber(ARGV[3]), tonumber(ARGV[4])
-local max_sessions = tonumber(ARGV[5 + 2 * ns + 1])
-local out = {}
-for i = 1, ns do
-  local member = ARGV[5 + 2 * i]
-  if member == '' then
-    out[i] = redis.call('INCRBY', KEYS[i], cost)
-  else
-    if not redis.call('ZSCORE', KEYS[i], member)
-        and redis.call('ZCARD', KEYS[i]) >= max_sessions then
-      redis.call('ZPOPMIN', KEYS[i])
-    end
-    out[i] = math.floor(tonumber(redis.call('ZINCRBY', KEYS[i], cost, member)))
-  end
-  redis.call('EXPIREAT', KEYS[i], tonumber(ARGV[4 + 2 * i]))
-end
-for j = 1, nr do
-  redis.call('HDEL', KEYS[ns + 2 * j - 1], rid)
-  redis.call('ZREM', KEYS[ns + 2 * j], rid)
-end
-if ARGV[5] ~= '' then
-  local avg_key = KEYS[ns + 2 * nr + 1]
-  local avg = redis.call('GET', avg_key)
-  local w = tonumber(ARGV[5])
-  local new = cost
-  if avg then new = math.floor(tonumber(avg) * (1 - w) + cost * w + 0.5) end
-  redis.call('SET', avg_key, new, 'EX', 604800)
-end
-return out
-"""
-
 _RAISE = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local want = tonumber(ARGV[1])
@@ -230,6 +156,59 @@ class _Held:
     keys: list[str]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """An alias a request may be served by, and the policies that cover it there."""
+
+    alias: str
+    tier: str | None
+    policies: list[Policy]
+
+
+@dataclass(frozen=True)
+class BudgetAdmit:
+    """The guard's part of an ADMIT, and what it needs to read the answer."""
+
+    part: Part
+    policies: list[Policy]
+    """Every policy of every plan, in the order of the script's answer."""
+    plans: list[_Plan]
+    """The request's alias first, then the aliases a downgrade may send it to."""
+    now: datetime
+    dropped: int
+    """Keys of the request's earlier reservation the call drops (a fallback hop)."""
+
+
+@dataclass(frozen=True)
+class BudgetSettle:
+    """The guard's part of a SETTLE, and what it needs to read the answer."""
+
+    part: Part
+    covering: list[Policy]
+    session_id: str | None
+    needed: bool
+    """False when the call would change nothing: no cost, no reservation, no estimate."""
+
+
+def _no_alias(rules: Rules, policy: Policy, alias: str) -> bool:
+    """Whether a downgrade policy finds no alias (other than `alias`) of its tier."""
+    return downgrade_alias(rules, policy.to_cost_tier or "low", exclude=alias) is None
+
+
+def _downgrades(plan: _Plan) -> list[Policy]:
+    """The downgrade policies of a plan that may send it to a cheaper tier, in the order
+    decide() prefers them (cheapest tier first, then by name)."""
+    rank = TIER_RANK.get(plan.tier or "", len(TIER_RANK))
+    eligible = [
+        p
+        for p in plan.policies
+        if p.action == "downgrade" and rank > TIER_RANK.get(p.to_cost_tier or "", len(TIER_RANK))
+    ]
+    return sorted(
+        eligible, key=lambda p: (TIER_RANK.get(p.to_cost_tier or "", len(TIER_RANK)), p.name)
+    )
+
+
 class BudgetGuard:
     """The tenant's BudgetPolicies, enforced through counters shared by all replicas.
 
@@ -242,7 +221,7 @@ class BudgetGuard:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         tenant: str,
         store: StoreHealth,
         ledger_reader: LedgerReader | None = None,
@@ -251,30 +230,29 @@ class BudgetGuard:
         lease_seconds: int = LEASE_SECONDS,
         reconcile_interval: float = RECONCILE_INTERVAL,
         clock: Callable[[], datetime] | None = None,
+        scripts: Scripts | None = None,
     ) -> None:
         self.redis = redis
         self.tenant = tenant
         self.store = store
         self.ledger_reader = ledger_reader
-        self.prefix = f"t:{tenant}:budget"
+        self.prefix = tenant_key(tenant, "budget")
         self.default_estimate_usd = default_estimate_usd
         self.lease_seconds = lease_seconds
         self.reconcile_interval = reconcile_interval
         self.rules: Rules | None = None
         """The rules of the last check(), used by add_spend() and reconciliation by default."""
         self._now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        self._check = redis.register_script(_CHECK)
-        self._unreserve = redis.register_script(_UNRESERVE)
-        self._add_spend = redis.register_script(_ADD_SPEND)
-        self._raise = redis.register_script(_RAISE)
-        self._raise_sessions = redis.register_script(_RAISE_SESSIONS)
+        self.scripts = scripts or Scripts(redis, tenant)
+        self._raise = register_script(redis, _RAISE)
+        self._raise_sessions = register_script(redis, _RAISE_SESSIONS)
         self._held: dict[str, _Held] = {}
         self._reconciler: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ keys
 
     def counter_key(self, policy: str, when: datetime, period: str) -> str:
-        """`t:<tenant>:budget:<policy>:<period start>`: micro-USD spent in that period.
+        """`t:{<tenant>}:budget:<policy>:<period start>`: micro-USD spent in that period.
 
         The operator reads the same key (tenantgw.api.periods) for the BudgetPolicy's status.
         """
@@ -307,114 +285,193 @@ class BudgetGuard:
 
     # ------------------------------------------------------------------ check
 
-    async def check(self, ctx: RequestContext, rules: Rules) -> Decision:
-        """Allow, block or downgrade the request by the spend of every policy that covers it.
+    def admit_part(self, ctx: RequestContext, rules: Rules) -> BudgetAdmit | None:
+        """The budgets' part of the request's ADMIT; None when the tenant has no policy.
 
-        Raises StoreUnavailable when Redis does not answer (only when a policy exists).
+        Prepares every plan the decision may end in: the request's alias, and each alias a
+        covering downgrade policy may send it to, so that one script decides and reserves.
+        A reservation the request already holds (a fallback hop) is dropped by the same call.
         """
         self.rules = rules
         self._start_reconciler()
         every = policies(rules)
         if not every:
-            return ALLOW
-        # Needs no counter, so it holds while Redis is unavailable too.
-        refused = refuse_unenforceable(
-            [p for p in every if p.matches(ctx.key_name, ctx.alias, ctx.session_id)],
-            ctx.session_id,
-        )
-        if refused is not None:
-            return refused
-        self.store.check(STEP)
+            return None
         now = self._now()
-        try:
-            decision = await self._decide(ctx, rules, every, now)
-        except STORE_ERRORS as exc:
-            unavailable = self.store.failed(STEP, exc)
-            # A timeout may hide a reservation the script did make: drop it once Redis answers.
-            self._held.pop(ctx.request_id, None)
-            aliases = {ctx.alias, *(a for a in rules.aliases if a != ctx.alias)}
-            applying = [
-                p for p in every if any(p.matches(ctx.key_name, a, ctx.session_id) for a in aliases)
-            ]
-            keys = self._reservation_keys(applying, now, ctx.session_id)
-            if keys:
-                unreserve = functools.partial(self._unreserve, keys=keys, args=[ctx.request_id])
-                self.store.defer(f"reservation of {ctx.request_id}", unreserve)
-            raise unavailable from None
-        self.store.answered()
-        return decision
-
-    async def _decide(
-        self, ctx: RequestContext, rules: Rules, every: list[Policy], now: datetime
-    ) -> Decision:
         session = ctx.session_id
-        applying = [p for p in every if p.matches(ctx.key_name, ctx.alias, session)]
-        state = await self._reserve(ctx.request_id, applying, ctx.alias, now, session)
-        tier = alias_tier(rules, ctx.alias) or ctx.cost_tier
-        decision = decide(rules, applying, state, ctx.alias, tier, now, session)
-        if decision.action == "allow":
-            return decision
-        await self._drop(ctx.request_id)
-        if decision.action == "block" or decision.to_alias is None:
-            return decision
-        # Re-check as the cheaper alias, whose own alias-scoped policies may block it. The
-        # downgrade policies that sent it there are satisfied by its tier.
-        to_alias = decision.to_alias
-        applying = [p for p in every if p.matches(ctx.key_name, to_alias, session)]
-        state = await self._reserve(ctx.request_id, applying, to_alias, now, session)
-        again = decide(rules, applying, state, to_alias, alias_tier(rules, to_alias), now, session)
-        if again.action == "block":
-            await self._drop(ctx.request_id)
-            return again
-        return decision
+        union: dict[str, int] = {}
+        ordered: list[Policy] = []
+        plans: list[_Plan] = []
 
-    async def _reserve(
-        self,
-        request_id: str,
-        covering: Sequence[Policy],
-        alias: str,
-        now: datetime,
-        session_id: str | None = None,
-    ) -> dict[str, tuple[int, int]]:
-        """Reserve the alias's cost estimate under every covering policy, unless one blocks.
+        def index(policy: Policy) -> int:
+            if policy.name not in union:
+                ordered.append(policy)
+                union[policy.name] = len(ordered)
+            return union[policy.name]
 
-        Returns {policy: (spent, reserved by other requests)} as the script saw it; nothing is
-        reserved when a block policy is at its limit (`decide()` then finds the same one).
-        """
-        if not covering:
-            return {}
+        def plan_of(alias: str, tier: str | None) -> _Plan:
+            covering = [p for p in every if p.matches(ctx.key_name, alias, session)]
+            plan = _Plan(alias=alias, tier=tier, policies=covering)
+            for policy in covering:
+                index(policy)
+            return plan
+
+        primary = plan_of(ctx.alias, alias_tier(rules, ctx.alias) or ctx.cost_tier)
+        plans.append(primary)
+        targets: dict[str, int] = {}
+        downs: list[list[tuple[int, int]]] = []
+        for policy in _downgrades(primary):
+            to_alias = downgrade_alias(rules, policy.to_cost_tier or "low", exclude=ctx.alias)
+            target = 0
+            if to_alias is not None:
+                if to_alias not in targets:
+                    plans.append(plan_of(to_alias, alias_tier(rules, to_alias)))
+                    targets[to_alias] = len(plans)
+                target = targets[to_alias]
+            downs.append([(index(policy), target)])
         keys: list[str] = []
-        args: list[Any] = [
-            request_id,
+        args: list[Any] = []
+        for policy in ordered:
+            base = self._reservation_base(policy, now, session)
+            keys += [self.spend_key(policy, now), f"{base}:resv", f"{base}:resv:exp"]
+            member = (session or "") if policy.per_session else ""
+            args += [policy.limit_micro, 1 if policy.action == "block" else 0, member]
+        held = self._held.pop(ctx.request_id, None)
+        drop = held.keys if held is not None else []
+        keys += drop
+        plan_args: list[Any] = []
+        for n, plan in enumerate(plans):
+            keys.append(self.estimate_key(plan.alias))
+            if n == 0:
+                pairs = [pair for d in downs for pair in d]
+            else:
+                # Only whether a target would itself be downgraded or refused matters here.
+                pairs = [
+                    (union[p.name], 0 if _no_alias(rules, p, plan.alias) else 1)
+                    for p in _downgrades(plan)
+                ]
+            # decide() refuses a plan with a policy the operator could not apply.
+            refuse = 1 if refuse_unenforceable(plan.policies) is not None else 0
+            plan_args += [refuse, len(plan.policies), *(union[p.name] for p in plan.policies)]
+            plan_args += [len(pairs), *(v for pair in pairs for v in pair)]
+        header = [
+            len(ordered),
+            len(plans),
+            len(drop) // 2,
             self.lease_seconds,
-            len(covering),
             round(self.default_estimate_usd * MICRO),
         ]
-        for policy in covering:
-            base = self._reservation_base(policy, now, session_id)
-            keys += [self.spend_key(policy, now), f"{base}:resv", f"{base}:resv:exp"]
-            member = (session_id or "") if policy.per_session else ""
-            args += [policy.limit_micro, 1 if policy.action == "block" else 0, member]
-        keys.append(self.estimate_key(alias))
-        result = [int(x) for x in await self._check(keys=keys, args=args)]
+        return BudgetAdmit(
+            part=Part(keys=keys, args=[*header, *args, *plan_args]),
+            policies=ordered,
+            plans=plans,
+            now=now,
+            dropped=len(drop),
+        )
+
+    def decision_of(
+        self, ctx: RequestContext, rules: Rules, admit: BudgetAdmit, result: Sequence[int]
+    ) -> Decision:
+        """The decision ADMIT's answer means (`decide()`, with the spend the script saw), and
+        the reservation it made recorded for SETTLE."""
         state = {
-            policy.name: (result[2 + 2 * i], result[3 + 2 * i]) for i, policy in enumerate(covering)
+            p.name: (result[4 + 2 * i], result[5 + 2 * i]) for i, p in enumerate(admit.policies)
         }
-        if not result[0]:
-            self._forget_stale()
-            resv = [k for i, k in enumerate(keys[:-1]) if i % 3 != 0]
-            self._held[request_id] = _Held(since=time.monotonic(), keys=resv)
-        return state
+        chosen = result[3]
+        primary = admit.plans[0]
+        session = ctx.session_id
+        decision = decide(
+            rules, primary.policies, state, primary.alias, primary.tier, admit.now, session
+        )
+        expected, final = 1, decision
+        if decision.action == "block" or (
+            decision.action == "downgrade" and decision.to_alias is None
+        ):
+            expected = 0
+        elif decision.action == "downgrade":
+            number, target = next(
+                (n, plan)
+                for n, plan in enumerate(admit.plans, start=1)
+                if plan.alias == decision.to_alias
+            )
+            again = decide(
+                rules, target.policies, state, target.alias, target.tier, admit.now, session
+            )
+            expected, final = (0, again) if again.action == "block" else (number, decision)
+        if chosen != expected:  # the script and decide() disagree: a bug, decide() wins
+            log.error(
+                "budget script chose plan %d, decide() plan %d for %s",
+                chosen,
+                expected,
+                ctx.request_id,
+            )
+        if chosen:
+            keys = self._reservation_keys(admit.plans[chosen - 1].policies, admit.now, session)
+            if expected:
+                self._forget_stale()
+                self._held[ctx.request_id] = _Held(since=time.monotonic(), keys=keys)
+            else:
+                unreserve = self._unreserve_call(ctx.request_id, keys)
+                self.store.defer(f"reservation of {ctx.request_id}", unreserve)
+        return final
+
+    async def check(self, ctx: RequestContext, rules: Rules) -> Decision:
+        """Allow, block or downgrade the request by the spend of every policy that covers it.
+
+        Raises StoreUnavailable when Redis does not answer (only when a policy exists).
+        """
+        refused = self.refusal(ctx, rules)
+        if refused is not None:
+            return refused
+        admit = self.admit_part(ctx, rules)
+        if admit is None:
+            return ALLOW
+        self.store.check(STEP)
+        try:
+            result = await self.scripts.run_admit(ctx.request_id, NO_LIMITS, admit.part)
+        except STORE_ERRORS as exc:
+            unavailable = self.store.failed(STEP, exc)
+            self.undo(ctx, rules, admit)
+            raise unavailable from None
+        self.store.answered()
+        return self.decision_of(ctx, rules, admit, result)
+
+    def refusal(self, ctx: RequestContext, rules: Rules) -> Decision | None:
+        """A block for a covering policy the operator could not apply (needs no counter, so it
+        holds while Redis is unavailable too)."""
+        session = ctx.session_id
+        covering = [p for p in policies(rules) if p.matches(ctx.key_name, ctx.alias, session)]
+        return refuse_unenforceable(covering, ctx.session_id)
+
+    def undo(self, ctx: RequestContext, rules: Rules, admit: BudgetAdmit) -> None:
+        """After an ADMIT that got no answer: drop, once Redis answers, whatever reservation it
+        may have made (a timeout may hide one) and the one the request held before."""
+        every = policies(rules)
+        aliases = {ctx.alias, *(a for a in rules.aliases if a != ctx.alias)}
+        applying = [
+            p for p in every if any(p.matches(ctx.key_name, a, ctx.session_id) for a in aliases)
+        ]
+        keys = self._reservation_keys(applying, admit.now, ctx.session_id)
+        dropped = admit.part.keys[3 * len(admit.policies) : 3 * len(admit.policies) + admit.dropped]
+        for i in range(0, len(dropped), 2):
+            if dropped[i] not in keys:
+                keys += dropped[i : i + 2]
+        if keys:
+            unreserve = self._unreserve_call(ctx.request_id, keys)
+            self.store.defer(f"reservation of {ctx.request_id}", unreserve)
 
     def _forget_stale(self) -> None:
         deadline = time.monotonic() - self.lease_seconds
         for request_id in [r for r, held in self._held.items() if held.since < deadline]:
             del self._held[request_id]
 
-    async def _drop(self, request_id: str) -> None:
-        held = self._held.pop(request_id, None)
-        if held is not None and held.keys:
-            await self._unreserve(keys=held.keys, args=[request_id])
+    def _unreserve_call(self, request_id: str, keys: list[str]) -> Callable[[], Awaitable[Any]]:
+        part = Part(keys=keys, args=(0, len(keys) // 2, 0, "", 0))
+        return self.scripts.settle_call(request_id, NO_LIMITS, part)
+
+    def holds(self, ctx: RequestContext) -> bool:
+        """Whether the request holds a reservation this process made."""
+        return ctx.request_id in self._held
 
     async def release(self, ctx: RequestContext) -> None:
         """Drop the reservation of a request that ends without add_spend().
@@ -423,10 +480,67 @@ class BudgetGuard:
         """
         held = self._held.pop(ctx.request_id, None)
         if held is not None and held.keys:
-            unreserve = functools.partial(self._unreserve, keys=held.keys, args=[ctx.request_id])
+            unreserve = self._unreserve_call(ctx.request_id, held.keys)
             await self.store.write(STEP, f"reservation of {ctx.request_id}", unreserve)
 
     # ------------------------------------------------------------------ spend
+
+    def settle_part(
+        self,
+        ctx: RequestContext,
+        cost_usd: float | None,
+        rules: Rules,
+        *,
+        update_estimate: bool = True,
+    ) -> BudgetSettle:
+        """The budgets' part of the request's SETTLE: add its cost (None: none to add) to
+        every policy covering its key and alias, drop its reservation, update the estimate.
+
+        Without a local record of its reservation (another guard instance checked it, or this
+        process restarted) it drops whatever reservation the request holds under the covering
+        policies.
+        """
+        now = self._now()
+        session = ctx.session_id
+        every = policies(rules)
+        covering = [p for p in every if p.matches(ctx.key_name, ctx.alias, session)]
+        held = self._held.pop(ctx.request_id, None)
+        resv = held.keys if held is not None else self._reservation_keys(covering, now, session)
+        if cost_usd is None:
+            covering, update_estimate = [], False
+        # Rounded up, so the counter never trails the ledger it is reconciled with.
+        cost = max(math.ceil((cost_usd or 0.0) * MICRO - 1e-6), 0)
+        # Nothing reserves against a tenant without policies: no estimate to keep.
+        update_estimate = update_estimate and bool(every)
+        keys = [self.spend_key(p, now) for p in covering] + resv
+        args: list[Any] = [
+            len(covering),
+            len(resv) // 2,
+            cost,
+            ESTIMATE_WEIGHT if update_estimate else "",
+            MAX_SESSIONS,
+        ]
+        for p in covering:
+            args += [self._expires_at(p, now), (session or "") if p.per_session else ""]
+        if update_estimate:
+            keys.append(self.estimate_key(ctx.alias))
+        # A refused or failed request that holds nothing and cost nothing needs no call.
+        needed = held is not None or update_estimate or (bool(covering) and cost > 0)
+        return BudgetSettle(
+            part=Part(keys=keys, args=args), covering=covering, session_id=session, needed=needed
+        )
+
+    def spends(self, settle: BudgetSettle, totals: Sequence[int]) -> list[Spend]:
+        """Each covering policy's spend after SETTLE."""
+        return [
+            Spend(
+                policy=p.name,
+                spent_usd=total / MICRO,
+                limit_usd=p.limit_usd,
+                session_id=settle.session_id if p.per_session else None,
+            )
+            for p, total in zip(settle.covering, totals, strict=True)
+        ]
 
     async def add_spend(
         self,
@@ -445,44 +559,14 @@ class BudgetGuard:
         rules = rules if rules is not None else self.rules
         if rules is None:
             return []
-        now = self._now()
-        session = ctx.session_id
-        covering = [p for p in policies(rules) if p.matches(ctx.key_name, ctx.alias, session)]
-        held = self._held.pop(ctx.request_id, None)
-        # Without a local record (another guard instance checked it, or this process
-        # restarted), drop whatever reservation the request holds under the covering policies.
-        resv = held.keys if held is not None else self._reservation_keys(covering, now, session)
-        # Rounded up, so the counter never trails the ledger it is reconciled with.
-        cost = max(math.ceil(cost_usd * MICRO - 1e-6), 0)
-        keys = [self.spend_key(p, now) for p in covering] + resv
-        args: list[Any] = [
-            ctx.request_id,
-            cost,
-            len(covering),
-            len(resv) // 2,
-            ESTIMATE_WEIGHT if update_estimate else "",
-        ]
-        for p in covering:
-            args += [self._expires_at(p, now), (session or "") if p.per_session else ""]
-        args.append(MAX_SESSIONS)
-        if update_estimate:
-            keys.append(self.estimate_key(ctx.alias))
-        if not keys:
+        settle = self.settle_part(ctx, cost_usd, rules, update_estimate=update_estimate)
+        if not settle.needed:
             return []
-        add = functools.partial(self._add_spend, keys=keys, args=args)
+        add = self.scripts.settle_call(ctx.request_id, NO_LIMITS, settle.part)
         result = await self.store.write(STEP, f"spend of {ctx.request_id}", add)
-        if result is None:
+        if not result:
             return []
-        totals = [int(x) for x in result]
-        return [
-            Spend(
-                policy=p.name,
-                spent_usd=total / MICRO,
-                limit_usd=p.limit_usd,
-                session_id=session if p.per_session else None,
-            )
-            for p, total in zip(covering, totals, strict=True)
-        ]
+        return self.spends(settle, result)
 
     async def spent(
         self, policy: str, rules: Rules | None = None, session_id: str | None = None

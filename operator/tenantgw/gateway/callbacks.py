@@ -246,20 +246,19 @@ class TenantGatewayHandler(CustomLogger):
         self, runtime: GatewayRuntime, tracked: Tracked, rules: files.Rules, data: dict[str, Any]
     ) -> None:
         """Rate limits, then budgets, of a request whose context is attached."""
-        await admission.acquire(runtime, tracked, rules)
         try:
-            await admission.check_budget(runtime, tracked.ctx, rules, data)
+            await admission.admit(runtime, tracked, rules, data)
         except BaseException:
-            await self._release(tracked, 0)
+            await self._release(tracked, 0)  # taken, then refused (a downgrade's residency)
             raise
 
     async def finish_refused(self, tracked: Tracked, exc: BaseException) -> None:
         """A call the gateway made itself ended without an answer: free, meter, forget."""
         if tracked.finished_at is not None:
             return
-        await self._release(tracked, 0)
-        await self._drop_reservation(tracked.ctx)
-        usage = await self.runtime.meter.on_final_failure(tracked.ctx, exc)
+        usage = await self.runtime.meter.on_final_failure(
+            tracked.ctx, exc, free_slot=tracked.take_slot()
+        )
         if self.runtime.audit is not None:
             self.runtime.audit.finished(tracked.ctx, usage, None)
         self.contexts.finish(tracked)
@@ -378,16 +377,6 @@ class TenantGatewayHandler(CustomLogger):
         except Exception:
             log.exception("rate-limit slot of %s not released", tracked.ctx.request_id)
 
-    async def _drop_reservation(self, ctx: RequestContext) -> None:
-        """Tell the budget guard a request will report no cost (it may hold a reservation)."""
-        guard = self.runtime.budgets
-        if guard is None:
-            return
-        try:
-            await guard.release(ctx)
-        except Exception:
-            log.exception("budget reservation of %s not dropped", ctx.request_id)
-
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
@@ -395,15 +384,16 @@ class TenantGatewayHandler(CustomLogger):
             tracked = self.contexts.find(metadata_from_kwargs(kwargs))
             if tracked is None:
                 return
+            # One Redis call meters the spend and frees the slot (`Meter.settle`).
+            holds_slot = tracked.take_slot()
             usage = await self.runtime.meter.on_success(
-                tracked.ctx, kwargs, response_obj, start_time, end_time
+                tracked.ctx, kwargs, response_obj, start_time, end_time, free_slot=holds_slot
             )
             if self.runtime.audit is not None:
                 self.runtime.audit.finished(tracked.ctx, usage, response_obj)
-            tokens = usage.total_tokens if usage is not None else None
-            if not isinstance(tokens, int):
-                tokens = _usage_tokens(kwargs, response_obj)
-            await self._release(tracked, tokens)
+            if usage is None and holds_slot:  # not metered: the slot is freed on its own
+                tracked.holds_slot = True
+                await self._release(tracked, _usage_tokens(kwargs, response_obj))
             self.contexts.finish(tracked)
         except Exception:
             log.exception("tenantgw success callback failed")
@@ -436,9 +426,9 @@ class TenantGatewayHandler(CustomLogger):
                 return
             if tracked.ctx.response_withheld:
                 return  # the provider answered: the success event meters it
-            await self._release(tracked, 0)
-            await self._drop_reservation(tracked.ctx)
-            usage = await self.runtime.meter.on_final_failure(tracked.ctx, original_exception)
+            usage = await self.runtime.meter.on_final_failure(
+                tracked.ctx, original_exception, free_slot=tracked.take_slot()
+            )
             if self.runtime.audit is not None:
                 self.runtime.audit.finished(tracked.ctx, usage, None)
             self.contexts.finish(tracked)

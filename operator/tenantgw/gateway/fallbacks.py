@@ -110,8 +110,8 @@ async def _budget_refusal(guard: Any, rules: Rules, ctx: RequestContext, alias: 
     """Check (and reserve under) every BudgetPolicy covering `alias` for this request."""
     hop = dataclasses.replace(ctx, alias=alias, cost_tier=rules.aliases[alias].cost_tier)
     try:
-        # The alias that failed is done: its reservation goes, the hop's is taken.
-        await guard.release(ctx)
+        # The alias that failed is done: its reservation goes and the hop's is taken, in the
+        # same call (the guard drops the reservation the request holds).
         decision = await guard.check(hop, rules)
     except StoreUnavailable as exc:
         if rules.enforcement.on_store_unavailable == "Open":
@@ -124,7 +124,7 @@ async def _budget_refusal(guard: Any, rules: Rules, ctx: RequestContext, alias: 
     action = getattr(decision, "action", "allow")
     if action == "allow":
         return None
-    await guard.release(hop)
+    await guard.release(hop)  # a downgrade reserved under its target
     message = str(getattr(decision, "message", "") or "")
     if action == "downgrade":
         return f"a budget would downgrade it ({message})"

@@ -8,7 +8,7 @@ When Postgres fails, the batch goes to the spool and the writer backs off (0.2 s
 `max_backoff`); while it backs off, new batches go straight to the spool, so memory stays small
 however long the outage. The spool is, in order (`spool.py`):
 
-1. the tenant's Redis stream `t:<tenant>:ledger:spool`, shared by every replica: rows there
+1. the tenant's Redis stream `t:{<tenant>}:ledger:spool`, shared by every replica: rows there
    survive the pod (a rollout, an eviction, SIGKILL) and any replica that reaches Postgres
    replays them, deleting by entry id only what it inserted;
 2. the local disk spool (fsynced JSON lines in the pod's emptyDir), when Redis fails too or the
@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from tenantgw.gateway.redisclient import RedisClient
 from tenantgw.gateway.spool import (
     DEFAULT_SPOOL_DIR,
     MAX_STREAM_ROWS,
@@ -239,7 +239,7 @@ class Ledger:
         dsn: str,
         spool_dir: Path | str = DEFAULT_SPOOL_DIR,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         tenant: str | None = None,
         batch_size: int = BATCH_SIZE,
         flush_interval: float = FLUSH_INTERVAL,

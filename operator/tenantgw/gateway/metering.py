@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.context import RequestContext
+from tenantgw.gateway.enforcer import Enforcer
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.metrics import GatewayMetrics
@@ -51,12 +51,12 @@ class Meter:
         self,
         *,
         ledger: Ledger | None,
-        budgets: BudgetGuard | None,
+        enforcer: Enforcer | None,
         metrics: GatewayMetrics,
         rules: Callable[[], Rules | None] = lambda: None,
     ) -> None:
         self.ledger = ledger
-        self.budgets = budgets
+        self.enforcer = enforcer
         self.metrics = metrics
         self._rules = rules
         self._pending: dict[str, tuple[list[UsageRecord], float]] = {}
@@ -70,28 +70,63 @@ class Meter:
             self.ledger.record(rec)
 
     async def record(
-        self, rec: UsageRecord, ctx: RequestContext, *, ok: bool, ledger: bool = True
+        self,
+        rec: UsageRecord,
+        ctx: RequestContext,
+        *,
+        ok: bool,
+        ledger: bool = True,
+        free_slot: bool = False,
+        attempt: bool = False,
     ) -> None:
-        """Metrics, budget spend and, unless `ledger` is False, the ledger row of one record."""
+        """Metrics, the ledger row (unless `ledger` is False) and, in one Redis call, the
+        budget spend of one record and the end of the request's rate-limit slot (`free_slot`).
+
+        `attempt`: a failed attempt that a fallback may follow; only a cost is settled then
+        (its reservation stays until the hop's admission or the request's end moves it).
+        """
         self.metrics.observe(rec)
         if ledger:
             self.write_row(rec)
-        if self.budgets is None:
+        if attempt and rec.cost_usd <= 0:
             return
-        rules = self.budgets.rules or self._current_rules()
-        if rules is None:
+        await self.settle(
+            # Spend counts against the alias that served the call, as in the ledger
+            # (reconciliation compares the two).
+            dataclasses.replace(ctx, alias=rec.alias),
+            rec.cost_usd,
+            tokens=rec.total_tokens,
+            free_slot=free_slot,
+            update_estimate=ok,
+        )
+
+    async def settle(
+        self,
+        ctx: RequestContext,
+        cost_usd: float | None,
+        *,
+        tokens: int = 0,
+        free_slot: bool = False,
+        update_estimate: bool = False,
+    ) -> None:
+        """The request's SETTLE (`enforcer.Enforcer.settle`); the budget gauges it updates."""
+        if self.enforcer is None:
             return
-        # Spend counts against the alias that served the call, as in the ledger (reconciliation
-        # compares the two).
-        spends = await self.budgets.add_spend(
-            dataclasses.replace(ctx, alias=rec.alias), rec.cost_usd, rules, update_estimate=ok
+        rules = self.enforcer.rules or self._current_rules()
+        spends = await self.enforcer.settle(
+            ctx,
+            rules,
+            cost_usd=cost_usd,
+            tokens=tokens,
+            free_slot=free_slot,
+            update_estimate=update_estimate,
         )
         for spend in spends:
             if spend.session_id is not None:
                 # One session's spend is not the policy's; a session label would be unbounded.
                 # The BudgetPolicy's status shows the top session.
                 continue
-            self.metrics.budget_utilization.labels(rec.tenant, spend.policy).set(
+            self.metrics.budget_utilization.labels(ctx.tenant, spend.policy).set(
                 spend.utilization_percent
             )
 
@@ -110,11 +145,14 @@ class Meter:
         response_obj: Any,
         start_time: Any,
         end_time: Any,
+        *,
+        free_slot: bool = False,
     ) -> UsageRecord | None:
         """The request succeeded (perhaps on a fallback): its row is the success.
 
-        Never raises (a metering bug must not fail a request that succeeded); the caller
-        releases the rate limiter with `record.total_tokens`.
+        Never raises (a metering bug must not fail a request that succeeded). With
+        `free_slot`, the same Redis call frees the request's rate-limit slot and counts
+        `record.total_tokens`; None means nothing was settled (the caller frees the slot).
         """
         pending = self._pending.pop(ctx.request_id, None)
         try:
@@ -122,7 +160,11 @@ class Meter:
             if pending is not None:
                 rec = dataclasses.replace(rec, failed_attempts=attempts_json(pending[0]))
             self.metrics.finished(rec, ctx)
-            await self.record(rec, ctx, ok=True)
+        except Exception:
+            log.exception("metering of request %s failed", ctx.request_id)
+            return None
+        try:
+            await self.record(rec, ctx, ok=True, free_slot=free_slot)
         except Exception:
             log.exception("metering of request %s failed", ctx.request_id)
             return None
@@ -139,7 +181,7 @@ class Meter:
         """One model group failed; a fallback may still answer, so the row waits."""
         try:
             rec = record_from_kwargs(ctx, kwargs, response_obj, start_time, end_time, ok=False)
-            await self.record(rec, ctx, ok=False, ledger=False)
+            await self.record(rec, ctx, ok=False, ledger=False, attempt=True)
         except Exception:
             log.exception("metering of a failed attempt of %s failed", ctx.request_id)
             return None
@@ -150,8 +192,11 @@ class Meter:
         self._pending[ctx.request_id] = (failures, now)
         return rec
 
-    async def on_final_failure(self, ctx: RequestContext, exc: BaseException) -> UsageRecord | None:
-        """Nothing answered the request, or it was refused before going upstream: its row."""
+    async def on_final_failure(
+        self, ctx: RequestContext, exc: BaseException, *, free_slot: bool = False
+    ) -> UsageRecord | None:
+        """Nothing answered the request, or it was refused before going upstream: its row,
+        and in one Redis call its slot freed (`free_slot`) and its reservation dropped."""
         pending = self._pending.pop(ctx.request_id, None)
         try:
             if pending is not None:
@@ -163,12 +208,15 @@ class Meter:
                     rec = dataclasses.replace(rec, safeguard_verdicts=verdicts_json(ctx.verdicts))
                 self.metrics.finished(rec, ctx)
                 self.write_row(rec)
+                # Its attempts' costs are counted already.
+                await self.settle(ctx, None, free_slot=free_slot)
             else:
                 rec = refused(ctx, exc)
                 self.metrics.finished(rec, ctx)
-                await self.record(rec, ctx, ok=False)
+                await self.record(rec, ctx, ok=False, free_slot=free_slot)
         except Exception:
             log.exception("metering of failed request %s failed", ctx.request_id)
+            await self.settle(ctx, None, free_slot=free_slot)
             return None
         return rec
 

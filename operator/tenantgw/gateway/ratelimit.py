@@ -1,9 +1,10 @@
 """Requests per minute, tokens per minute and parallel requests, per tenant and per key, in Redis.
 
 Every gateway replica of a tenant shares the same counters, so the limits hold for the tenant
-as a whole. Each check is one Lua script (EVALSHA), atomic across replicas, that touches only
-keys under `t:<tenant>:` (the tenant's Redis ACL allows nothing else) and reads the clock of
-the Redis server, so replicas with skewed clocks agree.
+as a whole. The checks are part of the request's ADMIT script and the release part of its
+SETTLE (`scripts.py`, one EVALSHA each, together with the budgets'), atomic across replicas;
+they touch only keys under `t:{<tenant>}:` (the tenant's Redis ACL allows nothing else) and read
+the clock of the Redis server, so replicas with skewed clocks agree.
 
 Windows slide over the last 60 s in one-second buckets: a hash per counter whose fields are
 Unix seconds. A request is admitted when the requests of the window stay within `rpm` and the
@@ -15,15 +16,15 @@ leaking them forever.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from tenantgw.api.markers import tenant_key
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.redisclient import RedisClient
+from tenantgw.gateway.scripts import NO_BUDGETS_ADMIT, NO_BUDGETS_SETTLE, Part, Scripts
 from tenantgw.gateway.storehealth import STORE_ERRORS, StoreHealth
 
 log = logging.getLogger("tenantgw.gateway.ratelimit")
@@ -36,86 +37,6 @@ STEP = "ratelimit"
 
 # Which limit refused a request: the codes the acquire script returns.
 _PARALLEL, _KEY_RPM, _TENANT_RPM, _KEY_TPM, _TENANT_TPM = 1, 2, 3, 4, 5
-
-_ACQUIRE = """
-local t = redis.call('TIME')
-local sec = tonumber(t[1])
-local now = sec + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[8])
-
-local function load(key)
-  local raw = redis.call('HGETALL', key)
-  local buckets, total, stale = {}, 0, {}
-  for i = 1, #raw, 2 do
-    local s, n = tonumber(raw[i]), tonumber(raw[i + 1])
-    if s <= sec - window then
-      stale[#stale + 1] = raw[i]
-    else
-      buckets[#buckets + 1] = {s, n}
-      total = total + n
-    end
-  end
-  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  return total, buckets
-end
-
--- Seconds until the window's total falls to `target` as its oldest buckets expire.
-local function wait(buckets, total, target)
-  table.sort(buckets, function(a, b) return a[1] < b[1] end)
-  for _, b in ipairs(buckets) do
-    total = total - b[2]
-    if total <= target then return math.max(1, math.ceil(b[1] + window - now)) end
-  end
-  return window
-end
-
-local max_parallel = tonumber(ARGV[5])
-if max_parallel > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if redis.call('ZCARD', KEYS[5]) >= max_parallel then return {1, max_parallel, 1} end
-end
-
-local rpm = {{KEYS[2], tonumber(ARGV[2]), 2}, {KEYS[1], tonumber(ARGV[1]), 3}}
-for _, c in ipairs(rpm) do
-  if c[2] > 0 then
-    local total, buckets = load(c[1])
-    if total + 1 > c[2] then return {c[3], c[2], wait(buckets, total, c[2] - 1)} end
-  end
-end
-local tpm = {{KEYS[4], tonumber(ARGV[4]), 4}, {KEYS[3], tonumber(ARGV[3]), 5}}
-for _, c in ipairs(tpm) do
-  if c[2] > 0 then
-    local total, buckets = load(c[1])
-    if total >= c[2] then return {c[3], c[2], wait(buckets, total, c[2] - 1)} end
-  end
-end
-
-for _, c in ipairs(rpm) do
-  if c[2] > 0 then
-    redis.call('HINCRBY', c[1], sec, 1)
-    redis.call('EXPIRE', c[1], window + 1)
-  end
-end
-if max_parallel > 0 then
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[7]), ARGV[6])
-  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[7]))
-end
-return {0, 0, 0}
-"""
-
-_RELEASE = """
-local t = redis.call('TIME')
-local sec = tonumber(t[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-local tokens = tonumber(ARGV[2])
-if tokens > 0 then
-  for i = 1, 2 do
-    redis.call('HINCRBY', KEYS[i], sec, tokens)
-    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3]) + 1)
-  end
-end
-return 0
-"""
 
 
 class RateLimited(Exception):  # noqa: N818 (the name callers use)
@@ -162,29 +83,30 @@ def has_limits(rules: Rules, key_name: str) -> bool:
 class RateLimiter:
     """The tenant's rate limits, shared by all its gateway replicas through Redis.
 
-    Call `acquire()` before a request goes upstream and `release()` exactly once when it is
-    over (success or failure) with the tokens it used. When Redis does not answer, `acquire()`
-    raises `StoreUnavailable` (the caller applies the Tenant's onStoreUnavailable) and
-    `release()` is queued in `store` until Redis answers again.
+    Its part of the request's ADMIT and SETTLE scripts (`scripts.py`) is built by
+    `admit_part()` and `settle_part()`; `enforcer.Enforcer` runs them together with the budget
+    guard's. `acquire()` and `release()` run them alone. When Redis does not answer,
+    `acquire()` raises `StoreUnavailable` (the caller applies the Tenant's onStoreUnavailable)
+    and `release()` is queued in `store` until Redis answers again.
     """
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         tenant: str,
         store: StoreHealth,
         *,
         window_seconds: int = WINDOW_SECONDS,
         lease_seconds: int = LEASE_SECONDS,
+        scripts: Scripts | None = None,
     ) -> None:
         self.redis = redis
         self.tenant = tenant
         self.store = store
-        self.prefix = f"t:{tenant}:rl"
+        self.prefix = tenant_key(tenant, "rl")
         self.window_seconds = window_seconds
         self.lease_seconds = lease_seconds
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._release = redis.register_script(_RELEASE)
+        self.scripts = scripts or Scripts(redis, tenant)
 
     def _keys(self, key_name: str) -> list[str]:
         return [
@@ -195,39 +117,60 @@ class RateLimiter:
             f"{self.prefix}:inflight",
         ]
 
+    def admit_part(self, ctx: RequestContext, rules: Rules) -> Part | None:
+        """The limits' part of the request's ADMIT; None when no limit applies to it."""
+        tenant_rpm, key_rpm, tenant_tpm, key_tpm, parallel = limits_for(rules, ctx.key_name)
+        if not any((tenant_rpm, key_rpm, tenant_tpm, key_tpm, parallel)):
+            return None
+        args = (
+            1,
+            tenant_rpm,
+            key_rpm,
+            tenant_tpm,
+            key_tpm,
+            parallel,
+            self.lease_seconds,
+            self.window_seconds,
+        )
+        return Part(keys=self._keys(ctx.key_name), args=args)
+
+    def settle_part(self, ctx: RequestContext, tokens: int, *, free_slot: bool = True) -> Part:
+        """The limits' part of the request's SETTLE: free its slot, count its tokens."""
+        keys = self._keys(ctx.key_name)
+        args = (1, 1 if free_slot else 0, max(int(tokens), 0), self.window_seconds)
+        return Part(keys=[keys[2], keys[3], keys[4]], args=args)
+
+    def check_result(self, ctx: RequestContext, result: Sequence[int]) -> None:
+        """Raise RateLimited when ADMIT's answer says a limit refused the request."""
+        code, value, retry_after = result[0], result[1], result[2]
+        if code:
+            raise self._refusal(ctx, code, value, retry_after)
+
     async def acquire(self, ctx: RequestContext, rules: Rules) -> bool:
         """Admit the request (True when it holds a slot to release) or raise RateLimited.
 
         Raises StoreUnavailable when Redis does not answer. Without any limit for the request,
         nothing is asked of Redis and False is returned.
         """
-        tenant_rpm, key_rpm, tenant_tpm, key_tpm, parallel = limits_for(rules, ctx.key_name)
-        if not any((tenant_rpm, key_rpm, tenant_tpm, key_tpm, parallel)):
+        part = self.admit_part(ctx, rules)
+        if part is None:
             return False
-        args: list[str | int] = [
-            tenant_rpm,
-            key_rpm,
-            tenant_tpm,
-            key_tpm,
-            parallel,
-            ctx.request_id,
-            self.lease_seconds,
-            self.window_seconds,
-        ]
         self.store.check(STEP)
         try:
-            result = await self._acquire(keys=self._keys(ctx.key_name), args=args)
+            result = await self.scripts.run_admit(ctx.request_id, part, NO_BUDGETS_ADMIT)
         except STORE_ERRORS as exc:
             unavailable = self.store.failed(STEP, exc)
-            if parallel:
-                # A timeout may hide a slot the script did take: give it back once Redis answers.
-                self.store.defer(f"slot of {ctx.request_id}", self._free(ctx, 0))
+            self.undo(ctx, part)
             raise unavailable from None
         self.store.answered()
-        code, value, retry_after = (int(x) for x in result)
-        if code:
-            raise self._refusal(ctx, code, value, retry_after)
+        self.check_result(ctx, result)
         return True
+
+    def undo(self, ctx: RequestContext, part: Part) -> None:
+        """After an ADMIT that got no answer: a timeout may hide a slot the script did take,
+        so give it back once Redis answers."""
+        if part.args[5]:  # max parallel requests
+            self.store.defer(f"slot of {ctx.request_id}", self._free(ctx, 0))
 
     async def release(self, ctx: RequestContext, tokens: int) -> None:
         """End the request: free its parallel slot and count its tokens in the tpm windows.
@@ -237,11 +180,8 @@ class RateLimiter:
         await self.store.write(STEP, f"release of {ctx.request_id}", self._free(ctx, tokens))
 
     def _free(self, ctx: RequestContext, tokens: int) -> Callable[[], Awaitable[Any]]:
-        keys = self._keys(ctx.key_name)
-        return functools.partial(
-            self._release,
-            keys=[keys[2], keys[3], keys[4]],
-            args=[ctx.request_id, max(int(tokens), 0), self.window_seconds],
+        return self.scripts.settle_call(
+            ctx.request_id, self.settle_part(ctx, tokens), NO_BUDGETS_SETTLE
         )
 
     def _refusal(self, ctx: RequestContext, code: int, value: int, wait: int) -> RateLimited:

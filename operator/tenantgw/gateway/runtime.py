@@ -20,19 +20,18 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
 from tenantgw.gateway import files
 from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.budgets import BudgetGuard
+from tenantgw.gateway.enforcer import Enforcer
 from tenantgw.gateway.files import Rules, StoreMode
 from tenantgw.gateway.ledger import Ledger
 from tenantgw.gateway.lifespan import flush_litellm_callbacks, stop_ledger
 from tenantgw.gateway.metering import Meter
 from tenantgw.gateway.metrics import GatewayMetrics
 from tenantgw.gateway.ratelimit import RateLimiter
+from tenantgw.gateway.redisclient import RedisClient, connect
+from tenantgw.gateway.scripts import Scripts
 from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR
 from tenantgw.gateway.storehealth import StoreHealth
 
@@ -80,15 +79,10 @@ def _tenant_from_rules() -> str:
         return "unknown"
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """The gateway's Redis client: it fails fast, so an outage costs a request 2 s at most."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
-    )
+def connect_redis(url: str) -> RedisClient:
+    """The gateway's Redis client (`redisclient.connect`): one server, or a Redis Cluster for a
+    `redis+cluster://` URL; it fails fast, so an outage costs a request 2 s at most."""
+    return connect(url, REDIS_TIMEOUT)
 
 
 def _mode_of(rules: Callable[[], Rules]) -> Callable[[], StoreMode]:
@@ -110,13 +104,15 @@ class GatewayRuntime:
     metrics: GatewayMetrics
     store: StoreHealth
     meter: Meter
-    redis: aioredis.Redis | None = None
+    redis: RedisClient | None = None
     ledger: Ledger | None = None
     limiter: RateLimiter | None = None
     budgets: BudgetGuard | None = None
     rules: Callable[[], Rules] = files.current_rules
     owns_redis: bool = False
     audit: AuditTrail | None = None
+    enforcer: Enforcer | None = None
+    """The limiter and the guard called together: one ADMIT and one SETTLE per request."""
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings | None = None) -> GatewayRuntime:
@@ -158,7 +154,7 @@ class GatewayRuntime:
         cls,
         tenant: str,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         ledger: Ledger | None = None,
         metrics: GatewayMetrics | None = None,
         rules: Callable[[], Rules] = files.current_rules,
@@ -167,18 +163,23 @@ class GatewayRuntime:
         limiter: RateLimiter | None = None,
         budgets: BudgetGuard | None = None,
         audit: AuditTrail | None = None,
+        enforcer: Enforcer | None = None,
     ) -> GatewayRuntime:
         """A runtime from its parts; those not given are built from `redis` and `ledger`."""
         metrics = metrics or GatewayMetrics.registered()
         if store is None:
             store = StoreHealth(tenant, metrics, redis=redis, mode=_mode_of(rules))
-        if limiter is None and redis is not None:
-            limiter = RateLimiter(redis, tenant, store)
-        if budgets is None and redis is not None:
-            budgets = BudgetGuard(redis, tenant, store, ledger_reader=ledger)
+        if redis is not None:
+            scripts = Scripts(redis, tenant)
+            if limiter is None:
+                limiter = RateLimiter(redis, tenant, store, scripts=scripts)
+            if budgets is None:
+                budgets = BudgetGuard(redis, tenant, store, ledger_reader=ledger, scripts=scripts)
+            if enforcer is None:
+                enforcer = Enforcer(limiter, budgets, store, scripts)
         # The guard that checks a request is the one that adds its spend: it holds the
         # request's reservation.
-        meter = Meter(ledger=ledger, budgets=budgets, metrics=metrics, rules=rules)
+        meter = Meter(ledger=ledger, enforcer=enforcer, metrics=metrics, rules=rules)
         return cls(
             tenant=tenant,
             metrics=metrics,
@@ -191,6 +192,7 @@ class GatewayRuntime:
             rules=rules,
             owns_redis=owns_redis,
             audit=audit,
+            enforcer=enforcer,
         )
 
     async def start(self) -> None:

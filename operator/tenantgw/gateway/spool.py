@@ -33,6 +33,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from tenantgw.api.markers import tenant_key
+from tenantgw.gateway.redisclient import RedisClient, register_script
+
 log = logging.getLogger("tenantgw.gateway.spool")
 
 DEFAULT_SPOOL_DIR = "/tmp/tenantgw-spool"  # noqa: S108 (an emptyDir in the pod, 0700)
@@ -194,18 +197,18 @@ class StreamFullError(Exception):
 
 
 def stream_key(tenant: str) -> str:
-    """The Redis stream of a tenant's spooled usage rows, inside its ACL's `t:<tenant>:*`."""
-    return f"t:{tenant}:ledger:spool"
+    """The Redis stream of a tenant's spooled usage rows, inside its ACL's `t:{<tenant>}:*`."""
+    return tenant_key(tenant, "ledger", "spool")
 
 
 def lease_key(tenant: str) -> str:
     """Who replays the stream now: one replica at a time, so they do not insert in lockstep."""
-    return f"t:{tenant}:ledger:replaying"
+    return tenant_key(tenant, "ledger", "replaying")
 
 
 def rejected_key(tenant: str) -> str:
     """The Redis stream of spooled rows that Postgres refused as data."""
-    return f"t:{tenant}:ledger:rejected"
+    return tenant_key(tenant, "ledger", "rejected")
 
 
 def _text(value: Any) -> str:
@@ -230,7 +233,7 @@ class StreamSpool:
     """
 
     def __init__(
-        self, client: aioredis.Redis, tenant: str, *, max_rows: int = MAX_STREAM_ROWS
+        self, client: RedisClient, tenant: str, *, max_rows: int = MAX_STREAM_ROWS
     ) -> None:
         self.token = secrets.token_hex(8)
         """This writer's name in the replay lease."""
@@ -239,10 +242,10 @@ class StreamSpool:
         self.rejected_key = rejected_key(tenant)
         self.lease_key = lease_key(tenant)
         self.max_rows = max_rows
-        self._append = client.register_script(_APPEND_SCRIPT)
-        self._lease = client.register_script(_LEASE_SCRIPT)
-        self._release = client.register_script(_RELEASE_SCRIPT)
-        self._sync: redis.Redis | None = None
+        self._append = register_script(client, _APPEND_SCRIPT)
+        self._lease = register_script(client, _LEASE_SCRIPT)
+        self._release = register_script(client, _RELEASE_SCRIPT)
+        self._sync: redis.Redis | redis.RedisCluster | None = None
 
     async def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Add rows atomically (all or none); how many. Raises StreamFullError or Redis errors."""
@@ -316,9 +319,9 @@ class StreamSpool:
             return 0
         if self._sync is None:
             self._sync = _sync_client(self.client, timeout)
-        added = self._sync.register_script(_APPEND_SCRIPT)(
-            keys=[self.key], args=[self.max_rows, *map(encode_row, rows)]
-        )
+        sync: Any = self._sync  # redis-py types eval per client class
+        # EVAL: a rare call (shutdown), and it reaches the node of the key on a Cluster too.
+        added = sync.eval(_APPEND_SCRIPT, 1, self.key, self.max_rows, *map(encode_row, rows))
         if int(added) < 0:
             raise StreamFullError(f"{self.key} holds {self.max_rows} rows already")
         return int(added)
@@ -332,8 +335,23 @@ class StreamSpool:
 _SYNC_KWARGS = ("host", "port", "db", "username", "password", "path")
 
 
-def _sync_client(client: aioredis.Redis, timeout: float) -> redis.Redis:
-    """A synchronous client to the same server, as the same user, as an asyncio client."""
+def _sync_client(client: RedisClient, timeout: float) -> redis.Redis | redis.RedisCluster:
+    """A synchronous client to the same server or Cluster, as the same user, as an asyncio
+    client."""
+    if isinstance(client, aioredis.RedisCluster):
+        node = client.get_default_node()
+        same: dict[str, Any] = {
+            k: client.connection_kwargs.get(k) for k in ("username", "password")
+        }
+        if issubclass(client.connection_kwargs["connection_class"], aioredis.SSLConnection):
+            same["ssl"] = True
+        return redis.RedisCluster(
+            host=node.host,
+            port=int(node.port),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            **same,
+        )
     pool = client.connection_pool
     kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _SYNC_KWARGS}
     if "path" in kwargs:

@@ -11,7 +11,7 @@ in `tenantgw_enforcement_skipped_total{step,reason,action}`.
 Transitions. One log line when Redis stops answering (healthy -> unavailable, naming the mode
 in force) and one when it answers again (with how long, and how many requests were refused or
 admitted unchecked meanwhile), never one per request. On recovery the gateway writes that
-summary to `t:<tenant>:enforcement` (an hour's TTL), which the operator reads for the Tenant's
+summary to `t:{<tenant>}:enforcement` (an hour's TTL), which the operator reads for the Tenant's
 `EnforcementAvailable` condition.
 
 Writes that free something. Releasing a rate-limit slot and adding spend (which drops the
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,6 +41,7 @@ from tenantgw.api.markers import enforcement_marker_key
 from tenantgw.gateway import tasks
 from tenantgw.gateway.files import StoreMode
 from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.redisclient import RedisClient
 
 log = logging.getLogger("tenantgw.gateway.store")
 
@@ -62,7 +62,7 @@ Write = Callable[[], Awaitable[Any]]
 
 
 def marker_key(tenant: str) -> str:
-    """`t:<tenant>:enforcement`: the last outage a gateway of the tenant lived through."""
+    """`t:{<tenant>}:enforcement`: the last outage a gateway of the tenant lived through."""
     return enforcement_marker_key(tenant)
 
 
@@ -88,6 +88,10 @@ class StoreUnavailable(Exception):  # noqa: N818 (it is a condition, not a failu
         self.reason = reason
         self.detail = detail
         self.retry_after = retry_after
+
+    def for_step(self, step: str) -> StoreUnavailable:
+        """The same unavailability, for another step of the same call."""
+        return StoreUnavailable(step, self.reason, self.detail, self.retry_after)
 
 
 @dataclass
@@ -115,7 +119,7 @@ class StoreHealth:
         tenant: str,
         metrics: GatewayMetrics,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         mode: Callable[[], StoreMode] = lambda: "Closed",
         skip_after: float = SKIP_AFTER_ERROR,
         max_pending: int = MAX_PENDING,

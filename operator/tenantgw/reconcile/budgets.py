@@ -1,6 +1,6 @@
 """BudgetPolicy spend status: what the gateways have spent, read from their Redis counters.
 
-The gateways count spend per policy and period (micro-USD, `t:<tenant>:budget:<policy>:<day>`);
+The gateways count spend per policy and period (micro-USD, `t:{<tenant>}:budget:<policy>:<day>`);
 the operator turns it into `spentUSD`, `utilization`, `state`, `firedThresholds` and
 `periodStart`, and posts an Event the first time each threshold is crossed in a period.
 

@@ -2,7 +2,7 @@
 
 Gateways need Redis for both. What the operator observes, cheaply (one GET with its admin
 Redis user per reconcile): whether Redis answers it, and the summary of the last outage a
-gateway lived through, which a gateway writes to `t:<tenant>:enforcement` (an hour's TTL) once
+gateway lived through, which a gateway writes to `t:{<tenant>}:enforcement` (an hour's TTL) once
 Redis answers again. The condition says which `spec.enforcement.onStoreUnavailable` applied.
 """
 

@@ -4,7 +4,7 @@ The operator holds the admin credentials (TENANTGW_POSTGRES_DSN, TENANTGW_REDIS_
 `Provisioner.ensure(tenant)`, which returns the tenant's own DSN and Redis URL; a gateway holds
 only those. Isolation comes from the servers' own permission systems, not from naming
 conventions: a tenant's role cannot use another tenant's schema, and its Redis user can only
-touch keys `t:<tenant>:*` with data, script and transaction commands.
+touch keys `t:{<tenant>}:*` with data, script and transaction commands.
 """
 
 from tenantgw.tenancy.errors import StorageError

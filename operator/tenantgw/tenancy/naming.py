@@ -2,8 +2,8 @@
 
 A tenant `engineering-team` gets the PostgreSQL role `tgw_engineering_team`, the schema
 `t_engineering_team`, the Redis ACL user `tgw:engineering-team` and the Redis keys
-`t:engineering-team:*`. Tenant names are DNS labels, so '-' → '_' is unambiguous and the key
-pattern has no glob characters.
+`t:{engineering-team}:*` (braces: a Redis Cluster hash tag, one slot per tenant). Tenant names
+are DNS labels, so '-' → '_' is unambiguous and the key pattern has no glob characters.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import secrets
 from collections.abc import Mapping
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
+from tenantgw.api.markers import key_prefix as tenant_key_prefix
 from tenantgw.api.tenant import TENANT_NAME_MAX
 from tenantgw.tenancy.errors import StorageError
 
 ROLE_PREFIX = "tgw_"
 SCHEMA_PREFIX = "t_"
 REDIS_USER_PREFIX = "tgw:"
-KEY_PREFIX = "t:"
 
 _TENANT_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Printable ASCII without spaces: SASLprep leaves it unchanged (so our SCRAM verifiers match the
@@ -60,8 +60,8 @@ def redis_username(tenant_name: str) -> str:
 
 
 def key_prefix(tenant_name: str) -> str:
-    """Prefix of every Redis key a tenant may touch: `t:<tenant>:`."""
-    return f"{KEY_PREFIX}{validate_tenant_name(tenant_name)}:"
+    """Prefix of every Redis key a tenant may touch: `t:{<tenant>}:` (its Cluster hash tag)."""
+    return tenant_key_prefix(validate_tenant_name(tenant_name))
 
 
 def generate_password() -> str:

@@ -1,13 +1,13 @@
 """The budget webhooks' outbox in Redis: one record per message, one schedule for all.
 
-- `t:<tenant>:notify:<policy>:<YYYY-MM-DD>:<threshold>`: the message (JSON: its id, frozen
+- `t:{<tenant>}:notify:<policy>:<YYYY-MM-DD>:<threshold>`: the message (JSON: its id, frozen
   body, delivery state), created with SET NX, so a threshold of a period has at most one
   message whoever creates it, and expiring with the period's counters (period end + 7 days).
 - `tenantgw:notify:due`: a sorted set of record keys scored by when each is next due. Taking
   a message moves its score forward by a lease, atomically (one script), so two operators
   never send the same message at the same time; an operator that dies while sending leaves it
   to be taken again when the lease ends. A sent or abandoned message leaves the set.
-- `t:<tenant>:notify:<policy>:<YYYY-MM-DD>:failures`: failed attempts in the period.
+- `t:{<tenant>}:notify:<policy>:<YYYY-MM-DD>:failures`: failed attempts in the period.
 
 The schedule lives outside every tenant's key prefix: gateways cannot read or reorder it.
 """
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from tenantgw.api.markers import tenant_key
 from tenantgw.tenancy.errors import StorageError
 
 DUE_KEY = "tenantgw:notify:due"
@@ -46,12 +47,12 @@ return due
 
 def record_key(tenant: str, policy: str, period_label: str, threshold: int) -> str:
     """Where the message of one threshold of one policy's period is kept."""
-    return f"t:{tenant}:notify:{policy}:{period_label}:{threshold}"
+    return tenant_key(tenant, "notify", policy, period_label, str(threshold))
 
 
 def failures_key(tenant: str, policy: str, period_label: str) -> str:
     """Failed delivery attempts of one policy's messages in one period."""
-    return f"t:{tenant}:notify:{policy}:{period_label}:failures"
+    return tenant_key(tenant, "notify", policy, period_label, "failures")
 
 
 class RedisSource(Protocol):

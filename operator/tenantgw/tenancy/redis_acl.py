@@ -40,7 +40,7 @@ Note = Callable[[str, str], None]
 #   script|flush|kill|debug         flush everyone's script cache, kill or block their scripts
 #   client|tracking, client|caching BCAST tracking reports changes of other tenants' keys
 # Streams come with @read/@write: the gateway's ledger spools usage rows in the stream
-# `t:<tenant>:ledger:spool` (XADD from a script, XLEN, XRANGE, XREVRANGE, XDEL).
+# `t:{<tenant>}:ledger:spool` (XADD from a script, XLEN, XRANGE, XREVRANGE, XDEL).
 COMMAND_RULES: tuple[str, ...] = (
     "-@all",
     "+@read", "+@write", "+@string", "+@hash", "+@list", "+@sortedset", "+@set",
@@ -66,7 +66,7 @@ def password_hash(password: str) -> str:
 
 
 def key_pattern(tenant_name: str) -> str:
-    """The one key pattern of the tenant's user: `t:<tenant>:*`."""
+    """The one key pattern of the tenant's user: `t:{<tenant>}:*`."""
     return key_prefix(tenant_name) + "*"
 
 
