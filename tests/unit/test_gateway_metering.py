@@ -526,7 +526,7 @@ async def test_the_row_lists_the_attempts_that_failed_before_it() -> None:
     a request nothing served lists them all on its (last) failure's row. Names and numbers
     only: the provider's error text never reaches the ledger."""
     ledger = ListLedger()
-    meter = Meter(ledger=ledger, budgets=None, metrics=GatewayMetrics.registered())  # type: ignore[arg-type]
+    meter = Meter(ledger=ledger, enforcer=None, metrics=GatewayMetrics.registered())  # type: ignore[arg-type]
     second = copy.deepcopy(FAILURE)
     second["litellm_params"]["model_info"] = FREE_INFO
     second["standard_logging_object"].update(startTime=1795825002.9, endTime=1795825003.0)
