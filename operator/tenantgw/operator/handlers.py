@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from tenantgw import jsonlog
 from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
 from tenantgw.kube.client import Kube, KubeError
 from tenantgw.operator.waker import Waker
@@ -30,6 +31,10 @@ from tenantgw.tenancy import Provisioner, StorageError
 from tenantgw.tenancy.notify_outbox import Outbox
 
 log = logging.getLogger("tenantgw.operator")
+# kopf configured the root logger's handler before loading this module (`kopf run
+# --log-format`); $TENANTGW_LOG_FORMAT=json gives its lines and ours tenantgw's JSON schema.
+if jsonlog.log_format() == "json":
+    jsonlog.install("json")
 SETTINGS = Settings.from_env()
 TENANTS = (GROUP, VERSION, "tenants")
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}

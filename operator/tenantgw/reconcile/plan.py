@@ -263,6 +263,7 @@ def plan_tenant(
         network=settings.network,
         storage=storage.endpoints,
         key_state=material.key_state,
+        log_format=settings.gateway_log_format,
     )
     objects = render_tenant(inputs)
     if admission.adopted:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from tenantgw.api.tenant import OPERATOR_NAMESPACE
+from tenantgw.jsonlog import FORMATS, LogFormat
 from tenantgw.render.inputs import DEFAULT_CLUSTER_CIDRS, NetworkSettings, Peer
 
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
@@ -31,6 +32,8 @@ class Settings:
     """The operator's own namespace (from the downward API): never given to a Tenant."""
     notify_retry_seconds: float = 30.0
     """First backoff of a failed webhook delivery; doubled per attempt up to an hour."""
+    gateway_log_format: LogFormat = "json"
+    """The gateways' log lines: `json` (for collectors) or `text`."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,11 +49,24 @@ class Settings:
             network=network_from_env(env),
             operator_namespace=env.get("TENANTGW_OPERATOR_NAMESPACE") or OPERATOR_NAMESPACE,
             notify_retry_seconds=float(env.get("TENANTGW_NOTIFY_RETRY_SECONDS", "30")),
+            gateway_log_format=gateway_log_format(env),
         )
 
 
 class SettingsError(ValueError):
     """An operator setting that cannot be used; the message names the variable."""
+
+
+GATEWAY_LOG_FORMAT_ENV = "TENANTGW_GATEWAY_LOG_FORMAT"
+
+
+def gateway_log_format(env: Any) -> LogFormat:
+    """$TENANTGW_GATEWAY_LOG_FORMAT (`json` or `text`), else `json`."""
+    raw = env.get(GATEWAY_LOG_FORMAT_ENV, "").strip().lower() or "json"
+    for known in FORMATS:
+        if raw == known:
+            return known
+    raise SettingsError(f"{GATEWAY_LOG_FORMAT_ENV}={raw!r}: use json or text")
 
 
 CLUSTER_CIDRS_ENV = "TENANTGW_CLUSTER_CIDRS"

@@ -105,6 +105,8 @@ class RenderInputs:
     """Rotation state by key name; a key without one renders no rotation annotations."""
     unenforceable_budgets: tuple[UnenforceableBudget, ...] = ()
     """BudgetPolicies validation rejected: rendered so that the gateway fails closed."""
+    log_format: str = "json"
+    """The gateway's $TENANTGW_LOG_FORMAT: JSON lines for collectors, or `text`."""
 
     def sorted_aliases(self) -> list[ModelAlias]:
         """The aliases by name, whatever order they came in."""
