@@ -14,12 +14,13 @@ reconciles a Tenant (its Secrets' values must not appear).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -30,74 +31,33 @@ from e2e.fixtures import Cluster, Services
 from e2e.helpers import K8s, alias_body, eventually, secret_body, tenant_body
 from e2e.operator_fixture import RunningOperator, start_operator, stop_operator
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
-from tenantgw.api import ModelAlias, Tenant
+from e2e.rendered_gateway import Gateway, run_rendered_gateway
+from e2e.test_anthropic_provider import NATIVE, OTHER, PROVIDER_KEY, TENANT, tenant_inputs
 from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
 
-TENANT = "logs-" + secrets.token_hex(3)
-NAMESPACE = f"tenant-{TENANT}"
-PROVIDER_KEY = "sk-ant-sim-provider-" + secrets.token_hex(8)
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SESSION = str(uuid.uuid4())
 
 
-def tenant_inputs(masters: list[str]) -> Any:
-    """The render inputs of the module's Tenant; each master key drawn is appended to
-    `masters` (the test looks for it in the log)."""
+def logged_inputs(masters: list[str]) -> Callable[..., RenderInputs]:
+    """The anthropic provider tests' Tenant with PII redaction on (so the detector sees the
+    prompt); each master key drawn is appended to `masters` (the test looks for it)."""
 
     def inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> RenderInputs:
-        tenant = Tenant.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "Tenant",
-                "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000b0001"},
-                "spec": {
-                    "providers": [
-                        {
-                            "name": "anthropic",
-                            "type": "anthropic",
-                            "apiBase": sim.root_url,
-                            "region": "us-east-1",
-                            "credentialsSecretRef": {"name": "anthropic", "key": "apiKey"},
-                        },
-                        {
-                            "name": "compat",
-                            "type": "openai-compatible",
-                            "apiBase": sim.url,
-                            "region": "us-east-1",
-                            "credentialsSecretRef": {"name": "compat", "key": "apiKey"},
-                        },
-                    ],
-                    "catalog": [
-                        {"provider": "anthropic", "model": "claude-sonnet-4-5", "costTier": "high"},
-                        {"provider": "compat", "model": "sim-fast", "costTier": "low"},
-                    ],
-                    "keys": [{"name": "alice"}],
-                    "routing": {"defaultAlias": "claude"},
-                    "compliance": {"piiRedaction": {"mode": "redact"}},
-                    "gateway": {"replicas": 1},
-                },
+        rendered = tenant_inputs(sim, storage, key)
+        spec = rendered.tenant.spec
+        compliance = spec.compliance.model_copy(
+            update={
+                "pii_redaction": spec.compliance.pii_redaction.model_copy(update={"mode": "redact"})
             }
         )
-        aliases = [
-            ModelAlias.model_validate(
-                {
-                    "apiVersion": "tenantgw.io/v1alpha1",
-                    "kind": "ModelAlias",
-                    "metadata": {"name": name, "namespace": NAMESPACE},
-                    "spec": {"aliases": [], "targets": [{"provider": p, "model": m}]},
-                }
-            )
-            for name, p, m in (
-                ("claude", "anthropic", "claude-sonnet-4-5"),
-                ("fast", "compat", "sim-fast"),
-            )
-        ]
-        rendered = alice_inputs(tenant, aliases, storage, key)
+        tenant = rendered.tenant.model_copy(
+            update={"spec": spec.model_copy(update={"compliance": compliance})}
+        )
         masters.append(rendered.master_key)
-        return rendered
+        return dataclasses.replace(rendered, tenant=tenant)
 
     return inputs
 
@@ -137,7 +97,7 @@ def logged(services: Services, tmp_path_factory: pytest.TempPathFactory) -> dict
         services,
         tmp_path_factory.mktemp("logs"),
         role_prefix="tg_logs",
-        inputs=tenant_inputs(masters),
+        inputs=logged_inputs(masters),
         provider_secrets={
             "anthropic": {"apiKey": PROVIDER_KEY},
             "compat": {"apiKey": PROVIDER_KEY},
@@ -162,32 +122,32 @@ def drive(gateway: Gateway) -> dict[str, Any]:
     answers: list[str] = []
     client = gateway.anthropic()
     msg = client.messages.create(
-        model="claude", max_tokens=64, messages=[{"role": "user", "content": prompt + " one"}]
+        model=NATIVE, max_tokens=64, messages=[{"role": "user", "content": prompt + " one"}]
     )
     answers.append(msg.content[0].text)  # type: ignore[union-attr]
     with client.messages.stream(
-        model="claude",
+        model=NATIVE,
         max_tokens=64,
         messages=[{"role": "user", "content": prompt + " two"}],
         extra_headers={"X-Claude-Code-Session-Id": SESSION},
     ) as events:
         answers.append(events.get_final_text())
     chat = gateway.openai().chat.completions.create(
-        model="fast", messages=[{"role": "user", "content": prompt + " three"}]
+        model=OTHER, messages=[{"role": "user", "content": prompt + " three"}]
     )
     answers.append(chat.choices[0].message.content or "")
     chunks = gateway.openai().chat.completions.create(
-        model="fast", messages=[{"role": "user", "content": prompt + " four"}], stream=True
+        model=OTHER, messages=[{"role": "user", "content": prompt + " four"}], stream=True
     )
     answers.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
     bad_key = "sk-tgw-" + secrets.token_hex(20)
     bad = anthropic.Anthropic(base_url=gateway.url, api_key=bad_key, max_retries=0, timeout=60)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(
-            model="claude", max_tokens=64, messages=[{"role": "user", "content": prompt + " bad"}]
+            model=NATIVE, max_tokens=64, messages=[{"role": "user", "content": prompt + " bad"}]
         )
     listed = gateway.openai().models.list()
-    assert {m.id for m in listed.data} >= {"claude", "fast"}
+    assert {m.id for m in listed.data} >= {NATIVE, OTHER}
 
     def five_rows() -> list[dict[str, Any]] | None:
         rows = gateway.rows(since, ("request_id", "alias"))
