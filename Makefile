@@ -50,11 +50,12 @@ test: venv system-packages control-plane network-analyzer argocd-health manifest
 test-unit: venv argocd-health ## Unit tests only, no servers
 	$(BIN)/pytest -m unit
 
-lint: venv ## ruff, mypy --strict and the import contracts
+lint: venv ## ruff, mypy --strict, the import contracts and the dependency scan of the lock files
 	$(BIN)/ruff check operator tests e2e
 	$(BIN)/ruff format --check operator tests e2e
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m e2e.lint.depscan
 
 fmt: venv ## Format and fix what ruff can
 	$(BIN)/ruff format operator tests e2e

@@ -111,8 +111,13 @@ def _paced(resync_seconds: float) -> dict[str, str]:
 
 
 def start_operator(
-    cluster: Cluster, *, resync_seconds: float = 300, extra_env: dict[str, str] | None = None
+    cluster: Cluster,
+    *,
+    resync_seconds: float = 300,
+    extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> RunningOperator:
+    """`kopf run` of the handlers as the operator's ServiceAccount; `args` go to `kopf run`."""
     install_crds_and_rbac(cluster)
     kubeconfig = DEV / "operator.kubeconfig"
     service_account_kubeconfig(cluster, kubeconfig)
@@ -134,6 +139,7 @@ def start_operator(
             "--standalone",
             "--all-namespaces",
             f"--liveness=http://127.0.0.1:{port}/healthz",
+            *args,
             "-m",
             "tenantgw.operator.handlers",
         ],

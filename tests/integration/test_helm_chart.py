@@ -181,6 +181,23 @@ def test_values_reach_the_operator(tmp_path: Path) -> None:
         "template"]["spec"]["containers"][0]["env"]}  # fmt: skip
 
 
+@pytest.mark.parametrize(("value", "kopf"), [("json", "json"), ("text", "full")])
+def test_log_format_reaches_the_operator_and_its_gateways(value: str, kopf: str) -> None:
+    """`logFormat` sets kopf's --log-format, the operator's and the gateways' format, and is
+    what the operator's settings accept."""
+    from tenantgw.reconcile.settings import gateway_log_format
+
+    (container,) = deployment(helm_template("--set", f"logFormat={value}"))["spec"]["template"][
+        "spec"]["containers"]  # fmt: skip
+    assert f"--log-format={kopf}" in container["command"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TENANTGW_LOG_FORMAT"] == value
+    assert gateway_log_format(env) == value
+    proc = run(binary("helm"), "template", "t", str(CHART), "--set", "logFormat=yaml", check=False)
+    assert proc.returncode != 0
+    assert "logFormat must be json or text, not yaml" in proc.stderr
+
+
 def test_the_chart_refuses_values_it_cannot_install() -> None:
     proc = run(
         binary("helm"), "template", "t", str(CHART), "--set", "networkPolicy.clusterCIDRs=null",

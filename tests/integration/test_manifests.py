@@ -208,11 +208,15 @@ def test_operator_deployment_runs_kopf_as_configured(rendered: list[dict[str, An
         "--all-namespaces",
         "--peering=tenantgw",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--log-format=json",
         "-m",
         "tenantgw.operator.handlers",
     ]
     env = {e["name"]: e for e in container["env"]}
     assert env["TENANTGW_GATEWAY_IMAGE"]["value"] == "ghcr.io/tenantgw/gateway:0.1.0"
+    # JSON log lines from the operator and from the gateways it renders.
+    assert env["TENANTGW_LOG_FORMAT"]["value"] == "json"
+    assert env["TENANTGW_GATEWAY_LOG_FORMAT"]["value"] == "json"
     assert env["TENANTGW_OPERATOR_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }

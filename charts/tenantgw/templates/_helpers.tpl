@@ -15,3 +15,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{ .repository }}:{{ required "an image needs a tag or a digest" .tag }}
 {{- end -}}
 {{- end -}}
+
+{{/* The log format, json or text (values.logFormat); anything else fails the render. */}}
+{{- define "tenantgw.logFormat" -}}
+{{- if not (has .Values.logFormat (list "json" "text")) -}}
+{{- fail (printf "logFormat must be json or text, not %v" .Values.logFormat) -}}
+{{- end -}}
+{{- .Values.logFormat -}}
+{{- end -}}
+
+{{/* kopf's --log-format for values.logFormat: json, or its full text format. */}}
+{{- define "tenantgw.kopfLogFormat" -}}
+{{- if eq (include "tenantgw.logFormat" .) "json" }}json{{ else }}full{{ end -}}
+{{- end -}}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tenantgw import jsonlog
 from tenantgw.gateway.app import CONFIG_ENV, configure_logging
 
 APP_FACTORY = "tenantgw.gateway.app:create_app"
@@ -85,6 +86,12 @@ def prepare_environment(config: str, num_workers: int) -> None:
     """The environment every worker inherits (what `litellm --config` sets up before uvicorn)."""
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if jsonlog.log_format() == "json":
+        # LiteLLM's own JSON mode (read when it is imported): its exception hooks and the
+        # code paths that log differently for JSON; the lines get tenantgw's schema
+        # (app.litellm_logs_as_json).
+        os.environ["JSON_LOGS"] = "True"
+        os.environ.setdefault("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true")
     config_file = Path(config).resolve()
     os.environ[CONFIG_ENV] = str(config_file)
     os.environ["NUM_WORKERS"] = str(num_workers)
@@ -115,6 +122,26 @@ def start_metrics_server(host: str, port: int) -> None:
     prometheus_client.start_http_server(port, addr=host, registry=scrape_registry())
 
 
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's loggers in tenantgw's JSON lines (its access log is off: ours is `access`)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "tenantgw.jsonlog.JsonFormatter"}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level},
+        },
+    }
+
+
 def _uvicorn_options(
     host: str,
     port: int,
@@ -128,6 +155,8 @@ def _uvicorn_options(
         "workers": num_workers,
         "factory": True,
         "server_header": False,
+        # One access line per request, the gateway's own (tenantgw.gateway.access).
+        "access_log": False,
     }
     if certfile and keyfile:
         options["ssl_certfile"] = certfile
@@ -141,6 +170,8 @@ def _uvicorn_options(
     level = os.environ.get("LITELLM_LOG")
     if level and level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         options["log_level"] = level.lower()
+    if jsonlog.log_format() == "json":
+        options["log_config"] = uvicorn_log_config(str(options.get("log_level", "info")).upper())
     return options
 
 

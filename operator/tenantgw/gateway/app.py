@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tenantgw.gateway import bodies, models, routes, tokencount, trim
+from tenantgw import jsonlog
+from tenantgw.gateway import access, bodies, files, models, routes, tokencount, trim
 from tenantgw.gateway.errors import (
     Family,
     GatewayError,
@@ -137,6 +138,26 @@ class GatewayMiddleware:
             return  # no other kind of connection reaches LiteLLM
         path: str = scope.get("path") or "/"
         method = str(scope.get("method") or "GET")
+        # One access line per request: the meter writes it when the request is metered
+        # (the pre-call hook claims the exchange), else this does once the answer is sent.
+        exchange = access.Exchange(method, path)
+        token = access.CURRENT.set(exchange)
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = int(message.get("status", 0))
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, observed_send, method, path)
+        finally:
+            access.CURRENT.reset(token)
+            if not exchange.metered:
+                access.access_log.unmetered(exchange, files.tenant_name())
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, method: str, path: str
+    ) -> None:
         family = route_family(path)
         door = routes.door_for(method, path)
         if door is None:
@@ -466,14 +487,33 @@ class _ErrorShaper:
 
 
 def configure_logging() -> None:
-    """tenantgw's own log lines on stderr (LiteLLM configures its loggers itself)."""
-    logger = logging.getLogger("tenantgw")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    """This process's log lines in $TENANTGW_LOG_FORMAT (`jsonlog`), the access log's too."""
+    fmt = jsonlog.log_format()
+    jsonlog.install(fmt)
+    access.access_log.configure(fmt)
+
+
+def litellm_logging() -> None:
+    """LiteLLM's loggers write through their own handler only, in tenantgw's format.
+
+    Each has LiteLLM's handler, which keeps its filters (its secret redaction among them);
+    they stop propagating to the root logger's handler, which would write every line twice.
+    In JSON the handler gets tenantgw's formatter, so every line of the process has the same
+    fields, and LiteLLM's ASCII-art banner (printed at start-up) is not shown.
+    """
+    fmt = jsonlog.log_format()
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            continue
         logger.propagate = False
+        if fmt == "json":
+            for handler in logger.handlers:
+                handler.setFormatter(jsonlog.JsonFormatter())
+    if fmt == "json":
+        from litellm.proxy.common_utils import banner
+
+        banner.show_banner = lambda: None
 
 
 def prepare_worker() -> None:
@@ -521,6 +561,8 @@ def create_app() -> ASGIApp:
     """
     prepare_worker()
     from litellm.proxy.proxy_server import app as proxy_app
+
+    litellm_logging()
 
     from tenantgw.gateway.callbacks import handler
     from tenantgw.gateway.runtime import GatewayRuntime, serve_with

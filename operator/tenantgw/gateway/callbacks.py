@@ -29,6 +29,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from tenantgw.gateway import (
+    access,
     admission,
     autoreview,
     costlabels,
@@ -189,6 +190,7 @@ class TenantGatewayHandler(CustomLogger):
         key_name = getattr(user_api_key_dict, "user_id", None)
         if not isinstance(key_name, str) or not key_name:
             raise AuthenticationError("the request carries no authenticated tenant key")
+        access.authenticated(key_name)
         try:
             rules = runtime.rules()
         except files.FileError as exc:
@@ -227,6 +229,7 @@ class TenantGatewayHandler(CustomLogger):
                 self._count_pii(ctx, "request")
         residency.check_residency(rules, ctx.alias)
         tracked = self.contexts.attach(data, call_type, ctx)
+        access.claim()  # from here on, the meter writes the request's access line
 
         await self.admit(runtime, tracked, rules, data)
         # Last, once the alias is final (a budget downgrade may have changed it).

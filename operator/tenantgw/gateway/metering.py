@@ -11,7 +11,8 @@ reservations) but their ledger row waits for the request's outcome: the success 
 them, or the last failure becomes the request's row. So the `usage` table holds exactly one row
 per request id. That row lists the attempts that failed before it (`failed_attempts`: alias,
 provider, provider model, HTTP status, error class), so a fallback's row names the provider
-that served and the one that failed.
+that served and the one that failed. The request's access line (`access`) is written with its
+row's record, once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tenantgw.gateway.access import access_log
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.enforcer import Enforcer
 from tenantgw.gateway.files import Rules
@@ -160,6 +162,7 @@ class Meter:
             if pending is not None:
                 rec = dataclasses.replace(rec, failed_attempts=attempts_json(pending[0]))
             self.metrics.finished(rec, ctx)
+            access_log.metered(rec, ctx)
         except Exception:
             log.exception("metering of request %s failed", ctx.request_id)
             return None
@@ -207,12 +210,14 @@ class Meter:
                 if ctx.judged is not None:  # a failed classifier call: what it answered instead
                     rec = dataclasses.replace(rec, safeguard_verdicts=verdicts_json(ctx.verdicts))
                 self.metrics.finished(rec, ctx)
+                access_log.metered(rec, ctx)
                 self.write_row(rec)
                 # Its attempts' costs are counted already.
                 await self.settle(ctx, None, free_slot=free_slot)
             else:
                 rec = refused(ctx, exc)
                 self.metrics.finished(rec, ctx)
+                access_log.metered(rec, ctx)
                 await self.record(rec, ctx, ok=False, free_slot=free_slot)
         except Exception:
             log.exception("metering of failed request %s failed", ctx.request_id)

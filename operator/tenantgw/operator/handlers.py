@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from tenantgw import jsonlog
 from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
 from tenantgw.kube.cache import LiveCache, index_key, trimmed
 from tenantgw.kube.client import JSON, KINDS, Kube, KubeError
@@ -31,6 +32,10 @@ from tenantgw.tenancy import Provisioner, StorageError
 from tenantgw.tenancy.notify_outbox import Outbox
 
 log = logging.getLogger("tenantgw.operator")
+# kopf configured the root logger's handler before loading this module (`kopf run
+# --log-format`); $TENANTGW_LOG_FORMAT=json gives its lines and ours tenantgw's JSON schema.
+if jsonlog.log_format() == "json":
+    jsonlog.install("json")
 SETTINGS = Settings.from_env()
 TENANTS = (GROUP, VERSION, "tenants")
 FINALIZER = f"{GROUP}/finalizer"

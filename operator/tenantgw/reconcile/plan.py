@@ -278,6 +278,7 @@ def plan_tenant(
         cert_manager=snapshot.cert_manager,
         default_issuer=settings.tls_issuer,
         cluster_domain=settings.cluster_domain,
+        log_format=settings.gateway_log_format,
     )
     tls = judge_tls(
         tenant,

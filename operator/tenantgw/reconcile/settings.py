@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tenantgw.api.tenant import OPERATOR_NAMESPACE, IssuerRef
+from tenantgw.jsonlog import FORMATS, LogFormat
 from tenantgw.render.inputs import DEFAULT_CLUSTER_CIDRS, NetworkSettings, Peer
 
 DEFAULT_IMAGE = "ghcr.io/tenantgw/gateway:0.1.0"
@@ -38,6 +39,8 @@ class Settings:
     cluster_domain: str = "cluster.local"
     concurrent_reconciles: int = 16
     """Most tenants reconciled at once; the others wait their turn in arrival order."""
+    gateway_log_format: LogFormat = "json"
+    """The gateways' log lines: `json` (for collectors) or `text`."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -56,11 +59,24 @@ class Settings:
             tls_issuer=issuer_from_env(env),
             cluster_domain=env.get(CLUSTER_DOMAIN_ENV) or "cluster.local",
             concurrent_reconciles=max(1, int(env.get("TENANTGW_CONCURRENT_RECONCILES", "16"))),
+            gateway_log_format=gateway_log_format(env),
         )
 
 
 class SettingsError(ValueError):
     """An operator setting that cannot be used; the message names the variable."""
+
+
+GATEWAY_LOG_FORMAT_ENV = "TENANTGW_GATEWAY_LOG_FORMAT"
+
+
+def gateway_log_format(env: Any) -> LogFormat:
+    """$TENANTGW_GATEWAY_LOG_FORMAT (`json` or `text`), else `json`."""
+    raw = env.get(GATEWAY_LOG_FORMAT_ENV, "").strip().lower() or "json"
+    for known in FORMATS:
+        if raw == known:
+            return known
+    raise SettingsError(f"{GATEWAY_LOG_FORMAT_ENV}={raw!r}: use json or text")
 
 
 CLUSTER_CIDRS_ENV = "TENANTGW_CLUSTER_CIDRS"

@@ -110,10 +110,12 @@ class RenderInputs:
     default_issuer: IssuerRef | None = None
     """The operator's issuer for gateways whose spec.gateway.tls names none."""
     cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain, for the Certificate's <service>.<ns>.svc.<domain> name."""
     tls_digest: str | None = None
     """SHA-256 of the TLS Secret's certificate, when it exists: a renewed certificate changes
     the pod template, so the gateways restart with it (uvicorn reads it at start only)."""
-    """The cluster's DNS domain, for the Certificate's <service>.<ns>.svc.<domain> name."""
+    log_format: str = "json"
+    """The gateway's $TENANTGW_LOG_FORMAT: JSON lines for collectors, or `text`."""
 
     def sorted_aliases(self) -> list[ModelAlias]:
         """The aliases by name, whatever order they came in."""

@@ -94,6 +94,8 @@ def container_env(inputs: RenderInputs) -> list[dict[str, Any]]:
         {"name": "TENANTGW_TENANT", "value": tenant_name(inputs.tenant)},
         {"name": "TENANTGW_RULES_FILE", "value": f"{CONFIG_MOUNT}/{RULES_FILE}"},
         {"name": "TENANTGW_KEYS_FILE", "value": f"{SECRET_MOUNT}/{KEYS_FILE}"},
+        # One JSON object per log line (tenantgw.jsonlog), one access line per request.
+        {"name": "TENANTGW_LOG_FORMAT", "value": inputs.log_format},
         *_storage_env(inputs),
     ]
 
