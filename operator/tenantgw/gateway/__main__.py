@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantgw.gateway.app import CONFIG_ENV, configure_logging
+from tenantgw.gateway.drain import stream_grace_seconds
 
 APP_FACTORY = "tenantgw.gateway.app:create_app"
 OFFLINE_DEFAULTS = {
@@ -93,6 +94,9 @@ def _uvicorn_options(host: str, port: int, num_workers: int) -> dict[str, Any]:
         "workers": num_workers,
         "factory": True,
         "server_header": False,
+        # After SIGTERM and the drain delay (`drain`): how long requests in flight may run on
+        # before they are cut and the worker shuts down.
+        "timeout_graceful_shutdown": stream_grace_seconds(),
     }
     try:
         import uvloop  # noqa: F401

@@ -19,6 +19,8 @@ through untouched) and does what LiteLLM does not:
 * answers `GET /v1/models` (and `/models`, `/v1/models/<id>`) itself (`models`): the tenant's
   aliases, never LiteLLM's deployment list; errors there are Anthropic-shaped when the client
   sends `anthropic-version` (Anthropic's SDK, Claude Code), else OpenAI-shaped;
+* on SIGTERM, fails its readiness probe at once and closes keep-alive connections after
+  each response, while it drains (`drain`);
 * rewrites every 4xx/5xx error body into the client's shape: Anthropic's on `/v1/messages`
   and its sub-paths, OpenAI's elsewhere. LiteLLM renders authentication errors OpenAI-shaped
   even on `/v1/messages`. Headers such as `retry-after` are kept.
@@ -37,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from tenantgw.gateway import bodies, models, routes, tokencount, trim
+from tenantgw.gateway.drain import READINESS_PATH, Drain
 from tenantgw.gateway.errors import (
     Family,
     GatewayError,
@@ -112,9 +115,12 @@ class _ClientGoneError(Exception):
 class GatewayMiddleware:
     """Body limits, JSON checks and client-shaped errors around an ASGI app (see module doc)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int | None = None, drain: Drain | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes or max_body_bytes_from_env()
+        self.drain = drain
         self._metrics_app: ASGIApp | None = None
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,6 +142,11 @@ class GatewayMiddleware:
         if kind != "http":
             return  # no other kind of connection reaches LiteLLM
         path: str = scope.get("path") or "/"
+        if self.drain is not None and self.drain.draining:
+            if path == READINESS_PATH:
+                await self.drain.readiness(send)  # out of the Service's endpoints first
+                return
+            send = self.drain.closing(send)
         method = str(scope.get("method") or "GET")
         family = route_family(path)
         door = routes.door_for(method, path)
@@ -527,8 +538,14 @@ def create_app() -> ASGIApp:
 
     runtime = GatewayRuntime.from_settings()
     handler.attach(runtime)
+    drain = Drain()
+
+    def after_startup() -> None:
+        trim.after_litellm_startup()
+        drain.install()  # SIGTERM drains from now on (`drain`)
+
     wrapped: ASGIApp = serve_with(
-        GatewayMiddleware(proxy_app), runtime, after_startup=trim.after_litellm_startup
+        GatewayMiddleware(proxy_app, drain=drain), runtime, after_startup=after_startup
     )
     return wrapped
 
