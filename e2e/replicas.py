@@ -141,7 +141,7 @@ class Replicas:
     tmp_dirs: list[Path] = field(default_factory=list)
 
     def rows(self, since: float) -> list[dict[str, Any]]:
-        """The ledger's rows since `since` (epoch seconds): request_id, key, status, stream, cost."""
+        """The ledger's rows since `since` (epoch seconds), oldest first."""
         with psycopg.connect(self.dsn, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(
                 "SELECT request_id, key_name, alias, status, stream, cost_usd FROM usage "
@@ -158,7 +158,8 @@ class Replicas:
         counts: Counter[int] = Counter()
         for path in directory.glob("counter_*.db"):
             pid = int(path.stem.split("_")[-1])
-            for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            values = MmapedDict.read_all_values_from_file(str(path))  # type: ignore[no-untyped-call]
+            for key, value, *_ in values:
                 name = json.loads(key)[0]
                 if name == metric:
                     counts[pid] += int(value)
@@ -206,11 +207,12 @@ def run_replicas(
                     **(env or {}),
                 }
                 launched.append(
-                    stack.enter_context(launch_gateway(home, files.config, own_env, workers=workers))
+                    stack.enter_context(
+                        launch_gateway(home, files.config, own_env, workers=workers)
+                    )
                 )
                 tmp_dirs.append(tmp)
             yield Replicas(launched, files, sim, keys, dsn, tmp_dirs)
     finally:
         sim.stop()
         store.kill()
-

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from types import FrameType
 from typing import Any
 
@@ -41,6 +41,9 @@ STREAM_GRACE_SECONDS_ENV = "TENANTGW_STREAM_GRACE_SECONDS"
 DEFAULT_STREAM_GRACE_SECONDS = 60
 """Seconds the requests in flight get once accepting stops; those still running are cut."""
 READINESS_PATH = "/health/readiness"
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -113,21 +116,23 @@ class Drain:
             signal.signal(signum, server_handler)
             signal.raise_signal(signum)
 
-    def closing(self, send: Any) -> Any:
+    def closing(self, send: Send) -> Send:
         """`send` adding `connection: close` to the response's headers while draining, so that
         a keep-alive client's next request opens a connection (to another pod)."""
 
-        async def closing_send(message: Any) -> None:
+        async def closing_send(message: Message) -> None:
             if self.draining and message["type"] == "http.response.start":
                 headers = [
-                    (k, v) for k, v in message.get("headers") or () if bytes(k).lower() != b"connection"
+                    (k, v)
+                    for k, v in message.get("headers") or ()
+                    if bytes(k).lower() != b"connection"
                 ]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         return closing_send
 
-    async def readiness(self, send: Any) -> None:
+    async def readiness(self, send: Send) -> None:
         """The draining worker's answer to its readiness probe: 503."""
         body = b'{"status":"draining"}'
         await send(
