@@ -18,7 +18,7 @@ import json
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,85 @@ from e2e.gateway_launch import LaunchedGateway, launch_gateway
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.rendered_gateway import GatewayFiles, materialize
 from e2e.throwaway_redis import ThrowawayRedis
+from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
 
 READINESS_PATH = "/health/readiness"
 POLL_SECONDS = 0.1
+SIM_MODEL = "claude-sonnet-4-5"
+SIM_ALIAS = "claude-native"
+
+
+def anthropic_tenant_inputs(
+    name: str,
+    sim: SimulatorHandle,
+    storage: StorageEndpoints,
+    keys: dict[str, str],
+    *,
+    spec: dict[str, Any],
+    pricing: dict[str, float],
+    budgets: Sequence[dict[str, Any]] = (),
+) -> RenderInputs:
+    """What the operator renders from for Tenant `name`: one `anthropic` provider (the
+    simulator), alias `claude-native` serving `claude-sonnet-4-5` at `pricing`, the keys of
+    `keys`; `spec` adds to the Tenant's spec (keys' limits, gateway), `budgets` are
+    BudgetPolicy specs (named budget-0, budget-1, ...)."""
+    namespace = f"tenant-{name}"
+    tenant = Tenant.model_validate(
+        {
+            "apiVersion": "tenantgw.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "uid": "00000000-0000-4000-8000-0000000d0001"},
+            "spec": {
+                "providers": [
+                    {
+                        "name": "anthropic",
+                        "type": "anthropic",
+                        "apiBase": sim.root_url,
+                        "region": "us-east-1",
+                        "credentialsSecretRef": {"name": "anthropic", "key": "apiKey"},
+                    }
+                ],
+                "catalog": [
+                    {
+                        "provider": "anthropic",
+                        "model": SIM_MODEL,
+                        "costTier": "high",
+                        "pricing": pricing,
+                    }
+                ],
+                "keys": [{"name": key} for key in keys],
+                "routing": {"defaultAlias": SIM_ALIAS},
+                "compliance": {"piiRedaction": {"mode": "off"}},
+                **spec,
+            },
+        }
+    )
+    alias = ModelAlias.model_validate(
+        {
+            "metadata": {"name": SIM_ALIAS, "namespace": namespace},
+            "spec": {
+                "aliases": [SIM_MODEL],
+                "targets": [{"provider": "anthropic", "model": SIM_MODEL}],
+            },
+        }
+    )
+    policies = [
+        BudgetPolicy.model_validate(
+            {"metadata": {"name": f"budget-{n}", "namespace": namespace}, "spec": budget}
+        )
+        for n, budget in enumerate(budgets)
+    ]
+    return RenderInputs(
+        tenant=tenant,
+        aliases=[alias],
+        budgets=policies,
+        master_key="sk-tgw-master-" + secrets.token_hex(8),
+        keys=keys,
+        image="tenantgw/gateway:e2e",
+        monitoring=False,
+        storage=storage,
+    )
 
 
 class Balancer:

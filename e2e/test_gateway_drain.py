@@ -38,17 +38,14 @@ import pytest
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.replicas import Balancer, Replicas, run_replicas
-from tenantgw.api import ModelAlias, Tenant
+from e2e.replicas import SIM_MODEL, Balancer, Replicas, anthropic_tenant_inputs, run_replicas
 from tenantgw.render import RenderInputs, StorageEndpoints
 from tenantgw.render.workload import TERMINATION_GRACE_SECONDS
 
 pytestmark = pytest.mark.e2e
 
 TENANT = "drain-" + secrets.token_hex(3)
-NAMESPACE = f"tenant-{TENANT}"
-ALIAS = "claude-native"
-MODEL = "claude-sonnet-4-5"
+MODEL = SIM_MODEL
 PROVIDER_KEY = "sk-ant-sim-provider-" + secrets.token_hex(6)
 STREAMS = 50
 NEW_REQUESTS = 20
@@ -59,53 +56,15 @@ SLOW_PIECE_MS = 500
 
 
 def tenant_inputs(
-    sim: SimulatorHandle, storage: StorageEndpoints, keys: dict[str, str], workers: int = 1
+    sim: SimulatorHandle, storage: StorageEndpoints, keys: dict[str, str]
 ) -> RenderInputs:
-    tenant = Tenant.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000d0001"},
-            "spec": {
-                "providers": [
-                    {
-                        "name": "anthropic",
-                        "type": "anthropic",
-                        "apiBase": sim.root_url,
-                        "region": "us-east-1",
-                        "credentialsSecretRef": {"name": "anthropic", "key": "apiKey"},
-                    }
-                ],
-                "catalog": [
-                    {
-                        "provider": "anthropic",
-                        "model": MODEL,
-                        "costTier": "high",
-                        "pricing": {"inputPerMillion": 3.0, "outputPerMillion": 15.0},
-                    }
-                ],
-                "keys": [{"name": "alice"}],
-                "routing": {"defaultAlias": ALIAS},
-                "compliance": {"piiRedaction": {"mode": "off"}},
-                "gateway": {"replicas": 2, "workers": workers},
-            },
-        }
-    )
-    alias = ModelAlias.model_validate(
-        {
-            "metadata": {"name": ALIAS, "namespace": NAMESPACE},
-            "spec": {"aliases": [MODEL], "targets": [{"provider": "anthropic", "model": MODEL}]},
-        }
-    )
-    return RenderInputs(
-        tenant=tenant,
-        aliases=[alias],
-        budgets=[],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys=keys,
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
+    return anthropic_tenant_inputs(
+        TENANT,
+        sim,
+        storage,
+        keys,
+        spec={"gateway": {"replicas": 2}},
+        pricing={"inputPerMillion": 3.0, "outputPerMillion": 15.0},
     )
 
 

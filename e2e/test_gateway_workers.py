@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import anthropic
 import pytest
@@ -28,16 +29,13 @@ import pytest
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.replicas import Replicas, run_replicas
-from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
+from e2e.replicas import SIM_MODEL, Replicas, anthropic_tenant_inputs, run_replicas
 from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
 
 TENANT = "workers-" + secrets.token_hex(3)
-NAMESPACE = f"tenant-{TENANT}"
-ALIAS = "claude-native"
-MODEL = "claude-sonnet-4-5"
+MODEL = SIM_MODEL
 PROVIDER_KEY = "sk-ant-sim-provider-" + secrets.token_hex(6)
 REPLY = "Counted across workers."
 REPLY_TOKENS = len(REPLY) // 4 + 1  # the simulator's tokenizer
@@ -50,62 +48,24 @@ BUDGET_REQUESTS = 5
 def tenant_inputs(
     sim: SimulatorHandle, storage: StorageEndpoints, keys: dict[str, str]
 ) -> RenderInputs:
-    tenant = Tenant.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000e0001"},
-            "spec": {
-                "providers": [
-                    {
-                        "name": "anthropic",
-                        "type": "anthropic",
-                        "apiBase": sim.root_url,
-                        "region": "us-east-1",
-                        "credentialsSecretRef": {"name": "anthropic", "key": "apiKey"},
-                    }
-                ],
-                "catalog": [
-                    {
-                        "provider": "anthropic",
-                        "model": MODEL,
-                        "costTier": "high",
-                        "pricing": {"inputPerMillion": 0, "outputPerMillion": OUTPUT_PER_MILLION},
-                    }
-                ],
-                "keys": [{"name": "alice"}, {"name": "bob", "rpm": BOB_RPM}, {"name": "carol"}],
-                "routing": {"defaultAlias": ALIAS},
-                "compliance": {"piiRedaction": {"mode": "off"}},
-                "gateway": {"replicas": 1, "workers": 2},
-            },
-        }
-    )
-    alias = ModelAlias.model_validate(
-        {
-            "metadata": {"name": ALIAS, "namespace": NAMESPACE},
-            "spec": {"aliases": [MODEL], "targets": [{"provider": "anthropic", "model": MODEL}]},
-        }
-    )
-    budget = BudgetPolicy.model_validate(
-        {
-            "metadata": {"name": "alice-daily", "namespace": NAMESPACE},
-            "spec": {
+    return anthropic_tenant_inputs(
+        TENANT,
+        sim,
+        storage,
+        keys,
+        spec={
+            "keys": [{"name": "alice"}, {"name": "bob", "rpm": BOB_RPM}, {"name": "carol"}],
+            "gateway": {"replicas": 1, "workers": 2},
+        },
+        pricing={"inputPerMillion": 0, "outputPerMillion": OUTPUT_PER_MILLION},
+        budgets=[
+            {
                 "scope": {"kind": "Key", "name": "alice"},
                 "period": "daily",
                 "limitUSD": float(REQUEST_COST * BUDGET_REQUESTS),
                 "onExceeded": {"action": "block"},
-            },
-        }
-    )
-    return RenderInputs(
-        tenant=tenant,
-        aliases=[alias],
-        budgets=[budget],
-        master_key="sk-tgw-master-" + secrets.token_hex(8),
-        keys=keys,
-        image="tenantgw/gateway:e2e",
-        monitoring=False,
-        storage=storage,
+            }
+        ],
     )
 
 
@@ -174,9 +134,11 @@ def test_a_budget_holds_exactly_across_both_workers(gateway: Replicas) -> None:
     statuses = concurrently(gateway, "alice", 15)
     assert statuses[200] == BUDGET_REQUESTS - 1, statuses
     assert set(statuses) <= {200, 402, 429}, statuses
-    rows = eventually(
-        lambda: (r := gateway.rows(since)) and len(r) >= BUDGET_REQUESTS and r, 30, "ledger rows"
-    )
-    assert sum(r["cost_usd"] for r in rows if r["status"] == "success") == (
-        REQUEST_COST * BUDGET_REQUESTS
-    )
+
+    def successes() -> list[dict[str, Any]]:
+        rows = [r for r in gateway.rows(since) if r["status"] == "success"]
+        return rows if len(rows) >= BUDGET_REQUESTS else []
+
+    rows = eventually(successes, 30, "a ledger row per admitted request")
+    assert len(rows) == BUDGET_REQUESTS
+    assert sum(r["cost_usd"] for r in rows) == REQUEST_COST * BUDGET_REQUESTS

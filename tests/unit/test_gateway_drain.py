@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from typing import Any
@@ -102,7 +103,7 @@ def test_sigterm_fails_readiness_at_once_and_stops_the_server_after_the_delay() 
         start, body = await _call(app, "/health/readiness")
         assert start["status"] == 503
         assert (b"connection", b"close") in start["headers"]
-        assert body["body"] == b'{"status":"draining"}'
+        assert json.loads(body["body"]) == {"status": "draining"}
         # Other routes are served, with connection: close so that clients reconnect elsewhere.
         (start, _) = await _call(app, "/health/liveliness")
         assert start["status"] == 200

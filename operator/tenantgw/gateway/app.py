@@ -143,10 +143,10 @@ class GatewayMiddleware:
             return  # no other kind of connection reaches LiteLLM
         path: str = scope.get("path") or "/"
         if self.drain is not None and self.drain.draining:
-            if path == READINESS_PATH:
-                await self.drain.readiness(send)  # out of the Service's endpoints first
-                return
             send = self.drain.closing(send)
+            if path == READINESS_PATH:  # out of the Service's endpoints first
+                await _send_json(send, {"status": "draining"}, status=503)
+                return
         method = str(scope.get("method") or "GET")
         family = route_family(path)
         door = routes.door_for(method, path)
@@ -331,12 +331,12 @@ async def _list_models(scope: Scope, send: Send) -> None:
     await _send_json(send, payload)
 
 
-async def _send_json(send: Send, payload: Any) -> None:
+async def _send_json(send: Send, payload: Any, status: int = 200) -> None:
     body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 200,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -131,19 +131,3 @@ class Drain:
             await send(message)
 
         return closing_send
-
-    async def readiness(self, send: Send) -> None:
-        """The draining worker's answer to its readiness probe: 503."""
-        body = b'{"status":"draining"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
