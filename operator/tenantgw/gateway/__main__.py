@@ -23,6 +23,7 @@ from typing import Any
 
 from tenantgw import jsonlog
 from tenantgw.gateway.app import CONFIG_ENV, configure_logging
+from tenantgw.gateway.drain import stream_grace_seconds
 
 APP_FACTORY = "tenantgw.gateway.app:create_app"
 OFFLINE_DEFAULTS = {
@@ -157,6 +158,9 @@ def _uvicorn_options(
         "server_header": False,
         # One access line per request, the gateway's own (tenantgw.gateway.access).
         "access_log": False,
+        # After SIGTERM and the drain delay (`drain`): how long requests in flight may run on
+        # before they are cut and the worker shuts down.
+        "timeout_graceful_shutdown": stream_grace_seconds(),
     }
     if certfile and keyfile:
         options["ssl_certfile"] = certfile

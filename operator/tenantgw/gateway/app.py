@@ -19,6 +19,8 @@ through untouched) and does what LiteLLM does not:
 * answers `GET /v1/models` (and `/models`, `/v1/models/<id>`) itself (`models`): the tenant's
   aliases, never LiteLLM's deployment list; errors there are Anthropic-shaped when the client
   sends `anthropic-version` (Anthropic's SDK, Claude Code), else OpenAI-shaped;
+* on SIGTERM, fails its readiness probe at once and closes keep-alive connections after
+  each response, while it drains (`drain`);
 * rewrites every 4xx/5xx error body into the client's shape: Anthropic's on `/v1/messages`
   and its sub-paths, OpenAI's elsewhere. LiteLLM renders authentication errors OpenAI-shaped
   even on `/v1/messages`. Headers such as `retry-after` are kept.
@@ -38,6 +40,7 @@ from urllib.parse import parse_qsl
 
 from tenantgw import jsonlog
 from tenantgw.gateway import access, bodies, files, models, routes, tokencount, trim
+from tenantgw.gateway.drain import READINESS_PATH, Drain
 from tenantgw.gateway.errors import (
     Family,
     GatewayError,
@@ -113,9 +116,12 @@ class _ClientGoneError(Exception):
 class GatewayMiddleware:
     """Body limits, JSON checks and client-shaped errors around an ASGI app (see module doc)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int | None = None, drain: Drain | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes or max_body_bytes_from_env()
+        self.drain = drain
         self._metrics_app: ASGIApp | None = None
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,6 +143,11 @@ class GatewayMiddleware:
         if kind != "http":
             return  # no other kind of connection reaches LiteLLM
         path: str = scope.get("path") or "/"
+        if self.drain is not None and self.drain.draining:
+            send = self.drain.closing(send)
+            if path == READINESS_PATH:  # out of the Service's endpoints first
+                await _send_json(send, {"status": "draining"}, status=503)
+                return
         method = str(scope.get("method") or "GET")
         # One access line per request: the meter writes it when the request is metered
         # (the pre-call hook claims the exchange), else this does once the answer is sent.
@@ -341,12 +352,12 @@ async def _list_models(scope: Scope, send: Send) -> None:
     await _send_json(send, payload)
 
 
-async def _send_json(send: Send, payload: Any) -> None:
+async def _send_json(send: Send, payload: Any, status: int = 200) -> None:
     body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 200,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -569,8 +580,14 @@ def create_app() -> ASGIApp:
 
     runtime = GatewayRuntime.from_settings()
     handler.attach(runtime)
+    drain = Drain()
+
+    def after_startup() -> None:
+        trim.after_litellm_startup()
+        drain.install()  # SIGTERM drains from now on (`drain`)
+
     wrapped: ASGIApp = serve_with(
-        GatewayMiddleware(proxy_app), runtime, after_startup=trim.after_litellm_startup
+        GatewayMiddleware(proxy_app, drain=drain), runtime, after_startup=after_startup
     )
     return wrapped
 

@@ -4,10 +4,11 @@ Start: the ledger's writer starts as soon as the worker is up (in the background
 that does not answer never delays readiness), not on the first request: a new pod replays the
 usage rows that a previous pod left in the tenant's Redis stream even while no traffic comes.
 
-Stop: a rollout or an eviction sends SIGTERM. uvicorn then stops accepting, lets the requests in
-flight finish, runs the app's lifespan shutdown, and re-raises the signal with its default
-action: the process dies without running `atexit` hooks, so neither LiteLLM's flush of its
-pending logging callbacks nor the ledger's exit hook would run. `runtime.serve_with` therefore
+Stop: a rollout or an eviction sends SIGTERM. The worker drains (`drain`: readiness fails,
+accepting stops after a delay), uvicorn lets the requests in flight finish within its grace,
+runs the app's lifespan shutdown, and the worker exits without running `atexit` hooks (uvicorn
+re-raises the signal when its own handler got it), so neither LiteLLM's flush of its pending
+logging callbacks nor the ledger's exit hook can be relied on. `runtime.serve_with` therefore
 drains in the lifespan shutdown, before uvicorn hears it is complete: it waits for the
 callbacks LiteLLM still holds (each one records its request's usage row), then stops the
 ledger, which writes the queued rows to Postgres or, during an outage, to the tenant's Redis

@@ -50,8 +50,15 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
     "limits": {"memory": "1Gi"},
 }
-# Streams in flight get this long to finish after the pod is taken out of the Service.
-TERMINATION_GRACE_SECONDS = 60
+# Graceful drain (tenantgw.gateway.drain): after SIGTERM the gateway fails its readiness at
+# once and keeps accepting for DRAIN_SECONDS, until the endpoints have dropped the pod; the
+# requests in flight then get STREAM_GRACE_SECONDS to finish before they are cut; the ledger
+# flush after them is bounded by SHUTDOWN_FLUSH_SECONDS (gateway.lifespan: LiteLLM's callbacks
+# 15 s, the ledger 25 s). The kubelet's SIGKILL comes after all three.
+DRAIN_SECONDS = 5
+STREAM_GRACE_SECONDS = 60
+SHUTDOWN_FLUSH_SECONDS = 40
+TERMINATION_GRACE_SECONDS = DRAIN_SECONDS + STREAM_GRACE_SECONDS + SHUTDOWN_FLUSH_SECONDS
 
 
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
@@ -96,6 +103,8 @@ def container_env(inputs: RenderInputs) -> list[dict[str, Any]]:
         {"name": "TENANTGW_KEYS_FILE", "value": f"{SECRET_MOUNT}/{KEYS_FILE}"},
         # One JSON object per log line (tenantgw.jsonlog), one access line per request.
         {"name": "TENANTGW_LOG_FORMAT", "value": inputs.log_format},
+        {"name": "TENANTGW_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
+        {"name": "TENANTGW_STREAM_GRACE_SECONDS", "value": str(STREAM_GRACE_SECONDS)},
         *_storage_env(inputs),
     ]
 
