@@ -258,3 +258,44 @@ async def test_a_settlement_run_twice_counts_once(server: ThrowawayRedis) -> Non
         tokens = cast("list[bytes]", admin.hvals(f"{key_prefix(tenant)}rl:tok:key:alice"))
         admin.close()
     assert sum(int(t) for t in tokens) == 500
+
+
+async def test_an_admit_run_twice_answers_once_and_takes_once(server: ThrowawayRedis) -> None:
+    """redis-py resends an ADMIT whose reply was lost (a connection closed under it while a
+    Cluster client follows MOVED or a failover): the server then runs the call twice. The
+    second run must answer what the first did, not decide again: counting the request's own
+    slot against it, it would answer "parallel limit reached", and the caller, refused, would
+    never give back the slot and the reservation the first run took."""
+    tenant = f"twice-{uuid.uuid4().hex[:8]}"
+    limits = rules(budget("team", 100), parallel=1, alice_rpm=5)
+    async with enforcer(server, tenant) as enf:
+        script = enf.scripts.admit
+        answers: list[Any] = []
+
+        class ResentAfterLostReply:
+            async def __call__(self, keys: Any = (), args: Any = ()) -> Any:
+                answers.append(await script(keys=keys, args=args))  # its reply lost
+                answers.append(await script(keys=keys, args=args))  # the resend
+                return answers[-1]
+
+        enf.scripts.admit = ResentAfterLostReply()  # type: ignore[assignment]
+        ctx = request(tenant)
+        admitted = await enf.admit(ctx, limits)
+        enf.scripts.admit = script
+        assert answers[0] == answers[1]
+        assert (admitted.holds_slot, admitted.decision.action) == (True, "allow")
+        admin = redis.Redis.from_url(server.url)
+        window = cast("list[bytes]", admin.hvals(f"{key_prefix(tenant)}rl:req:key:alice"))
+        assert sum(int(v) for v in window) == 1  # one request, counted once
+        (fields,) = reservations(server, tenant).values()
+        assert fields == {ctx.request_id: 10_000, TOTAL_FIELD: 10_000}
+        await enf.settle(ctx, limits, cost_usd=0.001, free_slot=admitted.holds_slot)
+        inflight = admin.zcard(f"{key_prefix(tenant)}rl:inflight")
+        admin.close()
+        assert inflight == 0
+        assert reservations(server, tenant) == {}
+        # A later ADMIT of the same request (a fallback hop) is another call: it decides anew.
+        other = request(tenant)
+        assert (await enf.admit(other, limits)).holds_slot
+        with pytest.raises(RateLimited):
+            await enf.admit(ctx, limits)

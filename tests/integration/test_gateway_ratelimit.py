@@ -232,7 +232,8 @@ async def test_the_tenant_user_cannot_reach_other_tenants(
     tenant_redis: TenantRedis, services: Services
 ) -> None:
     async with replicas(tenant_redis, 1) as (one,):
-        await one.acquire(request(tenant_redis), rules(rpm=10, alice_tpm=10, parallel=3))
+        ctx = request(tenant_redis)
+        await one.acquire(ctx, rules(rpm=10, alice_tpm=10, parallel=3))
         with pytest.raises(NoPermissionError):
             await one.redis.set(f"{key_prefix('someone-else')}x", "1")
         with pytest.raises(NoPermissionError):
@@ -240,8 +241,14 @@ async def test_the_tenant_user_cannot_reach_other_tenants(
     admin = redis.Redis.from_url(services.redis_url, socket_timeout=5)
     keys = sorted(k.decode() for k in admin.scan_iter(match=f"{key_prefix(tenant_redis.tenant)}*"))
     admin.close()
-    prefix = f"{key_prefix(tenant_redis.tenant)}rl"
-    assert keys == [f"{prefix}:inflight", f"{prefix}:req"]
+    prefix = key_prefix(tenant_redis.tenant)
+    # The window, the slot, and the ADMIT call's answer (kept for a resend of the call).
+    assert [k.rsplit(":", 1)[0] for k in keys] == [
+        f"{prefix}admitted:{ctx.request_id}",
+        f"{prefix}rl",
+        f"{prefix}rl",
+    ]
+    assert keys[1:] == [f"{prefix}rl:inflight", f"{prefix}rl:req"]
 
 
 def unreachable() -> aioredis.Redis:

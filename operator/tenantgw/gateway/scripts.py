@@ -13,6 +13,10 @@ limiter and the budget guard build their halves and `admit_call()` / `settle_cal
 together. Every key a script touches is in KEYS, and all of them carry the tenant's hash tag
 (`tenantgw.api.rediskeys`), so each call runs in one slot of a Redis Cluster.
 
+Each call runs once in effect, even when the server runs it twice (redis-py resends a call whose
+reply was lost): SETTLE skips a call whose marker exists, and ADMIT, when its call admitted the
+request already, answers the stored answer instead of deciding again.
+
 Budget reservations keep running totals: per reservation hash, field `#total` is the sum of
 its members (request id -> micro-USD), updated by every reserve, drop and sweep, so a check
 reads one field instead of summing every request in flight. A reservation whose request never
@@ -41,6 +45,11 @@ SETTLED_SECONDS = 900
 """How long SETTLE remembers a call it ran (`t:{<tenant>}:settled:<request id>:<call>`), so
 that the same call run again within that time (a retry after a reply that was lost, a
 failover right after it ran) adds nothing twice."""
+ADMITTED_SECONDS = 60
+"""How long ADMIT remembers the answer of a call that admitted its request
+(`t:{<tenant>}:admitted:<request id>:<call>`), so that the same call run again (redis-py resends
+it when the reply was lost) answers the same instead of refusing the request on account of the
+slot and reservation its first run took. The client resends within seconds."""
 
 _COMMON = f"""
 local rid = ARGV[1]
@@ -69,14 +78,24 @@ end
 ADMIT = (
     _COMMON
     + f"""
-local a, k = 3, 1
+-- Once per call: run again (redis-py resends a call whose reply was lost, e.g. a connection
+-- closed under it while the client follows a failover), a call that admitted answers what it
+-- answered the first time instead of deciding again: a second decision would count the
+-- request's own slot and reservation against it, refuse it, and leave both held.
+local admitted = redis.call('GET', KEYS[1])
+if admitted then
+  local again = {{}}
+  for n in string.gmatch(admitted, '%-?%d+') do again[#again + 1] = tonumber(n) end
+  return again
+end
+local a, k = 3, 2
 local rl = nil
 if ARGV[2] == '1' then
-  rl = {{req = KEYS[1], req_key = KEYS[2], tok = KEYS[3], tok_key = KEYS[4], inflight = KEYS[5],
+  rl = {{req = KEYS[2], req_key = KEYS[3], tok = KEYS[4], tok_key = KEYS[5], inflight = KEYS[6],
         rpm = tonumber(ARGV[3]), key_rpm = tonumber(ARGV[4]), tpm = tonumber(ARGV[5]),
         key_tpm = tonumber(ARGV[6]), parallel = tonumber(ARGV[7]), lease = tonumber(ARGV[8]),
         window = tonumber(ARGV[9])}}
-  a, k = 10, 6
+  a, k = 10, 7
 end
 
 local npol, nplans, ndrop = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -241,6 +260,9 @@ if chosen > 0 then
   end
 end
 out[4] = chosen
+local answer = {{}}
+for i, n in ipairs(out) do answer[i] = string.format('%d', n) end
+redis.call('SET', KEYS[1], table.concat(answer, ' '), 'EX', {ADMITTED_SECONDS})
 return out
 """
 )
@@ -338,10 +360,16 @@ class Scripts:
         self.settle: LuaScript = register_script(redis, SETTLE)
 
     async def run_admit(self, request_id: str, limits: Part, budgets: Part) -> list[int]:
-        """One ADMIT: [rate-limit code, its value, its wait, chosen plan, (spent, held)...]."""
+        """One ADMIT: [rate-limit code, its value, its wait, chosen plan, (spent, held)...].
+
+        The call may run twice on the server (redis-py resends it when the reply was lost); a
+        run that admitted leaves its answer under the call's own key, which a second run
+        returns."""
+        once = tenant_key(self.tenant, "admitted", f"{request_id}:{secrets.token_hex(6)}")
         with torn_connections():
             result = await self.admit(
-                keys=[*limits.keys, *budgets.keys], args=[request_id, *limits.args, *budgets.args]
+                keys=[once, *limits.keys, *budgets.keys],
+                args=[request_id, *limits.args, *budgets.args],
             )
         return [int(x) for x in result]
 
