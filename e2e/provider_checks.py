@@ -14,13 +14,36 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pytest
 
 from e2e.helpers import eventually
 from e2e.rendered_gateway import READ_FUNCTION, READ_TOOL, Gateway
 from tenantgw.api import ModelAlias, Tenant
+
+
+class Target(Protocol):
+    """One alias of a test's tenant: its single target and that target's catalog price."""
+
+    @property
+    def alias(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def price(self) -> tuple[float, float]: ...  # USD per million tokens, in / out
+
+
+@dataclass(frozen=True)
+class Alias:
+    alias: str
+    provider: str
+    model: str
+    price: tuple[float, float]
+
 
 READ_PLAN: dict[str, Any] = {"tool": "Read", "arguments": {"file_path": "/tmp/x.txt"}}
 """The simulator's tool plan: the model asks for Read of this file."""
@@ -210,26 +233,22 @@ def check_openai_tool_round_trip(gateway: Gateway, alias: str, *, stream: bool) 
 
 
 def check_ledger_row(
-    gateway: Gateway,
-    since: float,
-    *,
-    alias: str,
-    provider: str,
-    model: str,
-    stream: bool,
-    usage: tuple[int, int],
-    price: tuple[float, float],
+    gateway: Gateway, since: float, target: Target, *, stream: bool, usage: tuple[int, int]
 ) -> dict[str, Any]:
-    """The one ledger row since `since`: alice's, of the alias, its provider and model, the
-    tokens the client saw (`usage`), priced at the catalog's `price`."""
+    """The one ledger row since `since`: alice's, of the target's alias, provider and model,
+    the tokens the client saw (`usage`), priced at the target's catalog price."""
     (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
     assert row["key_name"] == "alice"
-    assert (row["alias"], row["provider"], row["provider_model"]) == (alias, provider, model)
+    assert (row["alias"], row["provider"], row["provider_model"]) == (
+        target.alias,
+        target.provider,
+        target.model,
+    )
     assert row["status"] == "success"
     assert row["stream"] is stream
     assert (row["input_tokens"], row["output_tokens"]) == usage
     assert usage[0] > 0
     assert usage[1] > 0
-    expected = (usage[0] * price[0] + usage[1] * price[1]) / 1e6
+    expected = (usage[0] * target.price[0] + usage[1] * target.price[1]) / 1e6
     assert float(row["cost_usd"]) == pytest.approx(expected, rel=1e-6, abs=1e-12)
     return dict(row)

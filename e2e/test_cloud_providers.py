@@ -32,6 +32,7 @@ import pytest
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_checks import (
+    Alias,
     alice_tenant,
     check_anthropic_message,
     check_anthropic_tool_round_trip,
@@ -195,20 +196,9 @@ def price(provider: str) -> tuple[float, float]:
     return PRICES[provider.split("-")[0]]
 
 
-def check_row(
-    gateway: Gateway, since: float, alias: str, stream: bool, usage: tuple[int, int]
-) -> None:
+def target(alias: str) -> Alias:
     provider, model = ALIASES[alias]
-    check_ledger_row(
-        gateway,
-        since,
-        alias=alias,
-        provider=provider,
-        model=model,
-        stream=stream,
-        usage=usage,
-        price=price(provider),
-    )
+    return Alias(alias, provider, model, price(provider))
 
 
 # --------------------------------------------------------------------------- anthropic SDK
@@ -226,7 +216,7 @@ def test_anthropic_sdk_through_each_cloud_provider(
     usage = check_anthropic_message(gateway, alias, marker, model=ALIASES[alias][1], stream=stream)
     operation = INVOKE[stream] if alias.startswith("claude") else ""
     check_upstream(gateway, marker, alias, operation)
-    check_row(gateway, since, alias, stream, usage)
+    check_ledger_row(gateway, since, target(alias), stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))
@@ -249,7 +239,7 @@ def test_openai_sdk_through_each_cloud_provider(gateway: Gateway, alias: str, st
     marker = f"chat-{alias}-{stream}-{secrets.token_hex(4)}"
     usage = check_openai_chat(gateway, alias, marker, model=ALIASES[alias][1], stream=stream)
     check_upstream(gateway, marker, alias, CONVERSE[stream])
-    check_row(gateway, since, alias, stream, usage)
+    check_ledger_row(gateway, since, target(alias), stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))

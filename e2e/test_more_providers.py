@@ -137,21 +137,6 @@ def check_upstream(gateway: Gateway, case: Case, marker: str) -> dict[str, Any]:
     return upstream
 
 
-def check_row(
-    gateway: Gateway, case: Case, since: float, *, stream: bool, usage: tuple[int, int]
-) -> None:
-    check_ledger_row(
-        gateway,
-        since,
-        alias=case.alias,
-        provider=case.provider,
-        model=case.model,
-        stream=stream,
-        usage=usage,
-        price=case.price,
-    )
-
-
 # --------------------------------------------------------------------------- anthropic SDK
 
 
@@ -162,7 +147,7 @@ def test_anthropic_sdk_message(gateway: Gateway, case: Case, stream: bool) -> No
     marker = f"hello-{case.alias}-{secrets.token_hex(4)}"
     usage = check_anthropic_message(gateway, case.alias, marker, model=case.model, stream=stream)
     check_upstream(gateway, case, marker)
-    check_row(gateway, case, since, stream=stream, usage=usage)
+    check_ledger_row(gateway, since, case, stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("case", cases())
@@ -209,7 +194,7 @@ def test_openai_sdk_chat(gateway: Gateway, case: Case, stream: bool) -> None:
     marker = f"chat-{case.alias}-{secrets.token_hex(4)}"
     usage = check_openai_chat(gateway, case.alias, marker, model=case.model, stream=stream)
     check_upstream(gateway, case, marker)
-    check_row(gateway, case, since, stream=stream, usage=usage)
+    check_ledger_row(gateway, since, case, stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize(("case", "stream"), both())

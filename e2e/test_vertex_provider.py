@@ -212,21 +212,6 @@ def check_upstream(gateway: Gateway, marker: str, case: Case, stream: bool) -> N
     assert gateway.key not in seen, "the tenant key reached the provider"
 
 
-def check_row(
-    gateway: Gateway, since: float, case: Case, stream: bool, usage: tuple[int, int]
-) -> None:
-    check_ledger_row(
-        gateway,
-        since,
-        alias=case.alias,
-        provider=case.provider,
-        model=case.model,
-        stream=stream,
-        usage=usage,
-        price=case.price,
-    )
-
-
 # --------------------------------------------------------------------------- anthropic SDK
 
 
@@ -237,7 +222,7 @@ def test_anthropic_sdk_through_vertex(gateway: Gateway, case: Case, stream: bool
     marker = f"msg-{case.alias}-{stream}-{secrets.token_hex(4)}"
     usage = check_anthropic_message(gateway, case.alias, marker, model=case.model, stream=stream)
     check_upstream(gateway, marker, case, stream)
-    check_row(gateway, since, case, stream, usage)
+    check_ledger_row(gateway, since, case, stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("case", cases())
@@ -256,7 +241,7 @@ def test_openai_sdk_through_vertex(gateway: Gateway, case: Case, stream: bool) -
     marker = f"chat-{case.alias}-{stream}-{secrets.token_hex(4)}"
     usage = check_openai_chat(gateway, case.alias, marker, model=case.model, stream=stream)
     check_upstream(gateway, marker, case, stream)
-    check_row(gateway, since, case, stream, usage)
+    check_ledger_row(gateway, since, case, stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("case", cases())
