@@ -31,6 +31,16 @@ import pytest
 
 from e2e.fixtures import Services
 from e2e.helpers import eventually
+from e2e.provider_checks import (
+    Alias,
+    alice_tenant,
+    check_anthropic_message,
+    check_anthropic_tool_round_trip,
+    check_ledger_row,
+    check_openai_chat,
+    check_openai_tool_round_trip,
+    priced,
+)
 from e2e.provider_sim import SimulatorHandle
 from e2e.provider_sim.identity import (
     AWS_AUDIENCE,
@@ -38,8 +48,7 @@ from e2e.provider_sim.identity import (
     service_account_subject,
     service_account_token,
 )
-from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
-from tenantgw.api import ModelAlias, Tenant
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
@@ -103,44 +112,14 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
             },
         },
     ]
-    catalog = []
-    for name, (provider, model) in ALIASES.items():
-        del name
-        price_in, price_out = PRICES[provider.split("-")[0]]
-        catalog.append(
-            {
-                "provider": provider,
-                "model": model,
-                "costTier": "high",
-                "pricing": {"inputPerMillion": price_in, "outputPerMillion": price_out},
-            }
-        )
-    tenant = Tenant.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000c0001"},
-            "spec": {
-                "providers": providers,
-                "catalog": catalog,
-                "keys": [{"name": "alice"}],
-                "routing": {"defaultAlias": "claude-key"},
-                "compliance": {"piiRedaction": {"mode": "off"}},
-                "gateway": {"replicas": 1},
-            },
-        }
+    tenant, aliases = alice_tenant(
+        TENANT,
+        "00000000-0000-4000-8000-0000000c0001",
+        providers=providers,
+        catalog=[priced(p, m, price(p)) for p, m in ALIASES.values()],
+        aliases=[(alias, p, m) for alias, (p, m) in ALIASES.items()],
+        default_alias="claude-key",
     )
-    aliases = [
-        ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": {"targets": [{"provider": provider, "model": model}]},
-            }
-        )
-        for name, (provider, model) in ALIASES.items()
-    ]
     return alice_inputs(tenant, aliases, storage, key)
 
 
@@ -213,21 +192,13 @@ def check_upstream(gateway: Gateway, marker: str, alias: str, operation: str) ->
     assert gateway.key not in seen, "the tenant key reached the provider"
 
 
-def check_row(
-    gateway: Gateway, since: float, alias: str, stream: bool, usage: tuple[int, int]
-) -> None:
-    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
-    provider, _ = ALIASES[alias]
-    assert row["key_name"] == "alice"
-    assert row["alias"] == alias
-    assert row["provider"] == provider
-    assert row["provider_model"] == ALIASES[alias][1]
-    assert row["status"] == "success"
-    assert row["stream"] is stream
-    assert (row["input_tokens"], row["output_tokens"]) == usage
-    price_in, price_out = PRICES[provider.split("-")[0]]
-    expected = (usage[0] * price_in + usage[1] * price_out) / 1e6
-    assert float(row["cost_usd"]) == pytest.approx(expected, rel=1e-6)
+def price(provider: str) -> tuple[float, float]:
+    return PRICES[provider.split("-")[0]]
+
+
+def target(alias: str) -> Alias:
+    provider, model = ALIASES[alias]
+    return Alias(alias, provider, model, price(provider))
 
 
 # --------------------------------------------------------------------------- anthropic SDK
@@ -242,65 +213,17 @@ def test_anthropic_sdk_through_each_cloud_provider(
 ) -> None:
     since = time.time()
     marker = f"msg-{alias}-{stream}-{secrets.token_hex(4)}"
-    client = gateway.anthropic()
-    body = {
-        "model": alias,
-        "max_tokens": 512,
-        "messages": [{"role": "user", "content": marker}],
-    }
-    if stream:
-        with client.messages.stream(**body) as events:  # type: ignore[arg-type]
-            kinds = [event.type for event in events]
-            msg = events.get_final_message()
-        assert kinds[0] == "message_start"
-        assert "text" in kinds
-    else:
-        msg = client.messages.create(**body)  # type: ignore[call-overload]
-    assert msg.content[0].type == "text"
-    model = ALIASES[alias][1]
-    assert msg.content[0].text == f"Hello from {model}"
-    assert msg.stop_reason == "end_turn"
+    usage = check_anthropic_message(gateway, alias, marker, model=ALIASES[alias][1], stream=stream)
     operation = INVOKE[stream] if alias.startswith("claude") else ""
     check_upstream(gateway, marker, alias, operation)
-    check_row(gateway, since, alias, stream, (msg.usage.input_tokens, msg.usage.output_tokens))
+    check_ledger_row(gateway, since, target(alias), stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))
 def test_anthropic_tool_round_trip_through_each_cloud_provider(
     gateway: Gateway, alias: str
 ) -> None:
-    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": "/tmp/x.txt"}})
-    client = gateway.anthropic()
-    prompt = "read it " + secrets.token_hex(3)
-    with client.messages.stream(
-        model=alias,
-        max_tokens=512,
-        tools=[READ_TOOL],  # type: ignore[list-item]
-        messages=[{"role": "user", "content": prompt}],
-    ) as events:
-        kinds = [event.type for event in events]
-        first = events.get_final_message()
-    assert "input_json" in kinds
-    (use,) = [block for block in first.content if block.type == "tool_use"]
-    assert use.name == "Read"
-    assert use.input == {"file_path": "/tmp/x.txt"}
-    assert first.stop_reason == "tool_use"
-    marker = "contents-" + secrets.token_hex(4)
-    answer = client.messages.create(
-        model=alias,
-        max_tokens=512,
-        tools=[READ_TOOL],  # type: ignore[list-item]
-        messages=[
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": first.content},
-            {
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": marker}],
-            },
-        ],
-    )
-    assert answer.content[0].type == "text"
-    assert answer.content[0].text == f"Tool said: {marker}"
+    marker = check_anthropic_tool_round_trip(gateway, alias)
     check_upstream(gateway, marker, alias, "InvokeModel")
 
 
@@ -314,59 +237,14 @@ CONVERSE = {False: "Converse", True: "ConverseStream"}
 def test_openai_sdk_through_each_cloud_provider(gateway: Gateway, alias: str, stream: bool) -> None:
     since = time.time()
     marker = f"chat-{alias}-{stream}-{secrets.token_hex(4)}"
-    client = gateway.openai()
-    messages: Any = [{"role": "user", "content": marker}]
-    model = ALIASES[alias][1]
-    usage: Any
-    if stream:
-        chunks = list(
-            client.chat.completions.create(
-                model=alias, messages=messages, stream=True, stream_options={"include_usage": True}
-            )
-        )
-        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        usage = next(c.usage for c in reversed(chunks) if c.usage)
-    else:
-        out = client.chat.completions.create(model=alias, messages=messages)
-        text = out.choices[0].message.content or ""
-        usage = out.usage
-    assert text == f"Hello from {model}"
-    assert usage is not None
+    usage = check_openai_chat(gateway, alias, marker, model=ALIASES[alias][1], stream=stream)
     check_upstream(gateway, marker, alias, CONVERSE[stream])
-    check_row(gateway, since, alias, stream, (usage.prompt_tokens, usage.completion_tokens))
+    check_ledger_row(gateway, since, target(alias), stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))
 def test_openai_tools_through_each_cloud_provider(gateway: Gateway, alias: str) -> None:
-    gateway.sim.configure(tool_plan={"tool": "get_weather", "arguments": {"city": "Oslo"}})
-    client = gateway.openai()
-    tools: Any = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-    ]
-    prompt = "weather " + secrets.token_hex(3)
-    messages: Any = [{"role": "user", "content": prompt}]
-    out = client.chat.completions.create(model=alias, messages=messages, tools=tools)
-    (call,) = out.choices[0].message.tool_calls or []
-    assert out.choices[0].finish_reason == "tool_calls"
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(call.function.arguments) == {"city": "Oslo"}  # type: ignore[union-attr]
-    marker = "sunny-" + secrets.token_hex(4)
-    messages += [
-        out.choices[0].message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": marker},
-    ]
-    answer = client.chat.completions.create(model=alias, messages=messages, tools=tools)
-    assert answer.choices[0].message.content == f"Tool said: {marker}"
+    marker = check_openai_tool_round_trip(gateway, alias, stream=False)
     check_upstream(gateway, marker, alias, "Converse")
 
 

@@ -30,6 +30,14 @@ import pytest
 
 from e2e.fixtures import Services
 from e2e.helpers import eventually
+from e2e.provider_checks import (
+    Alias,
+    alice_tenant,
+    check_anthropic_message,
+    check_ledger_row,
+    check_openai_chat,
+    priced,
+)
 from e2e.provider_sim import SimulatorHandle
 from e2e.provider_sim.identity import (
     AWS_AUDIENCE,
@@ -45,7 +53,6 @@ from e2e.rendered_gateway import (
     gateway_fixture,
     run_rendered_gateway,
 )
-from tenantgw.api import ModelAlias, Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
@@ -58,48 +65,27 @@ CLAUDE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 ALIAS = "claude-pod"
 ROLE = "arn:aws:iam::123456789012:role/tenantgw-pod-" + TENANT
 PRICE = (3.0, 15.0)
+TARGET = Alias(ALIAS, "bedrock-pod", CLAUDE, PRICE)
 
 
 def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> RenderInputs:
-    tenant = Tenant.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000d0001"},
-            "spec": {
-                "providers": [
-                    {
-                        "name": "bedrock-pod",
-                        "type": "bedrock",
-                        "apiBase": sim.root_url,
-                        "region": REGION,
-                        "workloadIdentity": {"aws": {"podIdentity": True}},
-                    }
-                ],
-                "catalog": [
-                    {
-                        "provider": "bedrock-pod",
-                        "model": CLAUDE,
-                        "costTier": "high",
-                        "pricing": {"inputPerMillion": PRICE[0], "outputPerMillion": PRICE[1]},
-                    }
-                ],
-                "keys": [{"name": "alice"}],
-                "routing": {"defaultAlias": ALIAS},
-                "compliance": {"piiRedaction": {"mode": "off"}},
-                "gateway": {"replicas": 1},
-            },
-        }
+    tenant, aliases = alice_tenant(
+        TENANT,
+        "00000000-0000-4000-8000-0000000d0001",
+        providers=[
+            {
+                "name": "bedrock-pod",
+                "type": "bedrock",
+                "apiBase": sim.root_url,
+                "region": REGION,
+                "workloadIdentity": {"aws": {"podIdentity": True}},
+            }
+        ],
+        catalog=[priced("bedrock-pod", CLAUDE, PRICE)],
+        aliases=[(ALIAS, "bedrock-pod", CLAUDE)],
+        default_alias=ALIAS,
     )
-    alias = ModelAlias.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "ModelAlias",
-            "metadata": {"name": ALIAS, "namespace": NAMESPACE},
-            "spec": {"targets": [{"provider": "bedrock-pod", "model": CLAUDE}]},
-        }
-    )
-    return alice_inputs(tenant, [alias], storage, key)
+    return alice_inputs(tenant, aliases, storage, key)
 
 
 SIMULATOR: dict[str, Any] = {
@@ -143,15 +129,6 @@ def check_upstream(gateway: Gateway, marker: str, operation: str) -> None:
     assert gateway.key not in str(upstream["headers"]) + str(upstream["body"])
 
 
-def check_row(gateway: Gateway, since: float, stream: bool, usage: tuple[int, int]) -> None:
-    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
-    assert (row["alias"], row["provider"], row["status"]) == (ALIAS, "bedrock-pod", "success")
-    assert row["stream"] is stream
-    assert (row["input_tokens"], row["output_tokens"]) == usage
-    expected = (usage[0] * PRICE[0] + usage[1] * PRICE[1]) / 1e6
-    assert float(row["cost_usd"]) == pytest.approx(expected, rel=1e-6)
-
-
 def test_the_pod_gets_the_agent_url_and_token_the_operator_rendered(gateway: Gateway) -> None:
     """The rendered env names the node's agent and the projected token; only the harness
     points the URL elsewhere; the token file holds the pods.eks.amazonaws.com token."""
@@ -170,39 +147,17 @@ def test_the_pod_gets_the_agent_url_and_token_the_operator_rendered(gateway: Gat
 def test_anthropic_sdk_through_bedrock_with_pod_identity(gateway: Gateway, stream: bool) -> None:
     since = time.time()
     marker = f"pod-{stream}-{secrets.token_hex(4)}"
-    client = gateway.anthropic()
-    body: Any = {
-        "model": ALIAS,
-        "max_tokens": 256,
-        "messages": [{"role": "user", "content": marker}],
-    }
-    if stream:
-        with client.messages.stream(**body) as events:
-            msg = events.get_final_message()
-    else:
-        msg = client.messages.create(**body)
-    assert msg.content[0].type == "text"
-    assert msg.content[0].text == f"Hello from {CLAUDE}"
+    usage = check_anthropic_message(gateway, ALIAS, marker, model=CLAUDE, stream=stream)
     check_upstream(gateway, marker, "InvokeModelWithResponseStream" if stream else "InvokeModel")
-    check_row(gateway, since, stream, (msg.usage.input_tokens, msg.usage.output_tokens))
+    check_ledger_row(gateway, since, TARGET, stream=stream, usage=usage)
 
 
 def test_openai_sdk_streamed_through_bedrock_with_pod_identity(gateway: Gateway) -> None:
     since = time.time()
     marker = f"pod-chat-{secrets.token_hex(4)}"
-    chunks = list(
-        gateway.openai().chat.completions.create(
-            model=ALIAS,
-            messages=[{"role": "user", "content": marker}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    usage = next(c.usage for c in reversed(chunks) if c.usage)
-    assert text == f"Hello from {CLAUDE}"
+    usage = check_openai_chat(gateway, ALIAS, marker, model=CLAUDE, stream=True)
     check_upstream(gateway, marker, "ConverseStream")
-    check_row(gateway, since, True, (usage.prompt_tokens, usage.completion_tokens))
+    check_ledger_row(gateway, since, TARGET, stream=True, usage=usage)
 
 
 def test_claude_code_runs_a_tool_through_bedrock_with_pod_identity(

@@ -34,6 +34,15 @@ import pytest
 
 from e2e.fixtures import Services
 from e2e.helpers import eventually
+from e2e.provider_checks import (
+    alice_tenant,
+    check_anthropic_message,
+    check_anthropic_tool_round_trip,
+    check_ledger_row,
+    check_openai_chat,
+    check_openai_tool_round_trip,
+    priced,
+)
 from e2e.provider_sim import SimulatorHandle
 from e2e.provider_sim.gemini import service_account_info
 from e2e.provider_sim.identity import (
@@ -42,8 +51,7 @@ from e2e.provider_sim.identity import (
     service_account_subject,
     service_account_token,
 )
-from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, run_rendered_gateway
-from tenantgw.api import ModelAlias, Tenant
+from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
 from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
@@ -85,8 +93,9 @@ class Case:
         return WI_SERVICE_ACCOUNT
 
 
+# Gemini with a service-account key is the conformance suite's `vertex` row
+# (e2e/test_provider_conformance.py); these add Claude on Vertex and workload identity.
 CASES = [
-    Case("gem-key", "vertex-key", GEMINI, (0.3, 2.5)),
     Case("claude-key", "vertex-key", CLAUDE, (3.0, 15.0)),
     Case("gem-wi", "vertex-wi", GEMINI, (0.3, 2.5)),
     Case("claude-wi", "vertex-wi", CLAUDE, (3.0, 15.0)),
@@ -123,41 +132,14 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
             },
         },
     ]
-    catalog = [
-        {
-            "provider": case.provider,
-            "model": case.model,
-            "costTier": "high",
-            "pricing": {"inputPerMillion": case.price[0], "outputPerMillion": case.price[1]},
-        }
-        for case in CASES
-    ]
-    tenant = Tenant.model_validate(
-        {
-            "apiVersion": "tenantgw.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT, "uid": "00000000-0000-4000-8000-0000000c0002"},
-            "spec": {
-                "providers": providers,
-                "catalog": catalog,
-                "keys": [{"name": "alice"}],
-                "routing": {"defaultAlias": "claude-key"},
-                "compliance": {"piiRedaction": {"mode": "off"}},
-                "gateway": {"replicas": 1},
-            },
-        }
+    tenant, aliases = alice_tenant(
+        TENANT,
+        "00000000-0000-4000-8000-0000000c0002",
+        providers=providers,
+        catalog=[priced(case.provider, case.model, case.price) for case in CASES],
+        aliases=[(case.alias, case.provider, case.model) for case in CASES],
+        default_alias="claude-key",
     )
-    aliases = [
-        ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": case.alias, "namespace": NAMESPACE},
-                "spec": {"targets": [{"provider": case.provider, "model": case.model}]},
-            }
-        )
-        for case in CASES
-    ]
     return alice_inputs(tenant, aliases, storage, key)
 
 
@@ -230,21 +212,6 @@ def check_upstream(gateway: Gateway, marker: str, case: Case, stream: bool) -> N
     assert gateway.key not in seen, "the tenant key reached the provider"
 
 
-def check_row(
-    gateway: Gateway, since: float, case: Case, stream: bool, usage: tuple[int, int]
-) -> None:
-    (row,) = eventually(lambda: gateway.rows(since), what="the ledger row")
-    assert row["key_name"] == "alice"
-    assert row["alias"] == case.alias
-    assert row["provider"] == case.provider
-    assert row["provider_model"] == case.model
-    assert row["status"] == "success"
-    assert row["stream"] is stream
-    assert (row["input_tokens"], row["output_tokens"]) == usage
-    expected = (usage[0] * case.price[0] + usage[1] * case.price[1]) / 1e6
-    assert float(row["cost_usd"]) == pytest.approx(expected, rel=1e-6)
-
-
 # --------------------------------------------------------------------------- anthropic SDK
 
 
@@ -253,61 +220,14 @@ def check_row(
 def test_anthropic_sdk_through_vertex(gateway: Gateway, case: Case, stream: bool) -> None:
     since = time.time()
     marker = f"msg-{case.alias}-{stream}-{secrets.token_hex(4)}"
-    client = gateway.anthropic()
-    body = {
-        "model": case.alias,
-        "max_tokens": 512,
-        "messages": [{"role": "user", "content": marker}],
-    }
-    if stream:
-        with client.messages.stream(**body) as events:  # type: ignore[arg-type]
-            kinds = [event.type for event in events]
-            msg = events.get_final_message()
-        assert kinds[0] == "message_start"
-        assert "text" in kinds
-    else:
-        msg = client.messages.create(**body)  # type: ignore[call-overload]
-    assert msg.content[0].type == "text"
-    assert msg.content[0].text == f"Hello from {case.model}"
-    assert msg.stop_reason == "end_turn"
+    usage = check_anthropic_message(gateway, case.alias, marker, model=case.model, stream=stream)
     check_upstream(gateway, marker, case, stream)
-    check_row(gateway, since, case, stream, (msg.usage.input_tokens, msg.usage.output_tokens))
+    check_ledger_row(gateway, since, case, stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("case", cases())
 def test_anthropic_tool_round_trip_through_vertex(gateway: Gateway, case: Case) -> None:
-    gateway.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": "/tmp/x.txt"}})
-    client = gateway.anthropic()
-    prompt = "read it " + secrets.token_hex(3)
-    with client.messages.stream(
-        model=case.alias,
-        max_tokens=512,
-        tools=[READ_TOOL],  # type: ignore[list-item]
-        messages=[{"role": "user", "content": prompt}],
-    ) as events:
-        kinds = [event.type for event in events]
-        first = events.get_final_message()
-    assert "input_json" in kinds
-    (use,) = [block for block in first.content if block.type == "tool_use"]
-    assert use.name == "Read"
-    assert use.input == {"file_path": "/tmp/x.txt"}
-    assert first.stop_reason == "tool_use"
-    marker = "contents-" + secrets.token_hex(4)
-    answer = client.messages.create(
-        model=case.alias,
-        max_tokens=512,
-        tools=[READ_TOOL],  # type: ignore[list-item]
-        messages=[
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": first.content},
-            {
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": marker}],
-            },
-        ],
-    )
-    assert answer.content[0].type == "text"
-    assert answer.content[0].text == f"Tool said: {marker}"
+    marker = check_anthropic_tool_round_trip(gateway, case.alias)
     check_upstream(gateway, marker, case, stream=False)
 
 
@@ -319,61 +239,14 @@ def test_anthropic_tool_round_trip_through_vertex(gateway: Gateway, case: Case) 
 def test_openai_sdk_through_vertex(gateway: Gateway, case: Case, stream: bool) -> None:
     since = time.time()
     marker = f"chat-{case.alias}-{stream}-{secrets.token_hex(4)}"
-    client = gateway.openai()
-    messages: Any = [{"role": "user", "content": marker}]
-    usage: Any
-    if stream:
-        chunks = list(
-            client.chat.completions.create(
-                model=case.alias,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
-        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        usage = next(c.usage for c in reversed(chunks) if c.usage)
-    else:
-        out = client.chat.completions.create(model=case.alias, messages=messages)
-        text = out.choices[0].message.content or ""
-        usage = out.usage
-    assert text == f"Hello from {case.model}"
-    assert usage is not None
+    usage = check_openai_chat(gateway, case.alias, marker, model=case.model, stream=stream)
     check_upstream(gateway, marker, case, stream)
-    check_row(gateway, since, case, stream, (usage.prompt_tokens, usage.completion_tokens))
+    check_ledger_row(gateway, since, case, stream=stream, usage=usage)
 
 
 @pytest.mark.parametrize("case", cases())
 def test_openai_tools_through_vertex(gateway: Gateway, case: Case) -> None:
-    gateway.sim.configure(tool_plan={"tool": "get_weather", "arguments": {"city": "Oslo"}})
-    client = gateway.openai()
-    tools: Any = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-    ]
-    prompt = "weather " + secrets.token_hex(3)
-    messages: Any = [{"role": "user", "content": prompt}]
-    out = client.chat.completions.create(model=case.alias, messages=messages, tools=tools)
-    (call,) = out.choices[0].message.tool_calls or []
-    assert out.choices[0].finish_reason == "tool_calls"
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(call.function.arguments) == {"city": "Oslo"}  # type: ignore[union-attr]
-    marker = "sunny-" + secrets.token_hex(4)
-    messages += [
-        out.choices[0].message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": marker},
-    ]
-    answer = client.chat.completions.create(model=case.alias, messages=messages, tools=tools)
-    assert answer.choices[0].message.content == f"Tool said: {marker}"
+    marker = check_openai_tool_round_trip(gateway, case.alias, stream=False)
     check_upstream(gateway, marker, case, stream=False)
 
 
