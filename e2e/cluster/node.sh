@@ -114,6 +114,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "$SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # Lowering a process's oom_score_adj is refused here (runc: "can't get final child's PID from
+  # pipe: EOF", the same as podman --oom-score-adj=-998): never below containerd's own score.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -238,7 +241,14 @@ down() {
   # Shims outlive containerd by design: end those of this containerd only (by its socket path).
   local pid
   for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
-  grep -o " $KUBELET_ROOT[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $KUBELET_ROOT[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $CTRD_STATE[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # Pod network namespaces left by sandboxes: those holding an address of this node's pod subnet.
+  local ns prefix="${POD_SUBNET%.*}."
+  for ns in /run/netns/cni-*; do
+    [[ -e "$ns" ]] || continue
+    if ip -n "${ns##*/}" -4 -o addr 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then ip netns del "${ns##*/}" || true; fi
+  done
   ip link del "$BRIDGE" 2>/dev/null || true
   rm -rf "$state/cni/ipam"
   log "down (node $NODE deleted, kubelet and containerd stopped)"
