@@ -278,6 +278,15 @@ class Gateway:
         assert found, f"the provider received no request containing {marker!r}"
         return found[-1]
 
+    def claude_env(self, model: str) -> dict[str, str]:
+        """What `claude -p` needs to use this gateway as alice with `model` for everything."""
+        return {
+            "ANTHROPIC_BASE_URL": self.url,
+            "ANTHROPIC_AUTH_TOKEN": self.key,
+            "ANTHROPIC_MODEL": model,
+            "ANTHROPIC_SMALL_FAST_MODEL": model,
+        }
+
     def claude_read_turn(
         self, model: str, workdir: Path, extra_env: Mapping[str, str] | None = None
     ) -> ClaudeTurn:
@@ -295,18 +304,11 @@ class Gateway:
         seed_home(home, [project])
         self.sim.configure(tool_plan={"tool": "Read", "arguments": {"file_path": str(notes)}})
         started = time.time()
-        env = {
-            "ANTHROPIC_BASE_URL": self.url,
-            "ANTHROPIC_AUTH_TOKEN": self.key,
-            "ANTHROPIC_MODEL": model,
-            "ANTHROPIC_SMALL_FAST_MODEL": model,
-            **(extra_env or {}),
-        }
         run = run_claude(
             "What is the release codename in notes.txt?",
             project=project,
             home=home,
-            gateway_env=env,
+            gateway_env={**self.claude_env(model), **(extra_env or {})},
             model=model,
             max_retries=0,
         )

@@ -21,12 +21,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from e2e.anthropic_stream import check_stream, tool_inputs
+from e2e.claude import ClaudeCodeError, ClaudeRun, check_tool_turn, run_claude, seed_home
+from e2e.recording_proxy import RecordingProxy
 from e2e.rendered_gateway import READ_TOOL, Gateway
 from e2e.test_anthropic_provider import BASH_TOOL, NATIVE, OTHER, provider_gateway
 
@@ -324,3 +327,128 @@ def test_a_persistent_429_passes_the_providers_retry_after(gateway: Gateway) -> 
     resp = persistent_429(gateway)
     assert resp.status_code == 429, resp.text
     assert resp.headers.get("retry-after") == "2", dict(resp.headers)
+
+
+# ------------------------------------------------------- the same bugs as Claude Code sees them
+
+
+def claude(env: dict[str, str], prompt: str, workdir: Path, *args: str) -> ClaudeRun:
+    """`claude -p PROMPT` on `other-model` in `workdir`'s project, as its user, with the
+    gateway `env`; the CLI retries nothing."""
+    try:
+        return run_claude(
+            prompt,
+            project=workdir / "project",
+            home=workdir / "home",
+            gateway_env=env,
+            model=OTHER,
+            max_retries=0,
+            args=args,
+        )
+    except ClaudeCodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def answered(run: ClaudeRun, text: str) -> None:
+    """`run` ended well, answering exactly `text`."""
+    result = run.result
+    assert run.returncode == 0, run.describe()
+    assert result["is_error"] is False, run.describe()
+    assert result["result"] == text, run.describe()
+
+
+def cli_workdir(tmp_path: Path) -> Path:
+    """A project directory and a seeded HOME under `tmp_path`."""
+    (tmp_path / "project").mkdir()
+    seed_home(tmp_path / "home", [tmp_path / "project"])
+    return tmp_path
+
+
+def assistant_turns(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body["messages"] if m["role"] == "assistant"]
+
+
+@pytest.mark.claude_cli
+@pytest.mark.parametrize("reasoning", [False, True], ids=["text-first", "reasoning-first"])
+def test_claude_code_runs_parallel_tool_calls_of_a_non_anthropic_model(
+    gateway: Gateway, tmp_path: Path, reasoning: bool
+) -> None:
+    """#25321, #13373 and #33224 as Claude Code itself sees them: an OpenAI-shaped upstream
+    streams text (after reasoning, once) and then two Read calls in one answer. `claude -p`
+    runs both, on the files the calls name, and its answer holds what only those files hold;
+    the answer turn of the upstream carries both calls with their inputs and both results,
+    and no reasoning sent back."""
+    workdir = cli_workdir(tmp_path)
+    files = {}
+    for name in ("alpha", "beta"):
+        token = f"{name}-{secrets.token_hex(6)}"
+        path = workdir / "project" / f"{name}.txt"
+        path.write_text(f"The {name} codename is {token}.\n")
+        files[str(path)] = token
+    answer: dict[str, Any] = {
+        "text": "Reading both files.",
+        "tool_calls": [{"name": "Read", "arguments": {"file_path": f}} for f in files],
+    }
+    if reasoning:
+        answer["reasoning"] = "Both files hold a codename: read them together."
+    run = claude(gateway.claude_env(OTHER), scripted(**answer), workdir)
+
+    alpha, beta = files.values()
+    check_tool_turn(run, alpha)
+    assert beta in run.result["result"], run.describe()
+    # the simulator answers the tool results it receives ("Tool said: ..."): the upstream's
+    # answer turn is the one that carries the results
+    body = gateway.upstream(beta)["body"]
+    (turn,) = assistant_turns(body)
+    assert turn["content"] == "Reading both files."
+    assert set(turn) <= {"role", "content", "tool_calls"}, turn  # no reasoning sent back
+    calls = {c["id"]: c["function"] for c in turn["tool_calls"]}
+    assert [(f["name"], json.loads(f["arguments"])) for f in calls.values()] == [
+        ("Read", {"file_path": f}) for f in files
+    ]
+    results = {m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"}
+    assert results.keys() == calls.keys()
+    for call_id, function in calls.items():
+        assert files[json.loads(function["arguments"])["file_path"]] in results[call_id]
+
+
+@pytest.mark.claude_cli
+def test_claude_code_continues_after_a_thinking_turn_of_a_non_anthropic_model(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """#32188 as Claude Code itself sees it: the first turn's upstream streams reasoning (a
+    thinking block for Claude Code), `claude -p --continue` sends that block back with the
+    history; the OpenAI-shaped upstream gets the history without it (no thinking, signature,
+    `thinking_blocks` or `reasoning_content`) and the second turn is answered. A recording
+    proxy between the CLI and the gateway shows what the CLI sent."""
+    workdir = cli_workdir(tmp_path)
+    thought = "Think about it before answering " + secrets.token_hex(4)
+    first_text, second_text = "first-" + secrets.token_hex(6), "second-" + secrets.token_hex(6)
+    with RecordingProxy(gateway.url).running() as proxy:
+        env = {**gateway.claude_env(OTHER), "ANTHROPIC_BASE_URL": proxy.url}
+        answered(claude(env, scripted(reasoning=thought, text=first_text), workdir), first_text)
+        second = scripted(text=second_text)
+        answered(claude(env, second, workdir, "--continue"), second_text)
+        sent = [r["body"] for r in proxy.requests() if second_text in json.dumps(r["body"])]
+
+    # what Claude Code sent: the first turn with its thinking block, and thinking asked for
+    (asked,) = sent
+    blocks = [b for m in assistant_turns(asked) for b in m["content"]]
+    thinking = [b for b in blocks if b["type"] == "thinking"]
+    assert [b["thinking"] for b in thinking] == [thought], blocks
+    assert {"type": "text", "text": first_text} in blocks
+    assert asked.get("thinking"), "Claude Code asked for no thinking"
+
+    # what reached the provider: the same history, its thinking removed
+    upstream = gateway.upstream(second_text)["body"]
+    assert "thinking" not in upstream
+    assert [m["content"] for m in assistant_turns(upstream)] == [first_text]
+    for message in assistant_turns(upstream):
+        assert set(message) <= {"role", "content", "tool_calls"}, message
+    seen = json.dumps(upstream)
+    assert "thinking_blocks" not in seen
+    assert "reasoning_content" not in seen
+    assert seen.count(thought) == 1  # in the first prompt's directive only
+    for block in thinking:
+        if block.get("signature"):
+            assert block["signature"] not in seen

@@ -79,8 +79,9 @@ class SimConfig:
     answered with text. An agent such as Claude Code offers a dozen tools on every turn, so the
     plan says which one a scripted turn runs (``{"tool": "Read", "arguments": {"file_path":
     ...}}``). Either way, a request whose last message is a tool result is answered with
-    "Tool said: <result>". ``[[sim:tool NAME {json}]]`` in a request's last user message is a
-    plan for that request alone.
+    "Tool said: <result>" (the results of parallel calls, one a line).
+    ``[[sim:tool NAME {json}]]`` in a request's last user message is a plan for that request
+    alone.
 
     Judges: a request for one of ``judge_models`` is answered like a safety classifier asked
     for ``{"verdicts": {id: {"flagged", "reason"}}}`` on the tool calls its prompt lists, flagging
@@ -424,7 +425,8 @@ def example_arguments(schema: Mapping[str, Any] | None) -> dict[str, Any]:
 def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
     """Decide what the simulated model answers.
 
-    * last message from a tool -> "Tool said: <tool result>" (the result verbatim)
+    * last message from a tool -> "Tool said: <tool result>" (the result verbatim; the
+      results of parallel calls, the tool messages that end the request, one a line)
     * tools offered and the last message is the user's -> a call of a tool: with a
       ``tool_plan``, its tool with its arguments (text instead when that tool is not offered);
       else the first (or chosen) tool with its required arguments filled from the schema
@@ -466,7 +468,7 @@ def plan_reply(req: ChatRequest, cfg: SimConfig) -> Reply:
 
     call: ToolCall | None = None
     if last is not None and last.role == "tool":
-        text = "Tool said: " + last.text
+        text = "Tool said: " + "\n".join(m.text for m in trailing_tool_results(req.messages))
     elif may_call and plan is not None and req.tool_choice != "none" and plan["tool"] in offered:
         call = ToolCall(
             id="call_" + uuid.uuid4().hex[:24],
@@ -516,6 +518,17 @@ def latest_user_turn(messages: list[Message]) -> str:
             break
         turn.append(message.text)
     return "\n".join(reversed(turn))
+
+
+def trailing_tool_results(messages: list[Message]) -> list[Message]:
+    """The tool messages after the last other one: the results of the latest (parallel)
+    tool calls, in order."""
+    results: list[Message] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.append(message)
+    return results[::-1]
 
 
 TEXT_ONLY = re.compile(r"\b(respond with text only|do not call any tools)\b", re.I)

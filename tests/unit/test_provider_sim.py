@@ -8,7 +8,11 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from e2e.provider_sim import SimulatorHandle, start_simulator
 
@@ -180,6 +184,23 @@ def test_tool_plan_calls_the_named_tool_with_its_arguments(
         model="sim-fast", messages=messages, tools=[WEATHER_TOOL, READ_TOOL]
     )
     assert second.choices[0].message.content == "Tool said: 1\ttoken-42"
+
+
+def test_the_results_of_parallel_tool_calls_are_all_answered(client: openai.OpenAI) -> None:
+    """Two calls in one answer, two tool messages: the answer holds both results, in order
+    (an agent that ran both tools gets an answer from both)."""
+    calls: list[ChatCompletionMessageFunctionToolCallParam] = [
+        {"id": f"call_{n}", "type": "function", "function": {"name": "Read", "arguments": "{}"}}
+        for n in (1, 2)
+    ]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "read both"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "call_1", "content": "alpha-1"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "beta-2"},
+    ]
+    answer = client.chat.completions.create(model="sim-fast", messages=messages, tools=[READ_TOOL])
+    assert answer.choices[0].message.content == "Tool said: alpha-1\nbeta-2"
 
 
 def test_tool_plan_answers_text_when_its_tool_is_not_offered(
