@@ -95,7 +95,7 @@ services-up: system-packages ## PostgreSQL and Redis on loopback; admin credenti
 services-down: ## Stop PostgreSQL and Redis
 	bash e2e/services/down.sh
 
-.PHONY: demo demo-down
+.PHONY: demo demo-down real-node
 demo: venv system-packages claude-code cluster-up services-up ## The example tenant, its gateway, Claude Code, a few dozen requests and the cost report, left running
 	$(BIN)/python -m e2e.demo up
 
@@ -103,6 +103,11 @@ demo-down: ## Stop the demo's gateway, simulator and operator, then the services
 	$(BIN)/python -m e2e.demo down
 	bash e2e/cluster/down.sh
 	bash e2e/services/down.sh
+
+real-node: venv system-packages control-plane images ## The example tenant's gateway as real pods on a real kubelet (root; its own control plane; ~6 min; docs/real-node.md)
+	{ command -v containerd && test -x /usr/lib/cni/bridge; } >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd containernetworking-plugins >/dev/null; }
+	$(BIN)/python -m e2e.real_node
 
 bench-deps: $(BENCH_VENV)/.installed ## The PII benchmark's own venv (presidio, spaCy): never needed by the tests
 

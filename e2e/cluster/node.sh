@@ -4,7 +4,8 @@
 #   node.sh prepare build kubelet, start containerd, import images (does not touch the cluster)
 #   node.sh up      build kubelet, start containerd + kubelet, import images, wait for Ready
 #   node.sh down    delete the Node and its pods, stop kubelet and containerd, remove the bridge
-# Not part of `make test`: see docs/real-node.md for what works on these machines.
+# e2e/real_node.py (`make real-node`) runs it on a control plane of its own with TENANTGW_REAL_NODE_TAINT=0.
+# See docs/real-node.md.
 # Run under the cluster lock:  flock -o /work/locks/cluster.lock e2e/cluster/node.sh up
 set -euo pipefail
 
@@ -18,6 +19,9 @@ logs="$dev/logs"
 # its loopback IP needs no name resolution.
 NODE="127.0.0.1"
 TAINT_KEY="tenantgw.io/real-node"
+# 1 (default): register tainted, so that only pods tolerating it land here (beside kwok nodes).
+# 0: no taint, for a control plane whose only node is this one (e2e/real_node.py).
+TAINT="${TENANTGW_REAL_NODE_TAINT:-1}"
 KUBELET_PORT="${TENANTGW_KUBELET_PORT:-10250}"
 CTRD_ROOT=/var/lib/tenantgw-containerd
 CTRD_STATE=/run/tenantgw-containerd
@@ -150,8 +154,7 @@ authentication:
   webhook: {enabled: false}
   x509: {clientCAFile: $pki/ca.crt}
 authorization: {mode: AlwaysAllow}
-registerWithTaints:
-- {key: $TAINT_KEY, value: "true", effect: NoSchedule}
+$(if [[ "$TAINT" == 1 ]]; then printf 'registerWithTaints:\n- {key: %s, value: "true", effect: NoSchedule}\n' "$TAINT_KEY"; fi)
 failSwapOn: false
 maxPods: 20
 resolvConf: /etc/resolv.conf
@@ -217,7 +220,7 @@ up() {
       --hostname-override "$NODE" --node-ip "$node_ip" --root-dir "$KUBELET_ROOT" --v 2
   fi
   wait_for "node $NODE Ready" 120 node_ready
-  log "node $NODE Ready (taint $TAINT_KEY=true:NoSchedule)"
+  log "node $NODE Ready ($([[ "$TAINT" == 1 ]] && echo "taint $TAINT_KEY=true:NoSchedule" || echo untainted))"
 }
 
 down() {
