@@ -239,10 +239,13 @@ def test_a_wrong_expired_or_missing_token_is_a_clean_error_then_the_right_one_wo
         else:
             token_file.write_text(token)
         resp = ask(gateway)
-        # LiteLLM 1.106.12 answers a credential failure with a 500 whose message is boto3's.
-        assert resp.status_code == 500, (case, resp.status_code, resp.text)
+        # LiteLLM 1.106.12 answers a credential failure with a 500; the gateway makes it a
+        # 502 that says the platform's credential failed, with boto3's reason (credfail).
+        assert resp.status_code == 502, (case, resp.status_code, resp.text)
         body = resp.json()
         assert body["type"] == "error", (case, body)
+        assert body["error"]["type"] == "api_error", (case, body)
+        assert "platform's credential" in body["error"]["message"], (case, body)
         cause = refusal or "eks-pod-identity-token"  # the agent's code, or the missing file
         assert cause in body["error"]["message"], (case, body)
         assert gateway.key not in resp.text

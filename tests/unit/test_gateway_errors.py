@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tenantgw.gateway import errors, routes
+from tenantgw.gateway import access, credfail, errors, routes
 from tenantgw.gateway.app import GatewayMiddleware
 from tenantgw.gateway.bodies import body_problem
 
@@ -389,3 +389,39 @@ async def test_lifespan_reaches_the_app() -> None:
 
     await GatewayMiddleware(app)({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+@dataclass
+class CredentialFailingUpstream(Upstream):
+    """LiteLLM after its failure hook saw the provider's credential fail (`credfail`)."""
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        exchange = access.CURRENT.get()
+        assert exchange is not None
+        exchange.credential_failure = "Error when retrieving credentials from container-role"
+        await super().__call__(scope, receive, send)
+
+
+@pytest.mark.parametrize(("path", "status"), [("/v1/messages", 500), ("/v1/chat/completions", 401)])
+async def test_a_credential_failure_is_a_502_saying_whose_problem_it_is(
+    path: str, status: int
+) -> None:
+    """LiteLLM's 500 (or Entra ID's 401, which reads as a bad tenant key) becomes a 502 in the
+    client's shape with the credential library's reason, not LiteLLM's wrapper text."""
+    body = json.dumps({"error": {"message": "litellm.APIConnectionError: boto3 said no"}})
+    upstream = CredentialFailingUpstream(status=status, body=body.encode())
+    response = await call(GatewayMiddleware(upstream), path, GOOD_MESSAGES)
+    assert response.status == credfail.STATUS
+    assert int(response.headers["content-length"]) == len(response.body)
+    if path == "/v1/messages":
+        message = anthropic_shaped(response.json(), "api_error")
+    else:
+        message = openai_shaped(response.json(), 502)
+    assert "platform" in message
+    assert "container-role" in message
+    assert "boto3 said no" not in message

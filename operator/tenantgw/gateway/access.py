@@ -47,6 +47,9 @@ class Exchange:
     status: int | None = None
     key: str | None = None
     metered: bool = False
+    credential_failure: str | None = None
+    """Set by the failure hook when the provider's credential could not be obtained
+    (`credfail`): the error answer becomes a 502 saying so."""
 
 
 CURRENT: ContextVar[Exchange | None] = ContextVar("tenantgw_access", default=None)

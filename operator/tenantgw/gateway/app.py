@@ -39,7 +39,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from tenantgw import jsonlog
-from tenantgw.gateway import access, bodies, files, models, routes, tokencount, trim
+from tenantgw.gateway import (
+    access,
+    bodies,
+    credfail,
+    files,
+    models,
+    routes,
+    tokencount,
+    trim,
+)
 from tenantgw.gateway.drain import READINESS_PATH, Drain
 from tenantgw.gateway.errors import (
     Family,
@@ -467,11 +476,19 @@ class _ErrorShaper:
             "",
         )
         status = int(held["status"])
-        try:
-            shaped = reshape_error(self.family, status, body, content_type)
-        except Exception:  # never lose the original answer over a reshaping bug
-            log.exception("could not reshape a %d error body", status)
-            shaped = None
+        exchange = access.CURRENT.get()
+        shaped: bytes | None
+        if exchange is not None and exchange.credential_failure is not None:
+            # The failure hook saw the provider's credential fail (credfail): a 502 says so.
+            held = {**held, "status": credfail.STATUS}
+            detail = credfail.client_message(exchange.credential_failure)
+            shaped = error_body(self.family, credfail.STATUS, detail, "api_error")
+        else:
+            try:
+                shaped = reshape_error(self.family, status, body, content_type)
+            except Exception:  # never lose the original answer over a reshaping bug
+                log.exception("could not reshape a %d error body", status)
+                shaped = None
         if shaped is None:
             await self._flush_unchanged(more_body=False)
             return

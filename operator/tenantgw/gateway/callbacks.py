@@ -33,6 +33,7 @@ from tenantgw.gateway import (
     admission,
     autoreview,
     costlabels,
+    credfail,
     fallbacks,
     files,
     pii,
@@ -423,6 +424,12 @@ class TenantGatewayHandler(CustomLogger):
         traceback_str: str | None = None,
     ) -> None:
         # The request failed for good (after fallbacks), or was refused before going upstream.
+        detail = credfail.credential_failure(original_exception)
+        if detail is not None:
+            exchange = access.CURRENT.get()
+            if exchange is not None:
+                exchange.credential_failure = detail  # the middleware answers it as a 502
+            log.warning("the provider's credential could not be obtained: %s", detail)
         try:
             tracked = self.contexts.find_in_request(request_data)
             if tracked is None or tracked.finished_at is not None:

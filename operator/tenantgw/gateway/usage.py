@@ -39,6 +39,8 @@ from typing import Any
 from tenantgw.gateway import safeguards
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.costlabels import labels_json
+from tenantgw.gateway.credfail import STATUS as CREDENTIAL_FAILURE_STATUS
+from tenantgw.gateway.credfail import credential_failure
 from tenantgw.gateway.ledger import COLUMNS
 from tenantgw.gateway.pricing import (
     TokenUsage,
@@ -326,7 +328,10 @@ def refused(ctx: RequestContext, exc: BaseException) -> UsageRecord:
 
 
 def status_of(exc: BaseException) -> int | None:
-    """The HTTP status an exception carries (`status_code` or `code`), None when it has none."""
+    """The HTTP status an exception carries (`status_code` or `code`), None when it has none;
+    502 for a failure to obtain the provider's credential (`credfail`)."""
+    if credential_failure(exc) is not None:
+        return CREDENTIAL_FAILURE_STATUS
     for attr in ("status_code", "code"):
         value = getattr(exc, attr, None)
         try:
