@@ -96,10 +96,12 @@ services-down: ## Stop PostgreSQL and Redis
 	bash e2e/services/down.sh
 
 .PHONY: demo demo-down real-node
-demo: venv system-packages claude-code cluster-up services-up ## The example tenant, its gateway, Claude Code, a few dozen requests and the cost report, left running
+# The gateway runs from the tenantgw-gateway image (built first when missing, cached afterwards);
+# DEMO_GATEWAY=process runs it as a local process instead (tenantctl dev gateway).
+demo: venv system-packages claude-code cluster-up services-up ## The example tenant, its gateway (from its image), Claude Code, a few dozen requests and the cost report, left running
 	$(BIN)/python -m e2e.demo up
 
-demo-down: ## Stop the demo's gateway, simulator and operator, then the services and control plane
+demo-down: ## Stop the demo's gateway container, simulator and operator, then the services and control plane
 	$(BIN)/python -m e2e.demo down
 	bash e2e/cluster/down.sh
 	bash e2e/services/down.sh

@@ -86,9 +86,19 @@ def load_examples() -> dict[str, list[dict[str, Any]]]:
     return docs
 
 
-def apply_examples(k8s: K8s) -> None:
-    """Apply examples/ as a platform team would: the Tenant, then what lives in its namespace."""
+def apply_examples(k8s: K8s, simulator_root: str | None = None) -> None:
+    """Apply examples/ as a platform team would: the Tenant, then what lives in its namespace.
+
+    With `simulator_root` the Tenant is applied with each provider's apiBase set to the
+    simulator's route of its protocol (`simulator_upstreams`): the operator then renders the
+    simulator's URLs itself, and a gateway runs exactly what it rendered (`make demo`).
+    """
     docs = load_examples()
+    if simulator_root is not None:
+        tenant = docs["tenant"][0]
+        upstreams = simulator_upstreams(tenant, simulator_root)
+        for provider in tenant["spec"]["providers"]:
+            provider["apiBase"] = upstreams[provider["name"]]
 
     def not_terminating() -> bool:
         # An earlier run's Tenant being deleted takes its namespace with it, maybe only after

@@ -5,10 +5,16 @@
     python -m e2e.demo down    # stops what `up` started in the background (by pid)
 
 `up` applies the CRDs and the operator's RBAC, runs the operator as its ServiceAccount, the
-provider simulator on :18080 and, once examples/ is applied and the Tenant is Ready, the
-tenant's gateway on :4000 with `tenantctl dev gateway` (the files its pod would mount; each
-provider's base URL overlaid with the simulator's route of its protocol, `--upstream
-<provider>=<url>`: examples/ keeps the real providers' URLs). Then Claude Code reads a file
+provider simulator on :18080, applies examples/ with each provider's apiBase set to the
+simulator's route of its protocol (the one change to examples/, which keeps the real
+providers' URLs: the operator renders the simulator's URLs itself) and, once the Tenant is
+Ready, runs the tenant's gateway on :4000 from the `tenantgw-gateway` image (docker/build.sh,
+`make images`, builds it first when it is missing and finds it cached afterwards) as the
+rendered Deployment's pod: its command and args, its env with the Secrets' values, its
+ConfigMap and Secret volumes with exactly what the operator rendered, read-only root
+filesystem, the pod's numeric user, every capability dropped (e2e/demo/container.py).
+`DEMO_GATEWAY=process` runs the same as a local process instead (`tenantctl dev gateway`),
+where podman cannot run containers. Then Claude Code reads a file
 through the gateway (`claude -p`), and runs interactively in a tmux pane in auto mode: a command
 the tenant's classifier allows runs without a prompt, one it flags is blocked. Then every alias
 of examples/ answers a `claude -p` turn of its own, each served by its own provider (the
@@ -19,9 +25,12 @@ settings, what the interactive session showed, the usage rows and `tenantctl rep
 engineering-team` are printed; the html report (with its plots) is written to
 .dev/demo/report.html.
 
-The three background processes keep running; their pids are in .dev/demo/*.pid and their logs
-in .dev/logs/demo-*.log. Running `up` again reuses those still alive (the gateway is restarted
-when the operator rendered a different config or Secret for it).
+The three background processes keep running (the gateway's is the podman running container
+tenantgw-demo-gateway); their pids are in .dev/demo/*.pid and their logs in
+.dev/logs/demo-*.log. Running `up` again reuses those still alive (the gateway is restarted
+when the operator rendered a different Deployment, ConfigMap or Secret for it, or the image
+changed). `down` stops the three (the gateway drains, its container is removed); it never
+touches the control plane, PostgreSQL or Redis (`make demo-down` stops those after it).
 """
 
 from __future__ import annotations
@@ -47,7 +56,9 @@ from kubernetes.config import new_client_from_config
 
 from e2e.claude import ClaudeCodeError, claude_binary, pinned_version, run_claude, seed_home
 from e2e.claude_tui import DANGEROUS, HARMLESS, AutoModeStory, ClaudeSession, auto_mode_story
+from e2e.containers import Image, ImageError, built_images
 from e2e.demo import aliases as demo_aliases
+from e2e.demo import container as demo_container
 from e2e.demo import traffic as demo_traffic
 from e2e.demo.processes import (
     LOGS,
@@ -71,7 +82,6 @@ from e2e.gateway_fixture import (
     EXAMPLE_TENANT,
     apply_examples,
     example_simulator_config,
-    example_upstreams,
 )
 from e2e.helpers import K8s
 from e2e.operator_fixture import install_crds_and_rbac, service_account_kubeconfig
@@ -85,6 +95,8 @@ SIMULATOR_URL = f"http://127.0.0.1:{SIMULATOR_PORT}"
 KEY = "alice"
 BUDGET_POLICY = "engineering-daily"
 GATEWAY_STARTUP_SECONDS = 240
+GATEWAY_MODE_ENV = "DEMO_GATEWAY"
+GATEWAY_MODES = ("image", "process")
 BIN = Path(sys.executable).parent
 REPORT_HTML = STATE / "report.html"
 
@@ -133,7 +145,7 @@ def ensure_operator(cluster: Cluster, services: dict[str, str]) -> None:
             "--all-namespaces",
             f"--liveness=http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
             "-m",
-            MARKERS["operator"],
+            MARKERS["operator"][0],
         ],
         env,
     )
@@ -158,7 +170,7 @@ def ensure_simulator() -> None:
         [
             sys.executable,
             "-m",
-            MARKERS["simulator"],
+            MARKERS["simulator"][0],
             "--port",
             str(SIMULATOR_PORT),
             "--judge-models",
@@ -180,38 +192,50 @@ def ensure_judge() -> None:
 
 def ensure_tenant(k8s: K8s) -> dict[str, Any]:
     started = time.monotonic()
-    step("applying examples/", lambda: apply_examples(k8s))
+    step(
+        "applying examples/ (each provider's apiBase: the simulator)",
+        lambda: apply_examples(k8s, simulator_root=SIMULATOR_URL),
+    )
     step(
         f"waiting for Tenant {EXAMPLE_TENANT} to be Ready",
         lambda: k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", 120),
     )
-    say(f"examples/ applied; Tenant {EXAMPLE_TENANT} Ready after {time.monotonic() - started:.1f}s")
+    say(
+        f"examples/ applied, each provider's apiBase the simulator's route of its protocol; "
+        f"Tenant {EXAMPLE_TENANT} Ready after {time.monotonic() - started:.1f}s"
+    )
     return k8s.tenant(EXAMPLE_TENANT)
 
 
-def upstream_args() -> list[str]:
-    """`--upstream <provider>=<url>` per provider of examples/tenant.yaml: the simulator's route
-    of the provider's protocol (only LiteLLM's api_base changes; examples/ keeps real URLs)."""
-    args: list[str] = []
-    for provider, url in example_upstreams(SIMULATOR_URL).items():
-        args += ["--upstream", f"{provider}={url}"]
-    return args
+def gateway_mode() -> str:
+    """$DEMO_GATEWAY: `image` (the default: the gateway image as its pod would run it) or
+    `process` (`tenantctl dev gateway`, the same files and env, no podman needed)."""
+    mode = os.environ.get(GATEWAY_MODE_ENV, "").strip() or "image"
+    if mode not in GATEWAY_MODES:
+        raise DemoError(f"{GATEWAY_MODE_ENV}={mode!r}: use one of {', '.join(GATEWAY_MODES)}")
+    return mode
 
 
-def _gateway_fingerprint(k8s: K8s, argv: Sequence[str]) -> str:
-    """What the gateway process was built from: its command line, the pod template's config
-    hash and the resourceVersion of the Secret `gateway` (keys, master key, storage)."""
-    dep = k8s.apps.read_namespaced_deployment("gateway", EXAMPLE_NAMESPACE)
-    annotations = dep.spec.template.metadata.annotations or {}
-    secret = k8s.core.read_namespaced_secret("gateway", EXAMPLE_NAMESPACE)
-    tenant_uid = k8s.tenant(EXAMPLE_TENANT)["metadata"]["uid"]
-    return json.dumps(
-        [list(argv), tenant_uid, sorted(annotations.items()), secret.metadata.resource_version]
-    )
+def gateway_image() -> Image:
+    """The gateway image of this checkout: docker/build.sh (`make images`) builds what is
+    missing, and finds every layer cached when nothing changed."""
+    say("images: docker/build.sh (`make images`; cached layers when nothing changed)")
+    try:
+        image = built_images()["gateway"]
+    except ImageError as exc:
+        raise DemoError(f"the images could not be built: {exc}") from None
+    say(f"images: gateway {image.id.removeprefix('sha256:')[:12]} ({image.size // 1_000_000} MB)")
+    return image
 
 
-def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
-    argv = [
+def stop_gateway() -> None:
+    """The gateway process or container's podman (SIGTERM: it drains), then the container."""
+    stop_background("gateway")
+    demo_container.remove()
+
+
+def tenantctl_gateway_argv(cluster: Cluster) -> list[str]:
+    return [
         str(BIN / "tenantctl"),
         "--kubeconfig",
         str(cluster.kubeconfig),
@@ -222,23 +246,53 @@ def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
         str(GATEWAY_PORT),
         "--workdir",
         str(STATE / "gateway"),
-        *upstream_args(),
     ]
-    fingerprint = _gateway_fingerprint(k8s, argv)
+
+
+def ensure_gateway(api: ApiClient, cluster: Cluster) -> str:
+    """The example tenant's gateway on GATEWAY_URL, from exactly the Deployment, ConfigMap and
+    Secrets the operator rendered; restarted when any of them (or the image) changed since it
+    started. Returns how it runs, for the summary."""
+    mode = gateway_mode()
+    rendered = step(
+        "reading the gateway's Deployment, ConfigMap and Secrets",
+        lambda: demo_container.read_pod(api, EXAMPLE_NAMESPACE),
+    )
+    if mode == "image":
+        image = gateway_image()
+        fingerprint = rendered.fingerprint(image.id)
+        how = (
+            f"container {demo_container.CONTAINER} of image "
+            f"{image.id.removeprefix('sha256:')[:12]} (ghcr.io/tenantgw/gateway), run as "
+            "Deployment gateway's pod"
+        )
+    else:
+        tenantctl = tenantctl_gateway_argv(cluster)
+        fingerprint = rendered.fingerprint(json.dumps(tenantctl))
+        how = "tenantctl dev gateway (a process, $DEMO_GATEWAY=process)"
     stamp = STATE / "gateway.fingerprint"
     pid = running_pid("gateway")
     if pid is not None:
         same = stamp.exists() and stamp.read_text() == fingerprint
         if same and http_ok(f"{GATEWAY_URL}/health/readiness"):
-            say(f"gateway: already running on {GATEWAY_URL} (pid {pid})")
-            return
-        say("gateway: rendered or started differently since it started: restarting it")
-        stop_background("gateway")
+            say(f"gateway: already running on {GATEWAY_URL} (pid {pid}): {how}")
+            return how
+        say("gateway: rendered, built or started differently since it started: restarting it")
+    stop_gateway()  # also a container an earlier demo left behind
     if port_busy(GATEWAY_PORT):
         raise DemoError(f"port {GATEWAY_PORT} is taken by another process: stop it first")
-    pid, log_file = start_background("gateway", argv, cluster.env())
+    if mode == "image":
+        mounts, env = demo_container.write_pod_files(rendered, STATE / "gateway-pod")
+        argv = demo_container.run_argv(
+            rendered, image.id, workdir=STATE, mounts=mounts, env=env, port=GATEWAY_PORT
+        )
+        pid, log_file = start_background("gateway", argv)
+        shown = [a for a in argv if not a.startswith("--env-file")]
+        say(f"gateway: {shlex.join(shown)}")
+    else:
+        pid, log_file = start_background("gateway", tenantctl, cluster.env())
+        say(f"gateway: {shlex.join(['tenantctl', *tenantctl[3:]])}")
     stamp.write_text(fingerprint)
-    say(f"gateway: {shlex.join(['tenantctl', *argv[3:]])}")
     took = wait_http(
         "gateway", f"{GATEWAY_URL}/health/readiness", pid, log_file, GATEWAY_STARTUP_SECONDS
     )
@@ -246,6 +300,7 @@ def ensure_gateway(k8s: K8s, cluster: Cluster) -> None:
         f"gateway: ready on {GATEWAY_URL} after {took:.0f}s (pid {pid}, "
         f"log {log_file.relative_to(ROOT)})"
     )
+    return how
 
 
 def onboarding(cluster: Cluster, key: str = KEY) -> tuple[str, dict[str, str]]:
@@ -468,7 +523,7 @@ def up() -> None:
     ensure_simulator()
     ensure_judge()
     tenant = ensure_tenant(k8s)
-    ensure_gateway(k8s, cluster)
+    how = ensure_gateway(api, cluster)
     shell, env = onboarding(cluster)
     fleet, fleet_note = managed_settings(cluster)
     prompt, result, started = claude_request(env)
@@ -489,9 +544,10 @@ def up() -> None:
     models = ", ".join(tenant["status"].get("models", []))
     print(f"Tenant {EXAMPLE_TENANT} is Ready; its gateway serves {models}")
     print(f"  tenant URL (status.url)  {tenant['status'].get('url')}")
+    print(f"  local gateway            {GATEWAY_URL}   ({how})")
     print(
-        f"  local gateway            {GATEWAY_URL}   (tenantctl dev gateway; each provider -> "
-        f"simulator {SIMULATOR_URL}, the route of its protocol)"
+        f"  providers                the simulator {SIMULATOR_URL} (each provider's apiBase: "
+        "the route of its protocol)"
     )
     print()
     print(f"Onboarding: tenantctl onboard {EXAMPLE_TENANT} --key {KEY} --url {GATEWAY_URL}")
@@ -584,6 +640,8 @@ def up() -> None:
     )
     print()
     pids = ", ".join(f"{name} {running_pid(name)}" for name in ("operator", "simulator", "gateway"))
+    if gateway_mode() == "image":
+        pids += f"; container {demo_container.CONTAINER}"
     print(f"Left running ({pids}; pids in .dev/demo/, logs in .dev/logs/demo-*.log).")
     print(f"Try it:  export PATH={claude_binary().parent}:$PATH")
     print(
@@ -595,7 +653,8 @@ def up() -> None:
 
 
 def down() -> None:
-    for name in ("gateway", "simulator", "operator"):
+    stop_gateway()
+    for name in ("simulator", "operator"):
         stop_background(name)
 
 

@@ -26,12 +26,13 @@ T = TypeVar("T")
 
 STATE = DEV / "demo"
 LOGS = DEV / "logs"
-MARKERS = {
-    "operator": "tenantgw.operator.handlers",
-    "simulator": "e2e.provider_sim",
-    "gateway": "tenantctl",
+MARKERS: dict[str, tuple[str, ...]] = {
+    "operator": ("tenantgw.operator.handlers",),
+    "simulator": ("e2e.provider_sim",),
+    # podman running the container `tenantgw-demo-gateway`, or `tenantctl dev gateway`
+    "gateway": ("tenantgw-demo-gateway", "tenantctl"),
 }
-"""What the command line of each background process holds."""
+"""What the command line of each background process holds (one of)."""
 
 
 class DemoError(SystemExit):
@@ -76,7 +77,7 @@ def running_pid(name: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except (OSError, ValueError):
         return None
-    return pid if MARKERS[name] in cmdline else None
+    return pid if any(marker in cmdline for marker in MARKERS[name]) else None
 
 
 def start_background(

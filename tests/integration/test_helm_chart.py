@@ -12,6 +12,8 @@ skip, when it is missing.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,10 +24,13 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.unit.test_tenant_plan import NOW, SETTINGS, STORAGE, TENANT, keys, snapshot
 
 from e2e.fixtures import Cluster
 from e2e.lint.tools import ToolMissingError, tool
-from tenantgw.reconcile.settings import network_from_env
+from tenantgw.api import IssuerRef
+from tenantgw.reconcile.plan import plan_tenant
+from tenantgw.reconcile.settings import issuer_from_env, network_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +116,13 @@ def test_chart_crds_are_the_generated_crds() -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [(), ("--set", "monitoring.enabled=true"), ("--set", "roles.create=false")],
-    ids=["defaults", "monitoring", "no-roles"],
+    [
+        (),
+        ("--set", "monitoring.enabled=true"),
+        ("--set", "roles.create=false"),
+        ("--set", "tls.issuer.name=platform-ca"),
+    ],
+    ids=["defaults", "monitoring", "no-roles", "tls-issuer"],
 )
 def test_helm_lint_is_clean(values: tuple[str, ...]) -> None:
     proc = run(binary("helm"), "lint", "--strict", str(CHART), *values, check=False)
@@ -196,6 +206,59 @@ def test_log_format_reaches_the_operator_and_its_gateways(value: str, kopf: str)
     proc = run(binary("helm"), "template", "t", str(CHART), "--set", "logFormat=yaml", check=False)
     assert proc.returncode != 0
     assert "logFormat must be json or text, not yaml" in proc.stderr
+
+
+def operator_env(rendered: str) -> dict[str, str]:
+    (container,) = deployment(rendered)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+@pytest.mark.parametrize(
+    ("values", "issuer"),
+    [
+        (("--set", "tls.issuer.name=platform-ca"), IssuerRef(name="platform-ca")),
+        (
+            ("--set", "tls.issuer.name=gateway-ca", "--set", "tls.issuer.kind=Issuer",
+             "--set", "tls.issuer.group=awspca.cert-manager.io"),
+            IssuerRef(name="gateway-ca", kind="Issuer", group="awspca.cert-manager.io"),
+        ),
+    ],
+    ids=["cluster-issuer", "external-issuer"],
+)  # fmt: skip
+def test_tls_issuer_reaches_the_gateways_certificate(
+    values: tuple[str, ...], issuer: IssuerRef
+) -> None:
+    """`tls.issuer` is the operator's default issuer: what the chart renders is what the
+    operator's settings read, and the Certificate the operator then renders for a Tenant with
+    spec.gateway.tls and no issuerRef of its own names that issuer."""
+    env = operator_env(helm_template(*values))
+    assert issuer_from_env(env) == issuer
+    settings = dataclasses.replace(SETTINGS, tls_issuer=issuer_from_env(env))
+    body = copy.deepcopy(TENANT)
+    body["spec"]["gateway"] = {"tls": {"secretName": "gateway-tls"}}
+    snap = dataclasses.replace(snapshot(body), cert_manager=True)
+    objects = plan_tenant(snap, settings, now=NOW, new_key=keys(), storage=STORAGE).objects
+    (certificate,) = [o for o in objects if o["kind"] == "Certificate"]
+    assert certificate["spec"]["issuerRef"] == {
+        "name": issuer.name,
+        "kind": issuer.kind,
+        "group": issuer.group,
+    }
+    assert certificate["spec"]["secretName"] == "gateway-tls"
+
+
+def test_without_a_tls_issuer_the_operator_has_none() -> None:
+    """The default values set no issuer (the kustomize install sets none either), and a kind
+    cert-manager does not have is refused by `helm template`, before the operator would be."""
+    env = operator_env(helm_template())
+    assert "TENANTGW_TLS_ISSUER" not in env
+    assert issuer_from_env(env) is None
+    proc = run(
+        binary("helm"), "template", "t", str(CHART), "--set", "tls.issuer.name=platform-ca",
+        "--set", "tls.issuer.kind=Secret", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "tls.issuer.kind must be ClusterIssuer or Issuer, not Secret" in proc.stderr
 
 
 def test_the_chart_refuses_values_it_cannot_install() -> None:

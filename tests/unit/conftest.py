@@ -391,6 +391,43 @@ def _tls() -> RenderInputs:
     )
 
 
+STORAGE_CA = "-----BEGIN CERTIFICATE-----\nMIIB-storage-ca\n-----END CERTIFICATE-----\n"
+STORAGE_CRL = "-----BEGIN X509 CRL-----\nMIIB-storage-crl\n-----END X509 CRL-----\n"
+
+
+def _storage_tls() -> RenderInputs:
+    import dataclasses
+
+    from tenantgw.render import StorageEndpoints
+
+    return dataclasses.replace(
+        _minimal(),
+        storage=StorageEndpoints(
+            postgres_dsn=(
+                "postgresql://tgw_team_a:PG-PASSWORD-0005@pg.example.com:5432/tenantgw"
+                "?sslmode=verify-full&sslrootcert=/etc/ssl/platform/pg-ca.crt"
+                "&sslcrl=/etc/ssl/platform/pg.crl"
+            ),
+            redis_url=(
+                "rediss://tgw%3Ateam-a:REDIS-PASSWORD-0006@redis.example.com:6380/0"
+                "?ssl_ca_certs=/etc/ssl/platform/redis-ca.crt"
+            ),
+            tls_files={
+                "sslrootcert": STORAGE_CA,
+                "sslcrl": STORAGE_CRL,
+                "ssl_ca_certs": STORAGE_CA,
+            },
+        ),
+    )
+
+
+@pytest.fixture
+def storage_tls_tenant() -> RenderInputs:
+    """The minimal tenant whose PostgreSQL and Redis are reached over TLS with the platform's
+    CA files (verify-full, rediss): the gateway pod mounts them from Secret `gateway`."""
+    return _storage_tls()
+
+
 @pytest.fixture
 def pod_identity_tenant() -> RenderInputs:
     """RenderInputs of a tenant whose Bedrock provider uses EKS Pod Identity."""

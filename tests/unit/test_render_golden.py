@@ -24,6 +24,7 @@ CASES = {
     "engineering-team": "engineering_team",
     "minimal": "minimal_tenant",
     "pod-identity": "pod_identity_tenant",
+    "storage-tls": "storage_tls_tenant",
     "tls": "tls_tenant",
 }
 

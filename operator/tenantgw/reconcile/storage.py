@@ -67,10 +67,13 @@ async def ensure_storage(
             storage = await provisioner.ensure(name, password)
             if cache is not None:
                 cache.storage_ok(name, password_from(storage.postgres_dsn))
+        tls_files = provisioner.tls_files()
     except StorageError as err:
         log.warning("tenant %s: storage not ready: %s", name, err)
         kept = (
-            StorageEndpoints(postgres_dsn=stored_dsn, redis_url=stored_url)
+            StorageEndpoints(
+                postgres_dsn=stored_dsn, redis_url=stored_url, tls_files=_tls_files(provisioner)
+            )
             if stored_dsn and stored_url
             else None
         )
@@ -78,7 +81,9 @@ async def ensure_storage(
             kept, condition("StorageReady", False, "StorageUnavailable", str(err), generation), True
         )
     return StorageOutcome(
-        StorageEndpoints(postgres_dsn=storage.postgres_dsn, redis_url=storage.redis_url),
+        StorageEndpoints(
+            postgres_dsn=storage.postgres_dsn, redis_url=storage.redis_url, tls_files=tls_files
+        ),
         condition(
             "StorageReady",
             True,
@@ -87,3 +92,11 @@ async def ensure_storage(
             generation,
         ),
     )
+
+
+def _tls_files(provisioner: Provisioner) -> dict[str, str]:
+    """The storage CA files, or none when they cannot be read (the condition says why)."""
+    try:
+        return provisioner.tls_files()
+    except StorageError:
+        return {}

@@ -34,6 +34,7 @@ from tenantgw.render.names import (
     tenant_name,
 )
 from tenantgw.render.rules import render_rules
+from tenantgw.render.storage_tls import pod_storage, storage_tls_data
 
 KEY_LABEL = "tenantgw.io/key"
 ISSUED_AT_ANNOTATION = "tenantgw.io/issued-at"
@@ -89,7 +90,8 @@ def keys_json(inputs: RenderInputs) -> str:
 def render_gateway_secret(inputs: RenderInputs) -> dict[str, Any]:
     """Secret `gateway`: master key, key hashes, and the tenant's storage credentials."""
     data = {MASTER_KEY_FIELD: b64(inputs.master_key), KEYS_FILE: b64(keys_json(inputs))}
-    storage = inputs.storage
+    storage = pod_storage(inputs.storage)
+    data.update({key: b64(text) for key, text in storage_tls_data(storage).items()})
     if storage is not None and storage.postgres_dsn:
         data[POSTGRES_DSN_FIELD] = b64(storage.postgres_dsn)
     if storage is not None and storage.redis_url:

@@ -19,6 +19,10 @@ class StorageEndpoints:
 
     postgres_dsn: str | None = None
     redis_url: str | None = None
+    tls_files: dict[str, str] = field(default_factory=dict)
+    """The CA (and CRL) files the DSN and URL name, by their parameter (`sslrootcert`,
+    `sslcrl`, `ssl_ca_certs`) -> PEM text: the operator's own copies, which the gateway pod
+    mounts from Secret `gateway` (render.storage_tls)."""
 
 
 DEFAULT_CLUSTER_CIDRS = (

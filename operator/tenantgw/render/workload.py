@@ -34,6 +34,7 @@ from tenantgw.render.names import (
     tenant_name,
 )
 from tenantgw.render.quantity import canonical_resources
+from tenantgw.render.storage_tls import pod_storage, storage_tls_items
 from tenantgw.render.tls import (
     port_name,
     probe_scheme,
@@ -191,7 +192,7 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
     """Deployment `gateway`; `data` is the ConfigMap's data when it was computed already."""
     tenant = inputs.tenant
     name = tenant_name(tenant)
-    storage = inputs.storage
+    storage = pod_storage(inputs.storage)
     digest = config_hash(
         data if data is not None else configmap_data(inputs),
         provider_env_list(inputs),
@@ -247,7 +248,10 @@ def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) 
                             "name": "secret",
                             "secret": {
                                 "secretName": GATEWAY_NAME,
-                                "items": [{"key": KEYS_FILE, "path": KEYS_FILE}],
+                                "items": [
+                                    {"key": KEYS_FILE, "path": KEYS_FILE},
+                                    *storage_tls_items(inputs.storage),
+                                ],
                                 "defaultMode": SECRET_MODE,
                             },
                         },

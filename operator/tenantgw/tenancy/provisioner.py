@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import redis.asyncio as aioredis
@@ -170,6 +171,28 @@ class Provisioner:
                 tls_params=self._redis.tls_params,
             ),
         )
+
+    def tls_files(self) -> dict[str, str]:
+        """The files the admin DSN and URL check the servers with (`sslrootcert`, `sslcrl`,
+        `ssl_ca_certs`; not libpq's `sslrootcert=system`), by parameter -> their text, read now
+        (a rotated CA is read at the next reconcile). The tenants' gateways mount them."""
+        files: dict[str, str] = {}
+        wanted = [
+            (ENV_POSTGRES_DSN, self._postgres.tls_params, ("sslrootcert", "sslcrl")),
+            (ENV_REDIS_URL, self._redis.tls_params, ("ssl_ca_certs",)),
+        ]
+        for env, params, names in wanted:
+            for name in names:
+                path = params.get(name)
+                if not path or (name == "sslrootcert" and path == "system"):
+                    continue
+                try:
+                    files[name] = Path(path).read_text()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise StorageError(
+                        f"{env}: {name}={path} cannot be read for the gateways to mount: {exc}"
+                    ) from None
+        return files
 
     async def ensure(self, tenant_name: str, password: str | None = None) -> TenantStorage:
         """Create the tenant's storage or repair it; only reads when it is already right.
