@@ -123,6 +123,7 @@ bench: venv bench-deps ## Measure the design's numbers into docs/benchmarks.md: 
 	$(BIN)/python -m e2e.bench.gateway_bench
 	$(BIN)/python -m e2e.bench.audit_cpu
 	if [ -f e2e/bench/operator_bench.py ]; then \
-	  $(BIN)/python -m e2e.bench.operator_bench --tenants 20 --scale 20 --wait-for-other 120; \
+	  $(BIN)/python -m e2e.bench.operator_bench --isolated --tenants 50 --interval 0.2 --scale 50 \
+	    --traffic-seconds 60 --converge 1000 --converge-timeout 300; \
 	fi
 	$(BIN)/python -m e2e.bench.targets

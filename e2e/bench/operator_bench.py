@@ -1232,7 +1232,9 @@ def phase_converge(b: Bench, n: int, tag: str) -> dict[str, Any]:
         "tenant_gets": sum(1 for e in gets if e.get("objectRef", {}).get("resource") == "tenants"),
     }
     time.sleep(3)
-    if b.operator and outcome == "ready":
+    if b.operator:
+        # Sampled with a backlog too: the operator then holds every tenant's objects in its
+        # watch caches, which is most of what its memory grows with.
         result["memory"] = b.operator.sample_memory()
     return result
 
@@ -1408,7 +1410,10 @@ def summary_rows(res: dict[str, Any]) -> list[list[str]]:
         ])  # fmt: skip
         if mem := conv.get("memory"):
             rows.append([
-                f"operator RSS at {conv['tenants']} tenants after convergence (peak)",
+                f"operator RSS at {conv['tenants']} tenants "
+                + ("after convergence" if conv.get("outcome", "ready") == "ready"
+                   else "with a backlog")
+                + " (peak)",
                 f"{report.fmt_mb(mem['rss_mb'])} ({report.fmt_mb(mem['hwm_mb'])})",
                 "≤ 250 MB at 1000",
                 _verdict(mem["rss_mb"], 250) if conv["tenants"] >= 1000 else "-",
@@ -1583,8 +1588,10 @@ def target_rows(res: dict[str, Any]) -> list[report.TargetRow]:
             f"{conv['ready']}/{conv['tenants']} after {conv['wall_seconds']:.0f} s",
             "≤ 120 s", report.verdict(took, 120))  # fmt: skip
         rss = (conv.get("memory") or {}).get("rss_mb")
-        row(f"operator: RSS at {conv['tenants']} tenants", report.fmt_mb(rss), "≤ 250 MB",
-            report.verdict(rss, 250))  # fmt: skip
+        row(f"operator: RSS at {conv['tenants']} tenants"
+            + ("" if conv.get("outcome", "ready") == "ready"
+               else " (sampled with tenants not yet Ready)"),
+            report.fmt_mb(rss), "≤ 250 MB", report.verdict(rss, 250))  # fmt: skip
     return rows
 
 

@@ -7,6 +7,7 @@ audit trail, budgets or cache, nor the servers themselves.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import subprocess
@@ -425,6 +426,39 @@ async def test_remove_leaves_no_role_schema_user_or_key(
     writes = provisioner.writes
     await provisioner.remove(name)
     assert provisioner.writes == writes
+
+
+async def test_tenants_provisioned_together_are_all_saved_to_the_acl_file(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cold start provisions many tenants at once, and one ACL SAVE may cover the users of
+    several (those set while the save before it ran): however they are grouped, every user is
+    in the ACL file when its ensure returns, and no save is made without a change."""
+    provisioner = Provisioner(services.postgres_dsn, services.redis_url)
+    names = [_name(f"burst{i}") for i in range(12)]
+    admin = _redis(services.redis_url)
+    try:
+        aclfile = (await admin.config_get("aclfile"))["aclfile"]
+        if not aclfile:
+            pytest.skip("the shared Redis runs without an aclfile")
+        caplog.set_level("INFO", logger="tenantgw.tenancy.provisioner")
+
+        async def ensure_and_read(name: str) -> bool:
+            await provisioner.ensure(name)
+            text = await asyncio.to_thread(Path(aclfile).read_text)
+            return f"user tgw:{name} " in text
+
+        saved = await asyncio.gather(*(ensure_and_read(n) for n in names))
+        assert all(saved), "an ensure returned before the ACL file held its user"
+        saves = [r for r in caplog.records if r.getMessage().endswith("redis: ACL SAVE")]
+        setusers = [r for r in caplog.records if "redis: ACL SETUSER" in r.getMessage()]
+        assert len(setusers) == len(names)
+        assert 1 <= len(saves) <= len(names)
+    finally:
+        await admin.aclose()
+        for name in names:
+            await provisioner.remove(name)
+        await provisioner.close()
 
 
 async def test_remove_keeping_data_locks_the_role_out_and_ensure_lets_it_back_in(

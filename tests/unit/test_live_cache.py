@@ -112,3 +112,25 @@ def test_an_event_that_caught_up_drops_the_remembered_write() -> None:
     assert c.written, "an older event dropped a newer write"
     c.observed("MODIFIED", obj(ALIAS, "fast-code", 5))
     assert c.written == {}
+
+
+def test_only_the_echo_of_our_own_write_is_called_an_echo() -> None:
+    """The watch event of our write's version wakes nothing; anyone else's change does."""
+    c, _ = cache()
+    c.wrote(obj(CM, "gateway-config", 7))
+    assert c.observed("MODIFIED", obj(CM, "gateway-config", 6)), "an older version is old news"
+    assert c.observed("MODIFIED", obj(CM, "gateway-config", 7)), "our own version"
+    # The remembered write is gone: the next change (someone's edit) is news.
+    assert not c.observed("MODIFIED", obj(CM, "gateway-config", 8))
+    c.wrote(obj(CM, "gateway-config", 9))
+    assert not c.observed("MODIFIED", obj(CM, "gateway-config", 10)), "an edit after our write"
+    c.wrote(obj(CM, "other", 11))
+    assert not c.observed("DELETED", obj(CM, "other", 11)), "a deletion is always news"
+    assert not c.observed("MODIFIED", obj(CM, "never-written", 3))
+
+
+def test_an_object_we_deleted_is_no_echo_when_it_comes_back() -> None:
+    c, _ = cache(obj(CM, "gone", 4))
+    c.deleted(*CM, "gone", "tenant-a")
+    assert not c.observed("ADDED", obj(CM, "gone", 9))
+    assert c.written == {}

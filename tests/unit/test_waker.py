@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tenantgw.operator.waker import Waker, backoff
+from tenantgw.operator.waker import FIRST, Turns, Waker, backoff
 
 pytestmark = pytest.mark.unit
 
@@ -173,3 +173,45 @@ async def test_at_most_concurrency_tenants_are_reconciled_at_once_in_arrival_ord
     await asyncio.gather(*(waker.wake(n) for n in names))
     assert most == 3
     assert order == names
+
+
+async def test_a_tenant_reconciled_before_goes_ahead_of_new_ones_and_resyncs_go_last() -> None:
+    """With every turn taken, the follow-up of an applied tenant (its gateway became
+    Available) runs before the first pass of tenants queued earlier; a resync waits for all."""
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(name: str) -> bool:
+        order.append(name)
+        if name == "busy":
+            await gate.wait()
+        return True
+
+    waker = Waker(reconcile, concurrency=1)
+    await waker.wake("applied")  # reconciled once: its next pass is a follow-up
+    busy = asyncio.create_task(waker.wake("busy"))
+    await asyncio.sleep(0)
+    waker.spawn("old")  # a resync, queued first of the waiters
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(waker.wake(f"new-{i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    queued.append(asyncio.create_task(waker.wake("applied")))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(busy, *queued)
+    await asyncio.sleep(0.01)
+    assert order == ["applied", "busy", "applied", "new-0", "new-1", "new-2", "old"]
+
+
+async def test_a_waiter_cancelled_in_the_queue_gives_no_turn_away() -> None:
+    turns = Turns(1)
+    await turns.acquire(FIRST)
+    waiting = asyncio.create_task(turns.acquire(FIRST))
+    later = asyncio.create_task(turns.acquire(FIRST))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.sleep(0)
+    turns.release()
+    await asyncio.wait_for(later, 1)
+    turns.release()
+    await asyncio.wait_for(turns.acquire(FIRST), 1)  # the turn came back: not lost

@@ -145,18 +145,28 @@ class LiveCache:
                 out.append(obj)
         return out
 
-    def observed(self, event: str | None, body: Mapping[str, Any]) -> None:
+    def observed(self, event: str | None, body: Mapping[str, Any]) -> bool:
         """A watch event arrived: a remembered write it has caught up with is dropped, and so
-        is one of an object it reports deleted (else the write would bring the object back)."""
+        is one of an object it reports deleted (else the write would bring the object back).
+
+        True when the event says nothing the operator does not know: it brings the very
+        version its own write answered, or an older one. Such an echo needs no reconcile.
+        """
         meta = body.get("metadata") or {}
         ref = (str(body.get("apiVersion")), str(body.get("kind")), str(meta.get("name")),
                meta.get("namespace"))  # fmt: skip
         mine = self.written.get(ref)
         if mine is None:
-            return
+            return False
         version = _version(body)
         if version is None or version >= mine.version or event == "DELETED":
             del self.written[ref]
+        return (
+            mine.body is not None
+            and event != "DELETED"
+            and version is not None
+            and version <= mine.version
+        )
 
     def wrote(self, body: Mapping[str, Any]) -> None:
         """Remember what a write answered, until the watch brings that version."""

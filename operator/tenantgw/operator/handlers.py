@@ -327,11 +327,11 @@ def _tenant_of(namespace: str | None, index: kopf.Index[str, str]) -> str | None
     return None
 
 
-def _saw(memo: kopf.Memo, event: str | None, body: kopf.Body) -> None:
-    """Tell the reads cache what the watch brought (kube/cache.py, `LiveCache.observed`)."""
+def _saw(memo: kopf.Memo, event: str | None, body: kopf.Body) -> bool:
+    """Tell the reads cache what the watch brought (kube/cache.py, `LiveCache.observed`);
+    True when it is only the echo of the operator's own write."""
     cache = memo["kube"].cache
-    if cache is not None:
-        cache.observed(event, body)
+    return cache is not None and cache.observed(event, body)
 
 
 @kopf.on.event(GROUP, VERSION, "modelaliases")
@@ -390,10 +390,11 @@ async def owned_object_event(
 ) -> None:
     """An object the operator applied changed or went away: revert drift now, not at resync.
 
-    The reconcile compares before writing, so the echo of our own writes costs reads only. A
+    The echo of the operator's own write (the version its apply answered) wakes nothing. A
     tenant namespace that finished terminating wakes a Tenant re-created meanwhile.
     """
-    _saw(memo, type, body)
+    if _saw(memo, type, body):
+        return  # the echo of our own apply: the reconcile that made it saw its answer
     tenant = labels.get(TENANT_LABEL)
     if tenant:
         await memo["waker"].wake(tenant)

@@ -13,6 +13,8 @@ resynced on top of it. One loop, not a timer task per Tenant.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,6 +27,46 @@ log = logging.getLogger(__name__)
 class _State:
     running: bool = False
     again: bool = False
+
+
+# Who goes first when every turn is taken (lower first, arrival order within a level).
+FOLLOW_UP = 0
+"""A tenant reconciled before: its objects exist, so the pass is short and mostly reads; it
+is what turns an Available gateway into a Ready Tenant."""
+FIRST = 1
+"""A tenant this process has not reconciled yet (a new Tenant, or every Tenant at start)."""
+RESYNC = 2
+"""The periodic resync of a tenant nothing woke: it can wait for the others."""
+
+
+class Turns:
+    """A semaphore whose waiters are served by priority, then in arrival order."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed a turn just as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
 
 def backoff(failures: int, first: float, cap: float) -> float:
@@ -52,8 +94,11 @@ class Waker:
         self._reconcile = reconcile
         # A thousand tenants woken together (a cold start) would otherwise all be half-way for
         # as long as all of them take: their API calls and storage steps share the same
-        # queues. With turns, each tenant's reconcile runs through while the others wait.
-        self._turns = asyncio.Semaphore(concurrency) if concurrency else None
+        # queues. With turns, each tenant's reconcile runs through while the others wait; the
+        # follow-up of a tenant already applied (its Deployment became Available) goes before
+        # the first pass of the next, and resyncs go last.
+        self._turns = Turns(concurrency) if concurrency else None
+        self._reconciled: set[str] = set()
         self._first, self._cap = first_retry, max_retry
         self._states: dict[str, _State] = {}
         self._stopped: set[str] = set()
@@ -72,6 +117,7 @@ class Waker:
     async def stop(self, name: str) -> None:
         """Refuse new reconciles of `name`, drop its retries, wait for a running one to end."""
         self._stopped.add(name)
+        self._reconciled.discard(name)
         self._forget_retry(name)
         self._due.pop(name, None)
         while (state := self._states.get(name)) is not None and state.running:
@@ -85,7 +131,7 @@ class Waker:
             None if handle is None else max(0.0, handle.when() - asyncio.get_running_loop().time())
         )
 
-    async def wake(self, name: str) -> None:
+    async def wake(self, name: str, *, resync: bool = False) -> None:
         if name in self._stopped:
             return
         state = self._states.setdefault(name, _State())
@@ -96,8 +142,10 @@ class Waker:
         done = False
         try:
             while True:
+                priority = RESYNC if resync else FOLLOW_UP if name in self._reconciled else FIRST
                 state.again = False
-                done = await self._run(name)
+                done = await self._run(name, priority)
+                resync = False  # another pass is for a wake-up that came meanwhile
                 if not state.again or name in self._stopped:
                     break
         finally:
@@ -112,15 +160,21 @@ class Waker:
         else:
             self._retry_later(name)
 
-    async def _run(self, name: str) -> bool:
+    async def _run(self, name: str, priority: int) -> bool:
         try:
             if self._turns is None:
                 return await self._reconcile(name)
-            async with self._turns:
+            await self._turns.acquire(priority)
+            try:
                 return await self._reconcile(name)
+            finally:
+                self._turns.release()
         except Exception:  # any failure is retried; the log says what it was
             log.exception("tenant %s: reconcile failed", name)
             return False
+        finally:
+            if name not in self._stopped:
+                self._reconciled.add(name)
 
     def _retry_later(self, name: str) -> None:
         failures = self._failures[name] = self._failures.get(name, 0) + 1
@@ -149,7 +203,7 @@ class Waker:
     def spawn(self, name: str) -> None:
         """Wake `name` in a task of its own (the resync loop does not wait for it)."""
         self._due.pop(name, None)  # set again when this reconcile ends
-        task = asyncio.create_task(self.wake(name))
+        task = asyncio.create_task(self.wake(name, resync=True))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -74,7 +74,7 @@ class Provisioner:
 
     Holds the admin credentials, which only the operator has; a tenant's gateway gets only the
     TenantStorage that `ensure()` returns. PostgreSQL connections come from a pool of at most
-    `max_connections` (TENANTGW_POSTGRES_MAX_CONNECTIONS); Redis ones are opened per call.
+    `max_connections` (TENANTGW_POSTGRES_MAX_CONNECTIONS); Redis calls share one admin client.
     """
 
     def __init__(
@@ -248,8 +248,9 @@ class Provisioner:
         return self._redis.connect()
 
     async def close(self) -> None:
-        """Close the idle PostgreSQL connections (at shutdown)."""
+        """Close the idle PostgreSQL connections and the Redis client (at shutdown)."""
         await self._postgres.close()
+        await self._redis.close()
 
     async def remove(self, tenant_name: str, *, keep_data: bool = False) -> None:
         """Drop the tenant's schema (with its data), role, ACL user and keys. Idempotent.

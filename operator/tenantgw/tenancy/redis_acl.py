@@ -9,6 +9,7 @@ Needs Redis 7 or later (selectors, FUNCTION, ACL GETUSER in this shape).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -227,6 +228,15 @@ class RedisAdmin:
         self._note = note
         self._table: CommandTable | None = None
         self._warned_no_aclfile = False
+        # One client (with its connection pool) per event loop, reused by every call: a cold
+        # start of a thousand tenants would otherwise open and authenticate a connection per
+        # read. Connections belong to the loop that opened them.
+        self._client: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
+        # ACL SAVE rewrites the whole ACL file, so a save per tenant costs O(users) each: the
+        # changes made while a save runs are covered together by the next one (group commit).
+        self._saves: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._changes = 0  # ACL changes made so far
+        self._saved = 0  # of which the last finished ACL SAVE covers this many
 
     async def read_counters(self, keys: list[str]) -> list[int]:
         """Integer counters (missing ones are 0), read with the admin user: budgets' spend."""
@@ -274,10 +284,31 @@ class RedisAdmin:
 
     def connect(self) -> AbstractAsyncContextManager[aioredis.Redis]:
         """A client as the admin user, closed on exit."""
-        return self._connect()
+        return self._own_client()
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[aioredis.Redis]:
+        """The shared admin client of the running loop (its pool hands out connections)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client[0] is not loop:
+            self._client = (loop, self._new_client())
+        yield self._client[1]
+
+    async def close(self) -> None:
+        """Close the shared client's connections (at shutdown)."""
+        shared, self._client = self._client, None
+        if shared is not None and shared[0] is asyncio.get_running_loop():
+            await shared[1].aclose()
+
+    @asynccontextmanager
+    async def _own_client(self) -> AsyncIterator[aioredis.Redis]:
+        client = self._new_client()
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    def _new_client(self) -> aioredis.Redis:
         client = aioredis.Redis.from_url(
             self._url,
             decode_responses=True,
@@ -287,10 +318,7 @@ class RedisAdmin:
             retry=Retry(ExponentialWithJitterBackoff(base=0.2, cap=1.0), retries=1),
         )
         client.set_response_callback("COMMAND", _raw)
-        try:
-            yield client
-        finally:
-            await client.aclose()
+        return client
 
     @contextmanager
     def _errors(self, action: str, tenant_name: str) -> Iterator[None]:
@@ -322,8 +350,26 @@ class RedisAdmin:
             self._table = CommandTable.parse(await _command(client, "COMMAND"))
         return self._table
 
+    def _save_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._saves is None or self._saves[0] is not loop:
+            self._saves = (loop, asyncio.Lock())
+        return self._saves[1]
+
     async def _save(self, client: aioredis.Redis, tenant_name: str) -> None:
-        """ACL SAVE, so that the users survive a restart; without an aclfile, warn once."""
+        """ACL SAVE after a change, so that the users survive a restart; returns once a save
+        that began after the change has finished (one save covers every change made before
+        it began). Without an aclfile, warn once."""
+        self._changes += 1
+        mine = self._changes
+        async with self._save_lock():
+            if self._saved >= mine:
+                return  # a save that began after our change has written it
+            covers = self._changes
+            await self._save_now(client, tenant_name)
+            self._saved = max(self._saved, covers)
+
+    async def _save_now(self, client: aioredis.Redis, tenant_name: str) -> None:
         self._note(tenant_name, "redis: ACL SAVE")
         try:
             await _command(client, "ACL", "SAVE")
