@@ -85,6 +85,17 @@ def test_the_redis_row_counts_the_commands_the_gateway_sent() -> None:
     assert row[2] == "met"
 
 
+def test_the_redis_row_leaves_out_what_the_gateway_sends_on_timers() -> None:
+    res = gateway(1.3, 0.9, 0.8, 2.3, 1000, 0)
+    res["profile"]["non-stream"]["tenantgw"]["redis_per_request"] |= {
+        "background_per_request": 0.25,
+        "background_per_s": 1.0,
+    }
+    row = targets.gateway_rows(res)[3]
+    assert row[1].startswith("2.05 (2.30 commands")
+    assert row[2] == "not met"
+
+
 def test_a_run_that_counted_server_wide_gives_no_redis_verdict() -> None:
     res = gateway(1.3, 0.9, 0.8, 1.5, 1000, 0)
     res["profile"]["non-stream"]["tenantgw"]["redis_per_request"] = {
