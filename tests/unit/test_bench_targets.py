@@ -30,7 +30,7 @@ def level(rps: float, p99: float, cpu: float) -> dict[str, Any]:
 
 
 def gateway(
-    rps: float, p99: float, cpu: float, scripts: float, streams: int, errors: int
+    rps: float, p99: float, cpu: float, trips: float, streams: int, errors: int
 ) -> dict[str, Any]:
     return {
         "date": "2026-12-01 20:00 UTC",
@@ -39,7 +39,12 @@ def gateway(
         "profile": {
             "non-stream": {
                 "tenantgw": {
-                    "redis_per_request": {"calls_per_request": {"evalsha": scripts, "get": 3.0}}
+                    "redis_per_request": {
+                        # commandstats counts what scripts run too: not the round trips
+                        "calls_per_request": {"evalsha": 2.0, "get": 3.0},
+                        "round_trips_per_request": trips,
+                        "round_trips_by_command": {"evalsha": trips},
+                    }
                 }
             }
         },
@@ -74,10 +79,29 @@ def test_fewer_streams_than_the_target_are_not_a_verdict() -> None:
     assert "only 50 streams" in row[1]
 
 
-def test_the_redis_row_counts_only_script_calls() -> None:
+def test_the_redis_row_counts_the_commands_the_gateway_sent() -> None:
     row = targets.gateway_rows(gateway(1.3, 0.9, 0.8, 1.5, 1000, 0))[3]
-    assert row[1].startswith("1.50 script calls")
+    assert row[1].startswith("1.50 (EVALSHA 1.50;")
     assert row[2] == "met"
+
+
+def test_the_redis_row_leaves_out_what_the_gateway_sends_on_timers() -> None:
+    res = gateway(1.3, 0.9, 0.8, 2.3, 1000, 0)
+    res["profile"]["non-stream"]["tenantgw"]["redis_per_request"] |= {
+        "background_per_request": 0.25,
+        "background_per_s": 1.0,
+    }
+    row = targets.gateway_rows(res)[3]
+    assert row[1].startswith("2.05 (2.30 commands")
+    assert row[2] == "not met"
+
+
+def test_a_run_that_counted_server_wide_gives_no_redis_verdict() -> None:
+    res = gateway(1.3, 0.9, 0.8, 1.5, 1000, 0)
+    res["profile"]["non-stream"]["tenantgw"]["redis_per_request"] = {
+        "calls_per_request": {"evalsha": 1.5}
+    }
+    assert targets.gateway_rows(res)[3][2] == "not measured"
 
 
 def test_no_run_yet_gives_rows_saying_so(tmp_path: Path) -> None:
