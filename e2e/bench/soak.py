@@ -54,6 +54,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -491,7 +492,7 @@ async def counter_usd(admin_url: str, tenant: str, policy: str, days: list[datet
 
 
 def check_tenant(
-    tenant: str, outcomes: list[Outcome], rows: list[tuple[str | None, str, str, float]]
+    tenant: str, outcomes: list[Outcome], rows: Sequence[tuple[str | None, str, str, float]]
 ) -> dict[str, Any]:
     """Client outcomes against the ledger rows, by session id."""
     by_session: dict[str, list[str]] = {}
@@ -588,7 +589,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         admin_url = redis_server.url
         sim_port = free_port()
         sim = spawn(
-            "simulator",
+            f"simulator-{run}",
             [PYTHON, "-c", "import sys, uvloop\nfrom e2e.provider_sim.__main__ import main\n"
              "uvloop.run(main(sys.argv[1:]))", "--port", str(sim_port),
              "--latency-ms", str(args.latency_ms), "--ttft-ms", "50",
@@ -672,7 +673,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             for o in refused
             if not any(b <= o.t + o.latency and o.t <= e + margin for _, b, e in timeline.outages)
         )
-        res["error_rate"] = len(errors) / max(len(outcomes), 1)
+        res["error_rate"] = error_rate(res)
         per_tenant = {}
         for g in gws:
             rows = await ledger_rows(g.dsn)
@@ -715,6 +716,13 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     for proc in procs:
         res["warnings"] += log_problems(proc.name, proc)
     return res
+
+
+def error_rate(res: dict[str, Any]) -> float:
+    """Errors over the requests that were not refused as designed (store outage, budget)."""
+    kinds = res["kinds"]
+    answered = res["requests"] - kinds.get("store_refused", 0) - kinds.get("budget_refused", 0)
+    return float(kinds.get("error", 0)) / max(answered, 1)
 
 
 def verdicts(res: dict[str, Any], args: argparse.Namespace) -> dict[str, bool]:
@@ -795,7 +803,7 @@ def render_section(res: dict[str, Any]) -> str:
                     "",
                 ],
                 [
-                    "errors (anything else)",
+                    "errors (anything else), of the requests not refused as designed",
                     f"{kinds.get('error', 0)} ({res['error_rate'] * 100:.3f} %)",
                     f"< {ERROR_RATE_BOUND * 100:.0f} %",
                     _v(res["verdicts"]["error_rate_below_1pct"]),
@@ -877,12 +885,40 @@ def render_section(res: dict[str, Any]) -> str:
             f"RSS verdict (growth after warm-up ≤ {args['rss_bound_mb']:.0f} MB per gateway): "
             f"**{_v(res['verdicts']['rss_growth_within_bound'])}**."
         )
+        lines += ["", *bound_reasoning(res)]
     if res["errors"]:
         kinds_seen = "; ".join(f"{n} x `{k}`" for k, n in res["errors"].items())
         lines += ["", "Errors by kind: " + kinds_seen]
     if res["warnings"]:
         lines += ["", "Log lines worth a look:", ""] + [f"- {w}" for w in res["warnings"]]
     return "\n".join(lines)
+
+
+def bound_reasoning(res: dict[str, Any]) -> list[str]:
+    """Why the RSS bound is what it is, with this run's numbers."""
+    args = res["args"]
+    bound = args["rss_bound_mb"]
+    after = max(args["minutes"] - args["warmup_minutes"], 1e-9)
+    per_gateway = res["requests"] * after / max(args["minutes"], 1e-9) / len(res["per_tenant"])
+    steady = [t["rss"]["after_warmup_mb"] for t in res["per_tenant"].values() if t.get("rss")]
+    return [
+        f"Why {bound:.0f} MB: it is about {100 * bound / max(min(steady, default=1), 1):.0f} % "
+        f"of a gateway's steady RSS here ({', '.join(f'{v:.0f}' for v in steady)} MB) and 2 % "
+        "of the 1 GiB memory limit the operator renders (512 MiB request), above the noise of "
+        "the allocator and the garbage collector (a few MB, up and down). Over the "
+        f"{after:.0f} minutes after the warm-up, in which each gateway served about "
+        f"{per_gateway:,.0f} requests, it catches a leak of {bound * 60 / after:.0f} MB an hour "
+        f"or {bound * 1024 / max(per_gateway, 1):.1f} KB a request. LiteLLM users report "
+        "proxies that fill their memory until OOM: 4 GB in one to two days "
+        "([#27954](https://github.com/BerriAI/litellm/issues/27954), 80 to 170 MB an hour), "
+        "heavy RAM use over time ([#12685](https://github.com/BerriAI/litellm/issues/12685)); "
+        "one report ([#38193](https://github.com/BerriAI/litellm/issues/38193)) traces a "
+        "ratchet to spend-log rows queued in memory while the database fails. The PostgreSQL "
+        "outage is inside the measured window on purpose: a tenantgw gateway gives LiteLLM no "
+        "database (no `database_url` in the rendered config), so that queue does not exist, "
+        "and the ledger keeps the rows it cannot write in the tenant's Redis stream, not in "
+        "the process.",
+    ]
 
 
 def _v(ok: bool) -> str:
@@ -929,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render is not None:
         res = json.loads(args.render.read_text())
+        res["error_rate"] = error_rate(res)  # runs before it was defined as here
+        res["verdicts"]["error_rate_below_1pct"] = res["error_rate"] < ERROR_RATE_BOUND
+        report.write_json(args.render, res)
         report.write_section(SECTION, render_section(res), args.out)
         return 0
     res = asyncio.run(soak(args))

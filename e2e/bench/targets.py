@@ -187,8 +187,9 @@ def soak_rows(res: dict[str, Any] | None) -> list[Row]:
         [names[1], f"{lost} of {served} served", verdict(lost == 0)],
         [
             names[2],
-            f"{res['error_rate'] * 100:.3f} % ({kinds.get('error', 0)} of {res['requests']}; "
-            f"{kinds.get('store_refused', 0)} refused while Redis was down)",
+            f"{res['error_rate'] * 100:.3f} % ({kinds.get('error', 0)} errors; of "
+            f"{res['requests']} requests {kinds.get('store_refused', 0)} were refused while "
+            f"Redis was down, {kinds.get('budget_refused', 0)} by a spent budget)",
             verdict(res["error_rate"] < 0.01),
         ],
     ]

@@ -91,3 +91,9 @@ def test_the_soak_rows_of_the_targets_table() -> None:
     rows = targets.soak_rows(soak_result(lost=2, errors=100, growth=30.0, within=False))
     assert [r[2] for r in rows] == ["not met", "not met", "not met"]
     assert [r[2] for r in targets.soak_rows(None)] == ["not measured"] * 3
+
+
+def test_the_error_rate_leaves_out_refusals_by_design() -> None:
+    res = {"requests": 1000, "kinds": {"ok": 700, "error": 3, "store_refused": 97,
+                                       "budget_refused": 200}}  # fmt: skip
+    assert soak.error_rate(res) == 3 / 703
