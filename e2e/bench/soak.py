@@ -36,6 +36,10 @@ Every `--sample-s` seconds the RSS of each gateway process (with its workers) is
 the sum of its ledger costs, and RSS growth after the warm-up within `--rss-bound-mb` per
 gateway. Results go to the "Soak" section of docs/benchmarks.md and .dev/bench/soak.json
 (`--no-report`: JSON only, for the smoke test in e2e/test_soak.py).
+
+`--tracemalloc DIR` looks for the cause of a growth: each gateway starts tracing allocations
+at the end of the warm-up and writes what it still holds of them, by allocation site, every
+`--trace-every-s` seconds (DIR/<tenant>.<n>.txt).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -238,6 +243,33 @@ def tenant_objects(
     return tenant, aliases, budgets
 
 
+# Runs a gateway (one worker: uvicorn serves in this process) for a tracemalloc look at what it
+# keeps: the first SIGUSR1 starts tracing (after the warm-up: start-up's allocations are not
+# traced), each later one writes `<prefix>.<n>.txt`: what is traced now (allocated since the
+# first signal and still alive) by allocation site, largest first. argv: <prefix> <flags>.
+TRACE_LAUNCHER = """
+import gc, runpy, signal, sys, tracemalloc
+prefix, sys.argv = sys.argv[1], ["tenantgw.gateway", *sys.argv[2:]]
+state = {"n": 0}
+def dump(*_):
+    state["n"] += 1
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(16)
+        return
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    with open(f"{prefix}.{state['n']}.txt", "w") as out:
+        current, peak = tracemalloc.get_traced_memory()
+        out.write(f"traced {current / 1e6:.2f} MB, peak {peak / 1e6:.2f} MB\\n")
+        for stat in snap.statistics("traceback")[:25]:
+            out.write(f"{stat.size / 1024:.1f} KiB in {stat.count} blocks\\n")
+            for line in stat.traceback.format(most_recent_first=True)[:32]:
+                out.write("    " + line + "\\n")
+signal.signal(signal.SIGUSR1, dump)
+runpy.run_module("tenantgw.gateway", run_name="__main__", alter_sys=True)
+"""
+
+
 def set_flag(args: list[str], flag: str, value: str) -> list[str]:
     if flag in args:
         i = args.index(flag)
@@ -262,6 +294,7 @@ def start_gateway(
     workdir: Path,
     workers: int,
     capped_usd: float = CAPPED_LIMIT_USD,
+    trace: Path | None = None,
 ) -> Gw:
     """The tenant's gateway from its rendered objects: the rendered args, loopback ports."""
     tenant, aliases, budgets = tenant_objects(name, sim_url, workers, capped_usd)
@@ -282,7 +315,12 @@ def start_gateway(
     if "--metrics_port" in flags:
         flags = set_flag(flags, "--metrics_port", str(free_port()))
     env = {**files.env, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
-    proc = spawn(name, [PYTHON, "-m", "tenantgw.gateway", *flags], env, files.workdir)
+    if trace is not None:
+        trace.mkdir(parents=True, exist_ok=True)
+        argv = [PYTHON, "-c", TRACE_LAUNCHER, str(trace / name), *flags]
+    else:
+        argv = [PYTHON, "-m", "tenantgw.gateway", *flags]
+    proc = spawn(name, argv, env, files.workdir)
     proc.url = f"http://127.0.0.1:{port}"
     assert storage.postgres_dsn is not None
     return Gw(tenant=name, proc=proc, keys=keys, dsn=storage.postgres_dsn)
@@ -448,6 +486,24 @@ async def outages(
         timeline.outages.append((name, began, ended))
 
 
+async def trace_dumps(
+    args: argparse.Namespace, gws: list[Gw], timeline: Timeline, stop: asyncio.Event
+) -> None:
+    """SIGUSR1 to each traced gateway at the end of the warm-up, then every `trace_every_s`."""
+    at = args.warmup_minutes * 60
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(at - timeline.now(), 0))
+        for g in gws:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(g.proc.pid, signal.SIGUSR1)
+        if stop.is_set():
+            await asyncio.sleep(20)  # the snapshot is written before the gateways stop
+            return
+        timeline.mark("tracemalloc snapshot")
+        at += args.trace_every_s
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -607,8 +663,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 postgres_dsn=storage.postgres_dsn, redis_url=storage.redis_url
             )
             gw = start_gateway(
-                name, sim.url, endpoints, workdir / name, args.workers, args.capped_usd
-            )
+                name, sim.url, endpoints, workdir / name, args.workers, args.capped_usd,
+                args.tracemalloc,
+            )  # fmt: skip
             gws.append(gw)
             procs.append(gw.proc)
         say(f"tenants {', '.join(g.tenant for g in gws)} provisioned; waiting for the gateways")
@@ -634,6 +691,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(client(g, 0, "capped", think * 2, stop, timeline, outcomes))
             )
         tasks.append(asyncio.create_task(outages(args, redis_server, pg, timeline, stop)))
+        if args.tracemalloc is not None:
+            tasks.append(asyncio.create_task(trace_dumps(args, gws, timeline, stop)))
         say(
             f"{len(gws) * (args.clients + 1)} clients for {args.minutes} min; Redis down at "
             f"{0.4 * args.minutes:.1f} min, PostgreSQL at {0.65 * args.minutes:.1f} min, "
@@ -946,6 +1005,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--capped-usd", type=float, default=CAPPED_LIMIT_USD, help="limit of key capped's budget"
     )
     p.add_argument("--workers", type=int, default=1, help="spec.gateway.workers of each tenant")
+    p.add_argument(
+        "--tracemalloc", type=Path, default=None, metavar="DIR",
+        help="run each gateway under tracemalloc (1 worker); write what grew to DIR",
+    )  # fmt: skip
+    p.add_argument("--trace-every-s", type=float, default=300.0, help="with --tracemalloc")
     p.add_argument("--json", type=Path, default=JSON_OUT)
     p.add_argument("--out", type=Path, default=report.DOC, help="results page (Markdown)")
     p.add_argument("--no-report", action="store_true", help="write the JSON only")
