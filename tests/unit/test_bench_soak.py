@@ -97,3 +97,10 @@ def test_the_error_rate_leaves_out_refusals_by_design() -> None:
     res = {"requests": 1000, "kinds": {"ok": 700, "error": 3, "store_refused": 97,
                                        "budget_refused": 200}}  # fmt: skip
     assert soak.error_rate(res) == 3 / 703
+
+
+def test_where_the_rss_goes_flat() -> None:
+    series = [(0.0, 300.0), (60.0, 410.0), (120.0, 419.0), (180.0, 425.0), (240.0, 424.0),
+              (300.0, 425.5)]  # fmt: skip
+    assert soak.flat_from(series, 425.0) == 180.0
+    assert soak.flat_from([(0.0, 1.0), (60.0, 10.0)], 10.0) == 60.0
