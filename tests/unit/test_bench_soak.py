@@ -19,6 +19,8 @@ def test_refusals_are_told_apart_from_errors() -> None:
     assert soak.classify(503, None, "dev1", "http 503") == "error"  # no retry-after: not ours
     assert soak.classify(402, "3600", "capped", "http 402") == "budget_refused"
     assert soak.classify(402, "3600", "dev1", "http 402") == "error"  # its budget is not spent
+    assert soak.classify(429, "5", "capped", "http 429") == "budget_held"
+    assert soak.classify(429, "5", "dev1", "http 429") == "error"
     assert soak.classify(0, None, "dev1", "connection: ClientOSError") == "error"
 
 
@@ -95,7 +97,7 @@ def test_the_soak_rows_of_the_targets_table() -> None:
 
 def test_the_error_rate_leaves_out_refusals_by_design() -> None:
     res = {"requests": 1000, "kinds": {"ok": 700, "error": 3, "store_refused": 97,
-                                       "budget_refused": 200}}  # fmt: skip
+                                       "budget_refused": 150, "budget_held": 50}}  # fmt: skip
     assert soak.error_rate(res) == 3 / 703
 
 
