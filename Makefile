@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
 .PHONY: help setup venv system-packages control-plane network-analyzer argocd-health manifest-tools claude-code images test test-unit lint fmt lock bench-deps \
-        cluster-up cluster-down services-up services-down crds run bench
+        cluster-up cluster-down services-up services-down crds run bench soak
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -126,4 +126,9 @@ bench: venv bench-deps ## Measure the design's numbers into docs/benchmarks.md: 
 	  $(BIN)/python -m e2e.bench.operator_bench --isolated --tenants 50 --interval 0.2 --scale 50 \
 	    --traffic-seconds 60 --converge 1000 --converge-timeout 300; \
 	fi
+	$(BIN)/python -m e2e.bench.targets
+
+SOAK_MINUTES ?= 30
+soak: venv system-packages ## Two tenants' gateways under mixed traffic for SOAK_MINUTES (30) through a Redis and a PostgreSQL restart: RSS, lost ledger rows, errors into docs/benchmarks.md
+	$(BIN)/python -m e2e.bench.soak --minutes $(SOAK_MINUTES)
 	$(BIN)/python -m e2e.bench.targets

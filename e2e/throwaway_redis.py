@@ -101,6 +101,20 @@ class ThrowawayRedis:
         self.process.wait(10)
         self.process = None
 
+    def stop(self) -> None:
+        """SIGTERM, as an orderly shutdown: with `--appendonly yes` what it holds is kept."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+        self.process.wait(30)
+        self.process = None
+
+    def start_again(self) -> None:
+        """Start after `stop` or `kill`, with the options of the last `start`."""
+        self.start(*self._options)
+
     def restart(self) -> None:
         self.kill()
         self.start(*self._options)

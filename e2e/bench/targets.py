@@ -3,7 +3,8 @@
     python -m e2e.bench.targets
 
 Reads what the benchmarks last wrote (.dev/bench/gateway.json from `e2e.bench.gateway_bench`,
-.dev/bench/operator.json from `e2e.bench.operator_bench`), prints the table and writes it as
+.dev/bench/operator.json from `e2e.bench.operator_bench`, .dev/bench/soak.json from
+`e2e.bench.soak`), prints the table and writes it as
 the "Targets" section of docs/benchmarks.md. Every gateway row comes from one gateway run (one
 machine, bare LiteLLM and tenantgw measured in interleaved rounds); the operator rows are those
 `operator_bench.summary_rows` reports, with their targets. A benchmark not run yet gives rows
@@ -23,6 +24,7 @@ from e2e.bench import report
 DEV = report.ROOT / ".dev"
 GATEWAY_JSON = DEV / "bench" / "gateway.json"
 OPERATOR_JSON = DEV / "bench" / "operator.json"
+SOAK_JSON = DEV / "bench" / "soak.json"
 SECTION = "Targets"
 HEADERS = ["Target", "Measured", "Verdict"]
 LEVEL = (32, False)  # concurrency and streaming of the RPS, p99 and CPU targets
@@ -185,11 +187,54 @@ def operator_rows(res: dict[str, Any] | None) -> list[Row]:
     return out
 
 
-def rows(gateway: dict[str, Any] | None, operator: dict[str, Any] | None) -> list[Row]:
-    return gateway_rows(gateway) + operator_rows(operator)
+def soak_rows(res: dict[str, Any] | None) -> list[Row]:
+    """The soak's targets (`e2e.bench.soak`): RSS growth, lost ledger rows, error rate."""
+    names = [
+        "soak: gateway RSS growth after warm-up ≤ the stated bound, per gateway",
+        "soak: ledger rows lost (served requests without exactly one row)",
+        "soak: error rate < 1 % (store-outage refusals apart)",
+    ]
+    if res is None:
+        return [[name, f"no soak run ({SOAK_JSON.name} missing)", verdict(None)] for name in names]
+    minutes = res.get("args", {}).get("minutes")
+    tenants = res.get("per_tenant", {}).values()
+    rss = [t["rss"] for t in tenants if t.get("rss")]
+    bound = res.get("args", {}).get("rss_bound_mb")
+    growth = ", ".join(f"{r['growth_after_warmup_mb']:+.1f} MB" for r in rss)
+    rss_ok = res.get("verdicts", {}).get("rss_growth_within_bound")
+    lost = sum(t["lost"] + t["duplicated"] for t in tenants)
+    served = sum(t["client_ok"] for t in tenants)
+    kinds = res.get("kinds", {})
+    return [
+        [
+            names[0],
+            f"{growth} (bound {bound:.0f} MB; {minutes:g} min run)" if rss else "not measured",
+            verdict(rss_ok),
+        ],
+        [names[1], f"{lost} of {served} served", verdict(lost == 0)],
+        [
+            names[2],
+            f"{res['error_rate'] * 100:.3f} % ({kinds.get('error', 0)} errors; of "
+            f"{res['requests']} requests {kinds.get('store_refused', 0)} were refused while "
+            f"Redis was down, {kinds.get('budget_refused', 0)} by a spent budget)",
+            verdict(res["error_rate"] < 0.01),
+        ],
+    ]
 
 
-def render_section(gateway: dict[str, Any] | None, operator: dict[str, Any] | None) -> str:
+def rows(
+    gateway: dict[str, Any] | None,
+    operator: dict[str, Any] | None,
+    soak: dict[str, Any] | None = None,
+) -> list[Row]:
+    return gateway_rows(gateway) + operator_rows(operator) + soak_rows(soak)
+
+
+def render_section(
+    gateway: dict[str, Any] | None,
+    operator: dict[str, Any] | None,
+    soak: dict[str, Any] | None = None,
+) -> str:
     when = []
     if gateway is not None:
         when.append(
@@ -198,6 +243,8 @@ def render_section(gateway: dict[str, Any] | None, operator: dict[str, Any] | No
         )
     if operator is not None:
         when.append(f"operator: {operator.get('date', '?')}")
+    if soak is not None:
+        when.append(f"soak: {soak.get('date', '?')}")
     return "\n".join(
         [
             "Each performance target with its measured value and verdict, from the last run of "
@@ -206,7 +253,7 @@ def render_section(gateway: dict[str, Any] | None, operator: dict[str, Any] | No
             "the runs. The gateway's rows all come from one gateway run, bare LiteLLM and "
             "tenantgw measured in the same interleaved rounds on the same machine.",
             "",
-            report.markdown_table(HEADERS, rows(gateway, operator)),
+            report.markdown_table(HEADERS, rows(gateway, operator, soak)),
         ]
     )
 
@@ -215,16 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m e2e.bench.targets", description=__doc__)
     p.add_argument("--gateway-json", type=Path, default=GATEWAY_JSON)
     p.add_argument("--operator-json", type=Path, default=OPERATOR_JSON)
+    p.add_argument("--soak-json", type=Path, default=SOAK_JSON)
     p.add_argument("--out", type=Path, default=report.DOC, help="results page (Markdown)")
     args = p.parse_args(argv)
     gateway, operator = load(args.gateway_json), load(args.operator_json)
-    print(report.text_table(HEADERS, rows(gateway, operator)))
+    soak = load(args.soak_json)
+    print(report.text_table(HEADERS, rows(gateway, operator, soak)))
     # First on the page: before the sections of the benchmarks it summarises.
     page = args.out.read_text() if args.out.exists() else report.new_page()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         report.replace_section(
-            page, SECTION, render_section(gateway, operator), (SECTION, *report.SECTIONS)
+            page, SECTION, render_section(gateway, operator, soak), (SECTION, *report.SECTIONS)
         )
     )
     print(f"\nwrote the {SECTION} section of {args.out}")
