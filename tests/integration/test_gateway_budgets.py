@@ -7,6 +7,7 @@ uses a Redis database of its own, so that a real FLUSHDB wipes nobody else's key
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import secrets
 import uuid
@@ -422,3 +423,24 @@ async def test_counters_survive_a_redis_flush(
     await ledger.stop()
     assert blocked.action == "block"
     assert blocked.policy == "alice-weekly"  # the first exhausted policy by name
+
+
+async def test_a_ledger_outage_makes_the_reconciliation_warn_not_fail(
+    flush_redis: TenantRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL down: each round logs a one-line warning naming the error, no traceback at
+    ERROR (a log alert on errors would fire on an outage the admission already reports)."""
+    limits = rules(budget("team-monthly", 1.0, period="monthly"))
+    ledger = Ledger("postgresql://nobody@127.0.0.1:9/none?connect_timeout=2", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="tenantgw.gateway.budgets"):
+        async with guards(flush_redis, ledger_reader=ledger, reconcile_interval=0.1) as (guard,):
+            await guard.check(request(flush_redis), limits)
+            for _ in range(100):
+                if any("skipped" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+    mine = [r for r in caplog.records if r.name == "tenantgw.gateway.budgets"]
+    assert any(
+        r.levelno == logging.WARNING and "OperationalError" in r.getMessage() for r in mine
+    ), [r.getMessage() for r in mine]
+    assert not [r for r in mine if r.levelno >= logging.ERROR]

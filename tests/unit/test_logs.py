@@ -157,3 +157,33 @@ def test_the_pre_call_hook_claims_the_request_in_progress() -> None:
     assert exchange.key == "alice"
     assert exchange.metered
     access.claim()  # outside a request: nothing to claim, no error
+
+
+def test_a_refusal_by_design_is_logged_at_info_and_a_provider_error_stays_an_error() -> None:
+    """LiteLLM's own exception logging, fed tenantgw's 402 and a provider's 401."""
+    from litellm.exceptions import AuthenticationError
+    from litellm.proxy.common_request_processing import log_llm_api_exception
+
+    from tenantgw.gateway.app import install_refusal_filter
+    from tenantgw.gateway.errors import BudgetExceededError, RateLimitError, proxy_exception
+
+    logger = logging.getLogger("LiteLLM Proxy")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    logger.addHandler(keep)
+    refusals = install_refusal_filter(logger)
+    try:
+        log_llm_api_exception(proxy_exception(BudgetExceededError("budget spent")), "c1")
+        log_llm_api_exception(proxy_exception(RateLimitError("over rpm")), "c2")
+        provider = AuthenticationError(message="bad provider key", llm_provider="openai", model="m")
+        log_llm_api_exception(provider, "c3")
+    finally:
+        logger.removeHandler(keep)
+        logger.removeFilter(refusals)
+    levels = {r.getMessage().split("litellm_call_id=")[1][:2]: r.levelname for r in seen}
+    assert levels == {"c1": "INFO", "c2": "INFO", "c3": "ERROR"}

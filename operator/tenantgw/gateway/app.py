@@ -54,6 +54,7 @@ from tenantgw.gateway.errors import (
     Family,
     GatewayError,
     error_body,
+    is_refusal,
     reshape_error,
     retry_after_value,
     route_family,
@@ -521,6 +522,31 @@ def configure_logging() -> None:
     access.access_log.configure(fmt)
 
 
+class RefusalsAreNotErrors(logging.Filter):
+    """LiteLLM logs every failed request at ERROR, tenantgw's refusals by design included (a
+    spent budget's 402, a rate limit's 429, a residency 403): a log-based alert on errors would
+    fire on policies working. Those lines are written at INFO; the access line and the ledger
+    row record the refusal. Provider errors and LiteLLM's own keep their level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            record.levelno >= logging.ERROR
+            and isinstance(args, tuple)
+            and any(is_refusal(arg) for arg in args)
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def install_refusal_filter(logger: logging.Logger) -> RefusalsAreNotErrors:
+    """`RefusalsAreNotErrors` first among `logger`'s filters: LiteLLM's redaction filter
+    formats the message and drops the arguments the refusal is recognised by."""
+    refusals = RefusalsAreNotErrors()
+    logger.filters.insert(0, refusals)
+    return refusals
+
+
 def litellm_logging() -> None:
     """LiteLLM's loggers write through their own handler only, in tenantgw's format.
 
@@ -530,6 +556,7 @@ def litellm_logging() -> None:
     fields, and LiteLLM's ASCII-art banner (printed at start-up) is not shown.
     """
     fmt = jsonlog.log_format()
+    install_refusal_filter(logging.getLogger("LiteLLM Proxy"))
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
         logger = logging.getLogger(name)
         if not logger.handlers:

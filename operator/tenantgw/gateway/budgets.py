@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import psycopg
+
 from tenantgw.api.markers import tenant_key
 from tenantgw.gateway import tasks
 from tenantgw.gateway.budget_policy import (
@@ -95,6 +97,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("tenantgw.gateway.budgets")
+
+RECONCILE_OUTAGES: tuple[type[BaseException], ...] = (*STORE_ERRORS, psycopg.OperationalError)
+"""A store not answering the ledger reconciliation: a warning, the next round retries."""
 
 STEP = "budget"
 DEFAULT_ESTIMATE_USD = 0.01
@@ -629,7 +634,16 @@ class BudgetGuard:
                 await self.reconcile_from_ledger()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep reconciling after a Redis or Postgres hiccup
+            except RECONCILE_OUTAGES as exc:
+                # A store outage, already shown by the admission's metric and log: the next
+                # round reconciles once it is back.
+                log.warning(
+                    "budget reconciliation of %s skipped: a store did not answer (%s: %s)",
+                    self.tenant,
+                    type(exc).__name__,
+                    " ".join(str(exc).split())[:200],
+                )
+            except Exception:  # keep reconciling after anything else, loudly
                 log.exception("budget reconciliation of %s failed", self.tenant)
             if tasks.cancel_requested():
                 raise asyncio.CancelledError

@@ -295,4 +295,10 @@ def proxy_exception(error: GatewayError) -> Exception:
         code=error.status,
         headers=headers,
     )
+    exc.tenantgw_refusal = error.status < 500  # type: ignore[attr-defined]
     return exc
+
+
+def is_refusal(exc: object) -> bool:
+    """Whether `exc` is a tenantgw check's 4xx refusal (a policy working, not a fault)."""
+    return getattr(exc, "tenantgw_refusal", False) is True
