@@ -995,7 +995,7 @@ def phase_latency(b: Bench) -> dict[str, Any]:
         "from_apply": b.latencies(names),
         "steps": b.steps(names),
         "operator_writes": len(writes),
-        "operator_writes_by_request": describe(writes),
+        "operator_writes_by_request": describe(writes, top=40),
         "alias_errors": b.alias_errors[:5],
         "cpu_seconds": cpu_used(cpu0, cpu1),
         "wall_seconds": wall,

@@ -219,11 +219,34 @@ def test_the_happy_path_renders_everything_and_is_ready() -> None:
     assert done.status is not None
     assert done.status["models"] == ["default"]
     assert done.status["keys"][0]["issuedAt"] == "2026-05-01T12:00:00Z"
-    # Warnings only for what is False; the apply is reported once.
-    assert [(e.type, e.reason) for e in done.events] == [
-        ("Warning", "MonitoringCRDsMissing"),
-        ("Normal", "Applied"),
+    # Warnings only for what is False; creating the tenant's objects is routine: the status
+    # says it, and no Applied Event costs one more write per new tenant.
+    assert [(e.type, e.reason) for e in done.events] == [("Warning", "MonitoringCRDsMissing")]
+
+
+def test_an_apply_to_a_tenant_already_ready_is_reported() -> None:
+    """A hand edit reverted on a serving Tenant is news: one Applied Event naming it."""
+    first = conclude(plan(snapshot()), served())
+    body = copy.deepcopy(TENANT)
+    body["status"] = first.status
+    reverted = ApplyResult(applied=["NetworkPolicy/gateway"], live=served().live)
+    again = conclude(plan(snapshot(body)), reverted)
+    assert again.status is None
+    assert [(e.type, e.reason, e.message) for e in again.events] == [
+        ("Normal", "Applied", "applied NetworkPolicy/gateway")
     ]
+
+
+def test_an_apply_for_a_new_generation_posts_no_applied_event() -> None:
+    """A spec edit rolls out: observedGeneration and the conditions report it, not an Event."""
+    first = conclude(plan(snapshot()), served())
+    body = copy.deepcopy(TENANT)
+    body["status"] = first.status
+    body["metadata"]["generation"] = 5
+    edited = conclude(plan(snapshot(body)), served())
+    assert edited.status is not None
+    assert edited.status["observedGeneration"] == 5
+    assert [e.reason for e in edited.events] == []
 
 
 def test_an_unchanged_tenant_plans_no_status_write_and_no_event() -> None:

@@ -338,7 +338,10 @@ def _saw(memo: kopf.Memo, event: str | None, body: kopf.Body) -> bool:
 async def child_resource_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    _saw(memo, type, body)
+    """Wake the tenant for a new, changed or deleted alias; the echo of the Accepted status
+    the reconcile itself wrote does not (it saw its answer)."""
+    if _saw(memo, type, body):
+        return
     tenant = _tenant_of(namespace, kwargs["tenant_by_namespace"])
     if tenant:
         await memo["waker"].wake(tenant)

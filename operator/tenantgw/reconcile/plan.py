@@ -382,7 +382,7 @@ def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
                     f"the previous value works until {until:%Y-%m-%dT%H:%M:%SZ}",
                 )
             )
-        if result.changed:
+        if result.changed and serving(old, generation):
             changes = ", ".join(result.applied + [f"-{p}" for p in result.pruned])
             events.append(Event("Normal", "Applied", f"applied {changes}"))
     ready = find(conds, "Ready")
@@ -391,6 +391,22 @@ def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
         events=tuple(events),
         ready=bool(ready and ready["status"] == "True"),
         requeue=plan.requeue or bool(result.failed),
+    )
+
+
+def serving(status: Mapping[str, Any], generation: Any) -> bool:
+    """Whether `status` says the gateway already served this generation (Ready True).
+
+    Only then is an apply news worth an Event: a hand edit reverted, a key rotated, a changed
+    ModelAlias rolled out. While a Tenant comes up or rolls out a spec edit, its conditions and
+    observedGeneration say what happened, and an Event each time would be one more API write
+    per new tenant.
+    """
+    ready = find(status.get("conditions"), "Ready")
+    return (
+        status.get("observedGeneration") == generation
+        and ready is not None
+        and ready.get("status") == "True"
     )
 
 
