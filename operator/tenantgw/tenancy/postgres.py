@@ -29,6 +29,8 @@ DEFAULT_MAX_CONNECTIONS = 4
 Note = Callable[[str, str], None]
 # Session limits of the admin connection: DDL waits behind long transactions at most this long.
 SESSION_OPTIONS = "-c lock_timeout=10000 -c statement_timeout=60000"
+# The provisioning transaction's commit does not wait for the WAL flush (see `_run`).
+NO_WAL_FLUSH = sql.SQL("SET LOCAL synchronous_commit TO off")
 
 
 def _explain(err: psycopg.Error) -> str:
@@ -147,24 +149,53 @@ class PostgresAdmin:
                 await asyncio.sleep(0.1 * (attempt + 1))
 
     async def _run(self, conn: Conn, tenant_name: str, steps: list[Step]) -> None:
-        description = steps[0][0]
+        """Send the steps in one round trip; on failure, again one by one to name the step.
+
+        Several statements in one simple query (no parameters: every value is a literal) run
+        in one implicit transaction, all or nothing. `synchronous_commit` is off for it: the
+        commit does not wait for the WAL flush. Safe because provisioning is idempotent and
+        `ensure()` reads the catalogs again at every reconcile: a transaction lost in a crash
+        of the server is planned and run again.
+        """
+        for description, _ in steps:
+            self._note(tenant_name, f"postgres: {description}")
+        batch = sql.SQL("; ").join([NO_WAL_FLUSH, *(statement for _, statement in steps)])
+        try:
+            await conn.execute(batch)
+        except psycopg.Error as err:
+            if conn.closed or isinstance(err, psycopg.OperationalError):
+                # The connection is gone, or a lock or statement timeout: running the steps
+                # again would wait as long again. Which step it was is not known.
+                what = steps[0][0]
+                if len(steps) > 1:
+                    what = f"{what} (and {len(steps) - 1} more steps in one transaction)"
+                raise self._failure(tenant_name, what, err) from err
+        else:
+            return
+        # Nothing of the batch stayed; the same steps one at a time tell which one fails (or
+        # all go through this time, e.g. after a concurrent update of a shared row).
+        failing = steps[0][0]
         try:
             async with conn.transaction():
+                await conn.execute(NO_WAL_FLUSH)
                 for description, statement in steps:
-                    self._note(tenant_name, f"postgres: {description}")
+                    failing = description
                     await conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege as err:
-            raise StorageError(
+        except psycopg.Error as err:
+            raise self._failure(tenant_name, failing, err) from err
+
+    def _failure(self, tenant_name: str, description: str, err: psycopg.Error) -> StorageError:
+        if isinstance(err, psycopg.errors.InsufficientPrivilege):
+            return StorageError(
                 f"PostgreSQL at {self.endpoint} did not let the admin role {description} for "
                 f"tenant {tenant_name} ({_explain(err)}): it needs SUPERUSER, or CREATEROLE, "
                 "ownership of the database and ADMIN OPTION on the tenant roles it did not "
                 "create (docs/operations.md, Storage)"
-            ) from err
-        except psycopg.Error as err:
-            raise StorageError(
-                f"PostgreSQL at {self.endpoint} failed to {description} for tenant "
-                f"{tenant_name}: {_explain(err)}"
-            ) from err
+            )
+        return StorageError(
+            f"PostgreSQL at {self.endpoint} failed to {description} for tenant "
+            f"{tenant_name}: {_explain(err)}"
+        )
 
     async def ensure(self, tenant_name: str, password: str) -> None:
         """Create what is missing and fix what drifted; only reads when all is in place."""
