@@ -2,19 +2,23 @@
 
 User story: the operator sends all of a tenant's provisioning statements at once (one
 transaction, one round trip); when one of them fails, nothing of the others stays, and the
-error says which step failed, as it did when the steps went one by one.
+error says which step failed, as it did when the steps went one by one. Its catalog reads go in
+one round trip too, and see what the reads one by one see.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
+from dataclasses import replace
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from e2e.fixtures import Services
-from tenantgw.tenancy import StorageError
+from tenantgw.tenancy import Provisioner, StorageError, schema_name
+from tenantgw.tenancy.pg_catalog import read_state
 from tenantgw.tenancy.postgres import PostgresAdmin
 
 pytestmark = pytest.mark.integration
@@ -87,3 +91,34 @@ async def test_the_steps_go_through_together(services: Services) -> None:
         async with admin.pool.connection() as conn:
             await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(r))
         await admin.close()
+
+
+async def test_catalog_reads_in_one_round_trip_read_the_same(services: Services) -> None:
+    """The pipelined read (with what is known of the admin, right or wrong) and the one by one
+    read see the same state, drift included."""
+    name = f"it-batch-{secrets.token_hex(4)}"
+    provisioner = Provisioner(services.postgres_dsn, services.redis_url)
+    admin = provisioner._postgres
+    try:
+        await provisioner.ensure(name)
+        async with admin.pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO PUBLIC").format(
+                    sql.Identifier(schema_name(name))
+                )
+            )
+            read = functools.partial(
+                read_state, conn, name, connection_limit=50, endpoint=admin.endpoint
+            )
+            one_by_one, known = await read()
+            assert one_by_one.schema_grantees == ("",)
+            assert one_by_one.role is not None
+            assert one_by_one.role.verifier
+            pipelined, again = await read(admin=known)
+            assert (pipelined, again) == (one_by_one, known)
+            wrong = replace(known, superuser=not known.superuser)
+            assert await read(admin=wrong) == (one_by_one, known)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        await provisioner.remove(name)
+        await provisioner.close()

@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tenantgw.tenancy.errors import StorageError
 from tenantgw.tenancy.naming import POSTGRES_TLS_PARAMS, role_name, schema_name
-from tenantgw.tenancy.pg_catalog import Conn, one, read_state
+from tenantgw.tenancy.pg_catalog import AdminState, Conn, one, read_state
 from tenantgw.tenancy.pg_plan import PgState, Step, plan_ensure, plan_remove
 from tenantgw.tenancy.pg_pool import ConnectionPool
 
@@ -75,6 +75,8 @@ class PostgresAdmin:
         self._connection_limit = connection_limit
         self._note = note
         self._lock: asyncio.Lock | None = None
+        # What the last catalog read said about the admin: the next reads go in one round trip.
+        self._admin: AdminState | None = None
         self.pool = ConnectionPool(
             self._open,
             max_size=max_connections,
@@ -200,18 +202,7 @@ class PostgresAdmin:
     async def ensure(self, tenant_name: str, password: str) -> None:
         """Create what is missing and fix what drifted; only reads when all is in place."""
         async with self._connect() as conn:
-            try:
-                state = await read_state(
-                    conn,
-                    tenant_name,
-                    connection_limit=self._connection_limit,
-                    endpoint=self.endpoint,
-                )
-            except psycopg.Error as err:
-                raise StorageError(
-                    f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
-                    f"{tenant_name}: {_explain(err)}"
-                ) from err
+            state = await self._read_state(conn, tenant_name)
         # The login check takes a connection slot of its own: never while holding one, or a
         # full pool of ensures would wait for each other.
         state = await self._check_password(state, tenant_name, password)
@@ -219,6 +210,29 @@ class PostgresAdmin:
         if steps:
             async with self._connect() as conn:
                 await self._apply(conn, tenant_name, steps)
+
+    async def _read_state(self, conn: Conn, tenant_name: str) -> PgState:
+        for attempt in range(2):
+            known = self._admin
+            try:
+                state, self._admin = await read_state(
+                    conn,
+                    tenant_name,
+                    connection_limit=self._connection_limit,
+                    endpoint=self.endpoint,
+                    admin=known,
+                )
+                return state
+            except psycopg.Error as err:
+                # Read one by one next: the admin may have changed (no longer a superuser:
+                # pg_authid refused), and then the reads in one round trip fail together.
+                self._admin = None
+                if known is None or attempt == 1 or isinstance(err, psycopg.OperationalError):
+                    raise StorageError(
+                        f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
+                        f"{tenant_name}: {_explain(err)}"
+                    ) from err
+        raise AssertionError("unreachable")
 
     async def _check_password(self, state: PgState, tenant_name: str, password: str) -> PgState:
         role = state.role
