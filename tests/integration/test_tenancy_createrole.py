@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -212,4 +212,30 @@ async def test_unmet_requirements_are_named_with_their_fix(
         with pytest.raises(StorageError, match="neither SUPERUSER nor CREATEROLE"):
             await provisioner.ensure(_tenant("powerless"))
     finally:
+        await provisioner.close()
+
+
+async def test_an_admin_that_lost_superuser_is_read_again_one_by_one(
+    platform: Platform, services: Services
+) -> None:
+    """Catalog reads go in one round trip in the form the admin could run last time; an admin
+    that is no longer a superuser is refused pg_authid, and the reads are made again."""
+    provisioner = Provisioner(platform.dsn, services.redis_url)
+    admin = provisioner._postgres
+    name = _tenant("demoted")
+    try:
+        first = await provisioner.ensure(name)
+        assert admin._admin is not None
+        assert admin._admin.superuser is False
+        admin._admin = replace(admin._admin, superuser=True)  # as if it had been one
+        writes = provisioner.writes
+        storage = await provisioner.ensure(name, password=_password(first.postgres_dsn))
+        assert provisioner.writes == writes, "the state read again is the same: nothing to do"
+        assert admin._admin is not None
+        assert admin._admin.superuser is False
+        async with await psycopg.AsyncConnection.connect(storage.postgres_dsn) as tenant:
+            cur = await tenant.execute("SELECT current_schema()")
+            assert await cur.fetchone() == (schema_name(name),)
+    finally:
+        await provisioner.remove(name)
         await provisioner.close()

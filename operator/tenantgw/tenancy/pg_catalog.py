@@ -131,7 +131,7 @@ SELECT d.defaclobjtype::text, n.nspname,
        ARRAY(SELECT DISTINCT CASE WHEN x.grantee = 0 THEN '' ELSE pg_get_userbyid(x.grantee) END
              FROM aclexplode(d.defaclacl) x WHERE x.grantee <> d.defaclrole ORDER BY 1)
 FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
-WHERE d.defaclrole = %(oid)s::oid ORDER BY 1, 2
+WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(role)s) ORDER BY 1, 2
 """
 
 _SCHEMA_SQL = """
@@ -144,13 +144,14 @@ FROM pg_namespace n WHERE n.nspname = %(schema)s
 # Schemas of other tenants (and any other non-system schema) that the role could use; its own
 # audit trail's schema (tenancy/audit.py: USAGE and INSERT/SELECT only) is not foreign.
 _FOREIGN_SQL = r"""
-SELECT n.nspname FROM pg_namespace n
+SELECT n.nspname
+FROM pg_namespace n LEFT JOIN pg_roles r ON r.rolname = %(role)s
 WHERE n.nspname NOT LIKE 'pg\_%%'
   AND n.nspname NOT IN ('information_schema', 'public', %(schema)s, %(audit)s)
   AND (has_schema_privilege('public', n.oid, 'USAGE')
        OR has_schema_privilege('public', n.oid, 'CREATE')
-       OR coalesce(has_schema_privilege(%(oid)s::oid, n.oid, 'USAGE'), false)
-       OR coalesce(has_schema_privilege(%(oid)s::oid, n.oid, 'CREATE'), false))
+       OR coalesce(has_schema_privilege(r.oid, n.oid, 'USAGE'), false)
+       OR coalesce(has_schema_privilege(r.oid, n.oid, 'CREATE'), false))
 ORDER BY 1
 """
 
@@ -170,33 +171,65 @@ async def one(
     return await cur.fetchone()
 
 
+def _role_query(admin: AdminState) -> str:
+    return _ROLE_SQL_SUPERUSER if admin.superuser else _ROLE_SQL_CREATEROLE
+
+
 async def read_state(
-    conn: Conn, tenant_name: str, *, connection_limit: int, endpoint: str
-) -> PgState:
-    """Read everything plan_ensure needs, with reads only."""
+    conn: Conn,
+    tenant_name: str,
+    *,
+    connection_limit: int,
+    endpoint: str,
+    admin: AdminState | None = None,
+) -> tuple[PgState, AdminState]:
+    """Read everything plan_ensure needs, with reads only; and the admin's powers.
+
+    `admin`: what the last read said about the admin. Given, all reads go to the server in one
+    round trip (a pipeline), the role read in the form that admin can run; when the database
+    read says the admin changed since, the role is read again. Without it, one by one.
+    """
     role, schema = role_name(tenant_name), schema_name(tenant_name)
-    row = await one(conn, _DATABASE_SQL, {"prefix": SCHEMA_PREFIX})
-    assert row is not None
-    admin = check_admin(row, endpoint)
-    database, public_open, public_creates = row[0], row[8], row[9]
-    role_row = await one(
-        conn,
-        _ROLE_SQL_SUPERUSER if admin.superuser else _ROLE_SQL_CREATEROLE,
-        {
-            "role": role,
-            "limit": connection_limit,
-            "set": "SET" if admin.server_version >= PG16 else "MEMBER",
-        },
-    )
+    params = {
+        "prefix": SCHEMA_PREFIX,
+        "role": role,
+        "schema": schema,
+        "audit": audit_schema(tenant_name),
+        "limit": connection_limit,
+        "set": "SET" if (admin and admin.server_version >= PG16) else "MEMBER",
+    }
+    queries = [_DATABASE_SQL, _SCHEMA_SQL, _FOREIGN_SQL, _DEFAULT_ACL_SQL]
+    if admin is not None:
+        async with conn.pipeline():
+            cursors = [await conn.execute(q, params) for q in [*queries, _role_query(admin)]]
+        rows = [await cur.fetchall() for cur in cursors]
+    else:
+        rows = []
+        for query in queries:
+            cur = await conn.execute(query, params)
+            rows.append(await cur.fetchall())
+    database_row = rows[0][0]
+    now = check_admin(database_row, endpoint)
+    if admin is None or now != admin:
+        params["set"] = "SET" if now.server_version >= PG16 else "MEMBER"
+        cur = await conn.execute(_role_query(now), params)
+        role_rows = await cur.fetchall()
+    else:
+        role_rows = rows[4]
+    return _state(now, database_row, rows[1], rows[2], rows[3], role_rows), now
+
+
+def _state(
+    admin: AdminState,
+    database_row: tuple[Any, ...],
+    schema_rows: list[tuple[Any, ...]],
+    foreign_rows: list[tuple[Any, ...]],
+    default_acl_rows: list[tuple[Any, ...]],
+    role_rows: list[tuple[Any, ...]],
+) -> PgState:
     role_state = None
-    oid = None
-    if role_row is not None:
-        oid = role_row[0]
-        cur = await conn.execute(_DEFAULT_ACL_SQL, {"oid": oid})
-        default_acl = tuple(
-            DefaultAcl(kind=kind, schema=nsp, grantees=tuple(grantees))
-            for kind, nsp, grantees in await cur.fetchall()
-        )
+    if role_rows:
+        role_row = role_rows[0]
         role_state = RoleState(
             verifier=role_row[1],
             wrong_attributes=tuple(role_row[2]),
@@ -209,21 +242,20 @@ async def read_state(
             creates_in_database=bool(role_row[9]),
             uses_public_schema=bool(role_row[10]),
             held_by_admin=bool(role_row[11]),
-            default_acl=default_acl,
+            default_acl=tuple(
+                DefaultAcl(kind=kind, schema=nsp, grantees=tuple(grantees))
+                for kind, nsp, grantees in default_acl_rows
+            ),
         )
-    schema_row = await one(conn, _SCHEMA_SQL, {"schema": schema})
-    cur = await conn.execute(
-        _FOREIGN_SQL, {"schema": schema, "audit": audit_schema(tenant_name), "oid": oid}
-    )
-    foreign = tuple(name for (name,) in await cur.fetchall())
+    schema_row = schema_rows[0] if schema_rows else None
     return PgState(
-        database=database,
+        database=database_row[0],
         admin_superuser=admin.superuser,
         server_version=admin.server_version,
-        public_schema_open=bool(public_open),
-        public_creates_in_database=bool(public_creates),
+        public_schema_open=bool(database_row[8]),
+        public_creates_in_database=bool(database_row[9]),
         role=role_state,
         schema_owner=schema_row[0] if schema_row else None,
         schema_grantees=tuple(schema_row[1]) if schema_row else (),
-        foreign_schemas=foreign,
+        foreign_schemas=tuple(name for (name,) in foreign_rows),
     )

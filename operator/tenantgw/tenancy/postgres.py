@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tenantgw.tenancy.errors import StorageError
 from tenantgw.tenancy.naming import POSTGRES_TLS_PARAMS, role_name, schema_name
-from tenantgw.tenancy.pg_catalog import Conn, one, read_state
+from tenantgw.tenancy.pg_catalog import AdminState, Conn, one, read_state
 from tenantgw.tenancy.pg_plan import PgState, Step, plan_ensure, plan_remove
 from tenantgw.tenancy.pg_pool import ConnectionPool
 
@@ -29,6 +29,8 @@ DEFAULT_MAX_CONNECTIONS = 4
 Note = Callable[[str, str], None]
 # Session limits of the admin connection: DDL waits behind long transactions at most this long.
 SESSION_OPTIONS = "-c lock_timeout=10000 -c statement_timeout=60000"
+# The provisioning transaction's commit does not wait for the WAL flush (see `_run`).
+NO_WAL_FLUSH = sql.SQL("SET LOCAL synchronous_commit TO off")
 
 
 def _explain(err: psycopg.Error) -> str:
@@ -73,6 +75,8 @@ class PostgresAdmin:
         self._connection_limit = connection_limit
         self._note = note
         self._lock: asyncio.Lock | None = None
+        # What the last catalog read said about the admin: the next reads go in one round trip.
+        self._admin: AdminState | None = None
         self.pool = ConnectionPool(
             self._open,
             max_size=max_connections,
@@ -147,40 +151,58 @@ class PostgresAdmin:
                 await asyncio.sleep(0.1 * (attempt + 1))
 
     async def _run(self, conn: Conn, tenant_name: str, steps: list[Step]) -> None:
-        description = steps[0][0]
+        """Send the steps in one round trip; on failure, again one by one to name the step.
+
+        Several statements in one simple query (no parameters: every value is a literal) run
+        in one implicit transaction, all or nothing. `synchronous_commit` is off for it: the
+        commit does not wait for the WAL flush. Safe because provisioning is idempotent and
+        `ensure()` reads the catalogs again at every reconcile: a transaction lost in a crash
+        of the server is planned and run again.
+        """
+        for description, _ in steps:
+            self._note(tenant_name, f"postgres: {description}")
+        batch = sql.SQL("; ").join([NO_WAL_FLUSH, *(statement for _, statement in steps)])
+        try:
+            await conn.execute(batch)
+        except psycopg.Error as err:
+            if conn.closed or isinstance(err, psycopg.OperationalError):
+                # The connection is gone, or a lock or statement timeout: running the steps
+                # again would wait as long again. Which step it was is not known.
+                what = steps[0][0]
+                if len(steps) > 1:
+                    what = f"{what} (and {len(steps) - 1} more steps in one transaction)"
+                raise self._failure(tenant_name, what, err) from err
+        else:
+            return
+        # Nothing of the batch stayed; the same steps one at a time tell which one fails (or
+        # all go through this time, e.g. after a concurrent update of a shared row).
+        failing = steps[0][0]
         try:
             async with conn.transaction():
+                await conn.execute(NO_WAL_FLUSH)
                 for description, statement in steps:
-                    self._note(tenant_name, f"postgres: {description}")
+                    failing = description
                     await conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege as err:
-            raise StorageError(
+        except psycopg.Error as err:
+            raise self._failure(tenant_name, failing, err) from err
+
+    def _failure(self, tenant_name: str, description: str, err: psycopg.Error) -> StorageError:
+        if isinstance(err, psycopg.errors.InsufficientPrivilege):
+            return StorageError(
                 f"PostgreSQL at {self.endpoint} did not let the admin role {description} for "
                 f"tenant {tenant_name} ({_explain(err)}): it needs SUPERUSER, or CREATEROLE, "
                 "ownership of the database and ADMIN OPTION on the tenant roles it did not "
                 "create (docs/operations.md, Storage)"
-            ) from err
-        except psycopg.Error as err:
-            raise StorageError(
-                f"PostgreSQL at {self.endpoint} failed to {description} for tenant "
-                f"{tenant_name}: {_explain(err)}"
-            ) from err
+            )
+        return StorageError(
+            f"PostgreSQL at {self.endpoint} failed to {description} for tenant "
+            f"{tenant_name}: {_explain(err)}"
+        )
 
     async def ensure(self, tenant_name: str, password: str) -> None:
         """Create what is missing and fix what drifted; only reads when all is in place."""
         async with self._connect() as conn:
-            try:
-                state = await read_state(
-                    conn,
-                    tenant_name,
-                    connection_limit=self._connection_limit,
-                    endpoint=self.endpoint,
-                )
-            except psycopg.Error as err:
-                raise StorageError(
-                    f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
-                    f"{tenant_name}: {_explain(err)}"
-                ) from err
+            state = await self._read_state(conn, tenant_name)
         # The login check takes a connection slot of its own: never while holding one, or a
         # full pool of ensures would wait for each other.
         state = await self._check_password(state, tenant_name, password)
@@ -188,6 +210,29 @@ class PostgresAdmin:
         if steps:
             async with self._connect() as conn:
                 await self._apply(conn, tenant_name, steps)
+
+    async def _read_state(self, conn: Conn, tenant_name: str) -> PgState:
+        for attempt in range(2):
+            known = self._admin
+            try:
+                state, self._admin = await read_state(
+                    conn,
+                    tenant_name,
+                    connection_limit=self._connection_limit,
+                    endpoint=self.endpoint,
+                    admin=known,
+                )
+                return state
+            except psycopg.Error as err:
+                # Read one by one next: the admin may have changed (no longer a superuser:
+                # pg_authid refused), and then the reads in one round trip fail together.
+                self._admin = None
+                if known is None or attempt == 1 or isinstance(err, psycopg.OperationalError):
+                    raise StorageError(
+                        f"PostgreSQL at {self.endpoint} failed to read the catalogs for tenant "
+                        f"{tenant_name}: {_explain(err)}"
+                    ) from err
+        raise AssertionError("unreachable")
 
     async def _check_password(self, state: PgState, tenant_name: str, password: str) -> PgState:
         role = state.role
