@@ -4,7 +4,8 @@
 # html report's screenshot), prometheus (promtool tests the alert rules; a throwaway Prometheus
 # scrapes a gateway in e2e/test_dashboard_queries.py), podman with Debian's runc and mmdebstrap
 # (`make images` builds the images from a Debian root filesystem; the container tests run them:
-# runc, not crun, which refuses these machines' cgroup v1 hybrid).
+# runc, not crun, which refuses these machines' cgroup v1 hybrid), jq (the disaster-recovery
+# page's backup strips exported objects with it; e2e/test_operator_restore.py runs it).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
@@ -14,6 +15,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
 command -v npm >/dev/null || need+=(npm)
 command -v tmux >/dev/null || need+=(tmux)
 # The html report is opened and screenshot in a headless browser by the tests.
