@@ -154,9 +154,42 @@ def test_the_lookup_uses_the_model_as_the_router_calls_it() -> None:
         litellm_model="cohere_chat/command-r-plus",
         litellm_route="openai/command-r-plus",
     )
-    seen: list[str] = []
-    prices.target_price(target, lambda m: seen.append(m) or None)  # type: ignore[func-returns-value]
-    assert seen == ["openai/command-r-plus"]
+    assert unpriced.deployment_price(target) is None  # LiteLLM would charge $0
+    assert unpriced.litellm_price("openai/command-r-plus") is None
+    assert unpriced.litellm_price("openai/gpt-4o-mini") is not None
+    routed = target.model_copy(
+        update={"model": "gpt-4o-mini", "litellm_route": "openai/gpt-4o-mini"}
+    )
+    found = unpriced.deployment_price(routed)
+    assert found is not None
+    assert found.blended == pytest.approx(0.75)
+
+
+def test_a_deployments_own_price_counts_as_litellm_bills_it() -> None:
+    """The router registers a deployment's model_info price under its id: that is the price
+    LiteLLM charges first, so a target whose deployment carries one is priced."""
+    import litellm
+
+    target = files.AliasTarget(
+        id="unpriced-test-own-0",
+        provider="sim",
+        model="sim-unknown",
+        litellm_route="openai/sim-unknown",
+    )
+    assert unpriced.deployment_price(target) is None
+    litellm.register_model(
+        {
+            target.id: {
+                "input_cost_per_token": 3e-7,
+                "output_cost_per_token": 1.2e-6,
+                "litellm_provider": "openai",
+                "mode": "chat",
+            }
+        }
+    )
+    found = unpriced.deployment_price(target)
+    assert found is not None
+    assert found.blended == pytest.approx(1.5)
 
 
 def test_the_gateway_logs_and_shows_each_unpriced_model_when_it_loads_the_rules(

@@ -1,7 +1,8 @@
 """What each ModelAlias of a tenant costs, known when the rules file is loaded.
 
-A target's price is, in order: the platform's catalog `pricing` (rules file), LiteLLM's cost
-map for the model as the router calls it (`litellm_route`, e.g. `openrouter/qwen/qwen3-coder`),
+A target's price is, in order: the platform's catalog `pricing` (rules file), what LiteLLM bills
+the deployment at (its `model_info` price, else its cost map for the model as the router calls
+it, `litellm_route`, e.g. `openrouter/qwen/qwen3-coder`),
 Anthropic's list price when the provider model is a Claude model (what metering falls back to,
 `usage.record_from_kwargs`), else none: a request it serves would be charged $0
 (`unpriced.py` decides whether it is served, docs/money.md).
@@ -37,12 +38,13 @@ class Price:
         return self.input_per_million + self.output_per_million
 
 
-Lookup = Callable[[str], Price | None]
-"""LiteLLM model (`openrouter/qwen/qwen3-coder`) -> its cost-map price; None when the map has
-none or only zeros (LiteLLM would charge $0)."""
+Lookup = Callable[[files.AliasTarget], Price | None]
+"""A target -> what LiteLLM bills it at: its deployment's own price (`model_info`, registered
+under the deployment id), else the cost map's for the model as the router calls it; None when
+neither has one or the map has only zeros (LiteLLM would charge $0)."""
 
 
-def _no_lookup(model: str) -> Price | None:
+def _no_lookup(target: files.AliasTarget) -> Price | None:
     return None
 
 
@@ -50,11 +52,9 @@ def target_price(target: files.AliasTarget, lookup: Lookup) -> Price | None:
     """The price a request served by `target` is charged at; None: it would be charged $0."""
     if target.pricing is not None:
         return Price(target.pricing.input_per_million, target.pricing.output_per_million, "catalog")
-    route = target.litellm_route or target.litellm_model
-    if route:
-        found = lookup(route)
-        if found is not None:
-            return found
+    found = lookup(target)
+    if found is not None:
+        return found
     family = claude_family(target.model)
     if family is not None:
         listed = ANTHROPIC_LIST_PRICES[family]

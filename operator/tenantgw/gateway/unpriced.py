@@ -19,16 +19,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from tenantgw.gateway import prices
 from tenantgw.gateway.budget_policy import covering
 from tenantgw.gateway.errors import PermissionDeniedError
-from tenantgw.gateway.files import Rules
+from tenantgw.gateway.files import AliasTarget, Rules
 from tenantgw.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("tenantgw.gateway")
 
 FIELD = "spec.catalog[].pricing"
+
+
+def _rate(info: Mapping[str, Any], name: str) -> float | None:
+    value = info.get(name)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def litellm_price(model: str) -> prices.Price | None:
@@ -39,13 +47,26 @@ def litellm_price(model: str) -> prices.Price | None:
         info = litellm.get_model_info(model=model)
     except Exception:  # LiteLLM raises for a model it has not mapped
         return None
-    rate_in = info.get("input_cost_per_token") or 0.0
-    rate_out = info.get("output_cost_per_token") or 0.0
-    if not isinstance(rate_in, int | float) or not isinstance(rate_out, int | float):
-        return None
+    rate_in = _rate(info, "input_cost_per_token") or 0.0
+    rate_out = _rate(info, "output_cost_per_token") or 0.0
     if rate_in <= 0 and rate_out <= 0:
         return None  # mapped without a price: LiteLLM charges $0
     return prices.Price(rate_in * 1_000_000, rate_out * 1_000_000, "litellm")
+
+
+def deployment_price(target: AliasTarget) -> prices.Price | None:
+    """What LiteLLM bills `target` at: the price in its deployment's `model_info` (the router
+    registers it in `litellm.model_cost` under the deployment id, which is the target's id),
+    else its cost map's price for the model as the router calls it."""
+    import litellm
+
+    own = litellm.model_cost.get(target.id)
+    if isinstance(own, Mapping):
+        rate_in, rate_out = _rate(own, "input_cost_per_token"), _rate(own, "output_cost_per_token")
+        if rate_in is not None or rate_out is not None:  # set by the platform, zero included
+            return prices.Price((rate_in or 0.0) * 1e6, (rate_out or 0.0) * 1e6, "litellm")
+    route = target.litellm_route or target.litellm_model
+    return litellm_price(route) if route else None
 
 
 _metrics: GatewayMetrics | None = None
@@ -95,7 +116,7 @@ def _what_happens(mode: str) -> str:
     return "refuses those a BudgetPolicy covers and serves the others at $0"
 
 
-prices.install(litellm_price, announce)
+prices.install(deployment_price, announce)
 
 
 def load(rules: Rules) -> None:
