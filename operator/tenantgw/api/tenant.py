@@ -705,9 +705,10 @@ class Enforcement(CamelModel):
         description=(
             "When a request would be served by a model with no price (no spec.catalog[].pricing "
             "and none in LiteLLM's cost map), which the ledger would charge $0: Closed refuses "
-            "it (503 naming the alias and the model); ClosedWhenBudgeted refuses it when a "
-            "BudgetPolicy covers the request and serves it otherwise; Open serves it. A served "
-            "one is logged and counted in tenantgw_unpriced_requests_total (docs/money.md)."
+            "it (403 naming the alias, the model and spec.catalog[].pricing); "
+            "ClosedWhenBudgeted refuses it when a BudgetPolicy covers the request and serves "
+            "it otherwise; Open serves it. A served one is logged and counted in "
+            "tenantgw_unpriced_requests_total (docs/money.md)."
         ),
     )
 
