@@ -279,8 +279,16 @@ def test_rules_file_carries_policy_but_no_keys(engineering_team: RenderInputs) -
         "max_tokens": None,
         "litellm_model": "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
         "context_window": None,
+        "pricing": None,
+        "litellm_route": "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
     }
     assert rules["aliases"]["fast-code"]["targets"][0]["context_window"] == 262144
+    # The platform's catalog price reaches the gateway, which refuses what nothing prices.
+    assert rules["aliases"]["fast-code"]["targets"][0]["pricing"] == {
+        "input_per_million": 0.30,
+        "output_per_million": 1.20,
+    }
+    assert rules["enforcement"]["on_unpriced_model"] == "ClosedWhenBudgeted"
     assert rules["aliases"]["fast-code"]["display_name"] == "Fast code"
     text = json.dumps(rules)
     assert not [v for v in secret_values(engineering_team) if v in text]

@@ -688,7 +688,8 @@ class GatewaySpec(CamelModel):
 
 
 class Enforcement(CamelModel):
-    """What the gateway does when a store a control needs (Redis) does not answer."""
+    """What the gateway does when a control cannot be applied: a store it needs (Redis) does
+    not answer, or a model has no price to charge."""
 
     on_store_unavailable: Literal["Closed", "Open"] = Field(
         default="Closed",
@@ -697,6 +698,17 @@ class Enforcement(CamelModel):
             "503 and retry-after; Open admits them unchecked and counts them in "
             "tenantgw_enforcement_skipped_total. Either way the gateway logs each transition "
             "and the Tenant's EnforcementAvailable condition shows it."
+        ),
+    )
+    on_unpriced_model: Literal["Closed", "ClosedWhenBudgeted", "Open"] = Field(
+        default="ClosedWhenBudgeted",
+        description=(
+            "When a request would be served by a model with no price (no spec.catalog[].pricing "
+            "and none in LiteLLM's cost map), which the ledger would charge $0: Closed refuses "
+            "it (403 naming the alias, the model and spec.catalog[].pricing); "
+            "ClosedWhenBudgeted refuses it when a BudgetPolicy covers the request and serves "
+            "it otherwise; Open serves it. A served one is logged and counted in "
+            "tenantgw_unpriced_requests_total (docs/money.md)."
         ),
     )
 

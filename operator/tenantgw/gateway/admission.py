@@ -4,7 +4,9 @@ last checks, also run for the auto-mode classifier's own calls), in one Redis ro
 When Redis, which limits and budgets need, is unavailable or not configured, the Tenant's
 `spec.enforcement.onStoreUnavailable` decides: Closed refuses with 503 and `retry-after`, Open
 admits; both are counted in `tenantgw_enforcement_skipped_total`. A budget downgrade changes
-the request's alias (and `data["model"]`) after checking the target's residency.
+the request's alias (and `data["model"]`) after checking the target's residency and price.
+An alias with a model nobody prices is refused first when onUnpricedModel says so
+(`unpriced.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tenantgw.gateway import files, refusals, residency
+from tenantgw.gateway import files, refusals, residency, unpriced
 from tenantgw.gateway.budget_policy import Decision, covering, policies, refuse_unenforceable
 from tenantgw.gateway.context import RequestContext, Tracked
 from tenantgw.gateway.errors import RateLimitError, ServiceUnavailableError
@@ -45,6 +47,10 @@ async def admit(
     RateLimitError when a limit is reached, a budget refusal when a budget blocks it, else
     the slot and reservation taken and a downgrade applied to `data`."""
     ctx = tracked.ctx
+    # A model without a price: refused (onUnpricedModel) before anything is counted.
+    unpriced_error = unpriced.refusal(rules, ctx.alias, ctx.key_name, ctx.session_id)
+    if unpriced_error is not None:
+        raise unpriced_error
     steps = []
     if has_limits(rules, ctx.key_name):
         steps.append("ratelimit")
@@ -89,6 +95,9 @@ def apply_decision(
         log.error("budget downgrade of %s to unknown alias %r ignored", ctx.alias, target)
         return
     residency.check_residency(rules, target)
+    unpriced_error = unpriced.refusal(rules, target, ctx.key_name, ctx.session_id)
+    if unpriced_error is not None:
+        raise unpriced_error
     ctx.downgraded_from, ctx.alias = ctx.alias, target
     ctx.cost_tier = rules.aliases[target].cost_tier
     data["model"] = target

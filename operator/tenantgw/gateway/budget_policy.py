@@ -11,11 +11,13 @@ Session policies; Tenant and Key policies are what bound a key holder who omits 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from tenantgw.gateway import prices
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.periods import format_reset, period_end
 
@@ -158,11 +160,23 @@ def alias_tier(rules: Rules, alias: str) -> str | None:
 
 
 def downgrade_alias(rules: Rules, tier: str, exclude: str | None = None) -> str | None:
-    """The first ModelAlias (by name) of cost tier `tier`, None when the tenant has none."""
-    for name in sorted(rules.aliases):
-        if name != exclude and alias_tier(rules, name) == tier:
-            return name
-    return None
+    """The cheapest ModelAlias of cost tier `tier`, None when the tenant has none.
+
+    Cheapest by the weighted blended price (input + output USD per million tokens) of its
+    targets (`prices.py`: catalog, else LiteLLM's cost map, else Anthropic's list price); an
+    alias with a target nobody prices comes after every priced one; ties go by name.
+    """
+    found = prices.current(rules)
+    candidates = [
+        name for name in rules.aliases if name != exclude and alias_tier(rules, name) == tier
+    ]
+
+    def cost(name: str) -> tuple[float, str]:
+        price = found.get(name)
+        blended = price.blended if price is not None else None
+        return (blended if blended is not None else math.inf, name)
+
+    return min(candidates, key=cost, default=None)
 
 
 def _rank(tier: str | None) -> int:
@@ -228,10 +242,10 @@ def decide(
     `state` maps each policy to (spent, reserved by requests in progress), in micro-USD; a
     policy is at its limit when their sum reaches it. A block policy at its limit blocks (the
     first by name). Otherwise downgrade policies at their limit whose `to_cost_tier` is cheaper
-    than `tier` downgrade to the first alias (by name) of the cheapest such tier; when the
-    tenant has no alias of that tier, the request is blocked. A covering policy marked
-    unenforceable blocks whatever the spend. For a Session policy, `state` holds the spend of
-    the request's session `session_id`, which the refusal names.
+    than `tier` downgrade to the cheapest alias (by price, `downgrade_alias`) of the cheapest
+    such tier; when the tenant has no alias of that tier, the request is blocked. A covering
+    policy marked unenforceable blocks whatever the spend. For a Session policy, `state` holds
+    the spend of the request's session `session_id`, which the refusal names.
     """
     refused = refuse_unenforceable(covering, session_id)
     if refused is not None:

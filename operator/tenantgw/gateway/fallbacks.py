@@ -12,7 +12,8 @@ without passing that hook again. Two steps close the gap:
 * when the router picks deployments for a model group other than the request's own alias
   (`admit_hop`, called from the plugin's `async_filter_deployments`, i.e. for each fallback hop,
   just before it serves): the hop is admitted only if that alias and its own fallback closure
-  are inside the tenant's regions, and every BudgetPolicy covering it (tenant, key, and that
+  are inside the tenant's regions, it has a price or the Tenant serves it unpriced
+  (`unpriced.py`), and every BudgetPolicy covering it (tenant, key, and that
   alias's own) admits it, with a reservation under those policies like a primary's. A hop that
   is not admitted gets no deployments: LiteLLM skips it and goes on to its fallbacks, or
   answers with the error of the last alias it tried. A budget downgrade is not applied to a
@@ -30,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tenantgw.api.fallbacks import fallback_closure
-from tenantgw.gateway import files, residency
+from tenantgw.gateway import files, residency, unpriced
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.storehealth import StoreUnavailable
@@ -88,6 +89,9 @@ async def admit_hop(
             log.error("fallback to %s of %s not used: no rules (%s)", model, ctx.request_id, exc)
             return []
     why = hop_refusal(rules, model)
+    if why is None:
+        refused = unpriced.refusal(rules, model, ctx.key_name, ctx.session_id)
+        why = refused.message if refused is not None else None
     if why is None and guard is not None:
         why = await _budget_refusal(guard, rules, ctx, model)
     if why is not None:

@@ -68,6 +68,13 @@ class RoutingRule(_Model):
     alias: str
 
 
+class TargetPricing(_Model):
+    """A catalog price, USD per million tokens (Tenant spec.catalog[].pricing)."""
+
+    input_per_million: float
+    output_per_million: float
+
+
 class AliasTarget(_Model):
     """One provider model behind an alias (one LiteLLM deployment, `id` = model_info.id)."""
 
@@ -82,6 +89,11 @@ class AliasTarget(_Model):
     """The model as LiteLLM names it (`openrouter/qwen/qwen3-coder`), for its model map."""
     context_window: int | None = None
     """The platform's catalog window of this model; None: LiteLLM's model map decides."""
+    pricing: TargetPricing | None = None
+    """The platform's catalog price of this model; None: LiteLLM's cost map, if it has one."""
+    litellm_route: str | None = None
+    """The model LiteLLM's router calls: what its cost map prices (`openai/command-r` for
+    Cohere, otherwise `litellm_model`)."""
 
 
 class AliasRules(_Model):
@@ -166,12 +178,15 @@ class Budget(_Model):
 
 
 StoreMode = Literal["Closed", "Open"]
+UnpricedMode = Literal["Closed", "ClosedWhenBudgeted", "Open"]
 
 
 class Enforcement(_Model):
-    """Tenant.spec.enforcement: what to do when Redis (limits, budgets) does not answer."""
+    """Tenant.spec.enforcement: what to do when Redis (limits, budgets) does not answer, and
+    with a request a model without a price would serve."""
 
     on_store_unavailable: StoreMode = "Closed"
+    on_unpriced_model: UnpricedMode = "ClosedWhenBudgeted"
 
 
 class AutoMode(_Model):

@@ -106,6 +106,8 @@ class GatewayMetrics:
     spend: Counter
     total_tokens: Counter
     successful_fallbacks: Counter
+    unpriced_requests: Counter
+    unpriced_models: Gauge
 
     @classmethod
     def registered(cls) -> GatewayMetrics:
@@ -213,6 +215,22 @@ class GatewayMetrics:
                 "Requests a fallback alias answered: requested_model is the alias the routing "
                 "chose, fallback_model the one that answered.",
                 ["tenant", "requested_model", "fallback_model"],
+            ),
+            unpriced_requests=_collector(
+                Counter,
+                "tenantgw_unpriced_requests",
+                "Requests for an alias with a model nobody prices (no catalog pricing, none in "
+                "LiteLLM's cost map), by action: refused, or served and charged $0 "
+                "(spec.enforcement.onUnpricedModel).",
+                ["tenant", "alias", "action"],
+            ),
+            unpriced_models=_collector(
+                Gauge,
+                "tenantgw_unpriced_models",
+                "1 for each alias target the gateway has no price for, from the rules file it "
+                "loaded: set spec.catalog[].pricing for it.",
+                ["tenant", "alias", "model"],
+                multiprocess_mode="livemax",
             ),
         )
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenantgw.gateway import files
+from tenantgw.gateway import files, unpriced
 from tenantgw.gateway.audit import AuditTrail
 from tenantgw.gateway.budgets import BudgetGuard
 from tenantgw.gateway.enforcer import Enforcer
@@ -196,7 +196,11 @@ class GatewayRuntime:
         )
 
     async def start(self) -> None:
-        """Start the ledger writer (on the serving event loop)."""
+        """Start the ledger writer (on the serving event loop); log the unpriced models."""
+        try:
+            unpriced.load(self.rules())
+        except files.FileError as exc:
+            log.warning("models not priced at start-up: no rules file (%s)", exc)
         if self.ledger is not None:
             await self.ledger.start()
         if self.audit is not None:

@@ -122,10 +122,14 @@ LITELLM_CLIENT_PREFIX: dict[ProviderType, str] = {ProviderType.COHERE: "openai"}
 (`PROVIDER_PREFIX` stays the name LiteLLM's model map knows the model by)."""
 
 
-def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
+def litellm_route(provider: Provider, target: Target) -> str:
+    """The model LiteLLM's router calls (and prices) a target by: its `litellm_params.model`."""
     client = LITELLM_CLIENT_PREFIX.get(provider.type)
-    model = f"{client}/{target.model}" if client else litellm_model(provider, target)
-    params: dict[str, Any] = {"model": model}
+    return f"{client}/{target.model}" if client else litellm_model(provider, target)
+
+
+def _litellm_params(provider: Provider, target: Target) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": litellm_route(provider, target)}
     base = api_base(provider)
     if base:
         params["api_base"] = base

@@ -21,7 +21,7 @@ from tenantgw.api import (
     catalog_entry,
 )
 from tenantgw.render.inputs import RenderInputs, UnenforceableBudget, alias_name
-from tenantgw.render.litellm_config import PROVIDER_PREFIX, deployment_id
+from tenantgw.render.litellm_config import PROVIDER_PREFIX, deployment_id, litellm_route
 from tenantgw.render.names import tenant_name
 
 
@@ -61,6 +61,19 @@ def _alias(
                     else None
                 ),
                 "context_window": entry.context_window if entry is not None else None,
+                # The platform's price; null: LiteLLM's cost map prices the model as the
+                # router calls it (litellm_route), or nothing does (docs/money.md).
+                "pricing": (
+                    {
+                        "input_per_million": entry.pricing.input_per_million,
+                        "output_per_million": entry.pricing.output_per_million,
+                    }
+                    if entry is not None and entry.pricing is not None
+                    else None
+                ),
+                "litellm_route": (
+                    litellm_route(provider, target) if provider is not None else None
+                ),
             }
         )
     return {
@@ -166,7 +179,10 @@ def render_rules(inputs: RenderInputs) -> dict[str, Any]:
             "max_parallel_requests": spec.limits.max_parallel_requests,
         },
         "compliance": _compliance(tenant),
-        "enforcement": {"on_store_unavailable": spec.enforcement.on_store_unavailable},
+        "enforcement": {
+            "on_store_unavailable": spec.enforcement.on_store_unavailable,
+            "on_unpriced_model": spec.enforcement.on_unpriced_model,
+        },
         "budgets": sorted(budgets, key=lambda budget: str(budget["name"])),
         "auto_mode": _auto_mode(inputs),
         "cost": _cost(tenant),
