@@ -42,6 +42,8 @@ from typing import Any
 
 import yaml
 
+from e2e.throwaway_postgres import as_postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("TENANTGW_REAL_NODE_WORK", "/var/tmp/tenantgw-realnode"))
 CLUSTER_ENV = {
@@ -207,10 +209,6 @@ def bridge() -> Iterator[None]:
         run("ip", "link", "del", BRIDGE, check=False)
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv]
-
-
 @contextlib.contextmanager
 def postgres() -> Iterator[tuple[str, int]]:
     """A PostgreSQL of its own on loopback and the bridge address; yields (admin DSN, port)."""
@@ -224,7 +222,7 @@ def postgres() -> Iterator[tuple[str, int]]:
     shutil.chown(base, "postgres", "postgres")
     shutil.chown(pwfile, "postgres", "postgres")
     run(
-        *_as_postgres(
+        *as_postgres(
             [
                 str(bin_dir / "initdb"),
                 "-D",
@@ -249,7 +247,7 @@ def postgres() -> Iterator[tuple[str, int]]:
     )
     say(f"PostgreSQL of its own on 127.0.0.1/{BRIDGE_IP}:{port}")
     run(
-        *_as_postgres(
+        *as_postgres(
             [
                 str(bin_dir / "pg_ctl"),
                 "-D",
@@ -272,7 +270,7 @@ def postgres() -> Iterator[tuple[str, int]]:
         yield f"{dsn}/tenantgw", port
     finally:
         run(
-            *_as_postgres(
+            *as_postgres(
                 [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
             ),
             check=False,

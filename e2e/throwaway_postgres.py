@@ -24,20 +24,22 @@ ADMIN = "soak_admin"
 DATABASE = "tenantgw"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def pg_bin() -> Path:
+    """The bin directory of the newest PostgreSQL Debian installed."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
     if not found:
         raise RuntimeError("PostgreSQL is not installed (make setup installs it)")
     return found[-1].parent
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
+def as_postgres(argv: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: as root, run it as Debian's postgres user."""
     return ["runuser", "-u", "postgres", "--", *argv] if os.getuid() == 0 else argv
 
@@ -51,7 +53,7 @@ class ThrowawayPostgres:
         self.root = Path(tempfile.mkdtemp(prefix="tenantgw-pg-"))
         self.datadir = self.root / "data"
         self.log = self.root / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.password = secrets.token_hex(16)
         self.max_connections = max_connections
         self.running = False
@@ -64,7 +66,7 @@ class ThrowawayPostgres:
 
     def _run(self, argv: list[str], timeout: float = 90) -> None:
         proc = subprocess.run(
-            _as_postgres(argv), capture_output=True, text=True, cwd="/", timeout=timeout,
+            as_postgres(argv), capture_output=True, text=True, cwd="/", timeout=timeout,
             check=False,
         )  # fmt: skip
         if proc.returncode != 0:

@@ -21,27 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from e2e.throwaway_postgres import as_postgres, free_port
+from e2e.throwaway_postgres import pg_bin as throwaway_pg_bin
 from e2e.tls_certs import Pem
 
 PG_ADMIN = "tls_admin"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
-    if not found:
-        raise RuntimeError("PostgreSQL is not installed (make setup installs it)")
-    return found[-1].parent
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run it as Debian's postgres user."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.getuid() == 0 else argv
 
 
 @dataclass
@@ -63,7 +47,7 @@ class TlsPostgres:
 @contextlib.contextmanager
 def tls_postgres(server: Pem) -> Iterator[TlsPostgres]:
     """initdb in a fresh directory, ssl=on with `server`'s pair, hostssl only; removed after."""
-    pg_bin = _pg_bin()
+    pg_bin = throwaway_pg_bin()
     # Outside pytest's tmp (mode 0700, root's): the postgres user must reach the directory.
     root = Path(tempfile.mkdtemp(prefix="tenantgw-pgtls-"))
     datadir, certs = root / "data", root / "certs"
@@ -77,11 +61,11 @@ def tls_postgres(server: Pem) -> Iterator[TlsPostgres]:
         for path in (certs, certs / "server.crt", certs / "server.key", root / "pw"):
             shutil.chown(path, "postgres", "postgres")
     (certs / "server.key").chmod(0o600)
-    port = _free_port()
+    port = free_port()
     proc: subprocess.Popen[bytes] | None = None
     try:
         subprocess.run(
-            _as_postgres(
+            as_postgres(
                 [str(pg_bin / "initdb"), "-D", str(datadir), "-U", PG_ADMIN,
                  f"--pwfile={root / 'pw'}", "--auth=scram-sha-256", "-E", "UTF8"]
             ),
@@ -93,7 +77,7 @@ def tls_postgres(server: Pem) -> Iterator[TlsPostgres]:
             "local all all scram-sha-256\n"
         )
         proc = subprocess.Popen(
-            _as_postgres(
+            as_postgres(
                 [str(pg_bin / "postgres"), "-D", str(datadir), "-p", str(port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
                  "-c", "ssl=on", "-c", f"ssl_cert_file={certs / 'server.crt'}",
@@ -154,7 +138,7 @@ def tls_redis(server: Pem, workdir: Path) -> Iterator[TlsRedis]:
     if binary is None:
         raise RuntimeError("redis-server is not installed (make setup installs it)")
     workdir.mkdir(parents=True, exist_ok=True)
-    port, password = _free_port(), secrets.token_urlsafe(24)
+    port, password = free_port(), secrets.token_urlsafe(24)
     proc = subprocess.Popen(
         [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", str(server.cert), "--tls-key-file", str(server.key),
