@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from tenantgw.api.list_prices import ANTHROPIC_LIST_PRICES, claude_family
 from tenantgw.gateway import files
+from tenantgw.gateway.pricing import anthropic_price
 
 PriceSource = Literal["catalog", "litellm", "anthropic"]
 
@@ -55,9 +55,8 @@ def target_price(target: files.AliasTarget, lookup: Lookup) -> Price | None:
     found = lookup(target)
     if found is not None:
         return found
-    family = claude_family(target.model)
-    if family is not None:
-        listed = ANTHROPIC_LIST_PRICES[family]
+    listed = anthropic_price(target.model)
+    if listed is not None:
         return Price(listed.input, listed.output, "anthropic")
     return None
 

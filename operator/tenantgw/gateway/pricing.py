@@ -34,6 +34,7 @@ __all__ = [
     "anthropic_price",
     "claude_family",
     "cost_from_pricing",
+    "rate_per_million",
     "token_usage",
 ]
 
@@ -88,7 +89,7 @@ def anthropic_list_cost(requested_model: str | None, usage: Any) -> float | None
     return cost / MILLION
 
 
-def _rate(pricing: Any, *names: str) -> float | None:
+def rate_per_million(pricing: Any, *names: str) -> float | None:
     """A per-million rate from a Pricing model or a mapping (snake, camel or per-token keys)."""
     for name in names:
         value = pricing.get(name) if isinstance(pricing, Mapping) else getattr(pricing, name, None)
@@ -109,15 +110,19 @@ def cost_from_pricing(pricing: Any, usage: Any) -> float | None:
     tokens = usage if isinstance(usage, TokenUsage) else token_usage(usage)
     if pricing is None or tokens is None:
         return None
-    rate_in = _rate(pricing, "input_per_million", "inputPerMillion", "input_cost_per_token")
-    rate_out = _rate(pricing, "output_per_million", "outputPerMillion", "output_cost_per_token")
+    rate_in = rate_per_million(
+        pricing, "input_per_million", "inputPerMillion", "input_cost_per_token"
+    )
+    rate_out = rate_per_million(
+        pricing, "output_per_million", "outputPerMillion", "output_cost_per_token"
+    )
     if rate_in is None and rate_out is None:
         return None
     rate_in = rate_in or 0.0
-    rate_read = _rate(
+    rate_read = rate_per_million(
         pricing, "cache_read_per_million", "cacheReadPerMillion", "cache_read_input_token_cost"
     )
-    rate_write = _rate(
+    rate_write = rate_per_million(
         pricing,
         "cache_write_per_million",
         "cacheWritePerMillion",

@@ -19,24 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 from tenantgw.gateway import prices
 from tenantgw.gateway.budget_policy import covering
 from tenantgw.gateway.errors import PermissionDeniedError
 from tenantgw.gateway.files import AliasTarget, Rules
 from tenantgw.gateway.metrics import GatewayMetrics
+from tenantgw.gateway.pricing import rate_per_million
 
 log = logging.getLogger("tenantgw.gateway")
 
 FIELD = "spec.catalog[].pricing"
-
-
-def _rate(info: Mapping[str, Any], name: str) -> float | None:
-    value = info.get(name)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
 
 
 def litellm_price(model: str) -> prices.Price | None:
@@ -47,11 +40,11 @@ def litellm_price(model: str) -> prices.Price | None:
         info = litellm.get_model_info(model=model)
     except Exception:  # LiteLLM raises for a model it has not mapped
         return None
-    rate_in = _rate(info, "input_cost_per_token") or 0.0
-    rate_out = _rate(info, "output_cost_per_token") or 0.0
+    rate_in = rate_per_million(info, "input_cost_per_token") or 0.0
+    rate_out = rate_per_million(info, "output_cost_per_token") or 0.0
     if rate_in <= 0 and rate_out <= 0:
         return None  # mapped without a price: LiteLLM charges $0
-    return prices.Price(rate_in * 1_000_000, rate_out * 1_000_000, "litellm")
+    return prices.Price(rate_in, rate_out, "litellm")
 
 
 def deployment_price(target: AliasTarget) -> prices.Price | None:
@@ -62,9 +55,10 @@ def deployment_price(target: AliasTarget) -> prices.Price | None:
 
     own = litellm.model_cost.get(target.id)
     if isinstance(own, Mapping):
-        rate_in, rate_out = _rate(own, "input_cost_per_token"), _rate(own, "output_cost_per_token")
+        rate_in = rate_per_million(own, "input_cost_per_token")
+        rate_out = rate_per_million(own, "output_cost_per_token")
         if rate_in is not None or rate_out is not None:  # set by the platform, zero included
-            return prices.Price((rate_in or 0.0) * 1e6, (rate_out or 0.0) * 1e6, "litellm")
+            return prices.Price(rate_in or 0.0, rate_out or 0.0, "litellm")
     route = target.litellm_route or target.litellm_model
     return litellm_price(route) if route else None
 
