@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +23,8 @@ from typing import Any, Final
 from tenantgw.kube.client import JSON, Kube, KubeError, kind_of
 
 APPLIED_HASH: Final = "tenantgw.io/applied-hash"
+NAMESPACE_TERMINATING: Final = "NamespaceTerminating"
+"""The Status cause of a create refused in a namespace being deleted (NamespaceLifecycle)."""
 
 Ref = tuple[str, str, str, str | None]
 
@@ -63,11 +64,13 @@ def applied_hash(obj: JSON) -> str:
 
 
 def stamped(obj: JSON) -> JSON:
-    """A copy of `obj` carrying its applied hash, as it is sent to the API server."""
-    out = copy.deepcopy(obj)
-    digest = applied_hash(obj)
-    out["metadata"].setdefault("annotations", {})[APPLIED_HASH] = digest
-    return out
+    """A copy of `obj` carrying its applied hash, as it is sent to the API server.
+
+    Only the path to the annotation is copied: the rest is shared with `obj`, and nothing
+    after this changes either."""
+    meta = obj["metadata"]
+    notes = {**(meta.get("annotations") or {}), APPLIED_HASH: applied_hash(obj)}
+    return {**obj, "metadata": {**meta, "annotations": notes}}
 
 
 def _comparable(obj: JSON) -> JSON:
@@ -105,6 +108,12 @@ class ApplyFailure:
     status: int
     reason: str
     message: str
+    causes: tuple[str, ...] = ()
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Refused because its namespace is being deleted: heals once the namespace is gone."""
+        return NAMESPACE_TERMINATING in self.causes
 
     def describe(self) -> str:
         return f"{self.object}: {self.message or self.reason} ({self.status})"
@@ -176,7 +185,8 @@ async def _apply(kube: Kube, obj: JSON) -> JSON | ApplyFailure:
         return await kube.apply(obj)
     except KubeError as exc:
         name = f"{obj['kind']}/{obj['metadata']['name']}"
-        return ApplyFailure(name, exc.status, exc.reason, scrub_secret_values(exc.message, obj))
+        message = scrub_secret_values(exc.message, obj)
+        return ApplyFailure(name, exc.status, exc.reason, message, exc.causes)
 
 
 def scrub_secret_values(message: str, obj: JSON) -> str:

@@ -1,24 +1,29 @@
 """An async facade over the Kubernetes API for the few kinds tenantgw manages.
 
-The official client is synchronous; every call runs in a bounded thread pool so the kopf event
-loop never blocks. Paths are built from a static table instead of discovery: the operator only
-ever touches the kinds listed in `KINDS`, and optional ones are checked with `has_api()`.
+Calls go out on aiohttp (kopf's own HTTP client) on the operator's event loop. The official
+client supplies only the credentials: it reads kubeconfig and the in-cluster ServiceAccount,
+and refreshes tokens (a projected token, an exec plugin) when they are asked for. Its own
+synchronous calls would need a thread per call and cost about four times the CPU.
+
+Paths are built from a static table instead of discovery: the operator only ever touches the
+kinds listed in `KINDS`, and optional ones are checked with `has_api()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-from kubernetes.client import ApiClient, Configuration
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+from kubernetes.client import Configuration
 from kubernetes.config import load_incluster_config, load_kube_config
 from kubernetes.config.config_exception import ConfigException
+from requests.utils import should_bypass_proxies
 
 from tenantgw.kube.cache import MISS, LiveCache
 
@@ -85,23 +90,47 @@ def kind_of(obj: JSON) -> Kind:
 
 
 class KubeError(Exception):
-    """An API call failed; `status` is the HTTP status (0 when no answer came)."""
+    """An API call failed; `status` is the HTTP status (0 when no answer came).
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    `causes` are the reasons of the Status object's `details.causes`, e.g. `NamespaceTerminating`
+    when the namespace lifecycle admission refused new content in a namespace being deleted.
+    """
+
+    def __init__(
+        self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.causes = causes
 
     @classmethod
-    def from_api(cls, exc: ApiException) -> KubeError:
-        reason, message = str(exc.reason or ""), str(exc.body or "")
+    def from_answer(cls, status: int, reason: str, text: str) -> KubeError:
+        """From an error answer: the Status object's reason, message and causes when it has
+        them."""
+        message = text
+        causes: tuple[str, ...] = ()
         try:
-            body = json.loads(exc.body or "{}")
+            body = json.loads(text or "{}")
             reason, message = body.get("reason", reason), body.get("message", message)
+            details = body.get("details") or {}
+            causes = tuple(str(c.get("reason") or "") for c in details.get("causes") or ())
         except (ValueError, AttributeError):
             pass
-        return cls(int(exc.status or 0), reason, message)
+        return cls(status, str(reason or ""), str(message or ""), causes)
+
+
+def _ssl_context(config: Configuration) -> ssl.SSLContext | bool:
+    """TLS as the configuration says: its CA, its client certificate, or no verification."""
+    if not config.verify_ssl:
+        return False
+    context = ssl.create_default_context(cafile=config.ssl_ca_cert or None)
+    if config.cert_file:
+        context.load_cert_chain(config.cert_file, config.key_file or None)
+    if config.assert_hostname is False:
+        context.check_hostname = False
+    return context
 
 
 def load_configuration() -> Configuration:
@@ -121,19 +150,59 @@ class Kube:
     caches and every write's answer is handed to it.
     """
 
-    def __init__(self, config: Configuration | None = None, *, workers: int = 16) -> None:
-        config = config or load_configuration()
-        config.connection_pool_maxsize = workers
-        self._api = ApiClient(config)
-        self._api.user_agent = USER_AGENT
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+    TIMEOUT: Final = 30.0
+    """Seconds one call may take, its answer included."""
+    RETRIES: Final = 2
+    """Tries again of a call whose connection failed (mostly a kept-alive connection the
+    server had closed). The operator's writes bear a repeat: applies and merge patches are
+    idempotent, and a repeated delete finds the object gone."""
+
+    def __init__(self, config: Configuration | None = None, *, connections: int = 16) -> None:
+        self._config = config or load_configuration()
+        self._connections = connections
+        self._ssl = _ssl_context(self._config)
+        # Options of every request, decided once from the configuration: the proxy it names
+        # (kubeconfig's proxy-url, or HTTPS_PROXY as the official client reads it) unless
+        # NO_PROXY exempts the server (aiohttp's trust_env would look that up in a thread on
+        # every call), and the name the server's certificate is checked against.
+        self._request_options: dict[str, Any] = {}
+        proxy = self._config.proxy
+        if proxy and not should_bypass_proxies(
+            self._config.host, no_proxy=self._config.no_proxy or ""
+        ):
+            self._request_options["proxy"] = proxy
+        if self._config.tls_server_name:
+            self._request_options["server_hostname"] = self._config.tls_server_name
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.writes = 0
         self._apis: dict[tuple[str, str], tuple[bool, float]] = {}
         self.cache: LiveCache | None = None
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._api.close()
+    def _client(self) -> aiohttp.ClientSession:
+        """The session of the running loop: a session belongs to the loop that made it."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=self.TIMEOUT),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+            self._loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    def _auth(self) -> dict[str, str]:
+        """Credential headers, asked for on every call: the official client refreshes an
+        expiring token (projected ServiceAccount token, exec plugin) when it is read."""
+        return {
+            a["key"]: str(a["value"])
+            for a in self._config.auth_settings().values()
+            if a.get("in") == "header" and a.get("value")
+        }
 
     async def _call(
         self,
@@ -146,27 +215,33 @@ class Kube:
     ) -> JSON:
         if method != "GET":
             self.writes += 1
-
-        def call() -> JSON:
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {**self._auth(), "Content-Type": content_type}
+        url = self._config.host.rstrip("/") + path  # the host may carry a path (a proxy's)
+        for attempt in range(self.RETRIES + 1):
             try:
-                resp = self._api.call_api(
-                    path,
+                async with self._client().request(
                     method,
-                    query_params=query or [],
-                    header_params={"Content-Type": content_type, "Accept": "application/json"},
-                    body=body,
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _request_timeout=30,
-                )
-            except ApiException as exc:
-                raise KubeError.from_api(exc) from None
-            raw = resp[0] if isinstance(resp, tuple) else resp
-            data = raw.data
-            return json.loads(data) if data else {}
-
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, call)
+                    url,
+                    params=query or None,
+                    data=data,
+                    headers=headers,
+                    **self._request_options,
+                ) as resp:
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        text = raw.decode("utf-8", "replace")
+                        raise KubeError.from_answer(resp.status, resp.reason or "", text)
+                    return json.loads(raw) if raw else {}
+            except TimeoutError:  # before the connection errors: a timeout is one of them too
+                raise KubeError(
+                    0, "Timeout", f"{method} {path}: no answer in {self.TIMEOUT:g} s"
+                ) from None
+            except aiohttp.ClientConnectionError as exc:
+                if attempt < self.RETRIES:
+                    continue
+                raise KubeError(0, "Unreachable", f"{method} {path}: {exc!r}") from None
+        raise AssertionError("unreachable")
 
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None

@@ -19,6 +19,14 @@ ADOPTABLE_ANNOTATION = "tenantgw.io/adoptable-by"
 """Set by whoever owns an existing namespace to the name of the one Tenant that may adopt it."""
 
 
+def terminating_message(namespace: str) -> str:
+    """Ready's message while the Tenant waits for its namespace's previous life to end."""
+    return (
+        f'namespace "{namespace}" is still terminating; the gateway is created again as soon '
+        "as it is gone"
+    )
+
+
 @dataclass(frozen=True)
 class NamespaceVerdict:
     """May the Tenant use the namespace, and is it adopted rather than created by the Tenant."""
