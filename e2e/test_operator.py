@@ -295,6 +295,18 @@ def test_a_missing_provider_secret_is_a_condition_that_names_it(
             'spec.providers[0].credentialsSecretRef: Secret "does-not-exist" not found in '
             f"namespace {ns}"
         ) in cond["message"]
+        # Ready says the same as ConfigValid; `kubectl get events` says it once.
+
+        def warnings() -> list[str]:
+            return [
+                e.message
+                for e in k8s.core.list_namespaced_event("default").items
+                if e.involved_object.name == name and e.reason == "ProviderCredentialsMissing"
+            ]
+
+        eventually(warnings, 10, "the Warning Event")
+        time.sleep(1)  # posted right after the status: a second one would be there by now
+        assert warnings() == [cond["message"]], warnings()
         k8s.apply(secret_body(ns, "does-not-exist", {"apiKey": "now-it-does"}))
         k8s.wait_condition(lambda: k8s.tenant(name), "ConfigValid", "True")
     finally:

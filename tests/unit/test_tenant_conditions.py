@@ -22,12 +22,20 @@ pytestmark = pytest.mark.unit
 STORED = StorageOutcome(None, condition("StorageReady", True, "Provisioned", "ok", 3))
 
 
-def applied(inputs: RenderInputs, *, available: bool = True) -> ApplyResult:
+def applied(
+    inputs: RenderInputs, *, available: bool = True, pods: tuple[int, int, int] = (1, 1, 1)
+) -> ApplyResult:
+    """`pods`: the Deployment's status replicas, updatedReplicas and availableReplicas."""
     ns = inputs.tenant.namespace_name()
+    total, updated, ready = pods
     deployment = {
         "metadata": {"name": "gateway", "namespace": ns, "generation": 2},
+        "spec": {"replicas": 1},
         "status": {
             "observedGeneration": 2,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "availableReplicas": ready,
             "conditions": [{"type": "Available", "status": "True" if available else "False"}],
         },
     }
@@ -98,6 +106,29 @@ def test_a_refused_apply_is_not_ready_with_the_servers_message(
     assert "Deployment/gateway" in got["Ready"]["message"]
 
 
+def test_creates_refused_in_a_terminating_namespace_say_so_not_apply_failed(
+    engineering_team: RenderInputs,
+) -> None:
+    """Planned from a cache that had not yet seen the namespace's deletion (a Tenant recreated
+    by Argo CD's prune-and-recreate): the API server's refusal names the cause."""
+    ns = engineering_team.tenant.namespace_name()
+    message = (
+        f'configmaps "gateway-config" is forbidden: unable to create new content in namespace '
+        f"{ns} because it is being terminated"
+    )
+    result = ApplyResult()
+    cause = ("NamespaceTerminating",)
+    for obj in ("ConfigMap/gateway-config", "Service/gateway"):
+        result.failed.append(ApplyFailure(obj, 403, "Forbidden", message, cause))
+    got = conds(engineering_team, result=result)
+    assert (got["Ready"]["status"], got["Ready"]["reason"]) == ("False", "NamespaceTerminating")
+    assert f'namespace "{ns}" is still terminating' in got["Ready"]["message"]
+    # Any other refusal among them is still the server's own words.
+    result.failed.append(ApplyFailure("Deployment/gateway", 422, "Invalid", "bad"))
+    got = conds(engineering_team, result=result)
+    assert (got["Ready"]["status"], got["Ready"]["reason"]) == ("False", "ApplyFailed")
+
+
 def test_missing_credentials_and_an_unavailable_gateway_are_not_ready(
     engineering_team: RenderInputs,
 ) -> None:
@@ -129,3 +160,44 @@ def test_an_auto_mode_classifier_that_is_not_served_is_named_on_config_valid(
     assert render_rules(inputs)["auto_mode"]["classifier_alias"] is None
     served = conds(inputs, aliases=[Verdict("judge", True, "Accepted", "ok", 1)])
     assert served["ConfigValid"]["status"] == "True"
+
+
+def test_an_available_gateway_still_rolling_out_is_not_ready_yet(
+    engineering_team: RenderInputs,
+) -> None:
+    """Pods of the previous config (without the alias just added) still answer until the
+    rollout ends: Ready waits for it, as `kubectl rollout status` does. Every step of the
+    rollout says the same, so that the steps cost no Tenant status write each."""
+    steps = [
+        (2, 1, 2),  # the new pod is up, the old one not gone
+        (1, 0, 1),  # the new ReplicaSet has no pod yet
+        (1, 1, 0),  # every pod updated, not yet available
+    ]
+    readies = []
+    for pods in steps:
+        got = conds(engineering_team, result=applied(engineering_team, pods=pods))
+        assert (got["Ready"]["status"], got["Ready"]["reason"]) == (
+            "False",
+            "DeploymentProgressing",
+        )
+        assert got["GatewayAvailable"]["status"] == "True"  # it answers meanwhile
+        readies.append(got["Ready"]["message"])
+    ns = engineering_team.tenant.namespace_name()
+    assert readies == [readies[0]] * len(steps)
+    assert f"kubectl rollout status deployment/gateway -n {ns}" in readies[0]
+
+
+def test_a_template_change_not_yet_observed_is_rolling_while_the_old_pods_serve(
+    engineering_team: RenderInputs,
+) -> None:
+    """The apply's answer right after a config change: the Deployment controller has not yet
+    observed the new generation. The old pods still answer (GatewayAvailable stays True, no
+    flip and back), and Ready waits for the rollout."""
+    result = applied(engineering_team)
+    ns = engineering_team.tenant.namespace_name()
+    result.live[("apps/v1", "Deployment", "gateway", ns)]["metadata"]["generation"] = 3
+    got = conds(engineering_team, result=result)
+    assert got["GatewayAvailable"]["status"] == "True"
+    assert (got["Ready"]["status"], got["Ready"]["reason"]) == ("False", "DeploymentProgressing")
+    new = conds(engineering_team, result=applied(engineering_team, available=False))
+    assert new["GatewayAvailable"]["status"] == "False"

@@ -23,7 +23,11 @@ from tenantgw.kube.client import JSON
 from tenantgw.reconcile.conditions import condition, find, merge_conditions
 from tenantgw.reconcile.enforcement import EnforcementObservation, enforcement_condition
 from tenantgw.reconcile.material import plan_material
-from tenantgw.reconcile.namespace import ADOPTED_ANNOTATION, judge_namespace
+from tenantgw.reconcile.namespace import (
+    ADOPTED_ANNOTATION,
+    judge_namespace,
+    terminating_message,
+)
 from tenantgw.reconcile.readiness import missing_credentials, tenant_conditions
 from tenantgw.reconcile.settings import Settings
 from tenantgw.reconcile.status import child_status
@@ -63,9 +67,11 @@ MONITORING_KINDS: list[tuple[str, str]] = [
 ]
 CERT_MANAGER_KINDS: list[tuple[str, str]] = [(CERT_MANAGER_API, "Certificate")]
 
-# False conditions that every new tenant and every rollout passes through: the condition says
-# so; a Warning Event for each would be noise (and an API write per tenant).
-QUIET_REASONS = frozenset({"DeploymentProgressing"})
+# False conditions that every new tenant and every rollout passes through, or that say the same
+# of every tenant of the cluster (no Prometheus Operator; kopf logs the missing CRDs once at
+# start): the condition says so; a Warning Event for each would be noise, and an API write per
+# tenant.
+QUIET_REASONS = frozenset({"DeploymentProgressing", "MonitoringCRDsMissing"})
 
 
 @dataclass(frozen=True)
@@ -145,10 +151,7 @@ def admit(
     if live_ns is not None and live_ns.get("status", {}).get("phase") == "Terminating":
         # Left by a deleted Tenant of the same name (Argo CD's prune-and-recreate) or deleted
         # by hand: nothing can be created in it. Say so and come back once it is gone.
-        message = (
-            f'namespace "{ns}" is still terminating; the gateway is created again as soon as '
-            "it is gone"
-        )
+        message = terminating_message(ns)
         return Admission(
             tenant,
             (condition("Ready", False, "NamespaceTerminating", message, generation),),
@@ -366,12 +369,14 @@ def conclude(plan: TenantPlan, result: ApplyResult) -> Conclusion:
     if changed:
         for cond in conds:
             before = find(old.get("conditions"), cond["type"])
+            warning = Event("Warning", cond["reason"], cond["message"])
             if (
                 cond["status"] == "False"
                 and cond["reason"] not in QUIET_REASONS
                 and (before is None or before.get("message") != cond["message"])
+                and warning not in events  # Ready repeating ConfigValid's reason: one Event
             ):
-                events.append(Event("Warning", cond["reason"], cond["message"]))
+                events.append(warning)
     if found is not None:
         for key, until in found.rotated:
             events.append(

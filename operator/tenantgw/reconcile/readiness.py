@@ -12,6 +12,7 @@ from tenantgw.api import Tenant
 from tenantgw.kube.apply import ApplyResult
 from tenantgw.kube.client import JSON
 from tenantgw.reconcile.conditions import condition, find
+from tenantgw.reconcile.namespace import terminating_message
 from tenantgw.reconcile.storage import StorageOutcome
 from tenantgw.reconcile.validate import Verdict, auto_mode_problem
 from tenantgw.render.objects import service_url
@@ -86,6 +87,8 @@ def tenant_conditions(
 
     dep = result.live.get(("apps/v1", "Deployment", "gateway", tenant.namespace_name()))
     available = deployment_available(dep)
+    # Available while still rolling: it serves, but not all of it the current config yet.
+    rolling = rollout_left(dep) if available and dep is not None else None
     if available:
         gateway = condition(
             "GatewayAvailable",
@@ -123,7 +126,12 @@ def tenant_conditions(
     store = storage.condition
     store_ok = store["status"] == "True" or store["reason"] == "NotConfigured"
     serves = f"the gateway serves {service_url(tenant)}"
-    if result.failed:
+    if result.failed and all(f.namespace_terminating for f in result.failed):
+        # The cache had not yet seen the namespace's deletion when this pass planned: the
+        # API server's refusal says it (the requeue comes back once it is gone).
+        message = terminating_message(tenant.namespace_name())
+        ready = condition("Ready", False, "NamespaceTerminating", message, generation)
+    elif result.failed:
         message = "the API server refused: " + "; ".join(f.describe() for f in result.failed)
         ready = condition("Ready", False, "ApplyFailed", message, generation)
     elif missing:
@@ -132,6 +140,8 @@ def tenant_conditions(
         ready = condition("Ready", False, tls["reason"], tls["message"], generation)
     elif not available:
         ready = condition("Ready", False, gateway["reason"], gateway["message"], generation)
+    elif rolling is not None:
+        ready = condition("Ready", False, "DeploymentProgressing", rolling, generation)
     elif not store_ok:
         ready = condition("Ready", False, store["reason"], store["message"], generation)
     elif config["status"] == "False":
@@ -147,12 +157,34 @@ def tenant_conditions(
     return [ready, config, gateway, store, mon, *([tls] if tls is not None else [])]
 
 
+def rollout_left(dep: JSON) -> str | None:
+    """Why the Deployment is still rolling out, None when every pod runs the current template.
+
+    An Available Deployment can still be rolling: pods of the previous template (a config
+    without the alias just added) keep answering until the rollout ends, so the gateway does
+    not yet serve what status says. The same test as `kubectl rollout status` and kstatus.
+    The message names no pod counts: each step of a rollout would otherwise be one more
+    Tenant status write, and the Deployment's own status has them.
+    """
+    status = dep.get("status", {})
+    want = dep.get("spec", {}).get("replicas")
+    updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    ready = int(status.get("availableReplicas") or 0)
+    stale = status.get("observedGeneration", 0) < dep["metadata"].get("generation", 0)
+    if stale or (want is not None and updated < int(want)) or total > updated or ready < updated:
+        ns = dep["metadata"].get("namespace", "")
+        return (
+            "rolling out the gateway to the current configuration "
+            f"(kubectl rollout status deployment/gateway -n {ns})"
+        )
+    return None
+
+
 def deployment_available(dep: JSON | None) -> bool:
-    """Whether the gateway Deployment is Available at its current generation."""
+    """Whether the gateway Deployment is Available: its pods answer, possibly still those of
+    the previous template while a rollout goes on (then `rollout_left` says so)."""
     if not dep:
         return False
-    status = dep.get("status", {})
-    if status.get("observedGeneration", 0) < dep["metadata"].get("generation", 0):
-        return False
-    avail = find(status.get("conditions"), "Available")
+    avail = find(dep.get("status", {}).get("conditions"), "Available")
     return bool(avail and avail.get("status") == "True")
