@@ -187,3 +187,22 @@ def test_a_refusal_by_design_is_logged_at_info_and_a_provider_error_stays_an_err
         logger.removeFilter(refusals)
     levels = {r.getMessage().split("litellm_call_id=")[1][:2]: r.levelname for r in seen}
     assert levels == {"c1": "INFO", "c2": "INFO", "c3": "ERROR"}
+
+
+def test_the_operator_drops_kopfs_line_per_event_handler_and_keeps_the_rest() -> None:
+    from tenantgw.operator.handlers import QuietWakeUps
+
+    quiet = QuietWakeUps()
+
+    def kept(level: int, msg: str, **extra: Any) -> bool:
+        rec = logging.LogRecord("kopf.objects", level, __file__, 1, msg, (), None)
+        rec.__dict__.update(extra)
+        return quiet.filter(rec)
+
+    assert not kept(logging.INFO, "Handler 'owned_object_event' succeeded.", k8s_skip=True)
+    # A failing event handler, the deletion handler's lines and anything else stay.
+    assert kept(
+        logging.ERROR, "Handler 'owned_object_event' failed with an exception.", k8s_skip=True
+    )
+    assert kept(logging.INFO, "Handler 'tenant_deleted' succeeded.", k8s_skip=False)
+    assert kept(logging.INFO, "tenant a reconciled", k8s_skip=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -13,6 +14,9 @@ from tenantgw import jsonlog
 from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
 from tenantgw.kube.cache import LiveCache, index_key, trimmed
 from tenantgw.kube.client import JSON, KINDS, Kube, KubeError
+from tenantgw.operator import kopf_startup
+from tenantgw.operator.heap import run_heap_trim_loop
+from tenantgw.operator.login import login
 from tenantgw.operator.waker import Waker, jittered, run_resync_loop
 from tenantgw.reconcile.audit import load_signing_key, run_audit_loop
 from tenantgw.reconcile.budgets import BudgetStatusSync, PolicyEntry, run_budget_loop
@@ -37,6 +41,7 @@ log = logging.getLogger("tenantgw.operator")
 if jsonlog.log_format() == "json":
     jsonlog.install("json")
 SETTINGS = Settings.from_env()
+kopf_startup.install()  # before kopf's orchestration builds its start-up toggles
 TENANTS = (GROUP, VERSION, "tenants")
 FINALIZER = f"{GROUP}/finalizer"
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
@@ -73,7 +78,15 @@ class NoDiffBase(kopf.DiffBaseStorage):
     The reconcile decides from the whole state, never from a diff, and Tenants wake it through
     `tenant_event`; with nothing stored, kopf sees every event as a creation, for which there
     is no handler, and only runs `tenant_deleted` (under its finalizer).
+
+    Nor does it build the essence it would compare and store: that is a deep copy of the whole
+    body, made for every event of every watched kind, and no handler reads it.
     """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> None:
         return None
@@ -104,7 +117,9 @@ def _kind(group: str, version: str, plural: str) -> tuple[str, str]:
     raise ValueError(f"tenantgw.kube.client has no kind for {api_version} {plural}")
 
 
-def _live(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, JSON]:
+# Index functions are coroutines although they never await: kopf runs a plain function in a
+# thread pool, a hop to another thread (and a GIL hand-over) for every event of every kind.
+async def _live(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, JSON]:
     return {index_key(namespace, name): trimmed(body)}
 
 
@@ -128,8 +143,28 @@ def select_watches(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors["", "v1", "secrets"] = SECRETS_SELECTOR
 
 
+class QuietWakeUps(logging.Filter):
+    """Drops kopf's line for each event handler that ran ("Handler 'owned_object_event'
+    succeeded."): every event of every child logged one, about twenty per new tenant, and all
+    they said is that a wake-up was queued. The reconcile logs what it did; a handler that
+    fails still logs at WARNING or above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and getattr(record, "k8s_skip", False)  # kopf's logger of event handlers
+            and str(record.msg).endswith(" succeeded.")
+        )
+
+
+kopf.on.login()(login)  # kopf's own login, in a session of bounded connections
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietWakeUps) for f in objects.filters):
+        objects.addFilter(QuietWakeUps())
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -166,6 +201,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         ),
         name="tenant-resync",
     )
+    memo["heap_trim_loop"] = asyncio.create_task(run_heap_trim_loop(waker), name="heap-trim")
     if provisioner is not None:
         # Both indexes are live views of the watch caches, filled as the watches list.
         policies: kopf.Index[str, PolicyEntry] = kwargs["budget_policies"]
@@ -223,7 +259,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for loop in ("budget_loop", "audit_loop", "resync_loop"):
+    for loop in ("budget_loop", "audit_loop", "resync_loop", "heap_trim_loop"):
         task = memo.get(loop)
         if task is not None:
             task.cancel()
@@ -264,7 +300,7 @@ async def _reconcile(
 
 
 @kopf.index(*TENANTS)
-def tenant_audit(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Audit]:
+async def tenant_audit(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Audit]:
     """Each Tenant's audit settings, for the checkpoint and retention loop."""
     try:
         audit = Audit.model_validate((spec.get("compliance") or {}).get("audit") or {})
@@ -274,7 +310,7 @@ def tenant_audit(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Audit]:
 
 
 @kopf.index(*TENANTS)
-def tenant_by_namespace(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+async def tenant_by_namespace(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     return {spec.get("namespace") or f"tenant-{name}": name}
 
 
@@ -348,7 +384,9 @@ async def child_resource_event(
 
 
 @kopf.index(GROUP, VERSION, "budgetpolicies")
-def budget_policies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PolicyEntry]:
+async def budget_policies(
+    namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[str, PolicyEntry]:
     """What the budget status loop reads instead of listing BudgetPolicies."""
     entry = PolicyEntry.from_body(dict(body))
     return {namespace or "": entry} if entry else {}

@@ -109,6 +109,13 @@ class Waker:
         """When each tenant is resynced next (event-loop time), set as its reconcile ends."""
         self.resync: Callable[[], float] | None = None
         """Draws the seconds from a reconcile to its tenant's next resync (None: no resyncs)."""
+        self.runs = 0
+        """Reconciles finished so far."""
+
+    @property
+    def running(self) -> int:
+        """Tenants with a reconcile running or waiting for its turn."""
+        return len(self._states)
 
     def allow(self, name: str) -> None:
         """Let `name` be reconciled again (a Tenant of that name exists)."""
@@ -173,6 +180,7 @@ class Waker:
             log.exception("tenant %s: reconcile failed", name)
             return False
         finally:
+            self.runs += 1
             if name not in self._stopped:
                 self._reconciled.add(name)
 
