@@ -4,9 +4,13 @@ taken for proof that the object is absent."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tenantgw.kube.cache import MISS, LiveCache, index_key, trimmed
 
@@ -81,6 +85,52 @@ def test_the_cache_keeps_no_managed_fields() -> None:
     body["metadata"]["managedFields"] = [{"manager": "x"}]
     assert "managedFields" not in trimmed(body)["metadata"]
     assert "managedFields" in body["metadata"]
+
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "minimal"
+
+
+def _tenant_objects(name: str) -> list[dict[str, Any]]:
+    """A rendered tenant's objects as a watch brings them: fresh strings from JSON."""
+    out = []
+    for path in sorted(GOLDEN.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and "kind" in doc:
+                out.append(json.loads(json.dumps(doc).replace("solo", name)))
+    return out
+
+
+def _size(value: Any, seen: set[int]) -> int:
+    """Bytes of `value` and what it holds, not counting anything already in `seen`."""
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(_size(k, seen) + _size(v, seen) for k, v in value.items())
+    elif isinstance(value, list):
+        size += sum(_size(v, seen) for v in value)
+    return size
+
+
+def test_cached_objects_share_their_keys_and_short_strings_across_tenants() -> None:
+    first, second = _tenant_objects("one"), _tenant_objects("two")
+    kept_first, kept_second = [trimmed(o) for o in first], [trimmed(o) for o in second]
+    assert kept_first == first  # the same content
+    assert kept_second == second
+    deployment = next(o for o in kept_second if o["kind"] == "Deployment")
+    other = next(o for o in kept_first if o["kind"] == "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image is other["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    def marginal(objects: list[dict[str, Any]], before: list[dict[str, Any]]) -> int:
+        seen: set[int] = set()
+        for o in before:
+            _size(o, seen)
+        return sum(_size(o, seen) for o in objects)
+
+    plain, shared = marginal(second, first), marginal(kept_second, kept_first)
+    assert shared < plain * 0.6, (shared, plain)  # a second tenant costs under 60 %
 
 
 def test_remembered_writes_are_dropped_after_the_horizon() -> None:

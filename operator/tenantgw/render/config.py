@@ -133,11 +133,16 @@ def render_key_secrets(inputs: RenderInputs) -> list[dict[str, Any]]:
     return secrets
 
 
+# libyaml's emitter when PyYAML has it (its wheels do): the same text as safe_dump, about five
+# times faster, for a render that runs on every reconcile.
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def configmap_data(inputs: RenderInputs) -> dict[str, str]:
     """The files of ConfigMap `gateway-config`: LiteLLM's config.yaml, the rules file and, with
     GCP workload identity, the credential configuration (no secret in any)."""
     return {
-        CONFIG_FILE: yaml.safe_dump(render_litellm_config(inputs), sort_keys=False),
+        CONFIG_FILE: yaml.dump(render_litellm_config(inputs), Dumper=_DUMPER, sort_keys=False),
         RULES_FILE: json.dumps(render_rules(inputs), sort_keys=True, indent=2) + "\n",
         **identity_files(inputs),
     }
