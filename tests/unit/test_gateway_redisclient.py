@@ -34,3 +34,13 @@ def test_every_key_of_a_tenant_hashes_by_the_tenant() -> None:
     """The braces are the Cluster hash tag: only the tenant's name decides the slot."""
     assert key_prefix("eng") == "t:{eng}:"
     assert tenant_key("eng", "budget", "team", "2026-12-01") == "t:{eng}:budget:team:2026-12-01"
+
+
+async def test_pooled_connections_are_not_pinged_after_a_lull() -> None:
+    """An idle health check would add a PING round trip to the first request after each lull;
+    a dead connection is retried instead (tests/integration/test_gateway_redis_reconnect.py)."""
+    client = connect("redis://redis:6379/0")
+    try:
+        assert not client.connection_pool.connection_kwargs.get("health_check_interval")
+    finally:
+        await client.aclose()

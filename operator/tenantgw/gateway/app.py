@@ -44,6 +44,7 @@ from tenantgw.gateway import (
     bodies,
     credfail,
     files,
+    heap,
     models,
     routes,
     tokencount,
@@ -628,6 +629,7 @@ def create_app() -> ASGIApp:
 
     def after_startup() -> None:
         trim.after_litellm_startup()
+        heap.tune_after_startup()  # last: freezes the started proxy's heap
         drain.install()  # SIGTERM drains from now on (`drain`)
 
     wrapped: ASGIApp = serve_with(

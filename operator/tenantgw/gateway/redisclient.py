@@ -77,4 +77,8 @@ def connect(url: str, timeout: float = DEFAULT_TIMEOUT) -> RedisClient:
     }
     if is_cluster_url(url):
         return aioredis.RedisCluster.from_url(node_url(url), **options)
-    return aioredis.Redis.from_url(url, health_check_interval=30, **options)
+    # No idle health check (redis-py's `health_check_interval` PINGs a pooled connection that
+    # sat idle before reusing it: a third round trip on the first requests after every lull).
+    # A connection that died while idle (Redis restarted, an idle timeout) fails its command
+    # at once, and `retry` sends it again on a fresh connection, as the Cluster client does.
+    return aioredis.Redis.from_url(url, **options)
