@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -29,12 +30,15 @@ import pytest_asyncio
 from psycopg import errors as pgerr
 
 from e2e.fixtures import Services
+from e2e.gateway_launch import free_port
+from e2e.throwaway_redis import CommandLog, throwaway_redis
 from tenantgw.api.audit_trail import audit_schema, generate_signing_key, key_id
 from tenantgw.cli import audit as cli
-from tenantgw.gateway.audit import AuditTrail
+from tenantgw.gateway.audit import AuditTrail, stream_key
 from tenantgw.gateway.context import RequestContext
 from tenantgw.gateway.errors import PermissionDeniedError, RateLimitError
 from tenantgw.gateway.files import Rules
+from tenantgw.gateway.redisclient import connect
 from tenantgw.gateway.refusals import budget_refusal
 from tenantgw.gateway.usage import UsageRecord
 from tenantgw.tenancy import Provisioner, TenantStorage
@@ -558,3 +562,76 @@ async def test_checkpoints_and_retention_pass_over_a_tenant_not_provisioned_yet(
         assert provisioner.writes == 0
     finally:
         await provisioner.close()
+
+
+# ----------------------------------------------------------------------------- the Redis stream
+
+
+async def test_records_that_waited_in_redis_while_postgres_was_down_are_appended_once(
+    world: World, tmp_path: Path
+) -> None:
+    """A replica whose Postgres is unreachable spools to the tenant's Redis stream; the next
+    writer (here another replica) appends them, once, before its own, and empties the stream."""
+    assert world.storage.redis_url is not None
+    redis = connect(world.storage.redis_url)
+    down_dsn = world.storage.postgres_dsn.replace(
+        f":{urlsplit(world.storage.postgres_dsn).port}/", f":{free_port()}/"
+    )
+    try:
+        down = AuditTrail(
+            down_dsn, world.name, lambda: world.rules, tmp_path / "down", redis=redis,
+            flush_interval=0.01,
+        )  # fmt: skip
+        await down.start()
+        for i in range(4):
+            await _serve(down, _ctx(world.name), f"while down {i}")
+        await down.drain()
+        await down.stop()
+        assert down.spooled == 4
+        assert await redis.xlen(stream_key(world.name)) == 4
+        assert world.records() == []
+
+        trail = AuditTrail(
+            world.storage.postgres_dsn, world.name, lambda: world.rules, tmp_path / "up",
+            redis=redis, flush_interval=0.01,
+        )  # fmt: skip
+        await trail.start()
+        await _serve(trail, _ctx(world.name), "after")
+        await trail.drain()
+        await trail.stop()
+    finally:
+        await redis.aclose()
+    records = world.records()
+    assert len(records) == 5
+    assert len({r["request_id"] for r in records}) == 5
+    assert (await world.verify()).ok
+    check = connect(world.storage.redis_url)
+    try:
+        assert await check.xlen(stream_key(world.name)) == 0
+    finally:
+        await check.aclose()
+
+
+async def test_an_empty_stream_is_looked_at_on_a_timer_not_before_every_batch(
+    world: World, tmp_path: Path
+) -> None:
+    """Under load a writer appends a batch every flush: with the stream empty, none of them
+    costs a Redis round trip; the stream is looked at every `stream_check_interval` s."""
+    with throwaway_redis(tmp_path) as server:
+        redis = connect(server.url)
+        trail = world.trail(tmp_path / "spool", redis=redis, stream_check_interval=3600)
+        try:
+            await trail.start()
+            await _serve(trail, _ctx(world.name), "first")  # its first look: XLEN
+            await trail.drain()
+            with CommandLog(server.url) as log:
+                for i in range(5):
+                    await _serve(trail, _ctx(world.name), f"batch {i}")
+                    await trail.drain()
+                await asyncio.sleep(0.5)  # MONITOR's reader thread catches up
+                sent = log.round_trips()
+            await trail.stop()
+        finally:
+            await redis.aclose()
+    assert sent == [], sent
+    assert len(world.records()) == 6

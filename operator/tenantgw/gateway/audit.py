@@ -54,7 +54,13 @@ from tenantgw.gateway import pii
 from tenantgw.gateway.context import RequestContext, new_request_id
 from tenantgw.gateway.files import Rules
 from tenantgw.gateway.redisclient import RedisClient
-from tenantgw.gateway.spool import DEFAULT_SPOOL_DIR, Spool, StreamFullError, StreamSpool
+from tenantgw.gateway.spool import (
+    DEFAULT_SPOOL_DIR,
+    STREAM_CHECK_INTERVAL,
+    Spool,
+    StreamFullError,
+    StreamSpool,
+)
 from tenantgw.gateway.usage import UsageRecord, status_of
 
 log = logging.getLogger("tenantgw.gateway.audit")
@@ -191,6 +197,7 @@ class AuditTrail:
         flush_interval: float = FLUSH_INTERVAL,
         max_backoff: float = MAX_BACKOFF,
         statement_timeout: float = 15.0,
+        stream_check_interval: float = STREAM_CHECK_INTERVAL,
     ) -> None:
         self.dsn = dsn
         self.tenant = tenant
@@ -208,6 +215,7 @@ class AuditTrail:
         self.flush_interval = flush_interval
         self.max_backoff = max_backoff
         self.statement_timeout = statement_timeout
+        self.stream_check_interval = stream_check_interval
         self.written = 0
         self.spooled = 0
         self.failures = 0
@@ -223,6 +231,8 @@ class AuditTrail:
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         self._spool_pending = False
+        self._stream_pending = False
+        self._stream_check_at = 0.0
         self._backoff = 0.0
         self._retry_at = 0.0
 
@@ -447,7 +457,13 @@ class AuditTrail:
                 return
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
-        if not (batch or self._spool_pending or await self._stream_has_rows()):
+        # The stream is looked at every `stream_check_interval` s, not before every batch: an
+        # empty stream would otherwise cost a Redis round trip per batch under load.
+        now = asyncio.get_running_loop().time()
+        if not self._stream_pending and now >= self._stream_check_at:
+            self._stream_check_at = now + self.stream_check_interval
+            self._stream_pending = await self._stream_has_rows()
+        if not (batch or self._spool_pending or self._stream_pending):
             return
         conn = await self._connection()
         await self._replay(conn)
@@ -517,6 +533,7 @@ class AuditTrail:
         if self.stream is not None:
             try:
                 self.spooled += await self.stream.append(items)
+                self._stream_pending = True
                 return
             except (*_REDIS_ERRORS, StreamFullError) as exc:
                 log.warning("audit records not in the Redis stream (%s): to disk", exc)
@@ -550,7 +567,7 @@ class AuditTrail:
                 await asyncio.to_thread(self.spool.remove, path)
             self._spool_pending = await asyncio.to_thread(self.spool.has_rows)
         stream = self.stream
-        if stream is None:
+        if stream is None or not self._stream_pending:
             return
         try:
             upto = await stream.last_id()
@@ -568,6 +585,9 @@ class AuditTrail:
                     break
         except _REDIS_ERRORS as exc:
             log.warning("audit stream not replayed now (%s)", exc)
+            return
+        # Up to the newest entry when the replay began; a later one is found by the next look.
+        self._stream_pending = False
 
     # ------------------------------------------------------------------ connection
 

@@ -52,6 +52,7 @@ from tenantgw.gateway.redisclient import RedisClient
 from tenantgw.gateway.spool import (
     DEFAULT_SPOOL_DIR,
     MAX_STREAM_ROWS,
+    STREAM_CHECK_INTERVAL,
     Spool,
     StreamFullError,
     StreamSpool,
@@ -178,8 +179,6 @@ BATCH_SIZE = 500
 FLUSH_INTERVAL = 0.2
 MAX_QUEUE = 10_000
 MAX_BACKOFF = 5.0
-STREAM_CHECK_INTERVAL = 5.0
-"""Seconds between looks at the shared stream for rows other replicas left there."""
 REPLAY_LEASE = 15.0
 """Seconds one replica replays the stream alone (renewed per batch); 0: no lease."""
 _REDIS_ERRORS = (rexc.RedisError, OSError, TimeoutError)

@@ -167,6 +167,9 @@ MAX_REJECTED_ROWS = 10_000
 MAX_STREAM_ROWS = 250_000
 """Rows the stream holds at most (about 150 MB of Redis memory at ~625 bytes a row); past it,
 rows go to the local disk spool."""
+STREAM_CHECK_INTERVAL = 5.0
+"""Seconds between a writer's looks at its stream for rows left there (by another replica that
+died, or before a restart); rows it spools there itself it knows of at once."""
 
 # All rows of a batch or none, and never past the cap. ARGV[1] is the cap, the rest are rows.
 _APPEND_SCRIPT = """
