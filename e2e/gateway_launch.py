@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from e2e.containers import give_to, remove_container, start_container
+from e2e.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 120.0
@@ -37,12 +37,6 @@ class LaunchedGateway:
     url: str
     log: Path
     process: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, ca: Path | None = None) -> None:

@@ -66,6 +66,15 @@ class K8s:
         obj: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
         return obj
 
+    def tenant_exists(self, name: str) -> bool:
+        try:
+            self.tenant(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
+        return True
+
     def alias(self, namespace: str, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
             GROUP, VERSION, namespace, "modelaliases", name

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``e2e`` importable
     sys.path.insert(0, str(ROOT))
 
+from e2e.ports import free_port  # noqa: E402
 from e2e.provider_sim import SimulatorHandle, start_simulator  # noqa: E402
 
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -242,12 +242,6 @@ def render_config(
 
 
 # --------------------------------------------------------------------------- proxy process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import yaml
 
 from e2e.containers import remove_container, start_container
 from e2e.fixtures import DEV, ROOT, Cluster, Services
+from e2e.ports import free_port
 
 OPERATOR_NS = "tenantgw-system"
 OPERATOR_SA = "tenantgw-operator"
@@ -36,13 +36,6 @@ RBAC_KINDS = {
     "Role",
     "RoleBinding",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

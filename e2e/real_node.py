@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from e2e.ports import free_port
 from e2e.throwaway_postgres import as_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,12 +87,6 @@ def host_problem() -> str | None:
     ).stdout.strip():
         return f"{POD_SUBNET} is already in use on this host (a real node still up?)"
     return None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def run(

@@ -25,7 +25,7 @@ import anthropic
 import pytest
 
 from e2e.claude import ClaudeCodeError, ClaudeRun, run_claude, seed_home
-from e2e.helpers import eventually
+from e2e.helpers import alias_body, eventually
 from e2e.provider_sim import SimulatorHandle
 from e2e.rendered_gateway import READ_TOOL, Gateway, alice_inputs, gateway_fixture
 from tenantgw.api import ModelAlias, Tenant
@@ -98,12 +98,7 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
     )
     aliases = [
         ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": {"aliases": client_names, "targets": [{"provider": p, "model": m}]},
-            }
+            alias_body(NAMESPACE, name, aliases=client_names, targets=[{"provider": p, "model": m}])
         )
         for name, client_names, p, m in (
             (NATIVE, [NATIVE_MODEL], "anthropic", NATIVE_MODEL),

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import redis
 from psycopg import sql
 
 from e2e.fixtures import DEV, Services
+from e2e.ports import free_port as _free_port
 from e2e.provider_sim import SimulatorHandle, start_simulator
 from e2e.test_gateway_process import (
     ALICE_KEY,
@@ -59,12 +59,6 @@ SERVED_BY_KILLED_POD, SERVED_BY_ROLLED_POD = (
 # DESIGN.md's number is for a 60 s outage: TENANTGW_LEDGER_OUTAGE_SECONDS=60 holds it that long.
 MIN_OUTAGE_SECONDS = float(os.environ.get("TENANTGW_LEDGER_OUTAGE_SECONDS", "0"))
 WARM_UP = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -308,16 +308,6 @@ def put_back(cluster: Cluster, k8s: K8s, state: OperatorState) -> None:
         )
 
 
-def tenant_exists(k8s: K8s, name: str) -> bool:
-    try:
-        k8s.tenant(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def restore(
     kube: ApiClient,
@@ -360,7 +350,7 @@ def restore(
         again = start_operator(cluster, resync_seconds=5, extra_env=storage)
         operator.process, operator.log_file = again.process, again.log_file
         k8s.delete("tenantgw.io/v1alpha1", "Tenant", name)  # Delete: schemas, role, namespace
-        eventually(lambda: not tenant_exists(k8s, name), 120, f"Tenant {name} deleted")
+        eventually(lambda: not k8s.tenant_exists(name), 120, f"Tenant {name} deleted")
 
 
 def test_a_rebuilt_cluster_gets_its_tenant_back_with_the_same_keys_ledger_and_signing_key(

@@ -32,7 +32,7 @@ import yaml
 from e2e.claude import ClaudeCodeError
 from e2e.conformance import PROVIDER_TYPES, note, record_text
 from e2e.fixtures import Services
-from e2e.helpers import eventually
+from e2e.helpers import alias_body, eventually
 from e2e.provider_sim import SimulatorHandle
 from e2e.provider_sim.gemini import service_account_info
 from e2e.rendered_gateway import (
@@ -204,12 +204,7 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
     )
     aliases = [
         ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": alias(p), "namespace": NAMESPACE},
-                "spec": {"targets": [{"provider": p, "model": KINDS[p].model}]},
-            }
+            alias_body(NAMESPACE, alias(p), targets=[{"provider": p, "model": KINDS[p].model}])
         )
         for p in PROVIDER_TYPES
     ]

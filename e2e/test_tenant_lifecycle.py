@@ -26,14 +26,6 @@ def k8s(kube: Any) -> K8s:
     return K8s(kube)
 
 
-def gone(k8s: K8s, name: str) -> bool:
-    try:
-        k8s.tenant(name)
-    except ApiException as exc:
-        return bool(exc.status == 404)
-    return False
-
-
 def exists(read: Any, *args: str) -> bool:
     try:
         read(*args)
@@ -98,7 +90,7 @@ def test_an_existing_namespace_is_adopted_only_when_its_owner_opts_in(
         assert not live.owner_references, "an adopted namespace must never be owned"
 
         k8s.delete(TENANT_API, "Tenant", name)  # deletionPolicy Delete (tenant_body's default)
-        eventually(lambda: gone(k8s, name), 30, f"Tenant {name} to be gone")
+        eventually(lambda: not k8s.tenant_exists(name), 30, f"Tenant {name} to be gone")
         assert k8s.namespace_exists(ns), "deleting the Tenant removed a namespace it adopted"
         assert not exists(k8s.core.read_namespaced_secret, "gateway-key-ci", ns)
     finally:
@@ -131,7 +123,7 @@ def test_retain_keeps_the_ledger_schema_locked_and_delete_drops_it(
         assert not k8s.core.read_namespace(ns).metadata.owner_references
 
         k8s.delete(TENANT_API, "Tenant", name)
-        eventually(lambda: gone(k8s, name), 60, f"Tenant {name} to be gone")
+        eventually(lambda: not k8s.tenant_exists(name), 60, f"Tenant {name} to be gone")
         assert catalog(services.postgres_dsn, name) == (False, True)
         with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
             psycopg.connect(dsn, connect_timeout=5)
@@ -167,16 +159,16 @@ def test_retain_keeps_the_ledger_schema_locked_and_delete_drops_it(
         assert k8s.core.read_namespace(ns).metadata.owner_references[0].name == name
 
         k8s.delete(TENANT_API, "Tenant", name)
-        eventually(lambda: gone(k8s, name), 60, f"Tenant {name} to be gone")
+        eventually(lambda: not k8s.tenant_exists(name), 60, f"Tenant {name} to be gone")
         assert catalog(services.postgres_dsn, name) == (None, False)
         eventually(lambda: not k8s.namespace_exists(ns), 60, f"namespace {ns} to be deleted")
     finally:
-        if not gone(k8s, name):
+        if k8s.tenant_exists(name):
             k8s.custom.patch_cluster_custom_object(
                 "tenantgw.io", "v1alpha1", "tenants", name, {"spec": {"deletionPolicy": "Delete"}}
             )
             k8s.delete(TENANT_API, "Tenant", name)
-        eventually(lambda: gone(k8s, name), 60, f"Tenant {name} to be gone")
+        eventually(lambda: not k8s.tenant_exists(name), 60, f"Tenant {name} to be gone")
         if catalog(services.postgres_dsn, name)[1]:
             with psycopg.connect(services.postgres_dsn, autocommit=True) as conn:
                 ident = name.replace("-", "_")

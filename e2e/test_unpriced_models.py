@@ -26,7 +26,7 @@ import openai
 import pytest
 
 from e2e.fixtures import Services
-from e2e.helpers import eventually
+from e2e.helpers import alias_body, eventually
 from e2e.provider_sim import SimulatorHandle
 from e2e.rendered_gateway import LEDGER_COLUMNS, Gateway, run_rendered_gateway
 from tenantgw.api import BudgetPolicy, ModelAlias, Tenant
@@ -90,12 +90,7 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
     )
     aliases = [
         ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": {"targets": [{"provider": provider, "model": model}]},
-            }
+            alias_body(NAMESPACE, name, targets=[{"provider": provider, "model": model}])
         )
         for name, (provider, model) in ALIASES.items()
     ]

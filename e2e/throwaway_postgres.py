@@ -13,22 +13,16 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from e2e.ports import free_port
+
 ADMIN = "soak_admin"
 DATABASE = "tenantgw"
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pg_bin() -> Path:

@@ -20,11 +20,7 @@ from typing import Any
 
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from e2e.ports import free_port as _free_port
 
 
 def _free_cluster_port() -> int:
