@@ -114,11 +114,20 @@ def anthropic_tenant_inputs(
 
 
 class Balancer:
-    """A round-robin TCP balancer over gateway URLs that drops a backend failing readiness."""
+    """A round-robin TCP balancer over gateway URLs that drops a backend failing readiness.
+
+    A backend whose readiness answers anything but 200 (a draining gateway's 503) is dropped
+    at once, sooner than the kubelet would; one that does not answer within the probe's
+    timeout is dropped after `UNANSWERED_PROBES` in a row, as the kubelet's default
+    failureThreshold does: a gateway busy for a second on a loaded machine is not unready.
+    """
+
+    UNANSWERED_PROBES = 3
 
     def __init__(self, backends: list[str]) -> None:
         self.backends = backends
         self.ready = {url: True for url in backends}
+        self._unanswered = {url: 0 for url in backends}
         self.connections: Counter[str] = Counter()
         """New connections handed to each backend."""
         self.refused = 0
@@ -163,9 +172,13 @@ class Balancer:
                 for url in self.backends:
                     try:
                         answer = await client.get(url + READINESS_PATH)
-                        self.ready[url] = answer.status_code == 200
                     except httpx.HTTPError:
-                        self.ready[url] = False
+                        self._unanswered[url] += 1
+                        if self._unanswered[url] >= self.UNANSWERED_PROBES:
+                            self.ready[url] = False
+                        continue
+                    self._unanswered[url] = 0
+                    self.ready[url] = answer.status_code == 200
                 await asyncio.sleep(POLL_SECONDS)
 
     def _pick(self) -> str | None:

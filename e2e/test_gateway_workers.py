@@ -111,12 +111,15 @@ def concurrently(gateway: Replicas, key_name: str, count: int) -> Counter[int]:
 
 def test_the_rendered_pod_runs_two_workers_and_both_serve(gateway: Replicas) -> None:
     assert gateway.files.argv[gateway.files.argv.index("--num_workers") + 1] == "2"
-    assert concurrently(gateway, "carol", 16) == {200: 16}
-    served = eventually(
-        lambda: (c := gateway.requests_by_pid()) and len(c) >= 2 and c,
-        30,
-        "requests counted by two worker processes",
-    )
+
+    def both_counted() -> Counter[int] | None:
+        # The kernel hands each connection to whichever worker accepts first: on a loaded
+        # machine one worker (or one still importing LiteLLM) may miss a whole batch.
+        assert concurrently(gateway, "carol", 16) == {200: 16}
+        counted = gateway.requests_by_pid()
+        return counted if len(counted) >= 2 else None
+
+    served = eventually(both_counted, 90, "requests counted by two worker processes")
     assert all(count > 0 for count in served.values()), served
 
 
