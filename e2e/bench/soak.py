@@ -61,7 +61,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ import redis.asyncio as aioredis
 from e2e.bench import report
 from e2e.bench.gateway_bench import Proc, log_problems, rss_mb, wait_ready
 from e2e.bench.load import DEFAULT_PROMPT, StreamWatcher, answer_problem, raise_fd_limit
+from e2e.ports import free_port
 from e2e.rendered_gateway import materialize
 from e2e.throwaway_postgres import ThrowawayPostgres
 from e2e.throwaway_redis import ThrowawayRedis
@@ -120,14 +121,6 @@ def loadavg() -> list[str]:
 
 def say(message: str) -> None:
     print(f"[soak {time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
@@ -355,11 +348,16 @@ class Outcome:
 @dataclass
 class Timeline:
     t0: float = field(default_factory=time.monotonic)
+    wall0: datetime = field(default_factory=lambda: datetime.now(UTC))
     events: list[tuple[float, str]] = field(default_factory=list)
     outages: list[tuple[str, float, float]] = field(default_factory=list)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
+
+    def day(self, t: float) -> date:
+        """The UTC day (the daily budget period) of `t` seconds into the run."""
+        return (self.wall0 + timedelta(seconds=t)).date()
 
     def mark(self, what: str) -> float:
         t = self.now()
@@ -551,6 +549,34 @@ async def counter_usd(admin_url: str, tenant: str, policy: str, days: list[datet
         return sum([int(await admin.get(key) or 0) for key in sorted(keys)])
     finally:
         await admin.aclose()
+
+
+async def capped_periods(
+    admin_url: str, tenant: str, limit_usd: float, capped_out: list[Outcome], timeline: Timeline
+) -> list[dict[str, Any]]:
+    """Per daily period of the run: the capped key's counter and state, its refusals, and the
+    requests served after the period's first refusal (0 when the budget holds)."""
+    days = sorted({timeline.day(o.t) for o in capped_out}) or [timeline.day(0)]
+    periods = []
+    for day in days:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        counter = await counter_usd(admin_url, tenant, CAPPED_POLICY, [start])
+        out = [o for o in capped_out if timeline.day(o.t) == day]
+        first = next((o.t for o in out if o.kind == "budget_refused"), None)
+        after = [o for o in out if first is not None and o.t > first and o.kind == "ok"]
+        # The state at the end of the day's part of the run, not at the day's end.
+        end = max((o.t for o in out), default=0.0)
+        at = min(timeline.wall0 + timedelta(seconds=end), start + timedelta(days=1, seconds=-1))
+        periods.append({
+            "day": day.isoformat(),
+            "counter_usd": counter / 1e6,
+            "state": budget_status("daily", limit_usd, [], counter, at)["state"],
+            "served": sum(1 for o in out if o.kind == "ok"),
+            "refused": sum(1 for o in out if o.kind == "budget_refused"),
+            "first_refusal_s": first,
+            "served_after_first_refusal": len(after),
+        })  # fmt: skip
+    return periods
 
 
 def check_tenant(
@@ -758,23 +784,24 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             spent = await counter_usd(admin_url, g.tenant, TENANT_POLICY, days)
             capped = await counter_usd(admin_url, g.tenant, CAPPED_POLICY, days)
             capped_out = [o for o in outcomes if o.tenant == g.tenant and o.key == "capped"]
-            first_refusal = next((o.t for o in capped_out if o.kind == "budget_refused"), None)
-            served_after = [
-                o for o in capped_out if first_refusal is not None and o.t > first_refusal
-                and o.kind == "ok"
-            ]  # fmt: skip
+            periods = await capped_periods(
+                admin_url, g.tenant, args.capped_usd, capped_out, timeline
+            )
             check |= {
                 "tenant_counter_usd": spent / 1e6,
                 "capped_counter_usd": capped / 1e6,
                 "tenant_counter_minus_ledger_usd": spent / 1e6 - check["ledger_cost_usd"],
                 "capped_counter_minus_ledger_usd": capped / 1e6 - check["capped_cost_usd"],
-                "capped_state": budget_status(
-                    "daily", args.capped_usd, [], capped, datetime.now(UTC)
-                )["state"],
+                # The first daily period's: a run that crosses midnight UTC starts a new
+                # period, in which the key is served again until it is spent again.
+                "capped_state": periods[0]["state"],
                 "capped_served": sum(1 for o in capped_out if o.kind == "ok"),
-                "capped_refused": sum(1 for o in capped_out if o.kind == "budget_refused"),
-                "capped_first_refusal_s": first_refusal,
-                "capped_served_after_first_refusal": len(served_after),
+                "capped_refused": sum(p["refused"] for p in periods),
+                "capped_first_refusal_s": periods[0]["first_refusal_s"],
+                "capped_served_after_first_refusal": sum(
+                    p["served_after_first_refusal"] for p in periods
+                ),
+                "capped_periods": periods,
                 "rss": rss_summary(samples, g.tenant, args.warmup_minutes * 60),
             }
             per_tenant[g.tenant] = check
@@ -814,10 +841,15 @@ def verdicts(res: dict[str, Any], args: argparse.Namespace) -> dict[str, bool]:
             and abs(t["capped_counter_minus_ledger_usd"]) <= 1e-6 * max(t["rows"], 1)
             for t in tenants
         ),
+        # Per daily period: a period in which the key was refused is one whose budget was
+        # spent, and nothing was served in it after its first refusal.
         "capped_exceeded_and_refused": all(
-            t["capped_state"] == "Exceeded"
-            and t["capped_refused"] > 0
-            and t["capped_served_after_first_refusal"] == 0
+            t["capped_refused"] > 0
+            and all(
+                p["state"] == "Exceeded" and p["served_after_first_refusal"] == 0
+                for p in t["capped_periods"]
+                if p["refused"]
+            )
             for t in tenants
         ),
         "no_store_refusal_outside_outages": res["store_refused_outside_outage"] == 0,
