@@ -42,6 +42,7 @@ from tenantgw.gateway.redisclient import connect
 from tenantgw.gateway.refusals import budget_refusal
 from tenantgw.gateway.usage import UsageRecord
 from tenantgw.tenancy import Provisioner, TenantStorage
+from tenantgw.tenancy.audit import AuditAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -546,6 +547,36 @@ async def test_erase_destroys_a_keys_bodies_and_the_chain_still_verifies(
     assert "after erasure" in out.getvalue()
     assert "alice secret plan" not in out.getvalue()
     assert (await world.verify()).ok
+
+
+async def test_an_export_decrypts_bodies_written_under_a_key_newer_than_its_key_read(
+    world: World, tmp_path: Path
+) -> None:
+    """A writer's first body creates its data key. Written between the export's read of the
+    keys and its read of the records, that body was reported `erased`, though nothing was."""
+    trail = world.trail(tmp_path)
+    await trail.start()
+
+    class WriteAfterKeyRead(AuditAdmin):
+        """The admin, with a record of a new key appended right after the keys are read."""
+
+        async def data_keys(self, tenant: str) -> dict[str, bytes]:
+            keys = await super().data_keys(tenant)
+            if not keys:
+                await _serve(trail, _ctx(world.name, key="carol"), "carol wrote meanwhile")
+                await trail.drain()
+            return keys
+
+    admin = WriteAfterKeyRead(world.admin._connect)
+    try:
+        out = io.StringIO()
+        assert await cli.export(admin, world.name, out, bodies=True) == 1
+    finally:
+        await trail.stop()
+    (record,) = map(json.loads, out.getvalue().splitlines())
+    assert record["key"] == "carol"
+    assert record["body"] != "erased"
+    assert "carol wrote meanwhile" in json.dumps(record["body"])
 
 
 async def test_checkpoints_and_retention_pass_over_a_tenant_not_provisioned_yet(

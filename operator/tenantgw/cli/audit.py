@@ -91,9 +91,11 @@ async def export(
 ) -> int:
     """Write records in [since, until) to `out` as JSON lines or CSV, streamed; how many.
 
-    With `bodies`, each record's body is decrypted with its data key (an erased key: the
-    body is reported `erased`)."""
+    With `bodies`, each record's body is decrypted with its data key; a body whose key is not
+    in the trail's data keys, read again after the record was, is reported `erased` (its key
+    was erased). A record written while the export runs is decrypted like the others."""
     keys = await admin.data_keys(tenant) if bodies else {}
+    reread: set[str] = set()
     writer = None
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -103,7 +105,13 @@ async def export(
         record: dict[str, Any] = json.loads(content)
         record["hash"] = hash_.hex()
         if bodies and body is not None:
-            dek = keys.get(kid or "")
+            kid = kid or ""
+            if kid not in keys and kid not in reread:
+                # A writer's first body under a new data key, appended after the keys were
+                # read: read them again (once per key) before calling the body erased.
+                reread.add(kid)
+                keys = await admin.data_keys(tenant)
+            dek = keys.get(kid)
             record["body"] = (
                 json.loads(decrypt_body(dek, body, event_id)) if dek is not None else "erased"
             )
