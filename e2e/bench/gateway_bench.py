@@ -228,10 +228,11 @@ QUIET_WINDOW = 0.5
 QUIET_CPU = 0.03
 """CPU seconds per window below which it has (6 %: an idle gateway's timers use less)."""
 QUIET_LIMIT = 20.0
+"""Seconds waited at most: a proxy still busy after that is measured as it is."""
 
 
-async def quiesce(pid: int) -> float:
-    """Wait until the process is idle again; the seconds it took.
+async def quiesce(pid: int) -> None:
+    """Wait until the process is idle again.
 
     A proxy's work does not end with its last answer: LiteLLM runs its logging callbacks after
     the response (tenantgw's ledger row, settlement and audit record among them), and batched
@@ -245,9 +246,8 @@ async def quiesce(pid: int) -> float:
         await asyncio.sleep(QUIET_WINDOW)
         now = cpu_seconds(pid)
         if now - before < QUIET_CPU:
-            break
+            return
         before = now
-    return time.monotonic() - start
 
 
 def main_thread_cpu(pid: int) -> float:
