@@ -146,7 +146,10 @@ def test_the_router_skips_usage_counting_only_for_deployments_without_limits() -
             # LiteLLM's own answer for the deployment without limits: nothing counted.
             assert await original(router, **usage("free")) is None
             assert trim.skip_usage_of_unlimited_deployments(router) == ["free-0"]
-            assert trim.skip_usage_of_unlimited_deployments(router) == []  # once
+            wrapped = router._increment_deployment_usage
+            # Again (after a model list reload): the same wrapper, the list's deployments.
+            assert trim.skip_usage_of_unlimited_deployments(router) == ["free-0"]
+            assert router._increment_deployment_usage is wrapped
             built.clear()
             assert await router._increment_deployment_usage(**usage("free")) is None
             assert built == [], built  # returned at once
@@ -158,6 +161,14 @@ def test_the_router_skips_usage_counting_only_for_deployments_without_limits() -
             router._discovered_model_info_cache.set_cache("free-0", object())
             await router._increment_deployment_usage(**usage("free"))
             assert built, "discovered limits go through LiteLLM's own check"
+            # A reloaded model list where "free" has a limit now and "open" has none.
+            router.set_model_list([deployment("free", rpm=5), deployment("open")])
+            assert trim.skip_usage_of_unlimited_deployments(router) == ["open-0"]
+            built.clear()
+            assert await router._increment_deployment_usage(**usage("open")) is None
+            assert built == [], built
+            key = await router._increment_deployment_usage(**usage("free"))
+            assert key is not None and built, "the newly limited deployment is counted"
 
         asyncio.run(main())
         print("ok")

@@ -93,7 +93,7 @@ def prepare_environment(config: str, num_workers: int) -> None:
         # (app.litellm_logs_as_json).
         os.environ["JSON_LOGS"] = "True"
         os.environ.setdefault("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true")
-    config_file = Path(config).resolve()
+    config_file = Path(config).absolute()  # not resolved: `modelsync` follows the kubelet's swaps
     os.environ[CONFIG_ENV] = str(config_file)
     os.environ["NUM_WORKERS"] = str(num_workers)
     if num_workers > 1:

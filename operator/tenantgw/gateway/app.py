@@ -46,6 +46,7 @@ from tenantgw.gateway import (
     files,
     heap,
     models,
+    modelsync,
     routes,
     tokencount,
     trim,
@@ -70,7 +71,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CONFIG_ENV = "TENANTGW_LITELLM_CONFIG"
-"""Absolute path of LiteLLM's config.yaml, handed by `python -m tenantgw.gateway` to workers."""
+"""Absolute path of LiteLLM's config.yaml, handed by `python -m tenantgw.gateway` to workers
+(as mounted: symlinks are not resolved, the kubelet updates the file by replacing them)."""
 MAX_BODY_ENV = "TENANTGW_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 1024 * 1024
@@ -629,6 +631,7 @@ def create_app() -> ASGIApp:
 
     def after_startup() -> None:
         trim.after_litellm_startup()
+        modelsync.start(os.environ.get(CONFIG_ENV))  # a new ModelAlias without a restart
         heap.tune_after_startup()  # last: freezes the started proxy's heap
         drain.install()  # SIGTERM drains from now on (`drain`)
 

@@ -27,8 +27,9 @@ tenantgw gateway does not need; none changes what a request does or what it reco
   to find that the deployment has no tpm/rpm limit and return without counting. The rendered
   config sets no such limit (tenantgw's limits are its own), so for each deployment whose
   limits are all unset at start-up, and which has no limits discovered from its provider, the
-  router's method returns at once (`skip_usage_of_unlimited_deployments`). Successes and
-  failures per minute, which cooldowns use, are counted elsewhere and still are.
+  router's method returns at once (`skip_usage_of_unlimited_deployments`, called again when
+  the model list is reloaded: `modelsync`). Successes and failures per minute, which
+  cooldowns use, are counted elsewhere and still are.
 """
 
 from __future__ import annotations
@@ -144,13 +145,17 @@ def _has_usage_limits(router: Any, deployment_id: str, model_group: str) -> bool
 
 
 def skip_usage_of_unlimited_deployments(router: Any = None) -> list[str]:
-    """Deployments without tpm/rpm limits skip the router's usage counting; their ids."""
+    """Deployments without tpm/rpm limits skip the router's usage counting; their ids.
+
+    Called again after the router's model list changed, it takes the new list's deployments
+    (the method is wrapped once).
+    """
     if router is None:
         from litellm.proxy import proxy_server
 
         router = getattr(proxy_server, "llm_router", None)
     count = getattr(router, USAGE_METHOD, None)
-    if count is None or getattr(count, _TRIMMED, False):
+    if count is None:
         return []
     unlimited = frozenset(
         str(d["model_info"]["id"])
@@ -158,16 +163,21 @@ def skip_usage_of_unlimited_deployments(router: Any = None) -> list[str]:
         if (d.get("model_info") or {}).get("id") is not None
         and not _has_usage_limits(router, str(d["model_info"]["id"]), d["model_name"])
     )
-    discovered = router._discovered_model_info_cache  # limits a provider reported later
+    skipped: list[frozenset[str]] | None = getattr(count, _TRIMMED, None)
+    if skipped is not None:
+        skipped[0] = unlimited  # wrapped already: the deployments of the new model list
+    else:
+        skipped = [unlimited]
+        discovered = router._discovered_model_info_cache  # limits a provider reported later
 
-    async def increment(*, deployment_id: str, **kwargs: Any) -> str | None:
-        if deployment_id in unlimited and discovered.get_cache(deployment_id) is None:
-            return None  # what LiteLLM returns for it, without building its model info
-        result: str | None = await count(deployment_id=deployment_id, **kwargs)
-        return result
+        async def increment(*, deployment_id: str, **kwargs: Any) -> str | None:
+            if deployment_id in skipped[0] and discovered.get_cache(deployment_id) is None:
+                return None  # what LiteLLM returns for it, without building its model info
+            result: str | None = await count(deployment_id=deployment_id, **kwargs)
+            return result
 
-    setattr(increment, _TRIMMED, True)
-    setattr(router, USAGE_METHOD, increment)
+        setattr(increment, _TRIMMED, skipped)
+        setattr(router, USAGE_METHOD, increment)
     if unlimited:
         log.info(
             "LiteLLM router usage counting skipped for deployments without tpm/rpm limits: %s",
