@@ -14,12 +14,14 @@ from tenantgw.render import (
     CONFIG_NAME,
     GATEWAY_NAME,
     RenderInputs,
+    config_hash,
     key_hash,
     labels,
     owner_reference,
     render_tenant,
     service_url,
 )
+from tenantgw.render.config import restart_material
 
 pytestmark = pytest.mark.unit
 
@@ -128,11 +130,55 @@ def test_missing_key_value_is_an_error(minimal_tenant: RenderInputs) -> None:
 # --------------------------------------------------------------------------- config hash
 
 
-def test_config_hash_changes_with_an_alias(engineering_team: RenderInputs) -> None:
+def configmap_file(inputs: RenderInputs, name: str) -> str:
+    return str(by_kind(render_tenant(inputs), "ConfigMap", CONFIG_NAME)["data"][name])
+
+
+def test_config_hash_stays_when_an_alias_changes_is_added_or_removed(
+    engineering_team: RenderInputs,
+) -> None:
+    """A serving gateway applies a new model routing itself (gateway/modelsync.py): no roll."""
     before = config_hash_of(engineering_team)
     fast = next(a for a in engineering_team.aliases if a.metadata.name == "fast-code")
     targets = [fast.spec.targets[0].model_copy(update={"weight": 50}), fast.spec.targets[1]]
-    assert config_hash_of(with_alias_spec(engineering_team, "fast-code", targets=targets)) != before
+    changes = {
+        "changed": with_alias_spec(engineering_team, "fast-code", targets=targets),
+        "removed": dataclasses.replace(
+            engineering_team, aliases=[a for a in engineering_team.aliases if a is not fast]
+        ),
+        "alone": dataclasses.replace(engineering_team, aliases=[fast]),
+    }
+    for what, changed in changes.items():
+        # The files change (the gateway sees it), the pod template does not.
+        assert configmap_file(changed, "config.yaml") != configmap_file(
+            engineering_team, "config.yaml"
+        ), what
+        assert config_hash_of(changed) == before, what
+
+
+def test_config_hash_stays_when_budget_policies_change(engineering_team: RenderInputs) -> None:
+    """BudgetPolicies live in the rules file, which a serving gateway reloads."""
+    assert engineering_team.budgets
+    without = dataclasses.replace(engineering_team, budgets=[])
+    assert configmap_file(without, "tenantgw.json") != configmap_file(
+        engineering_team, "tenantgw.json"
+    )
+    assert config_hash_of(without) == config_hash_of(engineering_team)
+
+
+def test_config_hash_covers_config_yaml_but_its_model_routing(
+    engineering_team: RenderInputs,
+) -> None:
+    material = restart_material(engineering_team)
+    rest = material["config.yaml"]
+    assert "model_list" not in rest
+    assert "fallbacks" not in rest["litellm_settings"]
+    assert "model_group_alias" not in rest["router_settings"]
+    # What LiteLLM reads only at start stays, and a change of it rolls the pods.
+    assert rest["general_settings"]["custom_auth"] == "tenantgw.gateway.auth.user_api_key_auth"
+    digest = config_hash(material, [], {})
+    rest["litellm_settings"]["num_retries"] += 1
+    assert config_hash(material, [], {}) != digest
 
 
 def test_config_hash_changes_with_provider_credentials(minimal_tenant: RenderInputs) -> None:

@@ -177,7 +177,10 @@ def validate_aliases(tenant: Tenant, aliases: list[ModelAlias]) -> list[Verdict]
             v.message = f"spec.fallbacks: fallback cycle {' -> '.join(cycle)}"
     for v in verdicts.values():
         if v.accepted:
-            v.message = "the alias is served by the gateway"
+            v.message = (
+                "the alias is in the gateway's configuration: serving gateways take it without "
+                "a restart when the kubelet refreshes their ConfigMap (within a minute by default)"
+            )
     return [verdicts[n] for n in sorted(verdicts)]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tenantgw.api.gateway_config import split_model_routing
 from tenantgw.render.identity import identity_files
 from tenantgw.render.inputs import RenderInputs, key_hash
 from tenantgw.render.labels import labels, object_meta
@@ -158,18 +159,31 @@ def render_configmap(inputs: RenderInputs, data: dict[str, str] | None = None) -
     }
 
 
+def restart_material(inputs: RenderInputs) -> dict[str, Any]:
+    """What a gateway reads from its ConfigMap only when it starts.
+
+    LiteLLM's config.yaml without its model routing (`api.gateway_config`: the gateway applies
+    a changed routing while it serves) and the workload identity files. Not the rules file: the
+    gateway reloads it (gateway/files.py).
+    """
+    _, rest = split_model_routing(render_litellm_config(inputs))
+    return {CONFIG_FILE: rest, **identity_files(inputs)}
+
+
 def config_hash(
-    data: dict[str, str], provider_env: list[dict[str, Any]], storage: dict[str, str | None]
+    material: dict[str, Any], provider_env: list[dict[str, Any]], storage: dict[str, str | None]
 ) -> str:
     """The pod template annotation that rolls the gateway when what it reads at start changes.
 
-    Covers the ConfigMap, the provider credential references and the storage endpoints (read
-    once from the environment). Not the key hashes: keys.json is reloaded, so rotating a key
-    must not restart pods.
+    Covers `restart_material` (the ConfigMap but for what a serving gateway reloads: the model
+    routing of config.yaml and the rules file), the provider credential references and the
+    storage endpoints (read once from the environment). Not the key hashes: keys.json is
+    reloaded, so rotating a key must not restart pods; nor a new, changed or deleted
+    ModelAlias or BudgetPolicy.
     """
-    material = json.dumps(
-        {"config": data, "provider_env": provider_env, "storage": storage},
+    text = json.dumps(
+        {"config": material, "provider_env": provider_env, "storage": storage},
         sort_keys=True,
         separators=(",", ":"),
     )
-    return hashlib.sha256(material.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -102,7 +102,7 @@ def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
         render_gateway_secret(inputs),
         *render_key_secrets(inputs),
         render_configmap(inputs, data),
-        render_deployment(inputs, data),
+        render_deployment(inputs),
         render_service(inputs),
         render_network_policy(inputs),
         render_pod_disruption_budget(inputs),

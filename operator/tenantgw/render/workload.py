@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantgw.render.config import config_hash, configmap_data
+from tenantgw.render.config import config_hash, restart_material
 from tenantgw.render.identity import identity_env, identity_mounts, identity_volumes
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import gateway_labels, gateway_selector, object_meta
@@ -188,13 +188,13 @@ def _replicas(fixed: int | None) -> dict[str, int]:
     return {} if fixed is None else {"replicas": fixed}
 
 
-def render_deployment(inputs: RenderInputs, data: dict[str, str] | None = None) -> dict[str, Any]:
-    """Deployment `gateway`; `data` is the ConfigMap's data when it was computed already."""
+def render_deployment(inputs: RenderInputs) -> dict[str, Any]:
+    """Deployment `gateway`."""
     tenant = inputs.tenant
     name = tenant_name(tenant)
     storage = pod_storage(inputs.storage)
     digest = config_hash(
-        data if data is not None else configmap_data(inputs),
+        restart_material(inputs),
         provider_env_list(inputs),
         {
             "postgres_dsn": storage.postgres_dsn if storage else None,
