@@ -233,6 +233,19 @@ def test_a_new_alias_serves_without_a_restart_and_its_hash_is_unchanged(
         gateway.sim.reset()
 
 
+def test_an_edited_alias_serves_its_new_target(tenancy: Tenancy) -> None:
+    """The deployment keeps its id (fast-code-0) and takes the new model."""
+    gateway = tenancy.gateway
+    tenancy.serve(BASE)
+    edited = {"fast-code": {"targets": [{"provider": "compat", "model": "sim-fast-2"}]}}
+    assert tenancy.serve(edited) == tenancy.files(BASE)[1]
+    assert eventually(
+        lambda: serves(gateway, "fast-code")() == "sim-fast-2", 30, "fast-code on sim-fast-2"
+    )
+    tenancy.serve(BASE)
+    assert eventually(lambda: serves(gateway, "fast-code")() == "sim-fast", 30, "and back")
+
+
 def test_a_deleted_alias_is_refused_in_the_clients_shape(tenancy: Tenancy) -> None:
     gateway = tenancy.gateway
     tenancy.serve(WITH_DOCS)
@@ -278,4 +291,5 @@ def test_a_change_beyond_the_model_routing_waits_for_the_rollout(tenancy: Tenanc
 
     # The rendered file again: routing follows it.
     assert tenancy.serve(WITH_DOCS) == digest
-    assert eventually(serves(gateway, "docs"), 30, "docs once the file is the rendered one again") == "sim-docs"
+    again = eventually(serves(gateway, "docs"), 30, "docs once the file is rendered again")
+    assert again == "sim-docs"

@@ -403,9 +403,9 @@ def serving(status: Mapping[str, Any], generation: Any) -> bool:
     """Whether `status` says the gateway already served this generation (Ready True).
 
     Only then is an apply news worth an Event: a hand edit reverted, a key rotated, a changed
-    ModelAlias rolled out. While a Tenant comes up or rolls out a spec edit, its conditions and
-    observedGeneration say what happened, and an Event each time would be one more API write
-    per new tenant.
+    ModelAlias written to the ConfigMap. While a Tenant comes up or rolls out a spec edit, its
+    conditions and observedGeneration say what happened, and an Event each time would be one
+    more API write per new tenant.
     """
     ready = find(status.get("conditions"), "Ready")
     return (

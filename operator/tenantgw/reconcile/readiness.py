@@ -160,9 +160,11 @@ def tenant_conditions(
 def rollout_left(dep: JSON) -> str | None:
     """Why the Deployment is still rolling out, None when every pod runs the current template.
 
-    An Available Deployment can still be rolling: pods of the previous template (a config
-    without the alias just added) keep answering until the rollout ends, so the gateway does
-    not yet serve what status says. The same test as `kubectl rollout status` and kstatus.
+    An Available Deployment can still be rolling: pods of the previous template (say, before
+    a provider or storage change) keep answering until the rollout ends, so the gateway does
+    not yet serve what status says. (A ModelAlias change rolls nothing: serving pods reload
+    their model routing, `tenantgw.api.gateway_config`.) The same test as `kubectl rollout
+    status` and kstatus.
     The message names no pod counts: each step of a rollout would otherwise be one more
     Tenant status write, and the Deployment's own status has them.
     """
