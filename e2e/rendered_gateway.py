@@ -324,6 +324,21 @@ class Gateway:
             return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
 
+def model_aliases(namespace: str, specs: dict[str, dict[str, Any]]) -> list[ModelAlias]:
+    """ModelAliases in `namespace`, one per name of `specs` with that spec."""
+    return [
+        ModelAlias.model_validate(
+            {
+                "apiVersion": "tenantgw.io/v1alpha1",
+                "kind": "ModelAlias",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+        )
+        for name, spec in specs.items()
+    ]
+
+
 def alice_inputs(
     tenant: Tenant, aliases: list[ModelAlias], storage: StorageEndpoints, key: str
 ) -> RenderInputs:

@@ -31,8 +31,8 @@ import yaml
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import Gateway, alice_inputs, run_rendered_gateway
-from tenantgw.api import ModelAlias, Tenant
+from e2e.rendered_gateway import Gateway, alice_inputs, model_aliases, run_rendered_gateway
+from tenantgw.api import Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints, render_tenant
 from tenantgw.render.names import CONFIG_FILE, CONFIG_NAME, RULES_FILE
 
@@ -83,17 +83,7 @@ def inputs_for(
     base = tenant()
     provider = base.spec.providers[0].model_copy(update={"api_base": sim.url})
     spec = base.spec.model_copy(update={"providers": [provider]})
-    aliases = [
-        ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": alias,
-            }
-        )
-        for name, alias in specs.items()
-    ]
+    aliases = model_aliases(NAMESPACE, specs)
     return alice_inputs(base.model_copy(update={"spec": spec}), aliases, storage, key)
 
 

@@ -31,8 +31,14 @@ import pytest
 from e2e.fixtures import Services
 from e2e.helpers import eventually
 from e2e.provider_sim import SimulatorHandle
-from e2e.rendered_gateway import LEDGER_COLUMNS, Gateway, alice_inputs, run_rendered_gateway
-from tenantgw.api import ModelAlias, Tenant
+from e2e.rendered_gateway import (
+    LEDGER_COLUMNS,
+    Gateway,
+    alice_inputs,
+    model_aliases,
+    run_rendered_gateway,
+)
+from tenantgw.api import Tenant
 from tenantgw.render import RenderInputs, StorageEndpoints
 
 pytestmark = pytest.mark.e2e
@@ -130,17 +136,7 @@ def tenant_inputs(sim: SimulatorHandle, storage: StorageEndpoints, key: str) -> 
             ]
         },
     }
-    aliases = [
-        ModelAlias.model_validate(
-            {
-                "apiVersion": "tenantgw.io/v1alpha1",
-                "kind": "ModelAlias",
-                "metadata": {"name": name, "namespace": NAMESPACE},
-                "spec": spec,
-            }
-        )
-        for name, spec in specs.items()
-    ]
+    aliases = model_aliases(NAMESPACE, specs)
     return alice_inputs(tenant, aliases, storage, key)
 
 
