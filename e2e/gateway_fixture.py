@@ -124,6 +124,25 @@ def apply_examples(k8s: K8s, simulator_root: str | None = None) -> None:
             k8s.apply(obj)
 
 
+def wait_example_configured(k8s: K8s, timeout: float = 120) -> dict[str, Any]:
+    """The example Tenant once it is Ready with every ModelAlias of examples/ in its gateway's
+    configuration (`status.models`): an alias applied after the namespace changes the ConfigMap
+    of a gateway that is Ready already (serving gateways reload it, nothing rolls), so Ready
+    alone does not say the files hold it yet."""
+    wanted = {str(a["metadata"]["name"]) for a in load_examples()["model-aliases"]}
+
+    def configured() -> dict[str, Any] | None:
+        tenant = k8s.tenant(EXAMPLE_TENANT)
+        ready = k8s.condition(tenant, "Ready")
+        models = set(tenant.get("status", {}).get("models") or [])
+        return tenant if ready and ready["status"] == "True" and wanted <= models else None
+
+    result: dict[str, Any] = eventually(
+        configured, timeout, f"Tenant {EXAMPLE_TENANT} Ready with aliases {sorted(wanted)}"
+    )
+    return result
+
+
 def simulator_upstreams(tenant: dict[str, Any], simulator_root: str) -> dict[str, str]:
     """`--upstream` of each provider of `tenant`: the simulator's route of its protocol."""
     providers = Tenant.model_validate(tenant).spec.providers
@@ -195,7 +214,7 @@ def example_gateway(kube: ApiClient, operator: RunningOperator) -> Iterator[Exam
     """The engineering-team tenant from examples/, Ready, with its gateway process running."""
     k8s = K8s(kube)
     apply_examples(k8s)
-    k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", timeout=60)
+    wait_example_configured(k8s, timeout=60)
     simulator_url, simulator = start_simulator(**example_simulator_config())
     url, process, log_file = start_example_gateway(kube, k8s, simulator.root_url)
     keys = {

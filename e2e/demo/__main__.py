@@ -82,6 +82,7 @@ from e2e.gateway_fixture import (
     EXAMPLE_TENANT,
     apply_examples,
     example_simulator_config,
+    wait_example_configured,
 )
 from e2e.helpers import K8s
 from e2e.operator_fixture import install_crds_and_rbac, service_account_kubeconfig
@@ -197,8 +198,8 @@ def ensure_tenant(k8s: K8s) -> dict[str, Any]:
         lambda: apply_examples(k8s, simulator_root=SIMULATOR_URL),
     )
     step(
-        f"waiting for Tenant {EXAMPLE_TENANT} to be Ready",
-        lambda: k8s.wait_condition(lambda: k8s.tenant(EXAMPLE_TENANT), "Ready", "True", 120),
+        f"waiting for Tenant {EXAMPLE_TENANT} to be Ready with every alias of examples/",
+        lambda: wait_example_configured(k8s, 120),
     )
     say(
         f"examples/ applied, each provider's apiBase the simulator's route of its protocol; "
