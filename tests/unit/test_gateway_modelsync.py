@@ -119,3 +119,43 @@ def test_a_worker_applies_a_new_routing_and_keeps_it_when_the_file_is_wrong() ->
         """
     )
     assert out.strip().endswith("ok"), out
+
+
+def test_a_change_between_the_baseline_and_litellms_start_is_applied_at_the_first_look() -> None:
+    """The worker reads the file before LiteLLM's start-up does (`modelsync.baseline`): an
+    alias that lands while LiteLLM starts is served after the first look, not missed."""
+    out = run(
+        """
+        import os, tempfile, yaml
+        from pathlib import Path
+        from litellm import Router
+        from litellm.proxy import proxy_server
+        from tenantgw.gateway import modelsync
+
+        def config(*aliases):
+            return {"model_list": [
+                {"model_name": a, "litellm_params": {"model": f"openai/m-{a}", "api_key": "k",
+                 "api_base": "http://127.0.0.1:9/v1"}, "model_info": {"id": f"{a}-0"}}
+                for a in aliases]}
+
+        directory = Path(tempfile.mkdtemp())
+        path = directory / "config.yaml"
+        (directory / "v1.yaml").write_text(yaml.safe_dump(config("fast")))
+        path.symlink_to("v1.yaml")
+        routing = modelsync.baseline(str(path))
+        assert routing is not None and routing.check() is False  # not serving yet
+
+        # LiteLLM's start-up reads v1, then the kubelet's swap lands before the first look (a
+        # baseline read after LiteLLM's start-up would have taken v2 as the routing in use).
+        (directory / "v2.yaml").write_text(yaml.safe_dump(config("fast", "docs")))
+        (directory / "link").symlink_to("v2.yaml")
+        os.replace(directory / "link", path)
+        proxy_server.llm_router = Router(model_list=config("fast")["model_list"])
+        routing.router = proxy_server.llm_router  # what `modelsync.start` does
+        assert routing.check() is True
+        assert sorted({d["model_name"] for d in routing.router.model_list}) == ["docs", "fast"]
+        assert modelsync.baseline(str(directory / "missing.yaml")) is None
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok"), out

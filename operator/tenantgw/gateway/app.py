@@ -628,10 +628,12 @@ def create_app() -> ASGIApp:
     runtime = GatewayRuntime.from_settings()
     handler.attach(runtime)
     drain = Drain()
+    # Read before LiteLLM's start-up reads the file: a change in between is not missed.
+    routing = modelsync.baseline(os.environ.get(CONFIG_ENV))
 
     def after_startup() -> None:
         trim.after_litellm_startup()
-        modelsync.start(os.environ.get(CONFIG_ENV))  # a new ModelAlias without a restart
+        modelsync.start(routing)  # a new ModelAlias without a restart
         heap.tune_after_startup()  # last: freezes the started proxy's heap
         drain.install()  # SIGTERM drains from now on (`drain`)
 

@@ -61,9 +61,11 @@ class ModelRouting:
     """The model routing of one worker's LiteLLM router, kept in step with config.yaml.
 
     `path` is the file as mounted (not resolved: the kubelet replaces the file it points to).
+    The file is read here, before LiteLLM's start-up reads it (`baseline`): a change that lands
+    in between is then one the first `check` sees, never one both miss.
     """
 
-    def __init__(self, path: Path | str, router: Any) -> None:
+    def __init__(self, path: Path | str, router: Any = None) -> None:
         self.path = Path(path)
         self.router = router
         config = _load(self.path)
@@ -73,6 +75,8 @@ class ModelRouting:
 
     def check(self) -> bool:
         """Apply the file's routing if the file changed and only its routing did; True if so."""
+        if self.router is None:
+            return False  # not serving yet
         try:
             signature = _signature(self.path)
         except OSError as exc:
@@ -155,18 +159,24 @@ class ModelRouting:
 _task: asyncio.Task[None] | None = None
 
 
-def start(path: str | None) -> ModelRouting | None:
-    """Keep the started proxy's router in step with config.yaml `path` (on the serving loop)."""
+def baseline(path: str | None) -> ModelRouting | None:
+    """config.yaml `path` as it is now, before LiteLLM's start-up reads it; None without one."""
+    if not path:
+        return None
+    try:
+        return ModelRouting(path)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        log.warning("model routing of %s is not reloaded while serving: %s", path, exc)
+        return None
+
+
+def start(routing: ModelRouting | None) -> None:
+    """Keep the started proxy's router in step with the file of `routing` (on the serving loop)."""
     global _task
     from litellm.proxy import proxy_server
 
     router = getattr(proxy_server, "llm_router", None)
-    if not path or router is None:
-        return None
-    try:
-        routing = ModelRouting(path, router)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        log.warning("model routing of %s is not reloaded while serving: %s", path, exc)
-        return None
+    if routing is None or router is None:
+        return
+    routing.router = router
     _task = asyncio.get_running_loop().create_task(routing.run(), name="tenantgw-model-routing")
-    return routing
