@@ -10,30 +10,36 @@ deleted alias reaches the serving gateways without restarting them.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
-MODEL_ROUTING: tuple[tuple[str, ...], ...] = (
-    ("model_list",),
-    ("litellm_settings", "fallbacks"),
-    ("router_settings", "model_group_alias"),
-)
-"""Paths in config.yaml of what a gateway applies while it serves."""
+MODEL_LIST = "model_list"
+FALLBACKS = "litellm_settings.fallbacks"
+GROUP_ALIAS = "router_settings.model_group_alias"
+MODEL_ROUTING: tuple[str, ...] = (MODEL_LIST, FALLBACKS, GROUP_ALIAS)
+"""Dotted paths in config.yaml of what a gateway applies while it serves."""
 
 
 def split_model_routing(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(routing, rest) of a parsed config.yaml.
 
     `routing` holds the values at `MODEL_ROUTING`, by dotted path (a path the file lacks is
-    left out); `rest` is a copy of the config without them.
+    left out); `rest` is the config without them. `config` is left as it was: only the
+    mappings on those paths are copied, the rest is shared with it.
     """
-    rest: dict[str, Any] = copy.deepcopy(dict(config))
+    rest: dict[str, Any] = dict(config)
     routing: dict[str, Any] = {}
-    for path in MODEL_ROUTING:
-        parent: Any = rest
-        for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and path[-1] in parent:
-            routing[".".join(path)] = parent.pop(path[-1])
+    for dotted in MODEL_ROUTING:
+        *parents, leaf = dotted.split(".")
+        parent = rest
+        for key in parents:
+            child = parent.get(key)
+            if not isinstance(child, Mapping):
+                break
+            copied = dict(child)
+            parent[key] = copied
+            parent = copied
+        else:
+            if leaf in parent:
+                routing[dotted] = parent.pop(leaf)
     return routing, rest

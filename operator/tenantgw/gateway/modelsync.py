@@ -26,17 +26,13 @@ from typing import Any
 
 import yaml
 
-from tenantgw.api.gateway_config import split_model_routing
+from tenantgw.api.gateway_config import FALLBACKS, GROUP_ALIAS, MODEL_LIST, split_model_routing
 from tenantgw.gateway import trim
 
 log = logging.getLogger("tenantgw.gateway")
 
 CHECK_INTERVAL = 1.0
 """Seconds between two looks at config.yaml (a stat; the file is read only when it changed)."""
-
-MODEL_LIST = "model_list"
-FALLBACKS = "litellm_settings.fallbacks"
-GROUP_ALIAS = "router_settings.model_group_alias"
 
 _Signature = tuple[int, int, int]
 
@@ -133,7 +129,7 @@ class ModelRouting:
 
         fallbacks = copy.deepcopy(routing.get(FALLBACKS) or [])
         self.router.validate_fallbacks(fallback_param=fallbacks)
-        self.router.set_model_list(copy.deepcopy(routing.get(MODEL_LIST) or []))
+        self.router.set_model_list(routing.get(MODEL_LIST) or [])  # it works on a deep copy
         self.router.update_settings(
             fallbacks=fallbacks, model_group_alias=copy.deepcopy(routing.get(GROUP_ALIAS) or {})
         )
