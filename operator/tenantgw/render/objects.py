@@ -19,6 +19,7 @@ from tenantgw.render.config import (
 from tenantgw.render.identity import service_account_annotations
 from tenantgw.render.inputs import RenderInputs
 from tenantgw.render.labels import labels, object_meta, owner_reference
+from tenantgw.render.litellm_config import render_litellm_config
 from tenantgw.render.monitoring import render_prometheus_rule, render_service_monitor
 from tenantgw.render.names import (
     CONFIG_NAME,
@@ -95,14 +96,15 @@ def render_tenant(inputs: RenderInputs) -> list[dict[str, Any]]:
     Role and RoleBindings of the tenant's principals only when it names any (render.access);
     cert-manager's Certificate only with TLS, an issuer and its CRDs (render.tls).
     """
-    data = configmap_data(inputs)
+    litellm = render_litellm_config(inputs)  # the ConfigMap's file and the pod's config hash
+    data = configmap_data(inputs, litellm)
     objects = [
         render_namespace(inputs),
         render_service_account(inputs),
         render_gateway_secret(inputs),
         *render_key_secrets(inputs),
         render_configmap(inputs, data),
-        render_deployment(inputs),
+        render_deployment(inputs, litellm),
         render_service(inputs),
         render_network_policy(inputs),
         render_pod_disruption_budget(inputs),

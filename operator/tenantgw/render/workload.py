@@ -188,13 +188,15 @@ def _replicas(fixed: int | None) -> dict[str, int]:
     return {} if fixed is None else {"replicas": fixed}
 
 
-def render_deployment(inputs: RenderInputs) -> dict[str, Any]:
-    """Deployment `gateway`."""
+def render_deployment(
+    inputs: RenderInputs, litellm: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Deployment `gateway`; `litellm` is its config.yaml when it was rendered already."""
     tenant = inputs.tenant
     name = tenant_name(tenant)
     storage = pod_storage(inputs.storage)
     digest = config_hash(
-        restart_material(inputs),
+        restart_material(inputs, litellm),
         provider_env_list(inputs),
         {
             "postgres_dsn": storage.postgres_dsn if storage else None,
