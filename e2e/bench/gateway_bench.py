@@ -1741,12 +1741,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "warnings": [],
     }
     say("starting PostgreSQL and Redis (e2e/services/up.sh)")
-    up = await asyncio.create_subprocess_exec(
-        "bash", "e2e/services/up.sh", cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    _, err = await asyncio.wait_for(up.communicate(), 300)
+    # Its output goes to a file and the bench waits for its exit, not for the end of a pipe:
+    # the daemons it starts can hold on to a descriptor of the event loop's.
+    LOGS.mkdir(parents=True, exist_ok=True)
+    up_log = LOGS / "bench-services-up.log"
+    with up_log.open("wb") as out:
+        up = await asyncio.create_subprocess_exec(
+            "bash", "e2e/services/up.sh", cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    await asyncio.wait_for(up.wait(), 300)
     if up.returncode != 0:
-        raise BenchError(f"e2e/services/up.sh failed:\n{err.decode(errors='replace')[-2000:]}")
+        tail = up_log.read_text(errors="replace")[-2000:]
+        raise BenchError(f"e2e/services/up.sh failed ({up_log}):\n{tail}")
     services = read_env(DEV / "services.env")
     admin_dsn = services["TENANTGW_POSTGRES_DSN"]
 
