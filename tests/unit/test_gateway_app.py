@@ -125,6 +125,8 @@ def test_uvicorn_serves_the_factory() -> None:
     assert options["factory"] is True
     assert options["workers"] == 2
     assert entry.APP_FACTORY == "tenantgw.gateway.app:create_app"
+    # The gateway's lock file carries both: no request is parsed by h11 in pure Python.
+    assert (options["loop"], options["http"]) == ("uvloop", "httptools")
 
 
 # --------------------------------------------------------------------------- request context

@@ -12,6 +12,7 @@ environment the way `litellm --config` does for its workers, and serves
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import ssl
@@ -165,12 +166,11 @@ def _uvicorn_options(
     if certfile and keyfile:
         options["ssl_certfile"] = certfile
         options["ssl_keyfile"] = keyfile
-    try:
-        import uvloop  # noqa: F401
-
-        options["loop"] = "uvloop"
-    except ImportError:
-        pass
+    # The C event loop and HTTP parser (both in the gateway's lock file), as uvicorn's
+    # `standard` extra brings them; without them uvicorn falls back to asyncio's loop and h11.
+    for option, module in (("loop", "uvloop"), ("http", "httptools")):
+        if importlib.util.find_spec(module) is not None:
+            options[option] = module
     level = os.environ.get("LITELLM_LOG")
     if level and level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         options["log_level"] = level.lower()
