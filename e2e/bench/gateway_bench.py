@@ -608,6 +608,8 @@ class Bench:
     cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     cpu_main: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     served: Counter[str] = field(default_factory=Counter)
+    # Each interleaved round's RPS, by "variant label": how much the rounds of one cell differ.
+    round_rps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     async def run(self, variant: str, workload: Workload) -> RunResult:
         proc = self.procs.get(variant)
@@ -660,6 +662,7 @@ async def interleaved(
                 f"{result.error_count} errors"
             )
             runs[variant].append(result)
+            b.round_rps[f"{variant} {w.label}"].append(result.rps)
     return {v: merge(rs) for v, rs in runs.items()}
 
 
@@ -683,6 +686,15 @@ def level_row(
     if bare is not None and variant == "tenantgw":
         bare_added = added_latency(bare.latency(), direct.latency())
         row["rps_vs_bare"] = ratio(result.rps, bare.rps)
+        # The same ratio within each round, where both proxies ran back to back.
+        row["rps_vs_bare_by_round"] = [
+            ratio(t, r)
+            for t, r in zip(
+                b.round_rps.get(f"tenantgw {result.workload.label}", []),
+                b.round_rps.get(f"bare {bare.workload.label}", []),
+                strict=False,
+            )
+        ]
         row["added_p99_vs_bare"] = (
             ratio(added["p99"], bare_added["p99"]) if added and bare_added else None
         )
@@ -1162,7 +1174,10 @@ def render_section(res: dict[str, Any]) -> str:
     parts = [
         f"Measured {res['date']} on {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB RAM, "
         f"Linux {m['kernel']}, Python {m['python']}. LiteLLM {v.get('litellm')}, uvicorn "
-        f"{v.get('uvicorn')} with uvloop {v.get('uvloop')}, aiohttp {v.get('aiohttp')} (client "
+        f"{v.get('uvicorn')} with uvloop {v.get('uvloop')} and httptools {v.get('httptools')} for "
+        "both proxies (tenantgw's lock file brings httptools; bare LiteLLM's uvicorn, in the "
+        "same environment, parses with it too, so the HTTP parser is not what differs), "
+        f"aiohttp {v.get('aiohttp')} (client "
         f"and simulator), PostgreSQL {v.get('postgresql', '?')}, Redis {v.get('redis', '?')}. "
         f"Load average {res['loadavg_start']} at the start and {res.get('loadavg_end', '?')} at "
         "the end: other processes shared the machine.",
@@ -1658,7 +1673,16 @@ def reading(res: dict[str, Any]) -> list[str]:
 
 def versions() -> dict[str, str]:
     out = {}
-    for dist in ("litellm", "uvicorn", "uvloop", "aiohttp", "httpx", "redis", "psycopg"):
+    for dist in (
+        "litellm",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "aiohttp",
+        "httpx",
+        "redis",
+        "psycopg",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[dist] = importlib.metadata.version(dist)
     return out
@@ -1922,7 +1946,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=parse_pairs("1=30,32=1280,256=1536"),
         help="concurrency=requests of the chat runs (default 1=30,32=1280,256=1536)",
     )
-    add("--rounds", type=int, default=2, help="interleaved rounds per cell (default 2)")
+    # Four, so that a slow spell of the shared machine falls on both proxies' runs alike and
+    # the targets table can show how far the rounds' ratios spread.
+    add("--rounds", type=int, default=4, help="interleaved rounds per cell (default 4)")
     add(
         "--messages-level",
         type=lambda s: parse_pairs(s)[0],

@@ -74,11 +74,17 @@ def gateway_rows(res: dict[str, Any] | None) -> list[Row]:
     tgw, bare = (rows or {}).get("tenantgw", {}), (rows or {}).get("bare", {})
     out: list[Row] = []
     rps = tgw.get("rps_vs_bare")
+    by_round = [r for r in tgw.get("rps_vs_bare_by_round") or [] if r is not None]
+    spread = (
+        f"; {len(by_round)} rounds, each {min(by_round):.2f}x to {max(by_round):.2f}x"
+        if len(by_round) > 1
+        else ""
+    )
     out.append(
         [
             names[0],
             f"{rps:.2f}x ({tgw['rps']:.1f} vs {bare['rps']:.1f} req/s, {res['args']['workers']} "
-            "worker each)"
+            f"worker each{spread})"
             if rps is not None
             else "not measured at this level",
             verdict(None if rps is None else rps >= RPS_RATIO),
