@@ -56,6 +56,7 @@ import yaml
 from redis.exceptions import NoPermissionError
 
 from e2e.bench import report
+from e2e.bench import targets as design_targets
 from e2e.bench.load import (
     DEFAULT_PROMPT,
     PERCENTILES,
@@ -1094,77 +1095,23 @@ def level_table(level: dict[str, Any]) -> str:
 
 
 def targets(res: dict[str, Any]) -> list[list[str]]:
-    """The DESIGN targets: measured value, target, met or not."""
-    out: list[list[str]] = []
+    """DESIGN.md's gateway targets (the rows of the Targets table), then the same two ratios at
+    every level this run measured, which no target sets: for reading, without a verdict."""
     levels = res.get("levels", []) + ([res["messages"]] if res.get("messages") else [])
-    p99 = [
-        (lv, lv["rows"]["tenantgw"].get("added_p99_vs_bare"))
-        for lv in levels
-        if "tenantgw" in lv["rows"]
-    ]
-    known = [(lv, r) for lv, r in p99 if r is not None]
-    if known:
-        worst_lv, worst = max(known, key=lambda x: x[1])
-        each = "; ".join(
+
+    def every_level(key: str) -> str:
+        return "; ".join(
             f"{lv['api']} {'stream' if lv['stream'] else 'non-stream'} c={lv['concurrency']}: "
-            f"{times(r)}"
-            for lv, r in p99
+            f"{times(lv['rows']['tenantgw'].get(key))}"
+            for lv in levels
+            if "tenantgw" in lv["rows"]
         )
-        met = sum(1 for _, r in known if r <= 1.1)
-        out.append(
-            [
-                "tenantgw added p99 ≤ 1.1x bare LiteLLM's added p99",
-                f"worst {times(worst)} ({worst_lv['api']} "
-                f"{'stream' if worst_lv['stream'] else 'non-stream'} c={worst_lv['concurrency']}); "
-                f"{met}/{len(known)} runs within 1.1x — {each}",
-                "met" if worst <= 1.1 else "not met",
-            ]
-        )
-    rps = [
-        (lv, lv["rows"]["tenantgw"].get("rps_vs_bare")) for lv in levels if "tenantgw" in lv["rows"]
+
+    return [
+        *design_targets.gateway_rows(res),
+        ["tenantgw RPS / bare LiteLLM's, every level", every_level("rps_vs_bare"), "-"],
+        ["tenantgw added p99 / bare's, every level", every_level("added_p99_vs_bare"), "-"],
     ]
-    known_rps = [(lv, r) for lv, r in rps if r is not None]
-    if known_rps:
-        worst_lv, worst = min(known_rps, key=lambda x: x[1])
-        top = max(lv["concurrency"] for lv, _ in known_rps)
-        at_top = [
-            f"{'stream' if lv['stream'] else 'non-stream'} {times(r)}"
-            for lv, r in known_rps
-            if lv["concurrency"] == top and lv["api"] == "chat"
-        ]
-        out.append(
-            [
-                "tenantgw RPS ≥ 0.9x bare LiteLLM's",
-                f"at c={top} (saturated): {', '.join(at_top)}; worst of all runs {times(worst)} "
-                f"({worst_lv['api']} {'stream' if worst_lv['stream'] else 'non-stream'} "
-                f"c={worst_lv['concurrency']})",
-                "met" if worst >= 0.9 else "not met",
-            ]
-        )
-    for streams in res.get("streams", []):
-        if streams["variant"] != "tenantgw":
-            continue
-        errors = sum(streams["errors"].values()) + streams["not_sent"]
-        out.append(
-            [
-                f"{streams['streams']} concurrent streams through tenantgw, no errors",
-                f"{streams['ok']}/{streams['streams']} complete, {errors} errors, "
-                f"{streams['wall_s']:.1f} s ({streams['workers']} worker(s))",
-                "met" if errors == 0 else "not met",
-            ]
-        )
-    if res.get("overshoot"):
-        o = res["overshoot"]
-        per_replica = o["overshoot_requests"] / max(o["replicas"], 1)
-        out.append(
-            [
-                "budget overshoot ≤ 1 request's cost per replica (50 clients)",
-                f"{o['ledger']['spend_usd']:.4f} USD spent vs {o['limit_usd']} USD limit: "
-                f"{per_replica:+.2f} requests' cost ({o['replicas']} replica)",
-                "met" if per_replica <= 1 else "not met",
-            ]
-        )
-    return out
 
 
 def render_section(res: dict[str, Any]) -> str:

@@ -29,6 +29,8 @@ SECTION = "Targets"
 HEADERS = ["Target", "Measured", "Verdict"]
 LEVEL = (32, False)  # concurrency and streaming of the RPS, p99 and CPU targets
 RPS_RATIO = 1.2
+STREAM_RPS_RATIO = 1.0
+OVERSHOOT_CLIENTS = 50
 STREAMS = 1000
 REDIS_ROUND_TRIPS = 2
 
@@ -59,12 +61,15 @@ def gateway_rows(res: dict[str, Any] | None) -> list[Row]:
     """The gateway's targets, from one gateway_bench run."""
     concurrency, stream = LEVEL
     where = f"chat {'stream' if stream else 'non-stream'} c={concurrency}"
+    streamed = f"chat stream c={concurrency}"
     names = [
         f"tenantgw RPS ≥ {RPS_RATIO}x bare LiteLLM's per core ({where})",
+        f"tenantgw RPS ≥ {STREAM_RPS_RATIO}x bare LiteLLM's per core ({streamed})",
         f"tenantgw added p99 ≤ bare LiteLLM's added p99 ({where})",
         f"tenantgw CPU per request ≤ bare LiteLLM's ({where})",
         f"Redis round trips per tenantgw request ≤ {REDIS_ROUND_TRIPS}",
         f"{STREAMS} concurrent streams through tenantgw, 0 errors",
+        f"budget overshoot ≤ 1 request's cost per replica ({OVERSHOOT_CLIENTS} clients)",
     ]
     if res is None:
         return [
@@ -72,30 +77,16 @@ def gateway_rows(res: dict[str, Any] | None) -> list[Row]:
         ]
     rows = _level(res, concurrency, stream)
     tgw, bare = (rows or {}).get("tenantgw", {}), (rows or {}).get("bare", {})
-    out: list[Row] = []
-    rps = tgw.get("rps_vs_bare")
-    by_round = [r for r in tgw.get("rps_vs_bare_by_round") or [] if r is not None]
-    spread = (
-        f"; {len(by_round)} rounds, each {min(by_round):.2f}x to {max(by_round):.2f}x"
-        if len(by_round) > 1
-        else ""
-    )
-    out.append(
-        [
-            names[0],
-            f"{rps:.2f}x ({tgw['rps']:.1f} vs {bare['rps']:.1f} req/s, {res['args']['workers']} "
-            f"worker each{spread})"
-            if rps is not None
-            else "not measured at this level",
-            verdict(None if rps is None else rps >= RPS_RATIO),
-        ]
-    )
+    out: list[Row] = [
+        rps_row(names[0], res, rows, RPS_RATIO),
+        rps_row(names[1], res, _level(res, concurrency, True), STREAM_RPS_RATIO),
+    ]
     p99 = tgw.get("added_p99_vs_bare")
     added = tgw.get("added_latency_s") or {}
     bare_added = bare.get("added_latency_s") or {}
     out.append(
         [
-            names[1],
+            names[2],
             f"{p99:.2f}x ({added['p99'] * 1000:.0f} vs {bare_added['p99'] * 1000:.0f} ms)"
             if p99 is not None
             else "not measured at this level",
@@ -105,16 +96,51 @@ def gateway_rows(res: dict[str, Any] | None) -> list[Row]:
     cpu, bare_cpu = tgw.get("cpu_ms_per_request"), bare.get("cpu_ms_per_request")
     out.append(
         [
-            names[2],
+            names[3],
             f"{cpu:.1f} vs {bare_cpu:.1f} ms ({cpu / bare_cpu:.2f}x)"
             if cpu is not None and bare_cpu
             else "not measured at this level",
             verdict(None if cpu is None or not bare_cpu else cpu <= bare_cpu),
         ]
     )
-    out.append(redis_row(names[3], res))
-    out.append(streams_row(names[4], res))
+    out.append(redis_row(names[4], res))
+    out.append(streams_row(names[5], res))
+    out.append(overshoot_row(names[6], res))
     return out
+
+
+def rps_row(name: str, res: dict[str, Any], rows: dict[str, Any] | None, target: float) -> Row:
+    """tenantgw's RPS over bare's at one level, pooled, and how far the rounds' ratios spread."""
+    tgw, bare = (rows or {}).get("tenantgw", {}), (rows or {}).get("bare", {})
+    rps = tgw.get("rps_vs_bare")
+    if rps is None:
+        return [name, "not measured at this level", verdict(None)]
+    by_round = [r for r in tgw.get("rps_vs_bare_by_round") or [] if r is not None]
+    spread = (
+        f"; {len(by_round)} rounds, each {min(by_round):.2f}x to {max(by_round):.2f}x"
+        if len(by_round) > 1
+        else ""
+    )
+    return [
+        name,
+        f"{rps:.2f}x ({tgw['rps']:.1f} vs {bare['rps']:.1f} req/s, {res['args']['workers']} "
+        f"worker each{spread})",
+        verdict(rps >= target),
+    ]
+
+
+def overshoot_row(name: str, res: dict[str, Any]) -> Row:
+    """What concurrent clients spent past a small BudgetPolicy's limit, in requests' cost."""
+    o = res.get("overshoot")
+    if not o:
+        return [name, "not measured", verdict(None)]
+    per_replica = o["overshoot_requests"] / max(o["replicas"], 1)
+    return [
+        name,
+        f"{o['ledger']['spend_usd']:.4f} USD spent vs {o['limit_usd']} USD limit: "
+        f"{per_replica:+.2f} requests' cost ({o['replicas']} replica, {o['clients']} clients)",
+        verdict(per_replica <= 1),
+    ]
 
 
 def redis_row(name: str, res: dict[str, Any]) -> Row:
