@@ -160,7 +160,8 @@ def test_removing_resource_limits_reaches_the_deployment(
 def test_a_hand_edit_of_any_owned_object_is_reverted_within_seconds(
     k8s: K8s, tenant: tuple[str, str]
 ) -> None:
-    """Drift: editing the gateway's rules, or deleting its Service, does not last 10 s."""
+    """Drift: editing the gateway's rules or its PodDisruptionBudget, or deleting its Service,
+    does not last 10 s (a budget's status recounts wake nothing, its spec still does)."""
     _, ns = tenant
     original = k8s.core.read_namespaced_config_map("gateway-config", ns).data
     rules = next(k for k, v in original.items() if '"pii_redaction"' in v)
@@ -172,6 +173,20 @@ def test_a_hand_edit_of_any_owned_object_is_reverted_within_seconds(
         lambda: k8s.core.read_namespaced_config_map("gateway-config", ns).data == original,
         10,
         "the ConfigMap edit to be reverted",
+    )
+
+    budget = k8s.dyn.resources.get(api_version="policy/v1", kind="PodDisruptionBudget")
+    assert budget.get(name="gateway", namespace=ns).spec.maxUnavailable == 1
+    budget.patch(
+        name="gateway",
+        namespace=ns,
+        body={"spec": {"maxUnavailable": 0}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(
+        lambda: budget.get(name="gateway", namespace=ns).spec.maxUnavailable == 1,
+        10,
+        "the PodDisruptionBudget edit to be reverted",
     )
 
     policy = k8s.dyn.resources.get(api_version="networking.k8s.io/v1", kind="NetworkPolicy")
