@@ -161,7 +161,7 @@ def test_a_hand_edit_of_any_owned_object_is_reverted_within_seconds(
     k8s: K8s, tenant: tuple[str, str]
 ) -> None:
     """Drift: editing the gateway's rules or its PodDisruptionBudget, or deleting its Service,
-    does not last 10 s (a budget's status recounts wake nothing, its spec still does)."""
+    does not last 10 s."""
     _, ns = tenant
     original = k8s.core.read_namespaced_config_map("gateway-config", ns).data
     rules = next(k for k, v in original.items() if '"pii_redaction"' in v)

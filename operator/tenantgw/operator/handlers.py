@@ -15,7 +15,6 @@ from tenantgw.api import API_VERSION, GROUP, VERSION, Audit, Tenant
 from tenantgw.kube.cache import LiveCache, index_key, trimmed
 from tenantgw.kube.client import JSON, KINDS, Kube, KubeError
 from tenantgw.operator import kopf_startup
-from tenantgw.operator.event_filter import EventFilter
 from tenantgw.operator.heap import run_heap_trim_loop
 from tenantgw.operator.login import login
 from tenantgw.operator.waker import Waker, jittered, run_resync_loop
@@ -192,7 +191,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     waker.resync = jittered(SETTINGS.resync_seconds)
     memo["waker"] = waker
     memo["generations"] = {}
-    memo["events"] = EventFilter()
     memo["tenants_seen"] = {}
     by_namespace: kopf.Index[str, str] = kwargs["tenant_by_namespace"]
     memo["resync_loop"] = asyncio.create_task(
@@ -433,15 +431,11 @@ async def owned_object_event(
 ) -> None:
     """An object the operator applied changed or went away: revert drift now, not at resync.
 
-    The echo of the operator's own write (the version its apply answered) wakes nothing, nor
-    does a controller's status bookkeeping that no reconcile reads (`event_filter`). A tenant
-    namespace that finished terminating wakes a Tenant re-created meanwhile.
+    The echo of the operator's own write (the version its apply answered) wakes nothing. A
+    tenant namespace that finished terminating wakes a Tenant re-created meanwhile.
     """
-    wakes = memo["events"].wakes(type, body)  # first: it remembers our echo's version too
     if _saw(memo, type, body):
         return  # the echo of our own apply: the reconcile that made it saw its answer
-    if not wakes:
-        return
     tenant = labels.get(TENANT_LABEL)
     if tenant:
         await memo["waker"].wake(tenant)
