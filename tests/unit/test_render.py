@@ -22,6 +22,7 @@ from tenantgw.render import (
     service_url,
 )
 from tenantgw.render.config import restart_material
+from tenantgw.render.litellm_config import render_litellm_config
 
 pytestmark = pytest.mark.unit
 
@@ -169,7 +170,7 @@ def test_config_hash_stays_when_budget_policies_change(engineering_team: RenderI
 def test_config_hash_covers_config_yaml_but_its_model_routing(
     engineering_team: RenderInputs,
 ) -> None:
-    material = restart_material(engineering_team)
+    material = restart_material(engineering_team, render_litellm_config(engineering_team))
     rest = material["config.yaml"]
     assert "model_list" not in rest
     assert "fallbacks" not in rest["litellm_settings"]

@@ -139,13 +139,12 @@ def render_key_secrets(inputs: RenderInputs) -> list[dict[str, Any]]:
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def configmap_data(inputs: RenderInputs, litellm: dict[str, Any] | None = None) -> dict[str, str]:
-    """The files of ConfigMap `gateway-config`: LiteLLM's config.yaml, the rules file and, with
-    GCP workload identity, the credential configuration (no secret in any). `litellm`: the
-    config.yaml rendered already (`render_litellm_config`)."""
-    config = litellm if litellm is not None else render_litellm_config(inputs)
+def configmap_data(inputs: RenderInputs, litellm: dict[str, Any]) -> dict[str, str]:
+    """The files of ConfigMap `gateway-config`: LiteLLM's config.yaml (`litellm`, from
+    `render_litellm_config`), the rules file and, with GCP workload identity, the credential
+    configuration (no secret in any)."""
     return {
-        CONFIG_FILE: yaml.dump(config, Dumper=_DUMPER, sort_keys=False),
+        CONFIG_FILE: yaml.dump(litellm, Dumper=_DUMPER, sort_keys=False),
         RULES_FILE: json.dumps(render_rules(inputs), sort_keys=True, indent=2) + "\n",
         **identity_files(inputs),
     }
@@ -157,18 +156,18 @@ def render_configmap(inputs: RenderInputs, data: dict[str, str] | None = None) -
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(inputs.tenant, CONFIG_NAME),
-        "data": data if data is not None else configmap_data(inputs),
+        "data": data if data is not None else configmap_data(inputs, render_litellm_config(inputs)),
     }
 
 
-def restart_material(inputs: RenderInputs, litellm: dict[str, Any] | None = None) -> dict[str, Any]:
+def restart_material(inputs: RenderInputs, litellm: dict[str, Any]) -> dict[str, Any]:
     """What a gateway reads from its ConfigMap only when it starts.
 
-    LiteLLM's config.yaml without its model routing (`api.gateway_config`: the gateway applies
-    a changed routing while it serves) and the workload identity files. Not the rules file: the
-    gateway reloads it (gateway/files.py). `litellm`: the config.yaml rendered already.
+    LiteLLM's config.yaml (`litellm`) without its model routing (`api.gateway_config`: the
+    gateway applies a changed routing while it serves) and the workload identity files. Not
+    the rules file: the gateway reloads it (gateway/files.py).
     """
-    _, rest = split_model_routing(litellm if litellm is not None else render_litellm_config(inputs))
+    _, rest = split_model_routing(litellm)
     return {CONFIG_FILE: rest, **identity_files(inputs)}
 
 

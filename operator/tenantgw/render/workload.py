@@ -188,10 +188,9 @@ def _replicas(fixed: int | None) -> dict[str, int]:
     return {} if fixed is None else {"replicas": fixed}
 
 
-def render_deployment(
-    inputs: RenderInputs, litellm: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Deployment `gateway`; `litellm` is its config.yaml when it was rendered already."""
+def render_deployment(inputs: RenderInputs, litellm: dict[str, Any]) -> dict[str, Any]:
+    """Deployment `gateway`; `litellm` is its config.yaml (`render_litellm_config`), whose
+    start-time part the pod template's config hash covers."""
     tenant = inputs.tenant
     name = tenant_name(tenant)
     storage = pod_storage(inputs.storage)
